@@ -1,0 +1,1 @@
+"""The language model: loading, prompt templates, engines (reasoning + vectors), and the SASRec network."""

@@ -1,0 +1,1 @@
+"""The FastAPI gateway: routes, schemas, settings, cache, metrics, fallback and auth."""

@@ -1,0 +1,1 @@
+"""Offline jobs: data loading and splits, index building, training, evaluation; and the `reasonrec` CLI."""
