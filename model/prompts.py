@@ -1,0 +1,129 @@
+"""Prompt templates (versioned): the user ranking prompt, the item prompt, and the rating prompts.
+
+Contents follow DESIGN.md section 2: the user prompt asks for an in-depth analysis of the history ending in
+`<answer>` (R2ec, "Towards Large Recommender Models with Reasoning"); the item prompt asks for the item's key
+attributes; the rating prompt asks for the four RecZero tags in order (`<analyze user>`, `<analyze item>`,
+`<match>`, `<rate>`), and the direct variant only for `<rate>`. `TEMPLATE_VERSION` is part of every cache key
+and artifact manifest: change it whenever a template's wording changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from indexer.catalog import Item
+
+TEMPLATE_VERSION = "v1"
+ANSWER_MARKER = "<answer>"
+MAX_HISTORY_LINES = 20
+MAX_DESCRIPTION_WORDS = 100
+RATING_TAGS = ("analyze user", "analyze item", "match", "rate")
+
+_HOUR, _DAY, _WEEK = 3600, 86400, 7 * 86400
+_MONTH, _YEAR = 30 * 86400, 365 * 86400
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    """One past interaction as the prompt shows it."""
+
+    title: str
+    rating: float | None = None
+    timestamp: int | None = None
+
+
+def coarse_age(seconds: int) -> str:
+    """An age rounded coarsely so prompts (and cache keys) do not change with every passing minute."""
+    seconds = max(0, seconds)
+    for unit, name, limit in ((_HOUR, "h", _DAY), (_DAY, "d", 2 * _WEEK), (_WEEK, "w", 8 * _WEEK), (_MONTH, "mo", 2 * _YEAR)):
+        if seconds < limit:
+            return f"{max(1, seconds // unit)}{name} ago"
+    return f"{seconds // _YEAR}y ago"
+
+
+def _rating_text(rating: float) -> str:
+    return f"{rating:g}"
+
+
+def display_title(item: Item) -> str:
+    """Title with the year in parentheses, unless the title already ends with it."""
+    if item.year is None or item.title.endswith(f"({item.year})"):
+        return item.title
+    return f"{item.title} ({item.year})"
+
+
+def _history_lines(history: Sequence[HistoryLine], now: int | None) -> list[str]:
+    lines = []
+    for entry in history[-MAX_HISTORY_LINES:]:
+        line = f"[{entry.title}]"
+        if entry.rating is not None:
+            line += f" ({_rating_text(entry.rating)})"
+        if entry.timestamp is not None and now is not None:
+            line = f"{coarse_age(now - entry.timestamp)}: {line}"
+        lines.append(line)
+    return lines
+
+
+def user_prompt(history: Sequence[HistoryLine], now: int | None = None) -> str:
+    """The ranking prompt: analyse the history (up to 20 most recent, oldest first), then name the next item."""
+    lines = _history_lines(history, now)
+    return (
+        "Here is a user's viewing history, oldest first, with their ratings out of 5:\n"
+        + "\n".join(lines)
+        + "\n\nAnalyse this history in depth: which genres, eras, moods and themes does the user prefer, and how "
+        "have their tastes moved recently? Then name the single item they are most likely to enjoy next, inside "
+        f"{ANSWER_MARKER} and </answer>."
+    )
+
+
+def item_prompt(item: Item) -> str:
+    """The item prompt: the item's attributes, asking for a summary of its key attributes."""
+    lines = [f"Title: {display_title(item)}"]
+    if item.genres:
+        lines.append(f"Genres: {', '.join(item.genres)}")
+    if item.year is not None:
+        lines.append(f"Year: {item.year}")
+    if item.avg_rating is not None and item.rating_count:
+        lines.append(f"Average rating: {item.avg_rating:.1f}/5 from {item.rating_count} ratings")
+    if item.description:
+        words = item.description.split()
+        cut = " ".join(words[:MAX_DESCRIPTION_WORDS]) + (" ..." if len(words) > MAX_DESCRIPTION_WORDS else "")
+        lines.append(f"Description: {cut}")
+    return (
+        "\n".join(lines)
+        + f"\n\nSummarise the key attributes of this item (genre, era, tone, audience) inside {ANSWER_MARKER} and "
+        "</answer>."
+    )
+
+
+def _rating_context(history: Sequence[HistoryLine], item: Item, now: int | None) -> str:
+    rated = [h.rating for h in history[-MAX_HISTORY_LINES:] if h.rating is not None]
+    user_avg = f"{sum(rated) / len(rated):.2f}" if rated else "unknown"
+    item_avg = f"{item.avg_rating:.2f}" if item.avg_rating is not None else "unknown"
+    return (
+        "A user's rating history, oldest first (ratings out of 5):\n"
+        + "\n".join(_history_lines(history, now))
+        + f"\nThe user's average rating: {user_avg}\n\n"
+        f"Target item: {display_title(item)}"
+        + (f" ({', '.join(item.genres)})" if item.genres else "")
+        + f"\nThe item's average rating: {item_avg}\n\n"
+    )
+
+
+def rating_prompt(history: Sequence[HistoryLine], item: Item, now: int | None = None) -> str:
+    """RecZero-style rating prompt: four tags in order, the last holding an integer rating 1..5."""
+    return _rating_context(history, item, now) + (
+        "Predict the user's rating of the target item. Think step by step and answer in exactly this format:\n"
+        "<analyze user>the user's tastes</analyze user>\n"
+        "<analyze item>the item's characteristics</analyze item>\n"
+        "<match>how well they match</match>\n"
+        "<rate>a whole number from 1 to 5</rate>"
+    )
+
+
+def direct_rating_prompt(history: Sequence[HistoryLine], item: Item, now: int | None = None) -> str:
+    """The direct variant: no reasoning, only `<rate>N</rate>`."""
+    return _rating_context(history, item, now) + (
+        "Predict the user's rating of the target item. Answer only with <rate>a whole number from 1 to 5</rate>."
+    )

@@ -1,0 +1,221 @@
+"""The in-process engine: batched greedy generation up to `<answer>` and user/item vectors with transformers.
+
+Vectors follow DESIGN.md section 2: final-layer hidden state (after the final norm) of the last token of the
+chat-rendered [user][assistant: ... `<answer>`]. For reasoning, the canonical user vector is that of the
+*re-tokenized* text; it is read off the generation's KV cache by feeding only the missing tail of that text
+(one token when the model wrote `<answer>` itself, the marker's tokens when the budget ran out), which is exact
+when the re-tokenized ids start with the ids already in the cache. When they do not (BPE merges across the
+boundary), a fresh full pass is run instead. Batches are left-padded with explicit position ids, so a batch
+gives the same results as single calls up to float rounding.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model.engine import Generation, Reasoning
+from model.loading import LoadedModel
+from model.prompts import ANSWER_MARKER
+
+
+@dataclass
+class _DecodeState:
+    """A finished greedy decode of a batch: the KV cache and what each row fed and generated."""
+
+    past: object
+    attention_mask: torch.Tensor
+    lengths: torch.Tensor
+    fed: list[list[int]]
+    generated: list[list[int]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    stopped: list[bool] = field(default_factory=list)
+
+
+class TransformersEngine:
+    """Runs a `LoadedModel` in this process; thread-safe (one batch at a time), greedy decoding."""
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 8) -> None:
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.fingerprint = loaded.fingerprint
+        self.hidden_size = loaded.hidden_size
+        self.batch_size = batch_size
+        self._decoder = self.model.get_decoder()
+        self._lm_head = self.model.get_output_embeddings()
+        self._lock = threading.Lock()
+        self._end_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if i is not None}
+        self.stats = {"kv_shortcut": 0, "full_pass": 0}
+
+    # ---- rendering -------------------------------------------------------------------------------------------
+
+    def render(self, user_text: str, assistant_text: str = "") -> str:
+        """The chat template applied to [user][assistant: assistant_text] with no end-of-turn after it."""
+        head = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+        )
+        return head + assistant_text
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # ---- public API ------------------------------------------------------------------------------------------
+
+    def reason(self, user_texts: Sequence[str], max_new_tokens: int) -> list[Reasoning]:
+        """Greedy reasoning up to `<answer>` (or the budget, then `<answer>` is appended), and the user vector."""
+        results: list[Reasoning] = []
+        for start in range(0, len(user_texts), self.batch_size):
+            results.extend(self._reason_batch(list(user_texts[start : start + self.batch_size]), max_new_tokens))
+        return results
+
+    def embed_direct(self, user_texts: Sequence[str]) -> np.ndarray:
+        """User vectors with the assistant turn just `<answer>` (no generation)."""
+        return self._last_hidden([self.render(text, ANSWER_MARKER) for text in user_texts])
+
+    def embed_items(self, item_texts: Sequence[str]) -> np.ndarray:
+        """Item vectors: [user: item prompt][assistant: `<answer>`]."""
+        return self._last_hidden([self.render(text, ANSWER_MARKER) for text in item_texts])
+
+    def generate(
+        self, user_texts: Sequence[str], assistant_prefixes: Sequence[str], max_new_tokens: int, stop: str
+    ) -> list[Generation]:
+        """Continue each assistant turn from its prefix until `stop`, end-of-turn or the budget."""
+        results: list[Generation] = []
+        rendered = [self.render(u, p) for u, p in zip(user_texts, assistant_prefixes, strict=True)]
+        for start in range(0, len(rendered), self.batch_size):
+            with self._lock, torch.inference_mode():
+                state = self._decode(rendered[start : start + self.batch_size], max_new_tokens, stop)
+            results.extend(
+                Generation(text.split(stop, 1)[0], len(gen), stopped)
+                for text, gen, stopped in zip(state.texts, state.generated, state.stopped)
+            )
+        return results
+
+    def choice_probs(
+        self, user_texts: Sequence[str], assistant_prefixes: Sequence[str], choices: Sequence[str]
+    ) -> np.ndarray:
+        """Next-token probabilities of single-token `choices` after each prefix, renormalized over the choices."""
+        choice_ids = []
+        for choice in choices:
+            ids = self._ids(choice)
+            if len(ids) != 1:
+                raise ValueError(f"choice {choice!r} is not a single token for this tokenizer")
+            choice_ids.append(ids[0])
+        rendered = [self.render(u, p) for u, p in zip(user_texts, assistant_prefixes, strict=True)]
+        rows = []
+        for start in range(0, len(rendered), self.batch_size):
+            with self._lock, torch.inference_mode():
+                hidden = self._prefill(rendered[start : start + self.batch_size])[0]
+                logits = self._lm_head(hidden[:, -1]).float()
+            rows.append(torch.softmax(logits[:, choice_ids], dim=-1).numpy())
+        return np.concatenate(rows).astype(np.float32)
+
+    # ---- internals -------------------------------------------------------------------------------------------
+
+    def _prefill(self, rendered: list[str]) -> tuple[torch.Tensor, object, torch.Tensor, list[list[int]]]:
+        """Left-padded forward of a batch: (final hidden states, KV cache, attention mask, unpadded ids)."""
+        enc = self.tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        unpadded = [row[row_mask.bool()].tolist() for row, row_mask in zip(ids, mask)]
+        return out.last_hidden_state, out.past_key_values, mask, unpadded
+
+    def _last_hidden(self, rendered: list[str]) -> np.ndarray:
+        """Last-token final hidden state of each text; batches are formed from similar lengths."""
+        order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))
+        vectors = np.zeros((len(rendered), self.hidden_size), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            with self._lock, torch.inference_mode():
+                hidden = self._prefill([rendered[i] for i in chunk])[0]
+            vectors[chunk] = hidden[:, -1].float().numpy()
+        return vectors
+
+    def _decode(self, rendered: list[str], max_new_tokens: int, stop: str) -> _DecodeState:
+        """Greedy decode of a batch until every row has produced `stop`, end-of-turn, or `max_new_tokens` tokens.
+
+        A finished row is fed padding (masked out) while the others go on, so its KV cache stays exactly its own
+        prompt plus the tokens it fed; `fed` records those ids per row (a row's last generated token is not fed).
+        """
+        hidden, past, mask, prompt_ids = self._prefill(rendered)
+        n = len(rendered)
+        state = _DecodeState(
+            past, mask, mask.sum(-1), fed=prompt_ids,
+            generated=[[] for _ in range(n)], texts=[""] * n, stopped=[False] * n,
+        )
+        done = [max_new_tokens <= 0] * n
+        logits = self._lm_head(hidden[:, -1])
+        for _ in range(max_new_tokens):
+            next_ids = logits.argmax(-1).tolist()
+            for i, token in enumerate(next_ids):
+                if done[i]:
+                    continue
+                if token in self._end_ids:
+                    done[i] = True
+                    continue
+                state.generated[i].append(token)
+                state.texts[i] = self.tokenizer.decode(state.generated[i], skip_special_tokens=False)
+                if stop in state.texts[i]:
+                    state.stopped[i] = done[i] = True
+                elif len(state.generated[i]) >= max_new_tokens:
+                    done[i] = True
+            if all(done):
+                break
+            feed = torch.tensor([[self.tokenizer.pad_token_id if done[i] else state.generated[i][-1]] for i in range(n)])
+            feed_mask = torch.tensor([[0 if done[i] else 1] for i in range(n)])
+            for i in range(n):
+                if not done[i]:
+                    state.fed[i].append(state.generated[i][-1])
+            state.attention_mask = torch.cat([state.attention_mask, feed_mask], dim=-1)
+            out = self._decoder(
+                input_ids=feed, attention_mask=state.attention_mask, position_ids=state.lengths[:, None].clone(),
+                past_key_values=state.past, use_cache=True,
+            )
+            state.lengths = state.lengths + feed_mask[:, 0]
+            state.past = out.past_key_values
+            logits = self._lm_head(out.last_hidden_state[:, -1])
+        return state
+
+    def _reason_batch(self, user_texts: list[str], max_new_tokens: int) -> list[Reasoning]:
+        rendered = [self.render(text) for text in user_texts]
+        with self._lock, torch.inference_mode():
+            state = self._decode(rendered, max_new_tokens, ANSWER_MARKER)
+            reasonings = [text.split(ANSWER_MARKER, 1)[0] for text in state.texts]
+            canonical = [self._ids(self.render(u, r + ANSWER_MARKER)) for u, r in zip(user_texts, reasonings)]
+            tails: list[list[int] | None] = []
+            for fed, ids in zip(state.fed, canonical):
+                exact = len(ids) > len(fed) and ids[: len(fed)] == fed
+                tails.append(ids[len(fed) :] if exact else None)
+            vectors = self._vectors_from_cache(state, tails)
+        self.stats["kv_shortcut"] += sum(t is not None for t in tails)
+        missing = [i for i, tail in enumerate(tails) if tail is None]
+        if missing:
+            self.stats["full_pass"] += len(missing)
+            full = self._last_hidden([self.render(user_texts[i], reasonings[i] + ANSWER_MARKER) for i in missing])
+            vectors[missing] = full
+        return [
+            Reasoning(text, vectors[i], len(state.generated[i]), state.stopped[i])
+            for i, text in enumerate(reasonings)
+        ]
+
+    def _vectors_from_cache(self, state: _DecodeState, tails: list[list[int] | None]) -> np.ndarray:
+        """Feed each row's missing tail (right-padded) on top of its KV cache; read its last real position."""
+        vectors = np.zeros((len(tails), self.hidden_size), dtype=np.float32)
+        rows = [i for i, tail in enumerate(tails) if tail]
+        if not rows:
+            return vectors
+        width = max(len(tails[i]) for i in rows)
+        pad = self.tokenizer.pad_token_id
+        feed = torch.tensor([(tail or [])[:width] + [pad] * (width - len(tail or [])) for tail in tails])
+        feed_mask = torch.tensor([[1] * len(tail or []) + [0] * (width - len(tail or [])) for tail in tails])
+        mask = torch.cat([state.attention_mask, feed_mask], dim=-1)
+        positions = state.lengths[:, None] + torch.arange(width)[None, :]
+        out = self._decoder(input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=state.past, use_cache=True)
+        for i in rows:
+            vectors[i] = out.last_hidden_state[i, len(tails[i]) - 1].float().numpy()
+        return vectors

@@ -1,0 +1,41 @@
+"""Guided rating prediction and the RecZero format parser."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.rating import parse_rating_output, predict_ratings
+
+GOOD = "<analyze user>likes sci-fi</analyze user>\n<analyze item>a space film</analyze item>\n<match>good</match>\n<rate>4</rate>"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (GOOD, 4),
+        (GOOD.replace("<rate>4", "<rate>6"), None),
+        (GOOD.replace("likes sci-fi", " "), None),
+        (GOOD.replace("<match>good</match>\n", ""), None),
+        ("<analyze item>x</analyze item><analyze user>y</analyze user><match>z</match><rate>3</rate>", None),
+        (GOOD + "<rate>2</rate>", None),
+        ("no tags at all", None),
+    ],
+)
+def test_parse_rating_output(text, expected):
+    assert parse_rating_output(text) == expected
+
+
+def test_parse_direct_rating():
+    assert parse_rating_output("<rate>5</rate>", require_reasoning=False) == 5
+    assert parse_rating_output("<rate>5</rate><rate>4</rate>", require_reasoning=False) is None
+    assert parse_rating_output("five", require_reasoning=False) is None
+
+
+@pytest.mark.parametrize("reasoning", [True, False])
+def test_guided_prediction_always_parses(tiny_engine, reasoning):
+    predictions = predict_ratings(tiny_engine, ["user one", "user two"], reasoning=reasoning, max_tokens_per_tag=4)
+    for p in predictions:
+        assert 1.0 <= p.rating <= 5.0
+        assert abs(sum(p.probabilities) - 1.0) < 1e-5
+        assert parse_rating_output(p.text, require_reasoning=reasoning) == max(range(5), key=lambda i: p.probabilities[i]) + 1
+        assert (p.generated_tokens > 0) == reasoning
