@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.index import DuplicateItemError, ItemIndex, UnknownItemError
+from indexer.errors import DuplicateItemError, UnknownItemError
+from indexer.index import ItemIndex
 
 
 def ids_for(n: int) -> list[str]:
@@ -65,6 +66,10 @@ def test_excluded_ids_never_returned_and_k_results_kept(rng, vectors):
     for row, result in enumerate(results):
         assert [item_id for item_id, _ in result] == [f"item{i}" for i in full[row, 15:25]]
         assert not exclude[row] & {item_id for item_id, _ in result}
+    with pytest.raises(TypeError, match="not a string"):
+        index.search(queries[:1], k=10, exclude=["item1"])
+    with pytest.raises(ValueError, match="one collection per query: 1 for 3 queries"):
+        index.search(queries, k=10, exclude=[{"item1"}])
 
 
 def test_k_larger_than_the_catalog_returns_every_allowed_item(rng):

@@ -11,9 +11,10 @@ import pytest
 
 import indexer.store
 from indexer.catalog import Item
-from indexer.index import CorruptIndexError, DuplicateItemError, IndexOptions, UnknownItemError
+from indexer.errors import CorruptIndexError, DuplicateItemError, IndexNotFoundError, UnknownItemError
+from indexer.index import IndexOptions
 from indexer.manifest import ManifestMismatchError
-from indexer.store import IndexNotFoundError, ItemStore
+from indexer.store import ItemStore
 
 
 @pytest.fixture
@@ -31,7 +32,8 @@ def current(root: Path) -> str:
 
 def test_create_indexes_the_catalog_in_order(store, catalog, vectors, fingerprint):
     manifest = store.manifest
-    assert (manifest.version, manifest.count, manifest.dim, manifest.kind, manifest.centered) == (1, 200, 32, "flat", True)
+    shape = (manifest.version, manifest.count, manifest.dim, manifest.kind, manifest.centered)
+    assert shape == (1, 200, 32, "flat", True)
     assert manifest.fingerprint == fingerprint and manifest.dataset == "ml-test"
     assert len(store) == 200 and store.get("item3") == catalog["item3"] and store.get("nope") is None
     [result] = store.search(vectors[3:4], k=1)

@@ -1,0 +1,118 @@
+"""The index manifest: which model built an index version, its shape, and the check that a loaded index fits the model.
+
+Item vectors are only comparable with user vectors from the same model, adapter and prompt template
+(DESIGN.md section 2), so every saved index version carries the `ModelFingerprint` that encoded it and
+loading refuses an index whose fingerprint differs from the serving model's.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
+from typing import Literal, get_args
+
+IndexKind = Literal["flat", "ivf", "hnsw"]
+INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What made the item vectors; two indexes are comparable only when all four fields are equal."""
+
+    model_id: str
+    """Model name, e.g. "SmolLM2-135M-Instruct" or "tiny-llama"."""
+    weights_hash: str
+    """Short hash of the base weights."""
+    adapter_hash: str | None
+    """Short hash of a LoRA adapter, or None without one."""
+    template_version: str
+    """Version of the prompt templates that rendered the item prompts."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelFingerprint:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+class ManifestMismatchError(ValueError):
+    """A stored index was built by a different model, adapter or template than the one asking for it."""
+
+    def __init__(self, field_name: str, stored: object, expected: object, where: str = "the index") -> None:
+        self.field_name = field_name
+        self.stored = stored
+        self.expected = expected
+        super().__init__(
+            f"{where} was built with {field_name}={stored!r} but the model has {field_name}={expected!r}; "
+            "its item vectors cannot be compared with this model's user vectors: "
+            "rebuild the index with `reasonrec index ...`"
+        )
+
+
+def check_fingerprint(stored: ModelFingerprint, expected: ModelFingerprint, where: str = "the index") -> None:
+    """Raise `ManifestMismatchError` naming the first field in which `stored` differs from `expected`."""
+    for f in fields(ModelFingerprint):
+        if getattr(stored, f.name) != getattr(expected, f.name):
+            raise ManifestMismatchError(f.name, getattr(stored, f.name), getattr(expected, f.name), where)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _version_id(version: int) -> str:
+    return f"v{version:06d}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One index version, stored as manifest.json in its folder; a change makes a new manifest (`bumped`)."""
+
+    fingerprint: ModelFingerprint
+    dim: int
+    """Vector dimension (the model's hidden size)."""
+    count: int
+    """Number of items in the index."""
+    kind: IndexKind
+    """FAISS index kind: "flat" (exact), "ivf" or "hnsw"."""
+    centered: bool
+    """Whether a stored mean item vector is subtracted from items and queries before normalizing."""
+    version: int
+    """Monotonic version number, bumped by every change."""
+    version_id: str
+    """Unique name of this version and of its folder, e.g. "v000003-1a2b3c4d"."""
+    created_at: str
+    """When this version was made (ISO 8601, UTC)."""
+    dataset: str | None = None
+    """The dataset the catalog came from, when known."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"manifest kind must be one of {INDEX_KINDS}, got {self.kind!r}")
+        if self.dim <= 0 or self.count < 0 or self.version < 1:
+            raise ValueError(
+                f"manifest needs dim > 0, count >= 0, version >= 1; got {self.dim}, {self.count}, {self.version}"
+            )
+
+    @classmethod
+    def first(
+        cls, fingerprint: ModelFingerprint, *, dim: int, count: int, kind: IndexKind, centered: bool,
+        dataset: str | None = None,
+    ) -> Manifest:
+        """The manifest of a freshly built index (version 1)."""
+        return cls(fingerprint, dim, count, kind, centered, 1, _version_id(1), _now(), dataset)
+
+    def bumped(self, *, count: int) -> Manifest:
+        """The manifest of the next version, after a change that leaves `count` items."""
+        version = self.version + 1
+        return replace(self, count=count, version=version, version_id=_version_id(version), created_at=_now())
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "fingerprint": self.fingerprint.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Manifest:
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        return cls(**{**values, "fingerprint": ModelFingerprint.from_json(data["fingerprint"])})
