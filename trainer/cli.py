@@ -1,0 +1,156 @@
+"""The `reasonrec` command line: one entry point for data, indexing, sanity figures and serving.
+
+    reasonrec data --dataset ml-1m            # load a dataset and print its size
+    reasonrec index --dataset ml-100k         # encode its catalog into a FAISS index (resumable)
+    reasonrec sanity --dataset ml-100k        # genre overlap of nearest items vs random (vector check)
+    reasonrec serve                           # make sure model + index exist, then serve on 127.0.0.1:8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2", help="smollm2 (default), tiny, or a local HF model folder")
+    parser.add_argument("--adapter", type=Path, default=None, help="peft LoRA adapter folder to apply")
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser, default: str = "ml-100k") -> None:
+    parser.add_argument("--dataset", default=default, help="ml-100k, ml-1m, ml-1m-zip or amazon2023")
+    parser.add_argument("--data-path", type=Path, default=None, help="file/folder for ml-1m-zip and amazon2023")
+
+
+def _engine(args: argparse.Namespace):
+    from model.loading import load_model
+    from model.transformers_engine import TransformersEngine
+
+    return TransformersEngine(load_model(args.model, args.adapter), batch_size=getattr(args, "batch_size", 8))
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from trainer.data import load_dataset
+
+    start = time.perf_counter()
+    ds = load_dataset(args.dataset, args.data_path)
+    print(f"{ds.name}: {len(ds.catalog)} items, {len(ds.histories)} users, {ds.n_interactions} interactions "
+          f"(loaded in {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from trainer.index_job import IndexJobConfig, build_index
+
+    config = IndexJobConfig(
+        dataset=args.dataset, data_path=args.data_path, model=args.model, adapter=args.adapter, out_dir=args.out,
+        batch_size=args.batch_size, chunk_size=args.chunk_size, kind=args.kind, center=not args.no_center,
+    )
+    result = build_index(config, _engine(args))
+    if result.skipped:
+        print(f"index at {result.out_dir} is up to date ({result.items} items); nothing to do")
+    else:
+        print(f"indexed {result.items} items ({result.encoded} encoded by this run) into {result.out_dir} "
+              f"in {result.seconds:.0f} s")
+    return 0
+
+
+def cmd_sanity(args: argparse.Namespace) -> int:
+    from indexer.store import ItemStore
+    from model.loading import load_model
+    from model.paths import default_index_dir
+    from trainer.sanity import genre_overlap
+
+    fingerprint = load_model(args.model, args.adapter).fingerprint
+    folder = args.index_dir or default_index_dir(args.dataset, fingerprint)
+    store = ItemStore.load(folder, expect=fingerprint)
+    overlap = genre_overlap(store, k=args.k, seed=args.seed)
+    if overlap is None:
+        print("too few items with genres for the figure")
+        return 1
+    print(f"{folder}: {overlap.describe()}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from model.paths import default_index_dir
+    from service.main import serve
+    from service.settings import Settings
+    from trainer.index_job import IndexJobConfig, build_index
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "model": args.model,
+                                   "adapter": args.adapter, "dataset": args.dataset}.items() if v is not None}
+    settings = Settings(**overrides)
+    engine = _engine(argparse.Namespace(model=settings.model, adapter=settings.adapter, batch_size=8))
+    index_dir = settings.index_dir or default_index_dir(settings.dataset, engine.fingerprint)
+    if not args.no_build:
+        print(f"checking the {settings.dataset} index at {index_dir} (built once if missing)", flush=True)
+        build_index(IndexJobConfig(dataset=settings.dataset, model=settings.model, adapter=settings.adapter,
+                                   out_dir=index_dir), engine)
+    del engine  # the service loads its own; the model folder is cached, so this takes seconds
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"\nserving on {base}  (docs: {base}/docs)\ntry:\n  curl -s {base}/recommend -H 'content-type: "
+          "application/json' -d '{\"history\": [{\"item_id\": \"1\", \"rating\": 5}, {\"item_id\": \"50\", "
+          "\"rating\": 4}], \"k\": 5}'\n", flush=True)
+    serve(settings)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reasonrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="load a dataset and print its size")
+    _add_dataset_args(data)
+    data.set_defaults(func=cmd_data)
+
+    index = sub.add_parser("index", help="encode a dataset's catalog into a FAISS index (resumable)")
+    _add_dataset_args(index)
+    _add_model_args(index)
+    index.add_argument("--out", type=Path, default=None, help="index folder (default under artifacts/indexes)")
+    index.add_argument("--batch-size", type=int, default=16, help="item prompts per forward pass")
+    index.add_argument("--chunk-size", type=int, default=256, help="items per resumable checkpoint chunk")
+    index.add_argument("--kind", default="flat", help="flat (exact), ivf or hnsw")
+    index.add_argument("--no-center", action="store_true", help="do not subtract the mean item vector")
+    index.set_defaults(func=cmd_index)
+
+    sanity = sub.add_parser("sanity", help="genre overlap of nearest items vs random items")
+    _add_dataset_args(sanity)
+    _add_model_args(sanity)
+    sanity.add_argument("--index-dir", type=Path, default=None)
+    sanity.add_argument("--k", type=int, default=10)
+    sanity.add_argument("--seed", type=int, default=0)
+    sanity.set_defaults(func=cmd_sanity)
+
+    serve = sub.add_parser("serve", help="prepare model and index if missing, then serve the API")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--model", default=None, help="overrides REASONREC_MODEL")
+    serve.add_argument("--adapter", type=Path, default=None, help="overrides REASONREC_ADAPTER")
+    serve.add_argument("--dataset", default=None, help="overrides REASONREC_DATASET")
+    serve.add_argument("--no-build", action="store_true", help="do not build a missing index")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"reasonrec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
