@@ -50,8 +50,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     from trainer.index_job import IndexJobConfig, build_index
 
     config = IndexJobConfig(
-        dataset=args.dataset, data_path=args.data_path, model=args.model, adapter=args.adapter, out_dir=args.out,
-        batch_size=args.batch_size, chunk_size=args.chunk_size, kind=args.kind, center=not args.no_center,
+        dataset=args.dataset, data_path=args.data_path, out_dir=args.out, chunk_size=args.chunk_size,
+        kind=args.kind, center=not args.no_center,
     )
     result = build_index(config, _engine(args))
     if result.skipped:
@@ -92,8 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     index_dir = settings.index_dir or default_index_dir(settings.dataset, engine.fingerprint)
     if not args.no_build:
         print(f"checking the {settings.dataset} index at {index_dir} (built once if missing)", flush=True)
-        build_index(IndexJobConfig(dataset=settings.dataset, model=settings.model, adapter=settings.adapter,
-                                   out_dir=index_dir), engine)
+        build_index(IndexJobConfig(dataset=settings.dataset, out_dir=index_dir), engine)
     del engine  # the service loads its own; the model folder is cached, so this takes seconds
     base = f"http://{settings.host}:{settings.port}"
     print(f"\nserving on {base}  (docs: {base}/docs)\ntry:\n  curl -s {base}/recommend -H 'content-type: "

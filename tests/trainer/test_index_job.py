@@ -52,13 +52,12 @@ class CountingEngine(FailingAfter):
 @pytest.fixture()
 def config(tmp_path) -> IndexJobConfig:
     data = write_ml1m_folder(tmp_path / "ml-1m")
-    return IndexJobConfig(dataset="ml-1m-zip", data_path=data, model="tiny", out_dir=tmp_path / "index",
-                          batch_size=4, chunk_size=8)
+    return IndexJobConfig(dataset="ml-1m-zip", data_path=data, out_dir=tmp_path / "index", chunk_size=8)
 
 
 def test_build_resume_and_noop(tiny_engine, config, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        build_index(config, FailingAfter(tiny_engine, calls=5))  # 2 full chunks of 8, then dies mid-chunk
+        build_index(config, FailingAfter(tiny_engine, calls=2))  # 2 chunks of 8 written, then dies
     assert not ItemStore.exists(config.out_dir)
     partial = config.out_dir.with_name("index.partial")
     assert sorted(p.name for p in partial.glob("chunk-*.npy")) == ["chunk-00000.npy", "chunk-00001.npy"]
