@@ -25,6 +25,7 @@ _FORMAT = re.compile(
     r"<match>(?P<match>.+?)</match>\s*<rate>\s*(?P<rate>[1-5])\s*</rate>\s*$",
     re.DOTALL,
 )
+_ANY_TAG = re.compile(r"</?(?:analyze user|analyze item|match|rate)>")
 _RATE_ONLY = re.compile(r"<rate>\s*([1-5](?:\.\d+)?)\s*</rate>")
 
 
@@ -49,7 +50,7 @@ def predict_ratings(
         for tag in RATING_TAGS[:-1]:
             answers = [a + f"<{tag}>" for a in answers]
             outs = engine.generate(prompts, answers, max_tokens_per_tag, stop=f"</{tag}>")
-            answers = [a + (o.text.strip() or "-") + f"</{tag}>\n" for a, o in zip(answers, outs)]
+            answers = [a + _tag_content(o.text) + f"</{tag}>\n" for a, o in zip(answers, outs)]
             tokens = [t + o.generated_tokens for t, o in zip(tokens, outs)]
     answers = [a + "<rate>" for a in answers]
     probs = engine.choice_probs(prompts, answers, RATING_CHOICES)
@@ -63,6 +64,12 @@ def predict_ratings(
         )
         for a, p, t in zip(answers, probs, tokens)
     ]
+
+
+def _tag_content(generated: str) -> str:
+    """What the model wrote inside a tag, cut at the first tag it opened or closed itself (the small model
+    often writes later tags early), never empty, so the guided answer always has the four-tag format."""
+    return _ANY_TAG.split(generated, maxsplit=1)[0].strip() or "-"
 
 
 def parse_rating_output(text: str, require_reasoning: bool = True) -> int | None:

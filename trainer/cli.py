@@ -4,6 +4,8 @@
     reasonrec index --dataset ml-100k         # encode its catalog into a FAISS index (resumable)
     reasonrec sanity --dataset ml-100k        # genre overlap of nearest items vs random (vector check)
     reasonrec serve                           # make sure model + index exist, then serve on 127.0.0.1:8000
+    reasonrec train-sasrec --dataset ml-1m    # train SASRec+ (resumable; a no-op once done)
+    reasonrec eval --dataset ml-1m --protocol leave-one-out   # every ranker, one harness, reports
 """
 
 from __future__ import annotations
@@ -83,22 +85,75 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from model.paths import default_index_dir
     from service.main import serve
     from service.settings import Settings
+    from service.state import load_engine
     from trainer.index_job import IndexJobConfig, build_index
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "model": args.model,
                                    "adapter": args.adapter, "dataset": args.dataset}.items() if v is not None}
     settings = Settings(**overrides)
-    engine = _engine(argparse.Namespace(model=settings.model, adapter=settings.adapter, batch_size=8))
+    engine = load_engine(settings)
     index_dir = settings.index_dir or default_index_dir(settings.dataset, engine.fingerprint)
     if not args.no_build:
         print(f"checking the {settings.dataset} index at {index_dir} (built once if missing)", flush=True)
         build_index(IndexJobConfig(dataset=settings.dataset, out_dir=index_dir), engine)
-    del engine  # the service loads its own; the model folder is cached, so this takes seconds
     base = f"http://{settings.host}:{settings.port}"
     print(f"\nserving on {base}  (docs: {base}/docs)\ntry:\n  curl -s {base}/recommend -H 'content-type: "
           "application/json' -d '{\"history\": [{\"item_id\": \"1\", \"rating\": 5}, {\"item_id\": \"50\", "
           "\"rating\": 4}], \"k\": 5}'\n", flush=True)
-    serve(settings)
+    serve(settings, engine=engine)
+    return 0
+
+
+def _add_split_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", default=None, help="leave-one-out (default) or cold-items")
+    parser.add_argument("--cold-frac", type=float, default=None, help="share of items held out (cold-items; 0.2)")
+    parser.add_argument("--split-seed", type=int, default=None, help="seed of the cold-item draw (cold-items; 0)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The options among `names` that were given (not None): the job's dataclass holds every default."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def cmd_train_sasrec(args: argparse.Namespace) -> int:
+    from trainer.sasrec_train import SasrecTrainConfig, train_sasrec
+
+    _set_threads(args)
+    fields = ("dataset", "data_path", "protocol", "cold_frac", "split_seed", "max_len", "hidden", "blocks", "heads",
+              "dropout", "lr", "batch_size", "max_epochs", "patience", "seed")
+    config = SasrecTrainConfig(out_dir=args.out, **_given(args, fields))
+    scorer = train_sasrec(config)
+    meta = scorer.meta
+    test = meta["metrics"]["test"]
+    print(f"SASRec+ checkpoint {config.checkpoint_dir}: {meta['epochs']} epochs (best {meta['best_epoch']}, "
+          f"{meta['train_seconds']:.0f} s); test " + "; ".join(
+              f"{part}: HR@10 {m['HR@10']:.4f} NDCG@10 {m['NDCG@10']:.4f}" for part, m in test.items()))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from trainer.eval_job import EvalConfig, run_eval
+
+    _set_threads(args)
+    fields = ("dataset", "data_path", "protocol", "cold_frac", "split_seed", "sasrec_checkpoint", "model", "adapter",
+              "index_dir", "reencode", "llm_users", "reasoning_users", "reasoning_tokens", "llm_batch_size",
+              "sample_seed", "bootstrap", "bootstrap_seed", "out_dir", "trec_dir", "cache_dir")
+    given = _given(args, fields)
+    if args.rankers is not None:
+        given["rankers"] = tuple(r.strip() for r in args.rankers.split(",") if r.strip())
+    config = EvalConfig(ratings=not args.no_ratings, **given)
+    for path in run_eval(config, "reasonrec " + " ".join(sys.argv[1:])):
+        print(f"wrote {path}")
     return 0
 
 
@@ -128,6 +183,40 @@ def build_parser() -> argparse.ArgumentParser:
     sanity.add_argument("--k", type=int, default=10)
     sanity.add_argument("--seed", type=int, default=0)
     sanity.set_defaults(func=cmd_sanity)
+
+    train = sub.add_parser("train-sasrec", help="train the SASRec+ production ranker (resumable)")
+    _add_dataset_args(train, default="ml-1m")
+    _add_split_args(train)
+    for flag, kind, what in (("--max-len", int, "most recent items read per history"), ("--hidden", int, "hidden size"),
+                             ("--blocks", int, "attention blocks"), ("--heads", int, "attention heads"),
+                             ("--dropout", float, "dropout rate"), ("--lr", float, "Adam learning rate"),
+                             ("--batch-size", int, "users per step"), ("--max-epochs", int, "at most this many epochs"),
+                             ("--patience", int, "epochs without a better valid NDCG@10"), ("--seed", int, "seed")):
+        train.add_argument(flag, type=kind, default=None, help=f"{what} (default: the paper's SASRec+ setting)")
+    train.add_argument("--out", type=Path, default=None, help="checkpoint folder (default under artifacts/sasrec)")
+    train.set_defaults(func=cmd_train_sasrec)
+
+    ev = sub.add_parser("eval", help="evaluate rankers on one split; write docs/results reports")
+    _add_dataset_args(ev, default="ml-1m")
+    _add_split_args(ev)
+    ev.add_argument("--rankers", default=None, help="comma-separated: sasrec,popular,content,direct,reasoning (all)")
+    ev.add_argument("--sasrec-checkpoint", type=Path, default=None, help="default: train-sasrec's folder")
+    ev.add_argument("--model", default=None, help="LLM: smollm2 (default), tiny, or a local HF model folder")
+    ev.add_argument("--adapter", type=Path, default=None, help="peft LoRA adapter folder to apply to the LLM")
+    ev.add_argument("--index-dir", type=Path, default=None, help="the LLM's item index (default: reasonrec index's)")
+    ev.add_argument("--reencode", default=None, help="cold (default) or all: items re-encoded from train stats")
+    ev.add_argument("--llm-users", type=int, default=None, help="seeded users per part for direct (300)")
+    ev.add_argument("--reasoning-users", type=int, default=None, help="of those, users for reasoning (100)")
+    ev.add_argument("--reasoning-tokens", type=int, default=None, help="reasoning token budget (64)")
+    ev.add_argument("--llm-batch-size", type=int, default=None, help="prompts per engine call (8)")
+    ev.add_argument("--sample-seed", type=int, default=None)
+    ev.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (1000)")
+    ev.add_argument("--bootstrap-seed", type=int, default=None)
+    ev.add_argument("--no-ratings", action="store_true", help="skip rating prediction (leave-one-out)")
+    ev.add_argument("--out-dir", type=Path, default=None, help="report folder (docs/results)")
+    ev.add_argument("--trec-dir", type=Path, default=None, help="also write TREC runs + qrels here")
+    ev.add_argument("--cache-dir", type=Path, default=None, help="LLM result cache (artifacts/eval-cache)")
+    ev.set_defaults(func=cmd_eval)
 
     serve = sub.add_parser("serve", help="prepare model and index if missing, then serve the API")
     serve.add_argument("--host", default=None)

@@ -39,3 +39,11 @@ def test_guided_prediction_always_parses(tiny_engine, reasoning):
         assert abs(sum(p.probabilities) - 1.0) < 1e-5
         assert parse_rating_output(p.text, require_reasoning=reasoning) == max(range(5), key=lambda i: p.probabilities[i]) + 1
         assert (p.generated_tokens > 0) == reasoning
+
+
+def test_stray_tags_written_by_the_model_are_cut_so_the_answer_parses():
+    from model.rating import _tag_content
+
+    assert _tag_content(" likes space <analyze item> stray <rate>5</rate>") == "likes space"
+    assert _tag_content("<match>") == "-"
+    assert _tag_content("  plain text  ") == "plain text"

@@ -1,0 +1,34 @@
+"""Ranker dispatch: the name a request gives -> the class that ranks.
+
+Adding a ranker (e.g. `sasrec`, the production ranker of DESIGN.md section 5) is one module with a class
+following `service.rankers.base.Ranker` plus one line in `RANKERS`; the request schema, the settings check
+and the fallback pick it up from here. A ranker with `uses_engine = False` may serve as the fallback.
+"""
+
+from __future__ import annotations
+
+from service.rankers.base import Ranked, Ranker, RankQuery
+from service.rankers.llm import DirectRanker, ReasoningRanker
+from service.rankers.popular import PopularRanker
+
+RANKERS: dict[str, type[Ranker]] = {
+    "reasoning": ReasoningRanker,
+    "direct": DirectRanker,
+    "popular": PopularRanker,
+}
+RANKER_NAMES: tuple[str, ...] = tuple(RANKERS)
+
+__all__ = ["RANKERS", "RANKER_NAMES", "RankQuery", "Ranked", "Ranker", "check_ranker_settings"]
+
+
+def check_ranker_settings(default_ranker: str, fallback_ranker: str) -> None:
+    """Refuse unknown ranker names, and a fallback that could itself time out (one that uses the engine)."""
+    for env, name in (("REASONREC_DEFAULT_RANKER", default_ranker), ("REASONREC_FALLBACK_RANKER", fallback_ranker)):
+        if name not in RANKERS:
+            raise ValueError(f"{env}={name!r} is not a ranker; choose one of {', '.join(RANKER_NAMES)}")
+    if RANKERS[fallback_ranker].uses_engine:
+        cheap = [n for n, cls in RANKERS.items() if not cls.uses_engine]
+        raise ValueError(
+            f"REASONREC_FALLBACK_RANKER={fallback_ranker!r} uses the engine, which is what it falls back from; "
+            f"choose one of {', '.join(cheap)}"
+        )

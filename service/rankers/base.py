@@ -1,0 +1,49 @@
+"""What every ranker receives and returns, and the interface the dispatch (`service.recommend`) calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from model.prompts import HistoryLine
+
+if TYPE_CHECKING:
+    from service.state import AppState
+
+
+@dataclass(frozen=True)
+class RankQuery:
+    """A validated /recommend request, resolved against the catalog."""
+
+    history: tuple[HistoryLine, ...]
+    """Every history entry as the prompts show it (catalog display title, or the title the client sent)."""
+    history_ids: tuple[str | None, ...]
+    """Catalog item id of each history entry (None for a title-only entry), oldest first."""
+    exclude: frozenset[str]
+    """Item ids that must not be returned."""
+    k: int
+    reasoning_tokens: int
+    now: int
+    """Request time, unix seconds (prompts show history ages relative to it)."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    items: list[tuple[str, float]]
+    """(item id, score), best first."""
+    reasoning: str | None = None
+    cached: bool = False
+
+
+class Ranker(Protocol):
+    """One ranker per app, built by its class from the app state. `uses_engine`: may time out or fail (the
+    fallback ranker must not)."""
+
+    uses_engine: ClassVar[bool]
+
+    def __init__(self, state: AppState) -> None: ...
+
+    async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
+        """Rank for `query`; add per-stage milliseconds to `timings_ms`; raise `EngineFailure` if the engine
+        timed out or failed."""
+        ...

@@ -1,0 +1,79 @@
+"""POST /rate behind the route: rating prompt -> cache -> guided rating (RecZero tags) -> response.
+
+`model.rating.predict_ratings` guides the format (each tag is opened for the model, and the rating is read
+from its probabilities over 1..5 after `<rate>`), so the answer normally holds exactly one valid
+`<rate>N</rate>` and `rating` is the expected value. The answer counts as parsed when it has the full format
+of its mode (four tags in order for `reasoning`, one `<rate>` for `direct`; `parse_rating_output`). Otherwise, or when the engine timed out or failed, the rating is an estimate: the
+item's average rating, else the user's average in the history, else 3, with `parsed: false`. Engine answers
+are cached (key: fingerprint, mode, tokens per tag, prompt); estimates after an engine failure are not.
+"""
+
+from __future__ import annotations
+
+import time
+
+from indexer.catalog import Item
+from indexer.store import ItemStore
+from model.prompts import direct_rating_prompt, rating_prompt
+from model.rating import parse_rating_output, predict_ratings
+from service.cache import CacheEntry, cache_key
+from service.engine_calls import EngineFailure, call_engine
+from service.errors import ApiError
+from service.history import ResolvedHistory, resolve_history
+from service.schemas import ModelInfo, RateRequest, RateResponse, RateTimings
+from service.state import AppState
+
+NEUTRAL_RATING = 3.0
+
+
+def estimate_rating(item: Item, history: ResolvedHistory) -> float:
+    """Item average, else user average, else 3; clipped to 1..5."""
+    value = item.avg_rating if item.avg_rating is not None else history.user_average()
+    return min(5.0, max(1.0, float(value if value is not None else NEUTRAL_RATING)))
+
+
+async def predict(
+    state: AppState, prompt: str, reasoning: bool, estimate: float, timings: dict[str, float]
+) -> CacheEntry:
+    """Guided rating in a worker thread; an answer without one valid `<rate>` keeps its text, takes the estimate."""
+    tokens_per_tag = state.settings.rating_tokens_per_tag
+    with state.metrics.stage("rating", timings):
+        pred = await call_engine(
+            lambda: predict_ratings(state.engine, [prompt], reasoning=reasoning, max_tokens_per_tag=tokens_per_tag)[0],
+            state.settings.request_timeout_s,
+        )
+    state.metrics.generated_tokens.inc(pred.generated_tokens)
+    parsed = parse_rating_output(pred.text, require_reasoning=reasoning) is not None
+    return CacheEntry({"rating": pred.rating if parsed else estimate, "reasoning": pred.text, "parsed": parsed})
+
+
+async def rate(state: AppState, store: ItemStore, body: RateRequest) -> RateResponse:
+    start = time.perf_counter()
+    catalog = store.catalog
+    item = catalog.get(body.item_id)
+    if item is None:
+        raise ApiError(422, f"item_id: unknown item id {body.item_id!r}", param="item_id")
+    history = resolve_history(body.history, catalog)
+    reasoning = body.mode == "reasoning"
+    prompt = (rating_prompt if reasoning else direct_rating_prompt)(history.lines, item, int(time.time()))
+    params = {"greedy": True, "max_tokens_per_tag": state.settings.rating_tokens_per_tag if reasoning else None}
+    key = cache_key(state.engine.fingerprint, f"rate-{body.mode}", params, prompt)
+    timings: dict[str, float] = {}
+    with state.metrics.stage("cache", timings):
+        entry = await state.cache.get(key)
+    cached, fallback = entry is not None, None
+    if entry is None:
+        estimate = estimate_rating(item, history)
+        try:
+            entry = await predict(state, prompt, reasoning, estimate, timings)
+            with state.metrics.stage("cache", timings):
+                await state.cache.set(key, entry)
+        except EngineFailure as failure:
+            state.metrics.fallback_total.labels(failure.reason).inc()
+            fallback = failure.reason
+            entry = CacheEntry({"rating": estimate, "reasoning": None, "parsed": False})
+    return RateResponse(
+        rating=entry.meta["rating"], reasoning=entry.meta["reasoning"], parsed=entry.meta["parsed"], cached=cached,
+        fallback=fallback, model=ModelInfo.of(state.engine.fingerprint),
+        timings_ms=RateTimings(**timings, total=(time.perf_counter() - start) * 1000.0),
+    )

@@ -1,0 +1,44 @@
+"""Probes and metrics: GET /healthz (process up), GET /readyz (model, index, cache), GET /metrics (Prometheus).
+
+Readiness and the cache: a down Redis is reported in /readyz but does not make the service unready, since the
+service answers correctly without its cache (slower, `cached: false`); taking every replica out of rotation
+because a shared Redis went away would turn a slowdown into an outage. `reasonrec_cache_total{result="error"}`
+is what to alert on.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service.deps import State
+from service.errors import ApiError
+from service.schemas import HealthResponse, ReadyResponse, error_responses
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthResponse)
+async def healthz() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get("/readyz", response_model=ReadyResponse, responses=error_responses(503))
+async def readyz(state: State) -> ReadyResponse:
+    store = await state.ensure_index()
+    if store is None:
+        raise ApiError(503, f"not ready: index: {state.index_problem}")
+    cache = await state.cache.state()
+    fp = state.engine.fingerprint
+    return ReadyResponse(
+        status="ready",
+        model=f"ready: {fp.model_id} ({fp.weights_hash})",
+        index=f"ready: {len(store)} items, version {store.manifest.version} at {state.index_dir}",
+        cache=f"{cache.backend}: {cache.detail}",
+        index_version=store.manifest.version,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: State) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,43 @@
+"""Items: GET /items/{item_id} (public), POST /admin/items and DELETE /admin/items/{item_id} (bearer token)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from service.admin import add_items, remove_item
+from service.deps import Admin, Slot, State, Store
+from service.errors import ApiError
+from service.schemas import (
+    MAX_ID_CHARS, AddItemsRequest, AddItemsResponse, ItemOut, RemoveItemResponse, error_responses,
+)
+
+router = APIRouter(tags=["items"])
+
+ItemIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="Catalog item id.")]
+
+
+@router.get("/items/{item_id:path}", response_model=ItemOut, responses=error_responses(404, 422, 503))
+async def get_item(item_id: ItemIdPath, store: Store) -> ItemOut:
+    item = store.get(item_id)
+    if item is None:
+        raise ApiError(404, f"item_id: unknown item id {item_id!r}", "item_id")
+    return ItemOut(**item.to_json())
+
+
+@router.post(
+    "/admin/items", response_model=AddItemsResponse, dependencies=[Admin, Slot],
+    responses=error_responses(401, 403, 409, 422, 429, 503),
+)
+async def post_items(body: AddItemsRequest, state: State, store: Store) -> AddItemsResponse:
+    """Encode and index new items; searchable when this returns, persisted, `index_version` bumped."""
+    return await add_items(state, store, body.items, body.upsert)
+
+
+@router.delete(
+    "/admin/items/{item_id:path}", response_model=RemoveItemResponse, dependencies=[Admin, Slot],
+    responses=error_responses(401, 403, 404, 422, 429, 503),
+)
+async def delete_item(item_id: ItemIdPath, state: State, store: Store) -> RemoveItemResponse:
+    return await remove_item(state, store, item_id)

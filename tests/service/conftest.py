@@ -1,0 +1,79 @@
+"""Fixtures of the gateway tests: the tiny index (built once, copied per test), servers that are stopped at the
+end of each test, a private key prefix on the shared Redis (cleaned up), and the fault-injecting engine.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from service_helpers import SHARED_REDIS, FaultyEngine, Server, build_index, make_catalog, start_server, tiny_settings
+
+from indexer.catalog import Catalog
+from model.engine import Engine
+from service.settings import Settings
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return make_catalog()
+
+
+@pytest.fixture(scope="session")
+def pristine_index(tiny_engine, catalog, tmp_path_factory) -> Path:
+    return build_index(tiny_engine, catalog, tmp_path_factory.mktemp("pristine-index"))
+
+
+@pytest.fixture
+def index_dir(pristine_index, tmp_path) -> Path:
+    """A private copy of the tiny index, free to change."""
+    return Path(shutil.copytree(pristine_index, tmp_path / "index"))
+
+
+@pytest.fixture
+def faulty_engine(tiny_engine) -> FaultyEngine:
+    return FaultyEngine(tiny_engine)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A private key prefix on the shared Redis; every key under it is deleted afterwards."""
+    prefix = f"reasonrec-test-{secrets.token_hex(6)}:"
+    client = redis.Redis.from_url(SHARED_REDIS, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"these tests need a Redis server at {SHARED_REDIS} (e.g. apt-get install redis-server): {exc}")
+    yield prefix
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[ServerFactory]:
+    """serve(settings, engine=None) -> a running Server; every one still running is stopped after the test."""
+    running: list[Server] = []
+
+    def factory(settings: Settings, engine: Engine | None = None) -> Server:
+        server = start_server(settings, engine)
+        running.append(server)
+        return server
+
+    yield factory
+    for server in running:
+        if server.thread.is_alive():
+            server.stop()
+
+
+@pytest.fixture
+def gateway(serve, index_dir, tiny_engine, redis_prefix) -> Server:
+    """The standard gateway: tiny engine, a private index copy, the shared Redis under a private prefix."""
+    return serve(tiny_settings(index_dir, redis_url=SHARED_REDIS, cache_prefix=redis_prefix), tiny_engine)
