@@ -3,8 +3,12 @@
 Contents follow DESIGN.md section 2: the user prompt asks for an in-depth analysis of the history ending in
 `<answer>` (R2ec, "Towards Large Recommender Models with Reasoning"); the item prompt asks for the item's key
 attributes; the rating prompt asks for the four RecZero tags in order (`<analyze user>`, `<analyze item>`,
-`<match>`, `<rate>`), and the direct variant only for `<rate>`. `TEMPLATE_VERSION` is part of every cache key
-and artifact manifest: change it whenever a template's wording changes.
+`<match>`, `<rate>`), and the direct variant only for `<rate>`.
+
+Versions: `TEMPLATE_VERSION` covers the user and item prompts, which define the vectors: it is part of the
+model fingerprint, hence of every index manifest and reasoning cache key; bump it whenever their wording
+changes. `RATING_TEMPLATE_VERSION` covers the rating prompts (rating reports and adapters record it; rating
+cache keys hold the whole prompt text), so rewording them does not invalidate item indexes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from indexer.catalog import Item
 
 TEMPLATE_VERSION = "v1"
+RATING_TEMPLATE_VERSION = "r2"
 ANSWER_MARKER = "<answer>"
 MAX_HISTORY_LINES = 20
 MAX_DESCRIPTION_WORDS = 100
@@ -114,16 +119,16 @@ def _rating_context(history: Sequence[HistoryLine], item: Item, now: int | None)
 def rating_prompt(history: Sequence[HistoryLine], item: Item, now: int | None = None) -> str:
     """RecZero-style rating prompt: four tags in order, the last holding an integer rating 1..5."""
     return _rating_context(history, item, now) + (
-        "Predict the user's rating of the target item. Think step by step and answer in exactly this format:\n"
-        "<analyze user>the user's tastes</analyze user>\n"
-        "<analyze item>the item's characteristics</analyze item>\n"
-        "<match>how well they match</match>\n"
-        "<rate>a whole number from 1 to 5</rate>"
+        "Predict the user's rating of the target item, step by step. First describe the user's tastes inside "
+        "<analyze user></analyze user>, then the target item's characteristics inside <analyze item></analyze item>, "
+        "then how well the two match inside <match></match>, and finally give a whole number from 1 to 5 inside "
+        "<rate></rate>."
     )
 
 
 def direct_rating_prompt(history: Sequence[HistoryLine], item: Item, now: int | None = None) -> str:
     """The direct variant: no reasoning, only `<rate>N</rate>`."""
     return _rating_context(history, item, now) + (
-        "Predict the user's rating of the target item. Answer only with <rate>a whole number from 1 to 5</rate>."
+        "Predict the user's rating of the target item. Answer only with a whole number from 1 to 5 inside "
+        "<rate></rate>."
     )

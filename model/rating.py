@@ -25,7 +25,6 @@ _FORMAT = re.compile(
     r"<match>(?P<match>.+?)</match>\s*<rate>\s*(?P<rate>[1-5])\s*</rate>\s*$",
     re.DOTALL,
 )
-_ANY_TAG = re.compile(r"</?(?:analyze user|analyze item|match|rate)>")
 _RATE_ONLY = re.compile(r"<rate>\s*([1-5](?:\.\d+)?)\s*</rate>")
 
 
@@ -67,9 +66,9 @@ def predict_ratings(
 
 
 def _tag_content(generated: str) -> str:
-    """What the model wrote inside a tag, cut at the first tag it opened or closed itself (the small model
-    often writes later tags early), never empty, so the guided answer always has the four-tag format."""
-    return _ANY_TAG.split(generated, maxsplit=1)[0].strip() or "-"
+    """What the model wrote inside a tag, cut at the first `<` (the small model writes later tags early, or
+    misspelled closing tags), never empty, so the guided answer always has the four-tag format."""
+    return generated.split("<", 1)[0].strip() or "-"
 
 
 def parse_rating_output(text: str, require_reasoning: bool = True) -> int | None:

@@ -52,7 +52,9 @@ class Settings(BaseSettings):
         8, ge=1, description="Work requests (recommend, rate, admin) served at once; more are refused with 429."
     )
     request_timeout_s: float = Field(
-        30.0, gt=0, description="Deadline of an engine call; past it the fallback ranker answers (or the estimate)."
+        60.0, gt=0,
+        description="Deadline of an engine call; past it the fallback ranker answers (or the estimate). 64 reasoning "
+        "tokens take ~8 s on 2 idle CPU cores with SmolLM2-135M, several times that on a busy machine.",
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the /admin routes; unset: the admin routes answer 403."

@@ -47,3 +47,4 @@ def test_stray_tags_written_by_the_model_are_cut_so_the_answer_parses():
     assert _tag_content(" likes space <analyze item> stray <rate>5</rate>") == "likes space"
     assert _tag_content("<match>") == "-"
     assert _tag_content("  plain text  ") == "plain text"
+    assert _tag_content("tastes</analyve user></analyze user>") == "tastes"
