@@ -3,11 +3,12 @@
 one sampled negative (Klenitskiy & Vasilev, RecSys 2023, "Turning Dross Into Gold Loss: is BERT4Rec really
 better than SASRec?"), and the scorer the service loads.
 
-The network follows the paper's SASRec+ layout: item embeddings (scaled by sqrt(hidden)) plus learned
-positions counted from the start of the (at most `max_len` most recent) history, pre-norm blocks of causal
-self-attention and a point-wise feed-forward layer, a final layer norm, and logits = hidden state times the
-*same* item embeddings (tied). Id 0 is padding; sequences are right-padded, so causal attention alone keeps
-padding out of every real position.
+The network follows SASRec as the paper's code builds it: item embeddings (scaled by sqrt(hidden)) plus learned
+positions counted from the start of the window of at most `max_len` most recent items, causal self-attention
+blocks with a point-wise feed-forward layer as wide as the hidden state, a final layer norm, and logits = hidden
+state times the *same* item embeddings (tied). The blocks are standard pre-norm transformer blocks (GPT-2
+style) rather than the original code's variant. Id 0 is padding; sequences are right-padded, so causal
+attention alone keeps padding out of every real position.
 
 Serving API (DESIGN.md section 3, ranker `sasrec`):
 

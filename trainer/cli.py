@@ -4,6 +4,7 @@
     reasonrec index --dataset ml-100k         # encode its catalog into a FAISS index (resumable)
     reasonrec sanity --dataset ml-100k        # genre overlap of nearest items vs random (vector check)
     reasonrec serve                           # make sure model + index exist, then serve on 127.0.0.1:8000
+    reasonrec merge-adapter --adapter DIR     # base + LoRA merged into one folder, for the vLLM servers
     reasonrec train-sasrec --dataset ml-1m    # train SASRec+ (resumable; a no-op once done)
     reasonrec eval --dataset ml-1m --protocol leave-one-out   # every ranker, one harness, reports
 """
@@ -101,6 +102,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
           "application/json' -d '{\"history\": [{\"item_id\": \"1\", \"rating\": 5}, {\"item_id\": \"50\", "
           "\"rating\": 4}], \"k\": 5}'\n", flush=True)
     serve(settings, engine=engine)
+    return 0
+
+
+def cmd_merge_adapter(args: argparse.Namespace) -> int:
+    from model.merge import merge_adapter, served_fingerprint
+
+    out = merge_adapter(args.model, args.adapter, args.out)
+    fp = served_fingerprint(out)
+    print(f"merged {args.adapter} into {out} (serves as {fp.model_id} {fp.weights_hash} + lora {fp.adapter_hash}); "
+          f"start the vLLM servers on it and set REASONREC_MODEL={out}")
     return 0
 
 
@@ -217,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--trec-dir", type=Path, default=None, help="also write TREC runs + qrels here")
     ev.add_argument("--cache-dir", type=Path, default=None, help="LLM result cache (artifacts/eval-cache)")
     ev.set_defaults(func=cmd_eval)
+
+    merge = sub.add_parser("merge-adapter", help="merge a LoRA adapter into its base weights (for vLLM)")
+    merge.add_argument("--model", default="smollm2", help="base: smollm2 (default), tiny, or a local HF model folder")
+    merge.add_argument("--adapter", type=Path, required=True, help="peft LoRA adapter folder")
+    merge.add_argument("--out", type=Path, default=None, help="output folder (default under artifacts/models)")
+    merge.set_defaults(func=cmd_merge_adapter)
 
     serve = sub.add_parser("serve", help="prepare model and index if missing, then serve the API")
     serve.add_argument("--host", default=None)

@@ -1,0 +1,43 @@
+"""A disk cache for slow batched model calls in the evaluation job (LLM user vectors, item vectors, ratings), so
+an interrupted evaluation resumes where it stopped instead of starting over.
+
+One `.npy` file per batch, named by a hash of a namespace (model fingerprint, mode, settings) and the batch's
+input texts; written atomically. Without a folder nothing is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+class BatchCache:
+    def __init__(self, folder: Path | None, namespace: dict) -> None:
+        self.folder = folder
+        self.namespace = json.dumps(namespace, sort_keys=True, default=str)
+        self.hits = 0
+        """Batches answered from disk."""
+        self.misses = 0
+        """Batches computed (and then stored)."""
+
+    def get_or_compute(self, texts: Sequence[str], compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """`compute(texts)` (an array with one row per text), from the cache when this batch was done before."""
+        if self.folder is None:
+            self.misses += 1
+            return np.asarray(compute(list(texts)))
+        digest = hashlib.sha256("\x00".join([self.namespace, *texts]).encode()).hexdigest()[:32]
+        path = self.folder / f"{digest}.npy"
+        if path.is_file():
+            self.hits += 1
+            return np.load(path)
+        self.misses += 1
+        result = np.asarray(compute(list(texts)))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npy")
+        np.save(tmp, result)
+        tmp.replace(path)
+        return result

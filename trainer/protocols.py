@@ -1,0 +1,36 @@
+"""The evaluation protocols by name, shared by the SASRec training job and the evaluation job, so a model is
+always evaluated on the split it was trained on (DESIGN.md section 6; the splits are `trainer.splits`).
+
+- "leave-one-out": per user the last interaction is the test target, the second-last the validation target;
+  one test part, "all".
+- "cold-items": 20% of the rated items (seeded) never appear in training; test parts "cold" (the first
+  interaction of a user with a held-out test item, history = their earlier warm interactions), "warm"
+  (leave-one-out on the warm-only histories) and "all" (both).
+"""
+
+from __future__ import annotations
+
+from trainer.data import Dataset
+from trainer.splits import ColdSplit, Example, Split, cold_items, leave_one_out
+
+PROTOCOLS: tuple[str, ...] = ("leave-one-out", "cold-items")
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+
+
+def make_split(ds: Dataset, protocol: str, cold_frac: float = 0.2, split_seed: int = 0) -> Split:
+    """The split of `ds` that `protocol` names (`cold_frac` and `split_seed` only matter for cold-items)."""
+    check_protocol(protocol)
+    if protocol == "leave-one-out":
+        return leave_one_out(ds)
+    return cold_items(ds, cold_frac=cold_frac, seed=split_seed)
+
+
+def test_parts(split: Split) -> dict[str, list[Example]]:
+    """The test examples by reported part: {"all"} for leave-one-out, {"cold", "warm", "all"} for cold-items."""
+    if isinstance(split, ColdSplit):
+        return {"cold": split.test_cold, "warm": split.test_warm, "all": split.test}
+    return {"all": split.test}
