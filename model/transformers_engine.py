@@ -151,40 +151,52 @@ class TransformersEngine:
         done = [max_new_tokens <= 0] * n
         logits = self._lm_head(hidden[:, -1])
         for _ in range(max_new_tokens):
-            next_ids = logits.argmax(-1).tolist()
-            for i, token in enumerate(next_ids):
-                if done[i]:
-                    continue
-                if token in self._end_ids:
-                    done[i] = True
-                    continue
-                state.generated[i].append(token)
-                state.texts[i] = self.tokenizer.decode(state.generated[i], skip_special_tokens=False)
-                if stop in state.texts[i]:
-                    state.stopped[i] = done[i] = True
-                elif len(state.generated[i]) >= max_new_tokens:
-                    done[i] = True
+            for i, token in enumerate(logits.argmax(-1).tolist()):
+                done[i] = done[i] or self._accept_token(state, i, token, max_new_tokens, stop)
             if all(done):
                 break
-            feed = torch.tensor([[self.tokenizer.pad_token_id if done[i] else state.generated[i][-1]] for i in range(n)])
-            feed_mask = torch.tensor([[0 if done[i] else 1] for i in range(n)])
-            for i in range(n):
-                if not done[i]:
-                    state.fed[i].append(state.generated[i][-1])
-            state.attention_mask = torch.cat([state.attention_mask, feed_mask], dim=-1)
-            out = self._decoder(
-                input_ids=feed, attention_mask=state.attention_mask, position_ids=state.lengths[:, None].clone(),
-                past_key_values=state.past, use_cache=True,
-            )
-            state.lengths = state.lengths + feed_mask[:, 0]
-            state.past = out.past_key_values
-            logits = self._lm_head(out.last_hidden_state[:, -1])
+            logits = self._feed_step(state, done)
         return state
+
+    # ---- decode steps (also the hooks of `model.continuous`, which admits and retires rows between steps) -----
+
+    def _accept_token(self, state: _DecodeState, i: int, token: int, max_new_tokens: int, stop: str) -> bool:
+        """Record row i's greedy `token`; True when the row is done (end-of-turn, `stop` appeared, budget spent)."""
+        if token in self._end_ids:
+            return True
+        state.generated[i].append(token)
+        state.texts[i] = self.tokenizer.decode(state.generated[i], skip_special_tokens=False)
+        if stop in state.texts[i]:
+            state.stopped[i] = True
+            return True
+        return len(state.generated[i]) >= max_new_tokens
+
+    def _feed_step(self, state: _DecodeState, done: list[bool]) -> torch.Tensor:
+        """Feed each unfinished row its last generated token (finished rows get masked padding); next logits."""
+        n = len(done)
+        feed = torch.tensor([[self.tokenizer.pad_token_id if done[i] else state.generated[i][-1]] for i in range(n)])
+        feed_mask = torch.tensor([[0 if done[i] else 1] for i in range(n)])
+        for i in range(n):
+            if not done[i]:
+                state.fed[i].append(state.generated[i][-1])
+        state.attention_mask = torch.cat([state.attention_mask, feed_mask], dim=-1)
+        out = self._decoder(
+            input_ids=feed, attention_mask=state.attention_mask, position_ids=state.lengths[:, None].clone(),
+            past_key_values=state.past, use_cache=True,
+        )
+        state.lengths = state.lengths + feed_mask[:, 0]
+        state.past = out.past_key_values
+        return self._lm_head(out.last_hidden_state[:, -1])
 
     def _reason_batch(self, user_texts: list[str], max_new_tokens: int) -> list[Reasoning]:
         rendered = [self.render(text) for text in user_texts]
         with self._lock, torch.inference_mode():
             state = self._decode(rendered, max_new_tokens, ANSWER_MARKER)
+        return self._finish_reasoning(user_texts, state)
+
+    def _finish_reasoning(self, user_texts: Sequence[str], state: _DecodeState) -> list[Reasoning]:
+        """Reasonings and user vectors of decoded rows (row i of `state` is `user_texts[i]`'s decode)."""
+        with self._lock, torch.inference_mode():
             reasonings = [text.split(ANSWER_MARKER, 1)[0] for text in state.texts]
             canonical = [self._ids(self.render(u, r + ANSWER_MARKER)) for u, r in zip(user_texts, reasonings)]
             tails: list[list[int] | None] = []

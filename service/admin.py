@@ -6,6 +6,10 @@ the change survives a restart; every change bumps `index_version`. Upserting an 
 which come from interaction data, not from the admin. Encoding has no deadline and no fallback (about 6
 items/s for SmolLM2 on 2 CPU cores; it holds the engine, so large batches are better sent off-peak); an engine
 failure here is a 500.
+
+With `REASONREC_CATALOG_SYNC=true` (several gateway replicas) a change is not saved to the index folder but
+published to the shared Redis stream of `service.catalog_sync`, which every replica applies (this one before
+answering); a Redis failure then answers 503 and changes nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from redis.exceptions import RedisError
+
 from indexer.catalog import Catalog, Item
 from indexer.errors import DuplicateItemError, UnknownItemError
+from indexer.manifest import Manifest
 from indexer.store import ItemStore
 from model.prompts import item_prompt
+from service.catalog_sync import CatalogChange
 from service.errors import ApiError
 from service.schemas import AddItemsResponse, NewItem, RemoveItemResponse
 from service.state import AppState
@@ -49,12 +57,25 @@ async def persist(state: AppState, store: ItemStore) -> None:
     state.metrics.index_items.set(len(store))
 
 
+async def publish(state: AppState, change: CatalogChange) -> Manifest:
+    """Catalog sync: append the change to the shared stream and apply it here; 503 when Redis fails."""
+    assert state.sync is not None
+    with state.metrics.stage("persist"):
+        try:
+            return await state.sync.publish(change)
+        except (RedisError, OSError) as exc:
+            raise ApiError(503, f"the shared catalog (Redis) is unavailable ({type(exc).__name__}); retry later") from exc
+
+
 async def add_items(state: AppState, store: ItemStore, new_items: Sequence[NewItem], upsert: bool) -> AddItemsResponse:
     catalog = store.catalog
     check_new_ids(new_items, catalog, upsert)
     items = [to_item(new, catalog.get(new.item_id)) for new in new_items]
     with state.metrics.stage("encode_item"):
         vectors = await asyncio.to_thread(state.engine.embed_items, [item_prompt(item) for item in items])
+    if state.sync is not None:
+        manifest = await publish(state, CatalogChange("add", tuple(items), vectors))
+        return AddItemsResponse(added=len(items), index_version=manifest.version)
     try:
         manifest = await asyncio.to_thread(store.add_items, items, vectors, upsert=upsert)
     except DuplicateItemError as exc:  # added by a concurrent call since the check above
@@ -64,6 +85,9 @@ async def add_items(state: AppState, store: ItemStore, new_items: Sequence[NewIt
 
 
 async def remove_item(state: AppState, store: ItemStore, item_id: str) -> RemoveItemResponse:
+    if state.sync is not None and item_id in store.catalog:
+        manifest = await publish(state, CatalogChange("remove", item_id=item_id))
+        return RemoveItemResponse(removed=item_id, index_version=manifest.version)
     try:
         manifest = await asyncio.to_thread(store.remove_item, item_id)
     except UnknownItemError as exc:

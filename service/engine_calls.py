@@ -1,9 +1,11 @@
-"""Calling the engine off the event loop, under a deadline, with failures turned into a fallback reason.
+"""Calling the engine off the event loop, with the request deadline attached and failures turned into a reason.
 
-The engine is CPU-bound and blocking, so each call runs in a worker thread. A call past its deadline is
-abandoned (a running torch computation cannot be interrupted; its thread finishes in the background and the
-engine's lock serializes it with later calls) and reported as `EngineFailure("timeout")`; any exception the
-engine raises is logged and reported as `EngineFailure("engine_error")`.
+The engine is CPU-bound and blocking, so each call runs in a worker thread. The deadline travels into that
+thread as `model.batching.current_deadline` (`asyncio.to_thread` copies the context): a batching engine drops
+a call whose deadline passed while it was queued (`DeadlineExpired`, reported as `EngineFailure("timeout")`).
+How long a request waits for the engine is decided by the caller (`service.coalesce`), not here: a call that has
+started is never abandoned half-way, so its result can still be cached. Any other exception the engine raises is
+logged and reported as `EngineFailure("engine_error")`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from typing import Literal, TypeVar
+
+from model.batching import Deadline, DeadlineExpired, current_deadline
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +31,16 @@ class EngineFailure(Exception):
         self.reason: FailureReason = reason
 
 
-async def call_engine(fn: Callable[[], T], timeout_s: float) -> T:
-    """Run `fn()` in a worker thread; raise `EngineFailure` on timeout or on any exception it raises."""
+async def call_engine(fn: Callable[[], T], deadline: Deadline) -> T:
+    """Run `fn()` in a worker thread that sees `deadline`; raise `EngineFailure` if it was dropped or raised."""
+    token = current_deadline.set(deadline)
     try:
-        return await asyncio.wait_for(asyncio.to_thread(fn), timeout=timeout_s)
-    except TimeoutError as exc:
-        log.warning("engine call exceeded its %.3g s deadline; answering with the fallback", timeout_s)
+        return await asyncio.to_thread(fn)
+    except DeadlineExpired as exc:
+        log.warning("engine call dropped unstarted: its deadline passed while it was queued")
         raise EngineFailure("timeout") from exc
     except Exception as exc:
         log.exception("engine call failed; answering with the fallback")
         raise EngineFailure("engine_error") from exc
+    finally:
+        current_deadline.reset(token)

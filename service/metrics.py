@@ -2,7 +2,8 @@
 
 Names follow DESIGN.md section 3. `endpoint` is the route template ("/items/{item_id}"), or "unmatched" for
 paths no route serves; `ranker` is the ranker a /recommend request asked for ("" for other endpoints); a
-fallback answer is counted in `reasonrec_fallback_total{reason}` as well.
+fallback answer is counted in `reasonrec_fallback_total{reason}` as well. `Metrics` is also the observer of the
+micro-batching engine (`model.batching.BatchObserver`): batch sizes, queue waits, calls dropped unstarted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 
 
 class Metrics:
@@ -43,6 +45,26 @@ class Metrics:
         self.index_items = Gauge("reasonrec_index_items", "Items in the served index.", registry=r)
         self.inflight = Gauge("reasonrec_inflight_requests", "Work requests being served now.", registry=r)
         self.rejected = Counter("reasonrec_rejected", "Requests refused with 429 (over max_inflight).", registry=r)
+        self.coalesced = Counter(
+            "reasonrec_coalesced", "Requests that joined an identical engine computation already in flight.",
+            registry=r,
+        )
+        self.late_results = Counter(
+            "reasonrec_late_results",
+            "Engine results that came after every waiting request had fallen back, cached for the retry.", registry=r,
+        )
+        self.engine_batch_rows = Histogram(
+            "reasonrec_engine_batch_rows", "Rows per engine batch (method=decode: per continuous decode step).",
+            ["method"], buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.engine_queue = Histogram(
+            "reasonrec_engine_queue_seconds", "Time an engine call waited in the batcher before it started.",
+            ["method"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.engine_expired_total = Counter(
+            "reasonrec_engine_expired",
+            "Engine calls dropped unstarted because their deadline passed while queued.", ["method"], registry=r,
+        )
 
     @contextmanager
     def stage(self, name: str, timings_ms: dict[str, float] | None = None) -> Iterator[None]:
@@ -55,6 +77,17 @@ class Metrics:
             self.stage_duration.labels(name).observe(elapsed)
             if timings_ms is not None:
                 timings_ms[name] = timings_ms.get(name, 0.0) + elapsed * 1000.0
+
+    # ---- model.batching.BatchObserver (called from the batcher's thread; prometheus_client is thread-safe) ----
+
+    def engine_batch(self, method: str, rows: int) -> None:
+        self.engine_batch_rows.labels(method).observe(rows)
+
+    def engine_queued(self, method: str, seconds: float) -> None:
+        self.engine_queue.labels(method).observe(seconds)
+
+    def engine_expired(self, method: str) -> None:
+        self.engine_expired_total.labels(method).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

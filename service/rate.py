@@ -5,7 +5,9 @@ from its probabilities over 1..5 after `<rate>`), so the answer normally holds e
 `<rate>N</rate>` and `rating` is the expected value. The answer counts as parsed when it has the full format
 of its mode (four tags in order for `reasoning`, one `<rate>` for `direct`; `parse_rating_output`). Otherwise, or when the engine timed out or failed, the rating is an estimate: the
 item's average rating, else the user's average in the history, else 3, with `parsed: false`. Engine answers
-are cached (key: fingerprint, mode, tokens per tag, prompt); estimates after an engine failure are not.
+are cached (key: fingerprint, mode, tokens per tag, prompt), identical concurrent requests share one engine
+computation, and an answer that comes after the deadline is still cached (`service.coalesce`); estimates after
+an engine failure are not cached.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 
 from indexer.catalog import Item
 from indexer.store import ItemStore
+from model.batching import Deadline
 from model.prompts import direct_rating_prompt, rating_prompt
 from model.rating import parse_rating_output, predict_ratings
 from service.cache import CacheEntry, cache_key
@@ -32,16 +35,13 @@ def estimate_rating(item: Item, history: ResolvedHistory) -> float:
     return min(5.0, max(1.0, float(value if value is not None else NEUTRAL_RATING)))
 
 
-async def predict(
-    state: AppState, prompt: str, reasoning: bool, estimate: float, timings: dict[str, float]
-) -> CacheEntry:
+async def predict(state: AppState, prompt: str, reasoning: bool, estimate: float, deadline: Deadline) -> CacheEntry:
     """Guided rating in a worker thread; an answer without one valid `<rate>` keeps its text, takes the estimate."""
     tokens_per_tag = state.settings.rating_tokens_per_tag
-    with state.metrics.stage("rating", timings):
-        pred = await call_engine(
-            lambda: predict_ratings(state.engine, [prompt], reasoning=reasoning, max_tokens_per_tag=tokens_per_tag)[0],
-            state.settings.request_timeout_s,
-        )
+    pred = await call_engine(
+        lambda: predict_ratings(state.engine, [prompt], reasoning=reasoning, max_tokens_per_tag=tokens_per_tag)[0],
+        deadline,
+    )
     state.metrics.generated_tokens.inc(pred.generated_tokens)
     parsed = parse_rating_output(pred.text, require_reasoning=reasoning) is not None
     return CacheEntry({"rating": pred.rating if parsed else estimate, "reasoning": pred.text, "parsed": parsed})
@@ -59,19 +59,17 @@ async def rate(state: AppState, store: ItemStore, body: RateRequest) -> RateResp
     params = {"greedy": True, "max_tokens_per_tag": state.settings.rating_tokens_per_tag if reasoning else None}
     key = cache_key(state.engine.fingerprint, f"rate-{body.mode}", params, prompt)
     timings: dict[str, float] = {}
-    with state.metrics.stage("cache", timings):
-        entry = await state.cache.get(key)
-    cached, fallback = entry is not None, None
-    if entry is None:
-        estimate = estimate_rating(item, history)
-        try:
-            entry = await predict(state, prompt, reasoning, estimate, timings)
-            with state.metrics.stage("cache", timings):
-                await state.cache.set(key, entry)
-        except EngineFailure as failure:
-            state.metrics.fallback_total.labels(failure.reason).inc()
-            fallback = failure.reason
-            entry = CacheEntry({"rating": estimate, "reasoning": None, "parsed": False})
+    estimate = estimate_rating(item, history)
+    cached, fallback = False, None
+    try:
+        entry, cached = await state.coalescer.get(
+            key, lambda deadline: predict(state, prompt, reasoning, estimate, deadline), stage="rating",
+            timeout_s=state.settings.request_timeout_s, timings_ms=timings,
+        )
+    except EngineFailure as failure:
+        state.metrics.fallback_total.labels(failure.reason).inc()
+        fallback = failure.reason
+        entry = CacheEntry({"rating": estimate, "reasoning": None, "parsed": False})
     return RateResponse(
         rating=entry.meta["rating"], reasoning=entry.meta["reasoning"], parsed=entry.meta["parsed"], cached=cached,
         fallback=fallback, model=ModelInfo.of(state.engine.fingerprint),

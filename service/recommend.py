@@ -1,7 +1,7 @@
 """POST /recommend behind the route: resolve the request, dispatch to its ranker, fall back, build the response.
 
 When a ranker that uses the engine raises `EngineFailure` (deadline passed, or the engine raised), the fallback
-ranker (`REASONREC_FALLBACK_RANKER`, "popular" until SASRec) answers instead; the response says so in
+ranker (`REASONREC_FALLBACK_RANKER`, SASRec by default; `popular` when that has no checkpoint) answers instead; the response says so in
 `fallback` and `reasonrec_fallback_total{reason}` counts it. Stage timings of both attempts are kept.
 """
 
@@ -13,7 +13,7 @@ from indexer.store import ItemStore
 from service.engine_calls import EngineFailure
 from service.errors import ApiError
 from service.history import resolve_history
-from service.rankers import Ranked, RankQuery
+from service.rankers import LAST_RESORT_RANKER, Ranked, RankQuery
 from service.schemas import ModelInfo, RecommendRequest, RecommendResponse, RecommendTimings, ScoredItem
 from service.settings import Settings
 from service.state import AppState
@@ -55,7 +55,13 @@ async def rank_with_fallback(
     except EngineFailure as failure:
         state.metrics.fallback_total.labels(failure.reason).inc()
         fallback = state.settings.fallback_ranker
-        return fallback, await state.rankers[fallback].rank(query, timings_ms), failure.reason
+        try:
+            return fallback, await state.rankers[fallback].rank(query, timings_ms), failure.reason
+        except ApiError as unavailable:
+            if unavailable.status != 503 or fallback == LAST_RESORT_RANKER:
+                raise
+            ranked = await state.rankers[LAST_RESORT_RANKER].rank(query, timings_ms)
+            return LAST_RESORT_RANKER, ranked, failure.reason
 
 
 async def recommend(state: AppState, store: ItemStore, body: RecommendRequest) -> RecommendResponse:
@@ -72,6 +78,7 @@ async def recommend(state: AppState, store: ItemStore, body: RecommendRequest) -
     ]
     return RecommendResponse(
         items=items, reasoning=ranked.reasoning, ranker=answered_by, cached=ranked.cached, fallback=fallback,
+        notes=list(ranked.notes),
         model=ModelInfo.of(state.engine.fingerprint), index_version=index_version,
         timings_ms=RecommendTimings(**timings, total=(time.perf_counter() - start) * 1000.0),
     )

@@ -133,6 +133,9 @@ class RecommendResponse(BaseModel):
     ranker: str = Field(description="The ranker that answered (the fallback ranker when `fallback` is set).")
     cached: bool
     fallback: str | None = Field(description='Why the fallback ranker answered ("timeout", "engine_error"), or null.')
+    notes: list[str] = Field(
+        default_factory=list, description="What the ranker could not do (e.g. sasrec cannot score hot-added items)."
+    )
     model: ModelInfo
     index_version: int
     timings_ms: RecommendTimings

@@ -1,8 +1,12 @@
-"""What the app holds while it runs: settings, engine, item store, cache, metrics, rankers, the in-flight limit.
+"""What the app holds while it runs: settings, engine, item store, cache, metrics, rankers, the in-flight limit,
+the request coalescer.
 
-`start_state` is what the lifespan calls: it loads the engine (unless one is given, as tests do), opens the
-cache and tries to load the index. A missing, corrupt or mismatched index does not stop the service: /readyz
-answers 503 naming the problem, and the index is loaded as soon as one appears (e.g. after
+`start_state` is what the lifespan calls: it loads the engine (unless one is given, as tests do; the loaded
+in-process engine sits behind the micro-batcher of `model.batching`), opens the cache and tries to load the
+index. Engine calls wait in worker threads, so the event loop's default thread pool is sized from
+`max_inflight` (Python's default, cores + 4, would cap the batch the engine can form), and each of its threads
+runs FAISS searches with `search_threads` OpenMP threads. A missing, corrupt or mismatched index does not stop
+the service: /readyz answers 503 naming the problem, and the index is loaded as soon as one appears (e.g. after
 `reasonrec index --dataset ...` has run), without a restart.
 """
 
@@ -10,17 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import faiss
+from redis.exceptions import RedisError
 
 from indexer.errors import CorruptIndexError
 from indexer.manifest import ManifestMismatchError
 from indexer.store import CURRENT_FILE, ItemStore
+from model.batching import MicroBatchingEngine
 from model.engine import Engine
 from model.loading import load_model
+from model.merge import model_folder
 from model.paths import default_index_dir
 from model.transformers_engine import TransformersEngine
+from model.vllm_engine import VllmEngine, VllmTimeouts
 from service.cache import Cache, make_cache
+from service.catalog_sync import CatalogSync
+from service.coalesce import Coalescer
 from service.errors import ApiError
 from service.metrics import Metrics
 from service.rankers import RANKERS, Ranker
@@ -58,9 +71,11 @@ class AppState:
     cache: Cache
     index_dir: Path
     limiter: InflightLimiter
+    coalescer: Coalescer
     store: ItemStore | None = None
     index_problem: str = "the index has not been loaded yet"
     rankers: dict[str, Ranker] = field(default_factory=dict)
+    sync: CatalogSync | None = None
     _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _failed_at: tuple[int, int] | None = None  # (mtime_ns, size) of the CURRENT file that failed to load
 
@@ -75,10 +90,25 @@ class AppState:
         if self.store is None:
             async with self._index_lock:
                 if self.store is None:
-                    await asyncio.to_thread(self._try_load_index)
+                    store = await asyncio.to_thread(self._try_load_index)
+                    if store is not None and await self._synced(store):
+                        self.store = store
+                        self.metrics.index_items.set(len(store))
         return self.store
 
-    def _try_load_index(self) -> None:
+    async def _synced(self, store: ItemStore) -> bool:
+        """With catalog sync, replay the shared changes into `store` first; False (not ready) if Redis fails."""
+        if self.sync is None:
+            return True
+        try:
+            await self.sync.attach(store)
+        except (RedisError, OSError) as exc:
+            self.index_problem = f"catalog sync cannot read the shared changes from Redis ({type(exc).__name__}: {exc})"
+            log.error("%s", self.index_problem)
+            return False
+        return True
+
+    def _try_load_index(self) -> ItemStore | None:
         current = self.index_dir / CURRENT_FILE
         try:
             stat = current.stat()
@@ -87,40 +117,64 @@ class AppState:
                 f"no index at {self.index_dir}; build it with `reasonrec index --dataset {self.settings.dataset}`"
                 + (" (or fix REASONREC_INDEX_DIR)" if self.settings.index_dir else "")
             )
-            return
+            return None
         marker = (stat.st_mtime_ns, stat.st_size)
         if marker == self._failed_at:
-            return  # the same index that failed before: do not reload it on every probe
+            return None  # the same index that failed before: do not reload it on every probe
         try:
             store = ItemStore.load(self.index_dir, expect=self.engine.fingerprint)
         except (CorruptIndexError, ManifestMismatchError, OSError) as exc:
             self._failed_at = marker
             self.index_problem = str(exc)
             log.error("cannot load the index at %s: %s", self.index_dir, exc)
-            return
-        self.store = store
-        self.metrics.index_items.set(len(store))
+            return None
         log.info("loaded index %s (%d items) from %s", store.manifest.version_id, len(store), self.index_dir)
+        return store
 
     async def close(self) -> None:
         await self.cache.close()
+        if self.sync is not None:
+            await self.sync.close()
 
 
 def load_engine(settings: Settings) -> Engine:
-    """The in-process transformers engine for `settings.model` (+ adapter)."""
-    return TransformersEngine(load_model(settings.model, settings.adapter), batch_size=settings.engine_batch_size)
+    """The in-process transformers engine for `settings.model` (+ adapter), behind the micro-batcher unless
+    `settings.micro_batching` is off; or, with `settings.engine == "vllm"`, the vLLM client (the vLLM servers
+    batch for themselves)."""
+    if settings.engine == "vllm":
+        timeouts = VllmTimeouts(read_s=settings.request_timeout_s, retry_after_s=settings.vllm_retry_after_s)
+        return VllmEngine.for_model_folder(
+            model_folder(settings.model), settings.vllm_generate_urls, settings.vllm_pool_urls, timeouts
+        )
+    engine = TransformersEngine(load_model(settings.model, settings.adapter), batch_size=settings.engine_batch_size)
+    if not settings.micro_batching:
+        return engine
+    return MicroBatchingEngine(
+        engine, window_s=settings.batch_window_ms / 1000.0, max_batch=settings.engine_batch_size,
+        continuous=settings.continuous_batching,
+    )
 
 
 async def start_state(settings: Settings, metrics: Metrics, engine: Engine | None = None) -> AppState:
     """Load the engine (unless given), open the cache, try the index; see the module docstring."""
+    workers = ThreadPoolExecutor(
+        2 * settings.max_inflight + 8, thread_name_prefix="reasonrec", initializer=faiss.omp_set_num_threads,
+        initargs=(settings.search_threads,),
+    )
+    asyncio.get_running_loop().set_default_executor(workers)
     if engine is None:
         engine = await asyncio.to_thread(load_engine, settings)
+    if isinstance(engine, MicroBatchingEngine):
+        engine.observer = metrics
     index_dir = settings.index_dir or default_index_dir(settings.dataset, engine.fingerprint)
+    cache = make_cache(settings, metrics)
     state = AppState(
-        settings, metrics, engine, make_cache(settings, metrics), Path(index_dir),
-        InflightLimiter(settings.max_inflight, metrics),
+        settings, metrics, engine, cache, Path(index_dir), InflightLimiter(settings.max_inflight, metrics),
+        Coalescer(cache, metrics),
     )
     state.rankers = {name: cls(state) for name, cls in RANKERS.items()}
+    if settings.catalog_sync:
+        state.sync = CatalogSync(str(settings.redis_url), settings.cache_prefix, metrics)
     await state.ensure_index()
     if state.store is None:
         log.warning("serving without an index: %s", state.index_problem)

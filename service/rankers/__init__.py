@@ -10,15 +10,19 @@ from __future__ import annotations
 from service.rankers.base import Ranked, Ranker, RankQuery
 from service.rankers.llm import DirectRanker, ReasoningRanker
 from service.rankers.popular import PopularRanker
+from service.rankers.sasrec import SasrecRanker
 
 RANKERS: dict[str, type[Ranker]] = {
     "reasoning": ReasoningRanker,
     "direct": DirectRanker,
     "popular": PopularRanker,
+    "sasrec": SasrecRanker,
 }
+LAST_RESORT_RANKER = "popular"
+"""Answers when the configured fallback ranker cannot (e.g. sasrec without a checkpoint): needs only the catalog."""
 RANKER_NAMES: tuple[str, ...] = tuple(RANKERS)
 
-__all__ = ["RANKERS", "RANKER_NAMES", "RankQuery", "Ranked", "Ranker", "check_ranker_settings"]
+__all__ = ["LAST_RESORT_RANKER", "RANKERS", "RANKER_NAMES", "RankQuery", "Ranked", "Ranker", "check_ranker_settings"]
 
 
 def check_ranker_settings(default_ranker: str, fallback_ranker: str) -> None:

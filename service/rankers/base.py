@@ -33,6 +33,8 @@ class Ranked:
     """(item id, score), best first."""
     reasoning: str | None = None
     cached: bool = False
+    notes: tuple[str, ...] = ()
+    """What the client should know about this ranking (e.g. items the ranker cannot score)."""
 
 
 class Ranker(Protocol):

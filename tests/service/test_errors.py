@@ -31,7 +31,7 @@ RECOMMEND_422 = [
     ({"history": OK_HISTORY, "k": "ten"}, "k"),
     ({"history": OK_HISTORY, "k": 10**40}, "k"),
     ({"history": OK_HISTORY, "k": 2.5}, "k"),
-    ({"history": OK_HISTORY, "ranker": "sasrec"}, "ranker"),
+    ({"history": OK_HISTORY, "ranker": "bert4rec"}, "ranker"),
     ({"history": OK_HISTORY, "max_reasoning_tokens": 33}, "max_reasoning_tokens"),
     ({"history": OK_HISTORY, "max_reasoning_tokens": 0}, "max_reasoning_tokens"),
     ({"history": OK_HISTORY, "exclude_history": "maybe"}, "exclude_history"),

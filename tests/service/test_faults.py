@@ -59,11 +59,12 @@ def test_engine_timeout_falls_back_to_the_popular_ranker(serve, index_dir, fault
     assert rated["rating"] == catalog["4"].avg_rating
     assert server.metric("reasonrec_fallback_total", reason="timeout") == 2
 
-    # a fallback answer is not cached: once the engine is fast again, the engine answers
+    # a fallback answer is not cached, the engine's late answer is: the retry gets the engine's answer (from the
+    # cache, or by joining the computation if it still runs; tests/service/test_coalescing.py pins down which)
     faulty_engine.delay_s = 0.0
     time.sleep(1.0)  # let the abandoned calls finish
     fresh = server.client.post("/recommend", json={"history": history("1", "2"), "k": 5}).json()
-    assert fresh["fallback"] is None and fresh["ranker"] == "reasoning" and fresh["cached"] is False
+    assert fresh["fallback"] is None and fresh["ranker"] == "reasoning"
 
 
 def test_engine_error_falls_back_and_is_logged(serve, index_dir, faulty_engine, catalog, caplog):

@@ -1,0 +1,113 @@
+"""A gateway process for load tests and benchmarks: `reasonrec serve --no-build` on a free loopback port with
+the given `REASONREC_*` settings, its log in a file, ready once /readyz answers 200; and a description of the
+machine (cores, memory, load) for the reports, since figures from a busy machine must say so.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+READY_TIMEOUT_S = 600.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Gateway:
+    """`with Gateway(settings, log_path) as gw:` starts the service and stops it on exit."""
+
+    def __init__(self, settings: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.settings = settings
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Gateway:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REASONREC_")}
+        env.update({f"REASONREC_{k.upper()}": v for k, v in self.settings.items()})
+        env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "trainer.cli", "serve", "--no-build", "--port", str(self.port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        self._wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                raise RuntimeError(f"the gateway exited ({code}); see {self.log_path}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the gateway was not ready after {READY_TIMEOUT_S:.0f} s; see {self.log_path}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def readiness(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/readyz", timeout=10).json()
+
+
+def machine() -> dict[str, Any]:
+    """Cores, CPU model, memory, load averages and the busiest other processes now (call it before starting)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    load1, load5, load15 = os.getloadavg()
+    return {
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(), "cpu": cpu,
+        "memory_gb": round(mem_kb / 2**20, 1), "loadavg_1_5_15": [round(load1, 2), round(load5, 2), round(load15, 2)],
+        "python": platform.python_version(), "other_busy_processes": busy_processes(),
+    }
+
+
+def busy_processes(limit: int = 4) -> list[str]:
+    """The processes using the most CPU (ps: share of their lifetime), other than this one."""
+    out = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu", "--no-headers"], capture_output=True,
+                         text=True, check=False).stdout.splitlines()
+    rows = [line.split(None, 2) for line in out]
+    return [f"{row[1]}% {row[2][:90]}" for row in rows
+            if len(row) == 3 and int(row[0]) != os.getpid() and float(row[1]) >= 10][:limit]
+
+
+def busy_note(start: dict[str, Any]) -> str:
+    """Whether other work shared the machine when a measurement started (1-minute load above half the cores)."""
+    load, cores = start["loadavg_1_5_15"][0], start["cores"] or 1
+    if load > 0.5 * cores:
+        others = "; ".join(start["other_busy_processes"]) or "not identified"
+        return (f"The machine was busy: 1-minute load average {load} on {cores} cores before the measurement started "
+                f"(other jobs: {others}). Absolute figures are pessimistic; compare ratios taken within the same run.")
+    return f"The machine was quiet when the measurement started (1-minute load average {load} on {cores} cores)."
