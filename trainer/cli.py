@@ -82,6 +82,21 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finished_sasrec(dataset: str) -> Path | None:
+    """The dataset's default SASRec+ checkpoint if `train-sasrec` finished it; else None (sasrec answers 503)."""
+    import json
+
+    from trainer.sasrec_train import default_checkpoint_dir
+
+    folder = default_checkpoint_dir(dataset, "leave-one-out")
+    meta = folder / "meta.json"
+    if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("status") == "done":
+        return folder
+    print(f"no finished SASRec+ checkpoint for {dataset}: the sasrec ranker is off and the fallback is popular "
+          f"(train it with `reasonrec train-sasrec --dataset {dataset}`)", flush=True)
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from model.paths import default_index_dir
     from service.main import serve
@@ -97,6 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.no_build:
         print(f"checking the {settings.dataset} index at {index_dir} (built once if missing)", flush=True)
         build_index(IndexJobConfig(dataset=settings.dataset, out_dir=index_dir), engine)
+    if settings.sasrec_checkpoint is None:
+        settings = settings.model_copy(update={"sasrec_checkpoint": _finished_sasrec(settings.dataset)})
     base = f"http://{settings.host}:{settings.port}"
     print(f"\nserving on {base}  (docs: {base}/docs)\ntry:\n  curl -s {base}/recommend -H 'content-type: "
           "application/json' -d '{\"history\": [{\"item_id\": \"1\", \"rating\": 5}, {\"item_id\": \"50\", "
