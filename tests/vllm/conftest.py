@@ -10,19 +10,17 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from standin import StandIn, free_port
+from vllm_helpers import RealServers
 
 from model.loading import LoadedModel, load_model
-from model.vllm_engine import VllmEngine, VllmTimeouts
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "service"))  # service_helpers, shared with the gateway tests
 
 VLLM_PYTHON_ENV = "REASONREC_VLLM_PYTHON"
-SLOW_MACHINE = VllmTimeouts(read_s=600.0)
 REAL_MODULES = ("test_parity_real.py", "test_gateway_real_vllm.py")
 
 
@@ -58,25 +56,6 @@ def standin(tiny_loaded) -> Iterator[StandInFactory]:
         server.stop()
 
 
-def client_for(
-    loaded: LoadedModel, generate: list[str], pool: list[str], timeouts: VllmTimeouts | None = None
-) -> VllmEngine:
-    return VllmEngine(loaded.tokenizer, loaded.fingerprint, loaded.hidden_size, generate, pool, timeouts)
-
-
-@dataclass(frozen=True)
-class RealServers:
-    generate_url: str
-    pool_url: str
-    model_dir: Path
-    start_s: dict[str, float]
-    """Seconds from spawn to a healthy /health, per role."""
-
-    def client(self) -> VllmEngine:
-        """A client with a read timeout long enough for a machine busy with other jobs."""
-        return VllmEngine.for_model_folder(self.model_dir, [self.generate_url], [self.pool_url], SLOW_MACHINE)
-
-
 @pytest.fixture(scope="session")
 def real_servers(tmp_path_factory) -> Iterator[RealServers]:
     """Both real vLLM servers on the converted SmolLM2, started together (or the running ones named by
@@ -87,7 +66,7 @@ def real_servers(tmp_path_factory) -> Iterator[RealServers]:
     model_dir = materialize_smollm2(default_model_dir())
     if running := os.environ.get("REASONREC_TEST_VLLM_URLS"):
         generate_url, pool_url = running.split(",")
-        yield RealServers(generate_url, pool_url, model_dir, {})
+        yield RealServers(generate_url, pool_url, model_dir)
         return
     logs = tmp_path_factory.mktemp("vllm-logs")
     urls, processes = {}, {}
@@ -96,8 +75,9 @@ def real_servers(tmp_path_factory) -> Iterator[RealServers]:
             port = free_port()
             urls[role] = f"http://127.0.0.1:{port}"
             processes[role] = launch(os.environ[VLLM_PYTHON_ENV], role, model_dir, port, (logs / f"{role}.log").open("wb"))
-        start_s = {role: wait_healthy(urls[role], processes[role]) for role in processes}
-        yield RealServers(urls["generate"], urls["pool"], model_dir, start_s)
+        for role, process in processes.items():
+            wait_healthy(urls[role], process)
+        yield RealServers(urls["generate"], urls["pool"], model_dir)
     finally:
         for process in processes.values():
             stop(process)

@@ -4,7 +4,6 @@ MovieLens-100k prompts: greedy reasoning text, user and item vectors, rating pro
 from __future__ import annotations
 
 import pytest
-from conftest import RealServers
 from parity import (
     item_texts,
     measure,
@@ -13,6 +12,7 @@ from parity import (
     small_catalog,
     user_texts,
 )
+from vllm_helpers import RealServers
 
 pytestmark = pytest.mark.timeout(3600)  # the module fixture runs both engines; 2 busy cores are slow
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import client_for
 from standin import free_port
+from vllm_helpers import client_for
 
 from model.replicas import ReplicasUnavailable, ReplicaTimeout
 from model.vllm_engine import VllmTimeouts

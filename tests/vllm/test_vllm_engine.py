@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import client_for
+from vllm_helpers import client_for
 
 from model.loading import load_model
 from model.prompts import ANSWER_MARKER
