@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
 from parity import (
     item_texts,
@@ -80,8 +82,11 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--items", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the transformers engine")
     parser.add_argument("--out", type=Path, default=Path("docs/results/vllm"))
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     python = os.environ["REASONREC_VLLM_PYTHON"]
     data = movielens()
     users = user_texts(data, sample_users(data, args.users, seed=2))
@@ -97,7 +102,7 @@ def main() -> int:
             "command": "make bench-vllm (" + " ".join(sys.argv) + ")",
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
             "load_average_before": load_before,
-            "model": "SmolLM2-135M-Instruct fp32", "users": args.users, "reasoning_tokens": args.tokens,
+            "model": "SmolLM2-135M-Instruct fp32", "transformers_torch_threads": torch.get_num_threads(), "users": args.users, "reasoning_tokens": args.tokens,
             "engine_start_s": {"transformers (load + convert cached)": tf_start,
                                "vllm generation server": start_s["generate"], "vllm pooling server": start_s["pool"]},
             "transformers": workloads(reference, users, items, args.tokens),
