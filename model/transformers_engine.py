@@ -80,6 +80,11 @@ class TransformersEngine:
         """Item vectors: [user: item prompt][assistant: `<answer>`]."""
         return self._last_hidden([self.render(text, ANSWER_MARKER) for text in item_texts])
 
+    def answer_states(self, texts: Sequence[str]) -> torch.Tensor:
+        """Differentiable vectors of [user: text][assistant: `<answer>`] for training (contrastive LoRA): one
+        left-padded forward, no KV cache, no lock, no batching; the same vectors `embed_direct` returns."""
+        return self._prefill([self.render(text, ANSWER_MARKER) for text in texts], use_cache=False)[0][:, -1]
+
     def generate(
         self, user_texts: Sequence[str], assistant_prefixes: Sequence[str], max_new_tokens: int, stop: str
     ) -> list[Generation]:
@@ -116,12 +121,13 @@ class TransformersEngine:
 
     # ---- internals -------------------------------------------------------------------------------------------
 
-    def _prefill(self, rendered: list[str]) -> tuple[torch.Tensor, object, torch.Tensor, list[list[int]]]:
+    def _prefill(self, rendered: list[str], use_cache: bool = True
+                 ) -> tuple[torch.Tensor, object, torch.Tensor, list[list[int]]]:
         """Left-padded forward of a batch: (final hidden states, KV cache, attention mask, unpadded ids)."""
         enc = self.tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False)
-        ids, mask = enc["input_ids"], enc["attention_mask"]
+        ids, mask = enc["input_ids"].to(self.model.device), enc["attention_mask"].to(self.model.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = self._decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
         unpadded = [row[row_mask.bool()].tolist() for row, row_mask in zip(ids, mask)]
         return out.last_hidden_state, out.past_key_values, mask, unpadded
 
@@ -133,7 +139,7 @@ class TransformersEngine:
             chunk = order[start : start + self.batch_size]
             with self._lock, torch.inference_mode():
                 hidden = self._prefill([rendered[i] for i in chunk])[0]
-            vectors[chunk] = hidden[:, -1].float().numpy()
+            vectors[chunk] = hidden[:, -1].float().cpu().numpy()
         return vectors
 
     def _decode(self, rendered: list[str], max_new_tokens: int, stop: str) -> _DecodeState:

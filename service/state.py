@@ -8,6 +8,8 @@ index. Engine calls wait in worker threads, so the event loop's default thread p
 runs FAISS searches with `search_threads` OpenMP threads. A missing, corrupt or mismatched index does not stop
 the service: /readyz answers 503 naming the problem, and the index is loaded as soon as one appears (e.g. after
 `reasonrec index --dataset ...` has run), without a restart.
+With `REASONREC_CATALOG_SYNC`, a loaded index is first brought up to date from the replicas' shared change
+stream (`service.catalog_sync`); until Redis answers, /readyz says so with 503.
 """
 
 from __future__ import annotations

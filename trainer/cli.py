@@ -52,6 +52,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from trainer.index_job import IndexJobConfig, build_index
 
+    _set_threads(args)
     config = IndexJobConfig(
         dataset=args.dataset, data_path=args.data_path, out_dir=args.out, chunk_size=args.chunk_size,
         kind=args.kind, center=not args.no_center,
@@ -169,6 +170,39 @@ def cmd_train_sasrec(args: argparse.Namespace) -> int:
     return 0
 
 
+_CL_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("lora_r", int, "LoRA rank (8)"), ("lora_alpha", int, "LoRA alpha (16)"),
+    ("lora_top_layers", int, "LoRA only on the top N layers; 0 = all (0)"),
+    ("temperature", float, "softmax temperature on cosines (0.05)"), ("lr", float, "AdamW learning rate (2e-4)"),
+    ("warmup_steps", int, "learning-rate warm-up steps (10)"), ("batch_size", int, "users per step (16)"),
+    ("steps", int, "training steps (300)"), ("recent_targets", int, "targets from each user's last N items (50)"),
+    ("refresh_every", int, "re-encode the item cache every N steps; 0 = never (0)"),
+    ("item_batch_size", int, "item prompts per forward when encoding the cache (16)"),
+    ("valid_users", int, "seeded validation users (300)"), ("valid_every", int, "validate every N steps (25)"),
+    ("checkpoint_minutes", float, "write resume.pt at least this often (5)"), ("seed", int, "seed (0)"),
+)
+
+
+def cmd_train_cl(args: argparse.Namespace) -> int:
+    from trainer.cl_report import write_training_report
+    from trainer.contrastive import ContrastiveConfig, train_contrastive
+
+    _set_threads(args)
+    fields = ("dataset", "data_path", "protocol", "cold_frac", "split_seed", "model", *(f for f, _, _ in _CL_FLAGS))
+    given = _given(args, fields)
+    if args.no_logq:
+        given["logq"] = False
+    if args.no_gradient_checkpointing:
+        given["gradient_checkpointing"] = False
+    config = ContrastiveConfig(out_dir=args.out, **given)
+    folder = train_contrastive(config)
+    for path in write_training_report(folder, Path("docs/results/cl"), "reasonrec " + " ".join(sys.argv[1:])):
+        print(f"wrote {path}")
+    print(f"adapter {folder}; build its index with `reasonrec index --dataset {config.dataset} --adapter {folder}`, "
+          f"evaluate with `reasonrec eval --adapter {folder}`, serve with REASONREC_ADAPTER={folder}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from trainer.eval_job import EvalConfig, run_eval
 
@@ -202,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--chunk-size", type=int, default=256, help="items per resumable checkpoint chunk")
     index.add_argument("--kind", default="flat", help="flat (exact), ivf or hnsw")
     index.add_argument("--no-center", action="store_true", help="do not subtract the mean item vector")
+    index.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     index.set_defaults(func=cmd_index)
 
     sanity = sub.add_parser("sanity", help="genre overlap of nearest items vs random items")
@@ -223,6 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(flag, type=kind, default=None, help=f"{what} (default: the paper's SASRec+ setting)")
     train.add_argument("--out", type=Path, default=None, help="checkpoint folder (default under artifacts/sasrec)")
     train.set_defaults(func=cmd_train_sasrec)
+
+    cl = sub.add_parser("train-cl", help="contrastive LoRA alignment of user and item vectors (resumable)")
+    _add_dataset_args(cl, default="ml-1m")
+    _add_split_args(cl)
+    cl.add_argument("--model", default=None, help="base LLM: smollm2 (default), tiny, or a local HF model folder")
+    for name, kind, what in _CL_FLAGS:
+        cl.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=what)
+    cl.add_argument("--no-logq", action="store_true", help="no popularity correction of in-batch logits")
+    cl.add_argument("--no-gradient-checkpointing", action="store_true", help="keep activations (more memory)")
+    cl.add_argument("--out", type=Path, default=None, help="adapter folder (default under artifacts/adapters)")
+    cl.set_defaults(func=cmd_train_cl)
 
     ev = sub.add_parser("eval", help="evaluate rankers on one split; write docs/results reports")
     _add_dataset_args(ev, default="ml-1m")

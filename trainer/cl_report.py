@@ -1,0 +1,76 @@
+"""The training report of a contrastive LoRA run (`reasonrec train-cl` writes it when the run ends): validation
+NDCG@10/HR@10 and loss against training time as a PNG, training speed (samples/s) and peak memory, with the
+command, data, split, seed and machine, as markdown + JSON in `docs/results/cl/` (stem `<dataset>-<protocol>-training`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trainer.contrastive import ADAPTER_META
+
+
+def write_training_report(adapter: Path, out_dir: Path, command: str) -> list[Path]:
+    """Markdown, JSON and PNG of the run stored in `adapter`; returns their paths."""
+    meta = json.loads((adapter / ADAPTER_META).read_text(encoding="utf-8"))
+    stem = f"{meta['data']['dataset']}-{meta['split']['protocol']}-training"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
+    report = {"command": command, "adapter": str(adapter), **meta}
+    paths[0].write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    paths[1].write_text(_markdown(report, paths[2].name), encoding="utf-8")
+    _plot(meta["curve"], paths[2])
+    return paths
+
+
+def _markdown(report: dict, chart: str) -> str:
+    config, curve = report["config"], report["curve"]
+    last = curve[-1] if curve else {}
+    lines = [
+        f"# Contrastive LoRA on {report['data']['dataset']}, {report['split']['protocol']}: training run", "",
+        f"- **command**: `{report['command']}`",
+        f"- **adapter**: `{report['adapter']}` (status {report['status']}; best validation step "
+        f"{report['best_step']} of {report['steps']})",
+        f"- **base model**: {report['base_model']['model_id']} (weights {report['base_model']['weights_hash']}, "
+        f"templates {report['template_version']})",
+        f"- **data**: {report['data']['users']} users, {report['data']['items']} items, "
+        f"{report['data']['interactions']} interactions; split {report['split']['protocol']}",
+        f"- **recipe**: LoRA r {config['lora_r']} alpha {config['lora_alpha']} on {', '.join(config['lora_modules'])}"
+        f" ({'top ' + str(config['lora_top_layers']) + ' layers' if config['lora_top_layers'] else 'all layers'}); "
+        f"{config['batch_size']} users/step, temperature {config['temperature']}, lr {config['lr']}, logQ "
+        f"{'on' if config['logq'] else 'off'}, item-cache refresh "
+        f"{'every ' + str(config['refresh_every']) + ' steps' if config['refresh_every'] else 'never (rows only)'}",
+        f"- **validation**: {config['valid_users']} seeded validation users (seed {config['seed']}), full ranking "
+        "against the negative cache (train-split item prompts, centered cosine), history excluded",
+        f"- **speed**: {last.get('samples_per_s', 0):.2f} samples/s over {report['train_seconds']:.0f} s of training;"
+        f" peak resident memory {max((p['max_rss_gib'] for p in curve), default=0):.2f} GiB",
+        f"- **machine**: {report['machine']}; **date**: {report['date']}", "",
+        "| step | minutes | loss | valid NDCG@10 | valid HR@10 | samples/s |", "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {p['step']} | {p['seconds'] / 60:.1f} | {p['loss']:.4f} | {p['NDCG@10']:.4f} | {p['HR@10']:.4f} | "
+              f"{p['samples_per_s']:.2f} |" for p in curve]
+    lines += ["", f"![validation NDCG@10 against training time]({chart})", ""]
+    return "\n".join(lines)
+
+
+def _plot(curve: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [p["seconds"] / 60 for p in curve]
+    fig, left = plt.subplots(figsize=(7, 4))
+    left.plot(minutes, [p["NDCG@10"] for p in curve], marker="o", label="valid NDCG@10")
+    left.plot(minutes, [p["HR@10"] for p in curve], marker="s", label="valid HR@10")
+    left.set_xlabel("training time (minutes)")
+    left.set_ylabel("validation metric")
+    right = left.twinx()
+    right.plot(minutes, [p["loss"] for p in curve], color="grey", linestyle="--", label="train loss")
+    right.set_ylabel("training loss")
+    left.legend(loc="upper left")
+    right.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

