@@ -90,6 +90,11 @@ class ItemStore:
         with self._lock.read():
             return self._index.search(queries, k, exclude)
 
+    @property
+    def center(self) -> np.ndarray | None:
+        """The mean item vector subtracted from items and queries before normalizing (None: not centered)."""
+        return self._index.center
+
     def vectors_of(self, item_ids: Sequence[str]) -> np.ndarray:
         """The stored (normalized, centered if the index is) vectors of `item_ids`, shape (n, dim)."""
         with self._lock.read():

@@ -8,8 +8,9 @@ recent lines, ages relative to the target's time, `direct` mode). Items are show
 rating statistics of the training split only (`trainer.splits.train_catalog`), so no held-out rating leaks in.
 Items without a training interaction (cold items) are never targets and never negatives.
 
-Step 0 encodes every training item with the base model into the negative cache (cached on disk per batch, so an
-interrupted start resumes); `refresh_every` re-encodes them with the current model. Validation (every
+Step 0 fills the negative cache with the base model's item vectors: from its served index when `reasonrec index`
+has built one (then the index's center is the training center too), else by encoding every training item (cached
+on disk per batch, so an interrupted start resumes); `refresh_every` re-encodes them with the current model. Validation (every
 `valid_every` steps) ranks a seeded sample of validation users against the cache with history excluded and keeps
 the best adapter by NDCG@10 in the output folder, with `reasonrec-adapter.json` (base model, templates, data,
 split, steps, metrics, curve). `resume.pt` (LoRA weights, optimizer, cache, progress) is written every
@@ -33,8 +34,9 @@ import torch
 from tqdm import tqdm
 
 from indexer.catalog import Catalog
+from indexer.store import ItemStore
 from model.loading import load_model
-from model.paths import artifacts_dir
+from model.paths import artifacts_dir, default_index_dir
 from model.prompts import RATING_TEMPLATE_VERSION, item_prompt, user_prompt
 from model.transformers_engine import TransformersEngine
 from trainer.batch_cache import BatchCache
@@ -96,6 +98,9 @@ class ContrastiveConfig:
     between refreshes the cache is updated row by row with each batch's targets)."""
     item_batch_size: int = 16
     """Item prompts per forward pass when (re-)encoding the cache."""
+    init_from_index: bool = True
+    """Start the negative cache from the base model's served index (`reasonrec index`) when it exists: no
+    encoding pass at step 0, and the index's center is the training center, as the service will use it."""
     valid_users: int = 300
     """Seeded validation users for the curve and the best-adapter choice."""
     valid_every: int = 25
@@ -207,16 +212,11 @@ class _CacheRanker:
     name = "cl-validation"
 
     def __init__(self, engine: TransformersEngine, data: _TrainingData, cache: NegativeCache) -> None:
-        self.engine, self.data, self.batch_size = engine, data, 16
-        mean = cache.mean()
-        vectors = torch.nn.functional.normalize(cache.vectors - mean, dim=-1)
-        self.mean, self.vectors, self.filled = mean, vectors, cache.filled
+        self.engine, self.data, self.cache, self.batch_size = engine, data, cache, 16
 
     def scores(self, examples: list[Example]) -> np.ndarray:
-        users = torch.as_tensor(self.engine.embed_direct([self.data.user_prompt(e) for e in examples]))
-        users = torch.nn.functional.normalize(users - self.mean, dim=-1)
-        scores = (users @ self.vectors.T).masked_fill(~self.filled[None, :], float("-inf"))
-        return scores.numpy()
+        users = self.cache.unit(torch.as_tensor(self.engine.embed_direct([self.data.user_prompt(e) for e in examples])))
+        return (users @ self.cache.units.T).masked_fill(~self.cache.filled[None, :], float("-inf")).numpy()
 
 
 def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> Path:
@@ -247,11 +247,11 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     engine = TransformersEngine(loaded, batch_size=config.item_batch_size)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (config.warmup_steps + 1)))
-    cache = NegativeCache.empty(len(data.item_ids), loaded.hidden_size)
-    progress = _resume(folder, config, peft_model, optimizer, schedule, cache)
-    if progress is None:
-        progress = _Progress()
-        _encode_items(engine, peft_model, data, cache, folder / "base-items", base_fingerprint.to_json())
+    resumed = _resume(folder, config, peft_model, optimizer, schedule)
+    if resumed is None:
+        progress, cache = _Progress(), _initial_cache(config, engine, peft_model, data, folder)
+    else:
+        progress, cache = resumed
     valid = sample_examples(split.valid, config.valid_users, config.seed)
     log.info("contrastive LoRA on %s/%s: %d users, %d warm items, %d trainable parameters, step %d of %d",
              ds.name, split.protocol, len(data.users), len(data.warm_codes),
@@ -267,7 +267,7 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", samples_per_s=f"{progress.step * config.batch_size / progress.seconds:.2f}")
         if config.refresh_every and progress.step % config.refresh_every == 0 and progress.step < config.steps:
-            _encode_items(engine, peft_model, data, cache, None, "")
+            _encode_items(engine, peft_model, data, cache, data.warm_codes)
         if progress.step % config.valid_every == 0 or progress.step == config.steps:
             _validate(engine, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
         if time.monotonic() - last_save > 60 * config.checkpoint_minutes or progress.step == config.steps:
@@ -298,17 +298,48 @@ def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: t
     return float(loss.detach())
 
 
-def _encode_items(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, cache: NegativeCache,
-                  disk: Path | None, namespace: str) -> None:
-    """(Re-)encode every warm item into the cache with the current model (batches cached on disk if `disk`)."""
+def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model: torch.nn.Module,
+                   data: _TrainingData, folder: Path) -> NegativeCache:
+    """The base model's item vectors: taken from its served index when there is one (`init_from_index`; its
+    item prompts carry the index's rating statistics), else encoded here from training-split item prompts with
+    their mean as the center (batches cached on disk, so an interrupted start resumes)."""
+    index_dir = default_index_dir(config.dataset, engine.fingerprint)
+    if config.init_from_index and ItemStore.exists(index_dir):
+        store = ItemStore.load(index_dir, expect=engine.fingerprint)
+        center = store.center if store.center is not None else np.zeros(engine.hidden_size, dtype=np.float32)
+        cache = NegativeCache.empty(len(data.item_ids), torch.as_tensor(center))
+        codes = [c for c in data.warm_codes if store.get(data.item_ids[c]) is not None]
+        cache.units[codes] = torch.as_tensor(store.vectors_of([data.item_ids[c] for c in codes]), dtype=torch.float32)
+        cache.filled[codes] = True
+        missing = [c for c in data.warm_codes if c not in set(codes)]
+        log.info("negative cache from the index %s (%d items; %d encoded here)", index_dir, len(codes), len(missing))
+        _encode_items(engine, model, data, cache, missing)
+        return cache
+    batches = BatchCache(folder / "base-items", {"items": engine.fingerprint.to_json()})
+    raw = _encode(engine, model, data, data.warm_codes, batches)
+    cache = NegativeCache.empty(len(data.item_ids), raw.mean(dim=0))
+    cache.update(torch.tensor(data.warm_codes, dtype=torch.long), raw)
+    return cache
+
+
+def _encode(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, codes: list[int],
+            batches: BatchCache | None = None) -> torch.Tensor:
+    """Raw vectors of the items `codes` (item prompts from training statistics) with the current model."""
     model.eval()
-    batches = BatchCache(disk, {"items": namespace})
-    codes = data.warm_codes
-    step = engine.batch_size
-    for first in tqdm(range(0, len(codes), step), desc="encoding items into the negative cache", unit="batch"):
-        chunk = codes[first : first + step]
-        vectors = batches.get_or_compute([data.item_prompt(c) for c in chunk], engine.embed_items)
-        cache.update(torch.tensor(chunk), torch.as_tensor(vectors))
+    batches = batches or BatchCache(None, {})
+    out = []
+    for first in tqdm(range(0, len(codes), engine.batch_size), desc="encoding items for the negative cache",
+                      unit="batch"):
+        prompts = [data.item_prompt(c) for c in codes[first : first + engine.batch_size]]
+        out.append(torch.as_tensor(batches.get_or_compute(prompts, engine.embed_items)))
+    return torch.cat(out) if out else torch.zeros(0, engine.hidden_size)
+
+
+def _encode_items(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, cache: NegativeCache,
+                  codes: list[int]) -> None:
+    """(Re-)encode the items `codes` into the cache with the current model."""
+    if codes:
+        cache.update(torch.tensor(codes, dtype=torch.long), _encode(engine, model, data, codes))
 
 
 def _validate(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, cache: NegativeCache,
@@ -370,8 +401,8 @@ def _check_same_config(folder: Path, stored: dict, config: ContrastiveConfig) ->
                          "--out for a new folder or delete that one")
 
 
-def _resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule, cache: NegativeCache
-            ) -> _Progress | None:
+def _resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule
+            ) -> tuple[_Progress, NegativeCache] | None:
     from peft import set_peft_model_state_dict
 
     path = folder / RESUME_FILE
@@ -382,12 +413,11 @@ def _resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule,
     set_peft_model_state_dict(model, saved["lora"])
     optimizer.load_state_dict(saved["optimizer"])
     schedule.load_state_dict(saved["schedule"])
-    cache.vectors.copy_(saved["cache"])
-    cache.filled.copy_(saved["filled"])
+    cache = NegativeCache(saved["cache_units"], saved["cache_filled"], saved["cache_center"])
     torch.set_rng_state(saved["torch_rng"])
     progress = _Progress(**json.loads(saved["progress"]))
     log.info("resuming %s after step %d", folder, progress.step)
-    return progress
+    return progress, cache
 
 
 def _save_resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule, cache: NegativeCache,
@@ -397,7 +427,7 @@ def _save_resume(folder: Path, config: ContrastiveConfig, model, optimizer, sche
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (RESUME_FILE + ".tmp")
     torch.save({"config": config.fingerprint(), "lora": get_peft_model_state_dict(model),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "cache": cache.vectors,
-                "filled": cache.filled, "torch_rng": torch.get_rng_state(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "cache_units": cache.units,
+                "cache_filled": cache.filled, "cache_center": cache.center, "torch_rng": torch.get_rng_state(),
                 "progress": json.dumps(asdict(progress))}, tmp)
     tmp.replace(folder / RESUME_FILE)

@@ -11,8 +11,8 @@ vectors, with the batch's own target as the positive. Negatives come from two bl
   whole catalog as negatives, as a full softmax would.
 Masked (never negatives): the user's own items other than the target (they are positives of that user, not
 negatives), the cache row of the target itself (its fresh copy is the positive), and in-batch columns holding
-the same item as the target. Vectors are centered with the cache's mean item vector before the cosine, as the
-served index centers them (`indexer.index`), so training optimises the geometry the service searches.
+the same item as the target. Vectors are centered with a fixed mean item vector before the cosine, as the served
+index centers them (`indexer.index`), so training optimises the geometry the service searches.
 """
 
 from __future__ import annotations
@@ -26,25 +26,26 @@ from torch.nn import functional as F
 
 @dataclass
 class NegativeCache:
-    """Raw (uncentered) vectors of every item, row = item code; `filled` marks rows that hold a vector."""
+    """Unit vectors of every item after subtracting a fixed `center` (as the served index stores them), row =
+    item code; `filled` marks rows that hold a vector. User and fresh item vectors are centered the same way."""
 
-    vectors: torch.Tensor
+    units: torch.Tensor
     filled: torch.Tensor
+    center: torch.Tensor
 
     @classmethod
-    def empty(cls, n_items: int, dim: int) -> NegativeCache:
-        return cls(torch.zeros(n_items, dim), torch.zeros(n_items, dtype=torch.bool))
+    def empty(cls, n_items: int, center: torch.Tensor) -> NegativeCache:
+        center = torch.as_tensor(center, dtype=torch.float32)
+        return cls(torch.zeros(n_items, len(center)), torch.zeros(n_items, dtype=torch.bool), center)
 
-    def update(self, codes: torch.Tensor, vectors: torch.Tensor) -> None:
-        """Overwrite the rows `codes` with `vectors` (detached)."""
-        self.vectors[codes] = vectors.detach().to(self.vectors.dtype)
+    def unit(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw model vectors -> centered unit vectors (differentiable)."""
+        return F.normalize(raw - self.center.to(raw.dtype), dim=-1)
+
+    def update(self, codes: torch.Tensor, raw: torch.Tensor) -> None:
+        """Overwrite the rows `codes` with the centered unit vectors of `raw` (detached)."""
+        self.units[codes] = self.unit(raw.detach().float())
         self.filled[codes] = True
-
-    def mean(self) -> torch.Tensor:
-        """Mean of the filled rows: the centering vector (what the index stores as its mean)."""
-        if not bool(self.filled.any()):
-            return torch.zeros(self.vectors.shape[1])
-        return self.vectors[self.filled].mean(dim=0)
 
 
 def history_mask(histories: Sequence[Sequence[int]], n_items: int) -> torch.Tensor:
@@ -64,10 +65,7 @@ def contrastive_loss(users: torch.Tensor, targets: torch.Tensor, target_codes: t
     of each user's items (`history_mask`; the target itself may be in it, it is never masked as positive);
     log_q: (n_items,) log expected count of each item in a batch (None: no correction).
     """
-    mean = cache.mean().to(users.dtype)
-    u = F.normalize(users - mean, dim=-1)
-    t = F.normalize(targets - mean, dim=-1)
-    v = F.normalize(cache.vectors.to(users.dtype) - mean, dim=-1)
+    u, t, v = cache.unit(users), cache.unit(targets), cache.units.to(users.dtype)
     batch = len(target_codes)
     diagonal = torch.eye(batch, dtype=torch.bool)
 

@@ -31,7 +31,7 @@ def unit(rows: list[list[float]]) -> torch.Tensor:
 
 
 def cache_of(rows: list[list[float]]) -> NegativeCache:
-    cache = NegativeCache.empty(len(rows), len(rows[0]))
+    cache = NegativeCache.empty(len(rows), torch.zeros(len(rows[0])))
     cache.update(torch.arange(len(rows)), torch.tensor(rows, dtype=torch.float32))
     return cache
 
@@ -41,7 +41,7 @@ def manual_ce(logits: list[float], positive: int) -> float:
 
 
 def test_loss_matches_a_hand_computation_with_masks() -> None:
-    # 4 items; the cache mean is zero (rows cancel), so centering changes nothing and cosines are plain.
+    # 4 items, center zero: cosines are plain.
     table = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]
     cache = cache_of(table)
     users = torch.tensor([[1.0, 1.0], [1.0, -1.0]])
@@ -63,15 +63,15 @@ def test_loss_matches_a_hand_computation_with_masks() -> None:
 
 
 def test_duplicate_targets_in_a_batch_are_not_negatives_and_unfilled_rows_are_ignored() -> None:
-    cache = NegativeCache.empty(3, 2)
+    cache = NegativeCache.empty(3, torch.tensor([0.1, -0.2]))
     cache.update(torch.tensor([1]), torch.tensor([[0.0, 1.0]]))
     users = torch.tensor([[1.0, 0.0], [0.8, 0.1]])
     targets = torch.tensor([[1.0, 0.1], [1.0, -0.1]])
     codes = torch.tensor([0, 0])  # both users have item 0 as target
     loss = contrastive_loss(users, targets, codes, cache, history_mask([[], []], 3), None, 1.0)
-    mean = cache.mean()
-    u, t = F.normalize(users - mean, dim=-1), F.normalize(targets - mean, dim=-1)
-    v1 = F.normalize(cache.vectors[1] - mean, dim=-1)
+    center = cache.center
+    u, t = F.normalize(users - center, dim=-1), F.normalize(targets - center, dim=-1)
+    v1 = F.normalize(torch.tensor([0.0, 1.0]) - center, dim=-1)
     expected = [manual_ce([float(u[b] @ t[b]), float(u[b] @ v1)], 0) for b in range(2)]
     assert loss.item() == pytest.approx(float(np.mean(expected)), abs=1e-5)
 
@@ -97,7 +97,7 @@ def test_gradients_reach_users_and_targets_not_the_cache() -> None:
     assert users.grad is not None and users.grad.abs().sum() > 0
     assert targets.grad is not None and targets.grad.abs().sum() > 0
     cache.update(torch.tensor([2]), targets[:1])
-    assert not cache.vectors.requires_grad and cache.filled.all()
+    assert not cache.units.requires_grad and cache.filled.all()
 
 
 def test_config_checks_name_the_flag() -> None:
@@ -215,3 +215,16 @@ def test_training_report_has_the_curve_speed_and_provenance(trained: Path, tmp_p
     for needle in ("**command**", "**data**", "**speed**", "**machine**", "samples/s", "| 12 |"):
         assert needle in markdown
     assert json.loads(json_path.read_text())["steps"] == 12 and png_path.stat().st_size > 1000
+
+
+def test_the_cache_starts_from_the_base_models_index_when_there_is_one(data: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REASONREC_ARTIFACTS", str(tmp_path / "artifacts"))
+    engine = TransformersEngine(load_model("tiny"))
+    result = build_index(IndexJobConfig(dataset="ml-1m-zip", data_path=data), engine)
+    store = ItemStore.load(result.out_dir)
+    monkeypatch.setattr(contrastive, "_encode", lambda *a, **k: pytest.fail("items were encoded again"))
+    folder = train_contrastive(tiny_config(data, tmp_path / "adapter", steps=1, valid_every=1))
+    saved = torch.load(folder / contrastive.RESUME_FILE, weights_only=True)
+    torch.testing.assert_close(saved["cache_center"], torch.as_tensor(store.center, dtype=torch.float32))
+    assert bool(saved["cache_filled"].all())
