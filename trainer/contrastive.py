@@ -90,7 +90,7 @@ class ContrastiveConfig:
     batch_size: int = 16
     """Users per step."""
     steps: int = 300
-    """Training steps in all."""
+    """Training steps in all (raise it and rerun to continue a finished run)."""
     recent_targets: int = 50
     """Targets are drawn from each user's most recent N training interactions."""
     refresh_every: int = 0
@@ -139,8 +139,9 @@ class ContrastiveConfig:
         return self.out_dir or artifacts_dir() / "adapters" / f"{self.dataset}-{self.protocol}-cl-seed{self.seed}"
 
     def fingerprint(self) -> dict:
-        """Everything that decides the result (not where it is written, nor how often it is saved)."""
-        skip = {"out_dir", "checkpoint_minutes"}
+        """Everything that decides the result, except `steps` (a finished run can be continued with a larger
+        --steps: the learning rate is constant after warm-up) and where/how often it is saved."""
+        skip = {"out_dir", "checkpoint_minutes", "steps"}
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if k not in skip}
 
@@ -225,8 +226,8 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     from peft import LoraConfig, get_peft_model
 
     folder = config.adapter_dir
-    if _status(folder, config) == "done":
-        log.info("%s is already trained with these settings", folder)
+    if _steps_done(folder, config) >= config.steps:
+        log.info("%s is already trained with these settings for %d steps", folder, config.steps)
         return folder
     ds = ds or load_dataset(config.dataset, config.data_path)
     split = make_split(ds, config.protocol, config.cold_frac, config.split_seed)
@@ -384,14 +385,14 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
     tmp.replace(folder / ADAPTER_META)
 
 
-def _status(folder: Path, config: ContrastiveConfig) -> str | None:
-    """The status of the run in `folder` (None: none); an error if it holds a run with other settings."""
+def _steps_done(folder: Path, config: ContrastiveConfig) -> int:
+    """Steps of the finished run in `folder` (0: none or unfinished); an error if it has other settings."""
     path = folder / ADAPTER_META
     if not path.is_file():
-        return None
+        return 0
     meta = json.loads(path.read_text(encoding="utf-8"))
     _check_same_config(folder, meta.get("config", {}), config)
-    return meta.get("status")
+    return int(meta["steps"]) if meta.get("status") == "done" else 0
 
 
 def _check_same_config(folder: Path, stored: dict, config: ContrastiveConfig) -> None:

@@ -228,3 +228,12 @@ def test_the_cache_starts_from_the_base_models_index_when_there_is_one(data: Pat
     saved = torch.load(folder / contrastive.RESUME_FILE, weights_only=True)
     torch.testing.assert_close(saved["cache_center"], torch.as_tensor(store.center, dtype=torch.float32))
     assert bool(saved["cache_filled"].all())
+
+
+def test_a_finished_run_continues_with_more_steps(trained: Path, data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = shutil.copytree(trained, tmp_path / "more")
+    train_contrastive(tiny_config(data, folder, steps=14))
+    meta = json.loads((folder / ADAPTER_META).read_text())
+    assert meta["steps"] == 14 and meta["status"] == "done" and meta["curve"][-1]["step"] == 14
