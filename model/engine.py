@@ -3,7 +3,8 @@
 An engine turns prompts into reasoning text and user/item vectors exactly as DESIGN.md section 2 defines them:
 the vector is the final-layer hidden state (after the final norm) of the last token of
 [user prompt][assistant: text ending in `<answer>`], rendered with the chat template and no end-of-turn.
-Implementations: `model.transformers_engine.TransformersEngine` (in-process); a vLLM client comes later.
+Implementations: `model.transformers_engine.TransformersEngine` (in-process) and `model.vllm_engine.VllmEngine`
+(a client of the vLLM generate and pooling servers).
 """
 
 from __future__ import annotations

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from indexer.catalog import Item
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 TEMPLATE_VERSION = "v1"
 RATING_TEMPLATE_VERSION = "r2"
@@ -132,3 +136,12 @@ def direct_rating_prompt(history: Sequence[HistoryLine], item: Item, now: int | 
         "Predict the user's rating of the target item. Answer only with a whole number from 1 to 5 inside "
         "<rate></rate>."
     )
+
+
+def render_chat(tokenizer: PreTrainedTokenizerBase, user_text: str, assistant_text: str = "") -> str:
+    """[user: user_text][assistant: assistant_text] with the model's chat template and no end-of-turn after the
+    assistant text (DESIGN.md section 2): the text every engine tokenizes for generation and vectors."""
+    head = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+    )
+    return head + assistant_text

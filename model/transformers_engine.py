@@ -20,7 +20,7 @@ import torch
 
 from model.engine import Generation, Reasoning
 from model.loading import LoadedModel
-from model.prompts import ANSWER_MARKER
+from model.prompts import ANSWER_MARKER, render_chat
 
 
 @dataclass
@@ -55,10 +55,7 @@ class TransformersEngine:
 
     def render(self, user_text: str, assistant_text: str = "") -> str:
         """The chat template applied to [user][assistant: assistant_text] with no end-of-turn after it."""
-        head = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
-        )
-        return head + assistant_text
+        return render_chat(self.tokenizer, user_text, assistant_text)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

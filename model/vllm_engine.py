@@ -36,20 +36,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from indexer.manifest import ModelFingerprint
 from model.engine import Generation, Reasoning
 from model.merge import served_fingerprint
-from model.prompts import ANSWER_MARKER
+from model.prompts import ANSWER_MARKER, render_chat
 from model.replicas import ReplicaPool
 
 COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 EMBED_CHUNK = 16
-
-
-def render(tokenizer: PreTrainedTokenizerBase, user_text: str, assistant_text: str = "") -> str:
-    """[user][assistant: assistant_text] with the chat template and no end-of-turn (= TransformersEngine.render)."""
-    head = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
-    )
-    return head + assistant_text
 
 
 @dataclass(frozen=True)
@@ -151,7 +143,7 @@ class VllmEngine:
     # ---- internals -------------------------------------------------------------------------------------------
 
     def render(self, user_text: str, assistant_text: str = "") -> str:
-        return render(self.tokenizer, user_text, assistant_text)
+        return render_chat(self.tokenizer, user_text, assistant_text)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -12,7 +12,7 @@ from model.prompts import ANSWER_MARKER
 from model.replicas import ReplicaRequestError
 from model.tiny import script_tiny_llama
 from model.transformers_engine import TransformersEngine
-from model.vllm_engine import EMBED_CHUNK, render
+from model.vllm_engine import EMBED_CHUNK
 
 PROMPTS = ["[Toy Story (1995)] (5)\n[Heat (1995)] (4)", "hi", "x"]
 
@@ -36,12 +36,6 @@ def scripted_pair(standin, tokens: list[str]):
     script_tiny_llama(loaded.model, start_id, [tok.convert_tokens_to_ids(t) for t in tokens], tok.eos_token_id)
     server = standin(loaded)
     return client_for(loaded, [server.url], [server.url]), reference
-
-
-def test_render_is_the_transformers_engines_rendering(tiny_loaded):
-    engine = TransformersEngine(tiny_loaded)
-    for user, assistant in (("hello", ""), ("hello", ANSWER_MARKER), ("a\nb", "<rate>")):
-        assert render(tiny_loaded.tokenizer, user, assistant) == engine.render(user, assistant)
 
 
 def test_reasoning_text_and_vectors_match_the_transformers_engine(pair):
