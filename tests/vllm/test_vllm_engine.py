@@ -8,7 +8,6 @@ import pytest
 from vllm_helpers import client_for
 
 from model.loading import load_model
-from model.prompts import ANSWER_MARKER
 from model.replicas import ReplicaRequestError
 from model.tiny import script_tiny_llama
 from model.transformers_engine import TransformersEngine
