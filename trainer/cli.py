@@ -180,6 +180,7 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("item_batch_size", int, "item prompts per forward when encoding the cache (16)"),
     ("valid_users", int, "seeded validation users (300)"), ("valid_every", int, "validate every N steps (25)"),
     ("checkpoint_minutes", float, "write resume.pt at least this often (5)"), ("seed", int, "seed (0)"),
+    ("mixed_precision", str, "no (float32) or bf16 autocast for training, ~2x faster with AMX/bf16 or a GPU (no)"),
 )
 
 

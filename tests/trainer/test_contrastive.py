@@ -107,6 +107,8 @@ def test_config_checks_name_the_flag() -> None:
         ContrastiveConfig(steps=0)
     with pytest.raises(ValueError, match="--dataset"):
         ContrastiveConfig(dataset="nope")
+    with pytest.raises(ValueError, match="--mixed-precision"):
+        ContrastiveConfig(mixed_precision="fp16")
 
 
 def tiny_config(data: Path, out: Path, **overrides: object) -> ContrastiveConfig:
@@ -237,3 +239,9 @@ def test_a_finished_run_continues_with_more_steps(trained: Path, data: Path, tmp
     train_contrastive(tiny_config(data, folder, steps=14))
     meta = json.loads((folder / ADAPTER_META).read_text())
     assert meta["steps"] == 14 and meta["status"] == "done" and meta["curve"][-1]["step"] == 14
+
+
+def test_bf16_autocast_trains_too(data: Path, tmp_path: Path) -> None:
+    folder = train_contrastive(tiny_config(data, tmp_path / "bf16", steps=2, valid_every=2, mixed_precision="bf16"))
+    meta = json.loads((folder / ADAPTER_META).read_text())
+    assert meta["steps"] == 2 and np.isfinite(meta["curve"][-1]["loss"])
