@@ -37,7 +37,8 @@ class Gateway:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Gateway:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REASONREC_")}
+        # the caller's service settings do not leak in; where artifacts live (not a setting) does
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REASONREC_") or k == "REASONREC_ARTIFACTS"}
         env.update({f"REASONREC_{k.upper()}": v for k, v in self.settings.items()})
         env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
