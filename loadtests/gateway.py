@@ -91,24 +91,41 @@ def machine() -> dict[str, Any]:
     return {
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(), "cpu": cpu,
         "memory_gb": round(mem_kb / 2**20, 1), "loadavg_1_5_15": [round(load1, 2), round(load5, 2), round(load15, 2)],
-        "python": platform.python_version(), "other_busy_processes": busy_processes(),
+        "cpu_busy_share_2s": cpu_busy_share(), "python": platform.python_version(),
+        "other_busy_processes": busy_processes(),
     }
 
 
+def cpu_busy_share(seconds: float = 2.0) -> float:
+    """Share of all cores' time spent busy over the next `seconds` (from /proc/stat): what the load average,
+    a trailing mean, says only late (e.g. right after other jobs were paused)."""
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return round(1 - (idle1 - idle0) / max(total1 - total0, 1), 3)
+
+
 def busy_processes(limit: int = 4) -> list[str]:
-    """The processes using the most CPU (ps: share of their lifetime), other than this one."""
-    out = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu", "--no-headers"], capture_output=True,
+    """The running processes using the most CPU (ps: share of their lifetime), other than this one; stopped
+    ones (state T, e.g. paused for the measurement) are left out."""
+    out = subprocess.run(["ps", "-eo", "pid,stat,pcpu,args", "--sort=-pcpu", "--no-headers"], capture_output=True,
                          text=True, check=False).stdout.splitlines()
-    rows = [line.split(None, 2) for line in out]
-    return [f"{row[1]}% {row[2][:90]}" for row in rows
-            if len(row) == 3 and int(row[0]) != os.getpid() and float(row[1]) >= 10][:limit]
+    rows = [line.split(None, 3) for line in out]
+    return [f"{row[2]}% {row[3][:90]}" for row in rows
+            if len(row) == 4 and int(row[0]) != os.getpid() and not row[1].startswith("T") and float(row[2]) >= 10][:limit]
 
 
 def busy_note(start: dict[str, Any]) -> str:
-    """Whether other work shared the machine when a measurement started (1-minute load above half the cores)."""
-    load, cores = start["loadavg_1_5_15"][0], start["cores"] or 1
-    if load > 0.5 * cores:
+    """Whether other work shared the machine when a measurement started (more than a quarter of the CPU busy in
+    the 2 s before it)."""
+    busy, cores = start["cpu_busy_share_2s"], start["cores"] or 1
+    if busy > 0.25:
         others = "; ".join(start["other_busy_processes"]) or "not identified"
-        return (f"The machine was busy: 1-minute load average {load} on {cores} cores before the measurement started "
+        return (f"The machine was busy: {busy:.0%} of {cores} cores in use just before the measurement started "
                 f"(other jobs: {others}). Absolute figures are pessimistic; compare ratios taken within the same run.")
-    return f"The machine was quiet when the measurement started (1-minute load average {load} on {cores} cores)."
+    return (f"The machine was quiet when the measurement started ({busy:.0%} of {cores} cores busy; other jobs, if "
+            f"any, were stopped: {'; '.join(start['other_busy_processes']) or 'none running'}).")
