@@ -48,15 +48,24 @@ clean-venv:
 # One thread per job keeps two of them side by side on a 2-core machine; THREADS=2 for a lone job.
 THREADS ?= 1
 CL_ARGS ?=
+EVAL_ARGS ?=
 CL_PROTOCOL ?= leave-one-out
 CL_ADAPTER := artifacts/adapters/ml-1m-$(CL_PROTOCOL)-cl-seed0
 
-eval: setup  ## SASRec+ (both protocols), the LLM index, every ranker on ML-1M -> docs/results/ml-1m-*
+# `make -j2 eval` runs two one-thread jobs side by side (the two SASRec+ runs, then the two evaluations).
+.PHONY: sasrec-loo sasrec-cold index-ml1m eval-loo eval-cold
+sasrec-loo: setup
 	$(BIN)/reasonrec train-sasrec --dataset ml-1m --threads $(THREADS)
+sasrec-cold: setup
 	$(BIN)/reasonrec train-sasrec --dataset ml-1m --protocol cold-items --threads $(THREADS)
+index-ml1m: setup
 	$(BIN)/reasonrec index --dataset ml-1m --threads $(THREADS)
-	$(BIN)/reasonrec eval --dataset ml-1m --protocol leave-one-out --threads $(THREADS)
-	$(BIN)/reasonrec eval --dataset ml-1m --protocol cold-items --threads $(THREADS)
+eval-loo: sasrec-loo index-ml1m
+	$(BIN)/reasonrec eval --dataset ml-1m --protocol leave-one-out --threads $(THREADS) $(EVAL_ARGS)
+eval-cold: sasrec-cold index-ml1m
+	$(BIN)/reasonrec eval --dataset ml-1m --protocol cold-items --threads $(THREADS) $(EVAL_ARGS)
+
+eval: eval-loo eval-cold  ## SASRec+ (both protocols), the LLM index, every ranker on ML-1M -> docs/results/ml-1m-*
 
 # The adapter is trained on the protocol's own training split (a cold-item run never sees the cold items), so
 # each protocol has its own: make train-cl CL_PROTOCOL=cold-items. Needs `make eval`'s SASRec+ checkpoints.
