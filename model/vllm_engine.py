@@ -35,7 +35,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from indexer.manifest import ModelFingerprint
 from model.engine import Generation, Reasoning
-from model.merge import served_fingerprint
+from model.loading import folder_fingerprint
 from model.prompts import ANSWER_MARKER, render_chat
 from model.replicas import ReplicaPool
 
@@ -91,7 +91,7 @@ class VllmEngine:
         """The engine for the HF folder the servers were started from (its tokenizer and fingerprint)."""
         config = json.loads((folder / "config.json").read_text())
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        return cls(tokenizer, served_fingerprint(folder), int(config["hidden_size"]), generate_urls, pool_urls, timeouts)
+        return cls(tokenizer, folder_fingerprint(folder), int(config["hidden_size"]), generate_urls, pool_urls, timeouts)
 
     # ---- Engine interface ------------------------------------------------------------------------------------
 

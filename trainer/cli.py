@@ -124,10 +124,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_merge_adapter(args: argparse.Namespace) -> int:
-    from model.merge import merge_adapter, served_fingerprint
+    from model.loading import folder_fingerprint
+    from model.merge import merge_adapter
 
     out = merge_adapter(args.model, args.adapter, args.out)
-    fp = served_fingerprint(out)
+    fp = folder_fingerprint(out)
     print(f"merged {args.adapter} into {out} (serves as {fp.model_id} {fp.weights_hash} + lora {fp.adapter_hash}); "
           f"start the vLLM servers on it and set REASONREC_MODEL={out}")
     return 0

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from peft import LoraConfig, get_peft_model
 
-from model.loading import load_model
-from model.merge import MERGED_FILE, served_fingerprint
+from model.loading import MERGED_FILE, folder_fingerprint, load_model
 from model.tiny import tiny_llama
 from model.transformers_engine import TransformersEngine
 from trainer.cli import main
@@ -39,8 +38,10 @@ def merged(adapter, tmp_path_factory):
 def test_merged_folder_equals_base_plus_adapter(adapter, merged):
     out = merged
     in_process = load_model("tiny", adapter)
-    assert served_fingerprint(out) == in_process.fingerprint and in_process.fingerprint.adapter_hash
-    merged = TransformersEngine(load_model(str(out))).embed_items(TEXTS)
+    assert folder_fingerprint(out) == in_process.fingerprint and in_process.fingerprint.adapter_hash
+    loaded = load_model(str(out))
+    assert loaded.fingerprint == in_process.fingerprint  # in process too: indexes and caches are interchangeable
+    merged = TransformersEngine(loaded).embed_items(TEXTS)
     np.testing.assert_allclose(merged, TransformersEngine(in_process).embed_items(TEXTS), atol=1e-5)
     assert not np.allclose(merged, TransformersEngine(load_model("tiny")).embed_items(TEXTS), atol=1e-3)
 
@@ -50,11 +51,16 @@ def test_a_merged_folder_with_other_weights_is_refused(merged, tmp_path):
     meta = json.loads((out / MERGED_FILE).read_text())
     (out / MERGED_FILE).write_text(json.dumps({**meta, "merged_weights_hash": "0" * 12}))
     with pytest.raises(ValueError, match="re-run `reasonrec merge-adapter`"):
-        served_fingerprint(out)
+        folder_fingerprint(out)
 
 
 def test_a_plain_folder_is_fingerprinted_as_load_model_does(tmp_path):
     folder = tmp_path / "plain-model"
     tiny_llama().save_pretrained(folder, safe_serialization=True)
-    fp = served_fingerprint(folder)
+    fp = folder_fingerprint(folder)
     assert fp.model_id == "plain-model" and fp.adapter_hash is None and len(fp.weights_hash) == 12
+
+
+def test_an_adapter_on_top_of_a_merged_folder_is_refused(merged, adapter):
+    with pytest.raises(ValueError, match="already has the adapter"):
+        load_model(str(merged), adapter)

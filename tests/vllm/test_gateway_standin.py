@@ -16,8 +16,7 @@ from service_helpers import (
     tiny_settings,
 )
 
-from model.loading import load_model
-from model.merge import served_fingerprint
+from model.loading import folder_fingerprint, load_model
 from model.tiny import tiny_llama, tiny_tokenizer
 from model.transformers_engine import TransformersEngine
 
@@ -49,7 +48,7 @@ def vllm_gateway(standin, model_dir, folder_index):
 
 
 def test_the_served_folder_has_the_fingerprint_of_the_index(model_dir):
-    assert served_fingerprint(model_dir) == load_model(str(model_dir)).fingerprint
+    assert folder_fingerprint(model_dir) == load_model(str(model_dir)).fingerprint
 
 
 def test_vllm_gateway_answers_as_the_transformers_gateway(vllm_gateway, model_dir, folder_index):
