@@ -25,14 +25,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from model.paths import artifacts_dir
-from model.sasrec import (
-    META_FILE,
-    PAD,
-    SasrecConfig,
-    SasrecNet,
-    SasrecScorer,
-    right_padded,
-)
+from model.sasrec import META_FILE, PAD, SasrecConfig, SasrecNet, SasrecScorer, right_padded
 from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.metrics import mean_metrics
