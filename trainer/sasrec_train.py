@@ -7,7 +7,8 @@ One epoch = every user's most recent `max_len + 1` training items once (inputs =
 all but the first), in a seeded random order. The checkpoint folder holds the best model so far
 (`model.safetensors` + `meta.json`: config, item vocabulary, data, split, metrics, seed; what the service
 loads) and `resume.pt` (the latest epoch's model, optimizer and random states): rerunning the same command
-resumes after the last finished epoch, and is a no-op once training is done.
+resumes after the last finished epoch, and is a no-op once training is done. Rerunning with a smaller
+`--max-epochs` ends an unfinished run at once (test metrics of the best epoch so far; `meta.json` says so).
 """
 
 from __future__ import annotations
@@ -202,8 +203,13 @@ def _finished(folder: Path, config: SasrecTrainConfig) -> SasrecScorer | None:
     return SasrecScorer.load(folder) if meta.get("status") == "done" else None
 
 
+STOPPING_LIMITS = ("max_epochs", "patience")
+"""May change between runs of one folder: a smaller --max-epochs ends an unfinished run now (test metrics of the best
+epoch so far, marked done), a larger one or more patience lets it go on."""
+
+
 def _check_same_config(folder: Path, stored: dict, config: SasrecTrainConfig) -> None:
-    differing = sorted(k for k, v in config.fingerprint().items() if stored.get(k) != v)
+    differing = sorted(k for k, v in config.fingerprint().items() if stored.get(k) != v and k not in STOPPING_LIMITS)
     if differing:
         raise ValueError(f"{folder} holds a SASRec run with other settings ({', '.join(differing)}); pass "
                          "--out for a new folder or delete that one")
@@ -238,7 +244,8 @@ def _finish(folder: Path, config: SasrecTrainConfig, ds: Dataset, split: Split, 
     scorer = SasrecScorer.load(folder)
     meta = _meta(config, ds, split, state, "done")
     meta["metrics"]["test"] = _test_metrics(scorer, split)
-    meta["stopped"] = "early stopping" if state.bad_epochs >= config.patience else "max epochs"
+    meta["stopped"] = ("early stopping" if state.bad_epochs >= config.patience
+                       else f"max epochs ({config.max_epochs})")
     scorer.save(folder, meta)
     (folder / RESUME_FILE).unlink(missing_ok=True)
     return scorer

@@ -143,3 +143,23 @@ def test_cold_items_are_unscorable(tmp_path: Path) -> None:
     candidates = ds.catalog.ids()
     cold = rank_examples(SasrecRanker(scorer, candidates), split.test_cold, candidates)
     assert len(cold.ranks) > 0 and np.all(np.isinf(cold.ranks))
+
+
+def test_a_smaller_max_epochs_ends_an_unfinished_run_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = cycle_dataset(n_users=60, seed=2)
+    config = tiny_config(tmp_path / "run", max_epochs=6, patience=10)
+    real_epoch, calls = sasrec_train._epoch, {"n": 0}
+
+    def dies_in_third_epoch(*args: object, **kwargs: object) -> float:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(sasrec_train, "_epoch", dies_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_sasrec(config, ds)
+    monkeypatch.setattr(sasrec_train, "_epoch", lambda *a, **k: pytest.fail("trained again"))
+    scorer = train_sasrec(replace(config, max_epochs=2), ds)
+    assert scorer.meta["status"] == "done" and scorer.meta["epochs"] == 2
+    assert scorer.meta["stopped"] == "max epochs (2)" and "test" in scorer.meta["metrics"]
