@@ -111,10 +111,8 @@ def test_rerun_of_a_finished_run_is_a_no_op(trained: tuple[SasrecScorer, Dataset
         train_sasrec(tiny_config(out, hidden=8), ds)
 
 
-def test_interrupted_training_resumes_to_the_same_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ds = cycle_dataset(n_users=60, seed=1)
-    config = tiny_config(tmp_path / "straight", max_epochs=4, patience=10)
-    straight = train_sasrec(config, ds)
+def interrupted_in_third_epoch(config: SasrecTrainConfig, ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run `config` until the third epoch is killed, then put the real epoch function back."""
     real_epoch, calls = sasrec_train._epoch, {"n": 0}
 
     def dies_in_third_epoch(*args: object, **kwargs: object) -> float:
@@ -123,12 +121,19 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path: Path, monkeypa
             raise KeyboardInterrupt("killed")
         return real_epoch(*args, **kwargs)
 
-    resumed_config = replace(config, out_dir=tmp_path / "resumed")
     monkeypatch.setattr(sasrec_train, "_epoch", dies_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_sasrec(resumed_config, ds)
-    assert (tmp_path / "resumed" / "resume.pt").is_file()
+        train_sasrec(config, ds)
     monkeypatch.setattr(sasrec_train, "_epoch", real_epoch)
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = cycle_dataset(n_users=60, seed=1)
+    config = tiny_config(tmp_path / "straight", max_epochs=4, patience=10)
+    straight = train_sasrec(config, ds)
+    resumed_config = replace(config, out_dir=tmp_path / "resumed")
+    interrupted_in_third_epoch(resumed_config, ds, monkeypatch)
+    assert (tmp_path / "resumed" / "resume.pt").is_file()
     resumed = train_sasrec(resumed_config, ds)
     assert resumed.meta["epochs"] == straight.meta["epochs"] == 4
     for name, tensor in straight.net.state_dict().items():
@@ -148,17 +153,7 @@ def test_cold_items_are_unscorable(tmp_path: Path) -> None:
 def test_a_smaller_max_epochs_ends_an_unfinished_run_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = cycle_dataset(n_users=60, seed=2)
     config = tiny_config(tmp_path / "run", max_epochs=6, patience=10)
-    real_epoch, calls = sasrec_train._epoch, {"n": 0}
-
-    def dies_in_third_epoch(*args: object, **kwargs: object) -> float:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(sasrec_train, "_epoch", dies_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train_sasrec(config, ds)
+    interrupted_in_third_epoch(config, ds, monkeypatch)
     monkeypatch.setattr(sasrec_train, "_epoch", lambda *a, **k: pytest.fail("trained again"))
     scorer = train_sasrec(replace(config, max_epochs=2), ds)
     assert scorer.meta["status"] == "done" and scorer.meta["epochs"] == 2
