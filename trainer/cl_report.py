@@ -42,7 +42,8 @@ def _markdown(report: dict, chart: str) -> str:
         f"{'on' if config['logq'] else 'off'}, item-cache refresh "
         f"{'every ' + str(config['refresh_every']) + ' steps' if config['refresh_every'] else 'never (rows only)'}",
         f"- **validation**: {config['valid_users']} seeded validation users (seed {config['seed']}), full ranking "
-        "against the negative cache (train-split item prompts, centered cosine), history excluded",
+        "against the negative cache (the base model's item vectors, from its index when there is one, with the "
+        "rows of items drawn as targets since replaced by fresh ones; centered cosine), history excluded",
         f"- **speed**: {last.get('samples_per_s', 0):.2f} samples/s over {report['train_seconds']:.0f} s of training;"
         f" peak resident memory {max((p['max_rss_gib'] for p in curve), default=0):.2f} GiB",
         f"- **machine**: {report['machine']}; **date**: {report['date']}", "",
