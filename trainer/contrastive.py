@@ -37,13 +37,13 @@ from indexer.catalog import Catalog
 from indexer.store import ItemStore
 from model.loading import load_model
 from model.paths import artifacts_dir, default_index_dir
-from model.prompts import RATING_TEMPLATE_VERSION, item_prompt, user_prompt
+from model.prompts import RATING_TEMPLATE_VERSION, item_prompt
 from model.transformers_engine import TransformersEngine
 from trainer.batch_cache import BatchCache
 from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask
 from trainer.data import Dataset, Interaction, load_dataset
 from trainer.evaluate import rank_examples
-from trainer.llm_rankers import history_lines
+from trainer.llm_rankers import encode_items, example_prompt
 from trainer.metrics import mean_metrics
 from trainer.protocols import SplitConfig, make_split
 from trainer.splits import Example, Split, sample_examples, train_catalog
@@ -194,7 +194,7 @@ class _TrainingData:
         return out
 
     def user_prompt(self, example: Example) -> str:
-        return user_prompt(history_lines(example, self.catalog), now=example.target.timestamp)
+        return example_prompt(example, self.catalog)
 
     def item_prompt(self, code: int) -> str:
         return item_prompt(self.items[self.item_ids[code]])
@@ -307,7 +307,8 @@ def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model:
         codes = [c for c in data.warm_codes if store.get(data.item_ids[c]) is not None]
         cache.units[codes] = torch.as_tensor(store.vectors_of([data.item_ids[c] for c in codes]), dtype=torch.float32)
         cache.filled[codes] = True
-        missing = [c for c in data.warm_codes if c not in set(codes)]
+        indexed = set(codes)
+        missing = [c for c in data.warm_codes if c not in indexed]
         log.info("negative cache from the index %s (%d items; %d encoded here)", index_dir, len(codes), len(missing))
         _encode_items(engine, model, data, cache, missing)
         return cache
@@ -322,13 +323,9 @@ def _encode(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingD
             batches: BatchCache | None = None) -> torch.Tensor:
     """Raw vectors of the items `codes` (item prompts from training statistics) with the current model."""
     model.eval()
-    batches = batches or BatchCache(None, {})
-    out = []
-    for first in tqdm(range(0, len(codes), engine.batch_size), desc="encoding items for the negative cache",
-                      unit="batch"):
-        prompts = [data.item_prompt(c) for c in codes[first : first + engine.batch_size]]
-        out.append(torch.as_tensor(batches.get_or_compute(prompts, engine.embed_items)))
-    return torch.cat(out) if out else torch.zeros(0, engine.hidden_size)
+    items = [data.items[data.item_ids[c]] for c in codes]
+    return torch.as_tensor(encode_items(items, engine, batches or BatchCache(None, {}), engine.batch_size,
+                                        "encoding items for the negative cache"))
 
 
 def _encode_items(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, cache: NegativeCache,

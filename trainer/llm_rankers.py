@@ -32,6 +32,11 @@ def history_lines(example: Example, catalog: Catalog) -> list[HistoryLine]:
     return [HistoryLine(display_title(catalog[x.item_id]), x.rating, x.timestamp) for x in example.history]
 
 
+def example_prompt(example: Example, catalog: Catalog) -> str:
+    """The service's user prompt for an example: its history, ages relative to the target's time."""
+    return user_prompt(history_lines(example, catalog), now=example.target.timestamp)
+
+
 class LlmRanker:
     """User vectors from the engine (cached on disk per batch), ranked by the item store."""
 
@@ -53,7 +58,7 @@ class LlmRanker:
         self.wrote_marker: list[bool] = []
 
     def prompt(self, example: Example) -> str:
-        return user_prompt(history_lines(example, self.catalog), now=example.target.timestamp)
+        return example_prompt(example, self.catalog)
 
     def _encode(self, prompts: list[str]) -> np.ndarray:
         """Vectors, plus (generated tokens, wrote marker) columns for reasoning."""
@@ -92,9 +97,14 @@ def reencode_items(store: ItemStore, items: Sequence[Item], engine: Engine, cach
                    batch_size: int = 16) -> None:
     """Encode `items` with their item prompts and upsert them into `store` (in memory; nothing is saved)."""
     cache = BatchCache(cache_dir, {"items": engine.fingerprint.to_json()})
-    vectors = []
-    for first in tqdm(range(0, len(items), batch_size), desc="re-encoding items", unit="batch"):
+    if items:
+        store.add_items(list(items), encode_items(items, engine, cache, batch_size, "re-encoding items"), upsert=True)
+
+
+def encode_items(items: Sequence[Item], engine: Engine, cache: BatchCache, batch_size: int, desc: str) -> np.ndarray:
+    """Item vectors (item prompts) of `items`, batch by batch through `cache`, with a progress bar."""
+    vectors = [np.zeros((0, engine.hidden_size), dtype=np.float32)]
+    for first in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch"):
         prompts = [item_prompt(item) for item in items[first : first + batch_size]]
         vectors.append(cache.get_or_compute(prompts, engine.embed_items))
-    if vectors:
-        store.add_items(list(items), np.concatenate(vectors), upsert=True)
+    return np.concatenate(vectors)
