@@ -45,7 +45,7 @@ from trainer.data import Dataset, Interaction, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.llm_rankers import encode_items, example_prompt
 from trainer.metrics import mean_metrics
-from trainer.protocols import SplitConfig, make_split
+from trainer.protocols import SplitConfig, check_same_run, make_split
 from trainer.splits import Example, Split, sample_examples, train_catalog
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,8 @@ class ContrastiveConfig(SplitConfig):
         return self.out_dir or artifacts_dir() / "adapters" / f"{self.dataset}-{self.protocol}-cl-seed{self.seed}"
 
     def fingerprint(self) -> dict:
-        """Everything that decides the result, except `steps` (a finished run can be continued with a larger
-        --steps: the learning rate is constant after warm-up) and where/how often it is saved."""
-        skip = {"out_dir", "checkpoint_minutes", "steps"}
+        """Everything that decides the result (not where or how often it is saved)."""
+        skip = {"out_dir", "checkpoint_minutes"}
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if k not in skip}
 
@@ -388,10 +387,8 @@ def _steps_done(folder: Path, config: ContrastiveConfig) -> int:
 
 
 def _check_same_config(folder: Path, stored: dict, config: ContrastiveConfig) -> None:
-    differing = sorted(k for k, v in config.fingerprint().items() if stored.get(k) != v)
-    if differing:
-        raise ValueError(f"{folder} holds a contrastive run with other settings ({', '.join(differing)}); pass "
-                         "--out for a new folder or delete that one")
+    # a finished run can be continued with a larger --steps: the learning rate is constant after warm-up
+    check_same_run(folder, stored, config.fingerprint(), "contrastive", ignore=("steps",))
 
 
 def _resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule

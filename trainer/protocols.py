@@ -52,6 +52,15 @@ class SplitConfig:
         return ds, make_split(ds, self.protocol, self.cold_frac, self.split_seed)
 
 
+def check_same_run(folder: Path, stored: dict, current: dict, job: str, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse to resume or reuse `folder` when the settings it was made with (`stored`) differ from `current` in
+    anything but `ignore` (limits that may change between runs of one folder)."""
+    differing = sorted(k for k, v in current.items() if stored.get(k) != v and k not in ignore)
+    if differing:
+        raise ValueError(f"{folder} holds a {job} run with other settings ({', '.join(differing)}); pass "
+                         "--out for a new folder or delete that one")
+
+
 def make_split(ds: Dataset, protocol: str, cold_frac: float = 0.2, split_seed: int = 0) -> Split:
     """The split of `ds` that `protocol` names (`cold_frac` and `split_seed` only matter for cold-items)."""
     check_protocol(protocol)

@@ -30,7 +30,7 @@ from model.sasrec import META_FILE, PAD, SasrecConfig, SasrecNet, SasrecScorer, 
 from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.metrics import mean_metrics
-from trainer.protocols import SplitConfig, make_split, test_parts
+from trainer.protocols import SplitConfig, check_same_run, make_split, test_parts
 from trainer.rankers import SasrecRanker
 from trainer.splits import Split
 
@@ -209,10 +209,7 @@ epoch so far, marked done), a larger one or more patience lets it go on."""
 
 
 def _check_same_config(folder: Path, stored: dict, config: SasrecTrainConfig) -> None:
-    differing = sorted(k for k, v in config.fingerprint().items() if stored.get(k) != v and k not in STOPPING_LIMITS)
-    if differing:
-        raise ValueError(f"{folder} holds a SASRec run with other settings ({', '.join(differing)}); pass "
-                         "--out for a new folder or delete that one")
+    check_same_run(folder, stored, config.fingerprint(), "SASRec", ignore=STOPPING_LIMITS)
 
 
 def _resume(folder: Path, config: SasrecTrainConfig, net: SasrecNet, optimizer: torch.optim.Optimizer,
