@@ -1,21 +1,15 @@
 """The contrastive LoRA training job (`reasonrec train-cl`, `make train-cl`): teach the LLM to put a user's
-`direct` vector next to the vector of the item they take next (DESIGN.md section 5, CL; the loss and its
-negative cache are in `trainer.contrastive_loss`).
-
-Samples: a training user drawn uniformly, then one of their `recent_targets` most recent training interactions
-as the target; the history is everything before it, shown through the service's own user prompt (20 most
-recent lines, ages relative to the target's time, `direct` mode). Items are shown through the item prompt with
-rating statistics of the training split only (`trainer.splits.train_catalog`), so no held-out rating leaks in.
-Items without a training interaction (cold items) are never targets and never negatives.
+`direct` vector next to the vector of the item they take next (DESIGN.md section 5, CL; the samples are drawn by
+`trainer.cl_samples`, the loss and its negative cache are in `trainer.contrastive_loss`).
 
 Step 0 fills the negative cache with the base model's item vectors: from its served index when `reasonrec index`
 has built one (then the index's center is the training center too), else by encoding every training item (cached
-on disk per batch, so an interrupted start resumes); `refresh_every` re-encodes them with the current model. Validation (every
-`valid_every` steps) ranks a seeded sample of validation users against the cache with history excluded and keeps
-the best adapter by NDCG@10 in the output folder, with `reasonrec-adapter.json` (base model, templates, data,
-split, steps, metrics, curve). `resume.pt` (LoRA weights, optimizer, cache, progress) is written every
-`checkpoint_minutes`; rerunning the same command resumes, and is a no-op once the run is done. Devices come from
-accelerate: the same command runs on a CPU or a GPU.
+on disk per batch, so an interrupted start resumes); `refresh_every` re-encodes them with the current model.
+Validation (every `valid_every` steps) ranks a seeded sample of validation users against the cache with history
+excluded and keeps the best adapter by NDCG@10 in the output folder, with `reasonrec-adapter.json` (base model,
+templates, data, split, steps, metrics, curve). `resume.pt` (LoRA weights, optimizer, cache, progress) is written
+every `checkpoint_minutes`; rerunning the same command resumes, and is a no-op once the run is done. Devices come
+from accelerate: the same command runs on a CPU or a GPU.
 """
 
 from __future__ import annotations
@@ -33,20 +27,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from indexer.catalog import Catalog
 from indexer.store import ItemStore
 from model.loading import load_model
 from model.paths import artifacts_dir, default_index_dir
-from model.prompts import RATING_TEMPLATE_VERSION, item_prompt
+from model.prompts import RATING_TEMPLATE_VERSION
 from model.transformers_engine import TransformersEngine
 from trainer.batch_cache import BatchCache
+from trainer.cl_samples import TrainingSamples
 from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask
-from trainer.data import Dataset, Interaction, load_dataset
+from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
-from trainer.llm_rankers import encode_items, example_prompt
+from trainer.llm_rankers import encode_items
 from trainer.metrics import mean_metrics
 from trainer.protocols import SplitConfig, check_same_run, make_split
-from trainer.splits import Example, Split, sample_examples, train_catalog
+from trainer.splits import Example, Split, sample_examples
 
 log = logging.getLogger(__name__)
 ADAPTER_META = "reasonrec-adapter.json"
@@ -67,19 +61,22 @@ class ContrastiveConfig(SplitConfig):
     """Dropout on the LoRA input."""
     lora_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     """Linear layers that get a LoRA update."""
-    lora_top_layers: int = 0
-    """Only the top N decoder layers get LoRA (backward then stops there: faster on a CPU); 0 = all layers."""
+    lora_top_layers: int = 6
+    """Only the top N decoder layers get LoRA; 0 = all layers. The layers below run without autograd records and
+    the backward stops at layer N from the top, so a step costs about a no-grad forward plus N layers' worth of
+    training: 16 x ~500-token users, one float32 core (Ice Lake), no-grad forward 24 s, + 16 s with the top 10
+    layers recording for backward, + 15 s backward."""
     temperature: float = 0.05
     """Softmax temperature on cosine similarities."""
     logq: bool = True
     """Subtract log(expected count per batch) from in-batch logits (popularity correction)."""
-    lr: float = 2e-4
+    lr: float = 3e-4
     """AdamW learning rate (constant after `warmup_steps`)."""
     warmup_steps: int = 10
     """Linear learning-rate warm-up."""
     batch_size: int = 16
     """Users per step."""
-    steps: int = 300
+    steps: int = 400
     """Training steps in all (raise it and rerun to continue a finished run)."""
     recent_targets: int = 50
     """Targets are drawn from each user's most recent N training interactions."""
@@ -91,18 +88,21 @@ class ContrastiveConfig(SplitConfig):
     init_from_index: bool = True
     """Start the negative cache from the base model's served index (`reasonrec index`) when it exists: no
     encoding pass at step 0, and the index's center is the training center, as the service will use it."""
-    valid_users: int = 300
+    valid_users: int = 200
     """Seeded validation users for the curve and the best-adapter choice."""
-    valid_every: int = 25
+    valid_every: int = 30
     """Validate every N steps (and at the end)."""
     checkpoint_minutes: float = 5.0
     """Write `resume.pt` at least this often."""
     mixed_precision: str = "no"
     """"bf16" runs the training forward/backward under bfloat16 autocast (torch.autocast): about 2x faster on CPUs with
-    AMX/AVX512-bf16 (measured 12.4 s vs 28.2 s for a 16 x 500-token forward on one Sapphire Rapids core) and on
-    GPUs; "no" keeps float32. Validation, the item cache and serving stay float32."""
-    gradient_checkpointing: bool = True
-    """Recompute activations in the backward pass instead of storing them (less memory, ~30% more compute)."""
+    AMX (measured 12.4 s vs 28.2 s for a 16 x 500-token forward on one Sapphire Rapids core) and on GPUs, but
+    slower on CPUs without bf16 units (an Ice Lake core: 72-80 s vs 51 s for the same forward with grad);
+    "no" keeps float32. Validation, the item cache and serving stay float32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of storing them: less memory for more compute, worth it
+    with LoRA on all layers or long prompts on a GPU (top-6 LoRA, batch 16, float32 peaks at ~7 GiB without it).
+    It does not change the result, so a run may be resumed with it switched."""
     seed: int = 0
     """Seed of LoRA initialization, sampling and the validation sample."""
     out_dir: Path | None = None
@@ -133,7 +133,7 @@ class ContrastiveConfig(SplitConfig):
 
     def fingerprint(self) -> dict:
         """Everything that decides the result (not where or how often it is saved)."""
-        skip = {"out_dir", "checkpoint_minutes"}
+        skip = {"out_dir", "checkpoint_minutes", "gradient_checkpointing"}
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if k not in skip}
 
@@ -150,61 +150,12 @@ class _Progress:
     losses: list[float] = field(default_factory=list)
 
 
-class _TrainingData:
-    """Item codes, training sequences, the target distribution and the prompts of one split."""
-
-    def __init__(self, ds: Dataset, split: Split, config: ContrastiveConfig) -> None:
-        self.catalog: Catalog = ds.catalog
-        self.items = train_catalog(ds.catalog, split)
-        self.item_ids = ds.catalog.ids()
-        self.code = {item_id: c for c, item_id in enumerate(self.item_ids)}
-        self.users = sorted(u for u, h in split.train.items() if len(h) >= 2)
-        self.sequences: dict[str, list[Interaction]] = {u: split.train[u] for u in self.users}
-        self.owned = {u: sorted({self.code[x.item_id] for x in h}) for u, h in self.sequences.items()}
-        seen = {self.code[x.item_id] for h in split.train.values() for x in h}
-        self.warm_codes = sorted(seen)
-        self.recent = config.recent_targets
-        self.log_q = self._log_expected_counts(config.batch_size)
-
-    def _log_expected_counts(self, batch_size: int) -> torch.Tensor:
-        """log of each item's expected number of appearances as a target in one batch (0 where never drawn)."""
-        counts = np.zeros(len(self.item_ids))
-        for user in self.users:
-            positions = self._positions(user)
-            for t in positions:
-                counts[self.code[self.sequences[user][t].item_id]] += 1.0 / len(positions)
-        expected = counts * batch_size / len(self.users)
-        return torch.as_tensor(np.log(np.where(expected > 0, expected, 1.0)), dtype=torch.float32)
-
-    def _positions(self, user: str) -> range:
-        n = len(self.sequences[user])
-        return range(max(1, n - self.recent), n)
-
-    def batch(self, step: int, batch_size: int, seed: int) -> list[Example]:
-        """The examples of training step `step` (a pure function of seed and step, so resuming is exact)."""
-        rng = np.random.default_rng([seed, step])
-        out = []
-        for u in rng.choice(len(self.users), size=batch_size, replace=True):
-            user = self.users[int(u)]
-            positions = self._positions(user)
-            t = positions[int(rng.integers(len(positions)))]
-            seq = self.sequences[user]
-            out.append(Example(user, seq[:t], seq[t]))
-        return out
-
-    def user_prompt(self, example: Example) -> str:
-        return example_prompt(example, self.catalog)
-
-    def item_prompt(self, code: int) -> str:
-        return item_prompt(self.items[self.item_ids[code]])
-
-
 class _CacheRanker:
     """Validation ranker: `direct` user vectors scored against the negative cache (centered cosine)."""
 
     name = "cl-validation"
 
-    def __init__(self, engine: TransformersEngine, data: _TrainingData, cache: NegativeCache) -> None:
+    def __init__(self, engine: TransformersEngine, data: TrainingSamples, cache: NegativeCache) -> None:
         self.engine, self.data, self.cache, self.batch_size = engine, data, cache, 16
 
     def scores(self, examples: list[Example]) -> np.ndarray:
@@ -223,7 +174,7 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
         return folder
     ds = ds or load_dataset(config.dataset, config.data_path)
     split = make_split(ds, config.protocol, config.cold_frac, config.split_seed)
-    data = _TrainingData(ds, split, config)
+    data = TrainingSamples(ds, split, config.recent_targets, config.batch_size)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(config.seed)
     loaded = load_model(config.model)
@@ -272,7 +223,7 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
 
 
 def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                schedule: torch.optim.lr_scheduler.LRScheduler, accelerator, data: _TrainingData,
+                schedule: torch.optim.lr_scheduler.LRScheduler, accelerator, data: TrainingSamples,
                 cache: NegativeCache, config: ContrastiveConfig, step: int) -> float:
     examples = data.batch(step, config.batch_size, config.seed)
     codes = torch.tensor([data.code[e.target.item_id] for e in examples])
@@ -294,7 +245,7 @@ def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: t
 
 
 def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model: torch.nn.Module,
-                   data: _TrainingData, folder: Path) -> NegativeCache:
+                   data: TrainingSamples, folder: Path) -> NegativeCache:
     """The base model's item vectors: taken from its served index when there is one (`init_from_index`; its
     item prompts carry the index's rating statistics), else encoded here from training-split item prompts with
     their mean as the center (batches cached on disk, so an interrupted start resumes)."""
@@ -302,7 +253,7 @@ def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model:
     if config.init_from_index and ItemStore.exists(index_dir):
         store = ItemStore.load(index_dir, expect=engine.fingerprint)
         center = store.center if store.center is not None else np.zeros(engine.hidden_size, dtype=np.float32)
-        cache = NegativeCache.empty(len(data.item_ids), torch.as_tensor(center))
+        cache = NegativeCache.empty(len(data.item_ids), torch.tensor(center))
         codes = [c for c in data.warm_codes if store.get(data.item_ids[c]) is not None]
         cache.units[codes] = torch.as_tensor(store.vectors_of([data.item_ids[c] for c in codes]), dtype=torch.float32)
         cache.filled[codes] = True
@@ -318,7 +269,7 @@ def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model:
     return cache
 
 
-def _encode(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, codes: list[int],
+def _encode(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSamples, codes: list[int],
             batches: BatchCache | None = None) -> torch.Tensor:
     """Raw vectors of the items `codes` (item prompts from training statistics) with the current model."""
     model.eval()
@@ -327,14 +278,14 @@ def _encode(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingD
                                         "encoding items for the negative cache"))
 
 
-def _encode_items(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, cache: NegativeCache,
+def _encode_items(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSamples, cache: NegativeCache,
                   codes: list[int]) -> None:
     """(Re-)encode the items `codes` into the cache with the current model."""
     if codes:
         cache.update(torch.tensor(codes, dtype=torch.long), _encode(engine, model, data, codes))
 
 
-def _validate(engine: TransformersEngine, model: torch.nn.Module, data: _TrainingData, cache: NegativeCache,
+def _validate(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSamples, cache: NegativeCache,
               valid: list[Example], progress: _Progress, folder: Path, config: ContrastiveConfig, ds: Dataset,
               split: Split, base_fingerprint) -> None:
     model.eval()

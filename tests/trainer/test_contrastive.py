@@ -153,8 +153,9 @@ def test_rerun_is_a_no_op_and_other_settings_are_refused(trained: Path, data: Pa
         train_contrastive(tiny_config(data, trained, temperature=0.1))
 
 
-def test_interrupted_training_resumes_to_the_same_adapter(trained: Path, data: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_training_resumes_to_the_same_adapter_with_checkpointing_switched_on(
+        trained: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gradient checkpointing recomputes activations (dropout masks included), so it may change between runs."""
     real_step = contrastive._train_step
     calls = {"n": 0}
 
@@ -168,7 +169,7 @@ def test_interrupted_training_resumes_to_the_same_adapter(trained: Path, data: P
     with pytest.raises(KeyboardInterrupt):
         train_contrastive(tiny_config(data, tmp_path / "a"))
     monkeypatch.setattr(contrastive, "_train_step", real_step)
-    resumed = train_contrastive(tiny_config(data, tmp_path / "a"))
+    resumed = train_contrastive(tiny_config(data, tmp_path / "a", gradient_checkpointing=True))
     first, second = lora_weights(trained), lora_weights(resumed)
     assert first.keys() == second.keys()
     for name in first:
@@ -239,6 +240,25 @@ def test_a_finished_run_continues_with_more_steps(trained: Path, data: Path, tmp
     train_contrastive(tiny_config(data, folder, steps=14))
     meta = json.loads((folder / ADAPTER_META).read_text())
     assert meta["steps"] == 14 and meta["status"] == "done" and meta["curve"][-1]["step"] == 14
+
+
+def test_a_smaller_steps_ends_an_interrupted_run_with_its_best_adapter(data: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step = contrastive._train_step
+
+    def stopped_at_step_6(*args: object) -> float:
+        if args[-1] == 6:  # the step number is the last argument
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(contrastive, "_train_step", stopped_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train_contrastive(tiny_config(data, tmp_path / "a"))
+    monkeypatch.setattr(contrastive, "_train_step", lambda *a, **k: pytest.fail("no step is left to train"))
+    folder = train_contrastive(tiny_config(data, tmp_path / "a", steps=5))
+    meta = json.loads((folder / ADAPTER_META).read_text())
+    assert meta["status"] == "done" and meta["steps"] == 6 and meta["best_step"] == 4
+    assert (folder / "adapter_model.safetensors").is_file()
 
 
 def test_bf16_autocast_trains_too(data: Path, tmp_path: Path) -> None:

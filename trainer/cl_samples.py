@@ -1,0 +1,68 @@
+"""Training samples of the contrastive LoRA job (`trainer.contrastive`; DESIGN.md section 5, CL): which user,
+which target, which prompts, and how often each item is drawn (for the logQ correction of Yi et al., RecSys 2019).
+
+A training user is drawn uniformly, then one of their `recent_targets` most recent training interactions is the
+target; the history is everything before it, shown through the service's own user prompt (20 most recent lines,
+ages relative to the target's time, `direct` mode). Items are shown through the item prompt with rating
+statistics of the training split only (`trainer.splits.train_catalog`), so no held-out rating leaks in. Items
+without a training interaction (cold items) are never targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from indexer.catalog import Catalog
+from model.prompts import item_prompt
+from trainer.data import Dataset, Interaction
+from trainer.llm_rankers import example_prompt
+from trainer.splits import Example, Split, train_catalog
+
+
+class TrainingSamples:
+    """Item codes, training sequences, the target distribution and the prompts of one split."""
+
+    def __init__(self, ds: Dataset, split: Split, recent_targets: int, batch_size: int) -> None:
+        self.catalog: Catalog = ds.catalog
+        self.items = train_catalog(ds.catalog, split)
+        self.item_ids = ds.catalog.ids()
+        self.code = {item_id: c for c, item_id in enumerate(self.item_ids)}
+        self.users = sorted(u for u, h in split.train.items() if len(h) >= 2)
+        self.sequences: dict[str, list[Interaction]] = {u: split.train[u] for u in self.users}
+        self.owned = {u: sorted({self.code[x.item_id] for x in h}) for u, h in self.sequences.items()}
+        self.warm_codes = sorted({self.code[x.item_id] for h in split.train.values() for x in h})
+        self.recent = recent_targets
+        self.log_q = self._log_expected_counts(batch_size)
+
+    def _log_expected_counts(self, batch_size: int) -> torch.Tensor:
+        """log of each item's expected number of appearances as a target in one batch (0 where never drawn)."""
+        counts = np.zeros(len(self.item_ids))
+        for user in self.users:
+            positions = self._positions(user)
+            for t in positions:
+                counts[self.code[self.sequences[user][t].item_id]] += 1.0 / len(positions)
+        expected = counts * batch_size / len(self.users)
+        return torch.as_tensor(np.log(np.where(expected > 0, expected, 1.0)), dtype=torch.float32)
+
+    def _positions(self, user: str) -> range:
+        n = len(self.sequences[user])
+        return range(max(1, n - self.recent), n)
+
+    def batch(self, step: int, batch_size: int, seed: int) -> list[Example]:
+        """The examples of training step `step` (a pure function of seed and step, so resuming is exact)."""
+        rng = np.random.default_rng([seed, step])
+        out = []
+        for u in rng.choice(len(self.users), size=batch_size, replace=True):
+            user = self.users[int(u)]
+            positions = self._positions(user)
+            t = positions[int(rng.integers(len(positions)))]
+            seq = self.sequences[user]
+            out.append(Example(user, seq[:t], seq[t]))
+        return out
+
+    def user_prompt(self, example: Example) -> str:
+        return example_prompt(example, self.catalog)
+
+    def item_prompt(self, code: int) -> str:
+        return item_prompt(self.items[self.item_ids[code]])
