@@ -49,8 +49,8 @@ def _markdown(report: dict, chart: str) -> str:
         f"- **machine**: {report['machine']}; **date**: {report['date']}", "",
         "| step | minutes | loss | valid NDCG@10 | valid HR@10 | samples/s |", "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {p['step']} | {p['seconds'] / 60:.1f} | {p['loss']:.4f} | {p['NDCG@10']:.4f} | {p['HR@10']:.4f} | "
-              f"{p['samples_per_s']:.2f} |" for p in curve]
+    lines += [f"| {p['step']} | {p['seconds'] / 60:.1f} | {'-' if p['loss'] is None else format(p['loss'], '.4f')} | "
+              f"{p['NDCG@10']:.4f} | {p['HR@10']:.4f} | {p['samples_per_s']:.2f} |" for p in curve]
     lines += ["", f"![validation NDCG@10 against training time]({chart})", ""]
     return "\n".join(lines)
 
@@ -68,7 +68,9 @@ def _plot(curve: list[dict], path: Path) -> None:
     left.set_xlabel("training time (minutes)")
     left.set_ylabel("validation metric")
     right = left.twinx()
-    right.plot(minutes, [p["loss"] for p in curve], color="grey", linestyle="--", label="train loss")
+    trained = [p for p in curve if p["loss"] is not None]
+    right.plot([p["seconds"] / 60 for p in trained], [p["loss"] for p in trained], color="grey", linestyle="--",
+               label="train loss (mean since the previous point)")
     right.set_ylabel("training loss")
     left.legend(loc="upper left")
     right.legend(loc="upper right")

@@ -200,6 +200,8 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     log.info("contrastive LoRA on %s/%s: %d users, %d warm items, %d trainable parameters, step %d of %d",
              ds.name, split.protocol, len(data.users), len(data.warm_codes),
              sum(p.numel() for p in peft_model.parameters() if p.requires_grad), progress.step, config.steps)
+    if not progress.curve:  # the curve starts at the base model (LoRA B is zero at step 0)
+        _validate(engine, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
     last_save = time.monotonic()
     bar = tqdm(total=config.steps, initial=progress.step, desc="contrastive LoRA", unit="step")
     while progress.step < config.steps:
@@ -292,12 +294,13 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
     result = rank_examples(_CacheRanker(engine, data, cache), valid, data.item_ids, desc="validating")
     metrics = mean_metrics(result.per_query())
     recent = progress.losses[-config.valid_every:]
-    point = {"step": progress.step, "seconds": round(progress.seconds, 1), "loss": float(np.mean(recent)),
+    point = {"step": progress.step, "seconds": round(progress.seconds, 1),
+             "loss": float(np.mean(recent)) if recent else None,
              "NDCG@10": metrics["NDCG@10"], "HR@10": metrics["HR@10"],
              "samples_per_s": progress.step * config.batch_size / max(progress.seconds, 1e-9),
              "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     progress.curve.append(point)
-    tqdm.write(f"step {progress.step}: loss {point['loss']:.4f}, valid NDCG@10 {point['NDCG@10']:.4f} "
+    tqdm.write(f"step {progress.step}: loss {point['loss'] or float('nan'):.4f}, valid NDCG@10 {point['NDCG@10']:.4f} "
                f"HR@10 {point['HR@10']:.4f} ({len(valid)} users), {point['samples_per_s']:.2f} samples/s")
     if metrics["NDCG@10"] > progress.best_ndcg:
         progress.best_ndcg, progress.best_step = metrics["NDCG@10"], progress.step

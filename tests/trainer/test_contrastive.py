@@ -138,9 +138,11 @@ def test_training_writes_an_adapter_with_metadata(trained: Path) -> None:
     assert meta["status"] == "done" and meta["steps"] == 12
     assert meta["base_model"]["model_id"] == "tiny-llama" and meta["template_version"] == "v1"
     assert meta["data"]["dataset"] == "ml-1m-zip" and meta["split"]["protocol"] == "leave-one-out"
-    assert [p["step"] for p in meta["curve"]] == [4, 8, 12]
-    assert all(np.isfinite(p["loss"]) and 0 <= p["NDCG@10"] <= 1 and p["samples_per_s"] > 0 for p in meta["curve"])
-    assert meta["best_step"] in (4, 8, 12)
+    assert [p["step"] for p in meta["curve"]] == [0, 4, 8, 12]  # step 0: the base model, before any training
+    start, *trained_points = meta["curve"]
+    assert start["loss"] is None and start["seconds"] == 0 and 0 <= start["NDCG@10"] <= 1
+    assert all(np.isfinite(p["loss"]) and 0 <= p["NDCG@10"] <= 1 and p["samples_per_s"] > 0 for p in trained_points)
+    assert meta["best_step"] in (0, 4, 8, 12)
     weights = lora_weights(trained)
     assert any("lora_B" in name and t.abs().sum() > 0 for name, t in weights.items())  # B starts at zero
 
