@@ -200,7 +200,7 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     log.info("contrastive LoRA on %s/%s: %d users, %d warm items, %d trainable parameters, step %d of %d",
              ds.name, split.protocol, len(data.users), len(data.warm_codes),
              sum(p.numel() for p in peft_model.parameters() if p.requires_grad), progress.step, config.steps)
-    if not progress.curve:  # the curve starts at the base model (LoRA B is zero at step 0)
+    if progress.step == 0:  # the curve starts at the base model (LoRA B is zero at step 0)
         _validate(engine, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
     last_save = time.monotonic()
     bar = tqdm(total=config.steps, initial=progress.step, desc="contrastive LoRA", unit="step")
