@@ -39,20 +39,27 @@ def _markdown(report: dict, chart: str) -> str:
         f"- **recipe**: LoRA r {config['lora_r']} alpha {config['lora_alpha']} on {', '.join(config['lora_modules'])}"
         f" ({'top ' + str(config['lora_top_layers']) + ' layers' if config['lora_top_layers'] else 'all layers'}); "
         f"{config['batch_size']} users/step, temperature {config['temperature']}, lr {config['lr']}, logQ "
-        f"{'on' if config['logq'] else 'off'}, item-cache refresh "
-        f"{'every ' + str(config['refresh_every']) + ' steps' if config['refresh_every'] else 'never (rows only)'}",
+        f"{'on' if config['logq'] else 'off'}; the item cache is re-encoded and re-centered at every validation "
+        f"(every {config['valid_every']} steps) and overwritten with each batch's targets in between",
         f"- **validation**: {config['valid_users']} seeded validation users (seed {config['seed']}), full ranking "
-        "against the negative cache (the base model's item vectors, from its index when there is one, with the "
-        "rows of items drawn as targets since replaced by fresh ones; centered cosine), history excluded",
+        "against every training item re-encoded with the model of that step (step 0: the base model's index), "
+        "centered cosine, history excluded. *fresh-row bias*: mean cosine of the training users to cache rows "
+        "written since the last re-encoding minus that to the older rows (0 = a consistent cache)",
         f"- **speed**: {last.get('samples_per_s', 0):.2f} samples/s over {report['train_seconds']:.0f} s of training;"
-        f" peak resident memory {max((p['max_rss_gib'] for p in curve), default=0):.2f} GiB",
+        f" peak resident memory {max((p['max_rss_gib'] for p in curve), default=0):.2f} GiB; re-encoding and "
+        f"validation took {sum(p['validation_seconds'] for p in curve):.0f} s more",
         f"- **machine**: {report['machine']}; **date**: {report['date']}", "",
-        "| step | minutes | loss | valid NDCG@10 | valid HR@10 | samples/s |", "|---|---|---|---|---|---|",
+        "| step | training minutes | loss | valid NDCG@10 | valid HR@10 | samples/s | fresh-row bias |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {p['step']} | {p['seconds'] / 60:.1f} | {'-' if p['loss'] is None else format(p['loss'], '.4f')} | "
-              f"{p['NDCG@10']:.4f} | {p['HR@10']:.4f} | {p['samples_per_s']:.2f} |" for p in curve]
+    lines += [f"| {p['step']} | {p['seconds'] / 60:.1f} | {_number(p['loss'])} | {p['NDCG@10']:.4f} | "
+              f"{p['HR@10']:.4f} | {p['samples_per_s']:.2f} | {_number(p['fresh_row_bias'])} |" for p in curve]
     lines += ["", f"![validation NDCG@10 against training time]({chart})", ""]
     return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _plot(curve: list[dict], path: Path) -> None:

@@ -177,9 +177,8 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("temperature", float, "softmax temperature on cosines (0.05)"), ("lr", float, "AdamW learning rate (3e-4)"),
     ("warmup_steps", int, "learning-rate warm-up steps (10)"), ("batch_size", int, "users per step (16)"),
     ("steps", int, "training steps (400)"), ("recent_targets", int, "targets from each user's last N items (50)"),
-    ("refresh_every", int, "re-encode the item cache every N steps; 0 = never (0)"),
     ("item_batch_size", int, "item prompts per forward when encoding the cache (16)"),
-    ("valid_users", int, "seeded validation users (200)"), ("valid_every", int, "validate every N steps (30)"),
+    ("valid_users", int, "seeded validation users (200)"), ("valid_every", int, "re-encode the item cache and validate every N steps (50)"),
     ("checkpoint_minutes", float, "write resume.pt at least this often (5)"), ("seed", int, "seed (0)"),
     ("mixed_precision", str, "no (float32) or bf16 autocast for training: ~2x faster with AMX or a GPU, slower without bf16 units (no)"),
 )

@@ -4,9 +4,10 @@
 
 Step 0 fills the negative cache with the base model's item vectors: from its served index when `reasonrec index`
 has built one (then the index's center is the training center too), else by encoding every training item (cached
-on disk per batch, so an interrupted start resumes); `refresh_every` re-encodes them with the current model.
-Validation (every `valid_every` steps) ranks a seeded sample of validation users against the cache with history
-excluded and keeps the best adapter by NDCG@10 in the output folder, with `reasonrec-adapter.json` (base model,
+on disk per batch, so an interrupted start resumes). Validation (every `valid_every` steps) first re-encodes
+every item with the current model and re-centers the cache on their mean, as the adapter's served index will be
+(between validations rows drift apart, see `trainer.contrastive_loss`), then ranks a seeded sample of
+validation users against it with history excluded and keeps the best adapter by NDCG@10 in the output folder, with `reasonrec-adapter.json` (base model,
 templates, data, split, steps, metrics, curve). `resume.pt` (LoRA weights, optimizer, cache, progress) is written
 every `checkpoint_minutes`; rerunning the same command resumes, and is a no-op once the run is done. Devices come
 from accelerate: the same command runs on a CPU or a GPU.
@@ -80,9 +81,6 @@ class ContrastiveConfig(SplitConfig):
     """Training steps in all (raise it and rerun to continue a finished run)."""
     recent_targets: int = 50
     """Targets are drawn from each user's most recent N training interactions."""
-    refresh_every: int = 0
-    """Re-encode every item into the negative cache each N steps (0: only the base model's encoding at step 0;
-    between refreshes the cache is updated row by row with each batch's targets)."""
     item_batch_size: int = 16
     """Item prompts per forward pass when (re-)encoding the cache."""
     init_from_index: bool = True
@@ -90,8 +88,10 @@ class ContrastiveConfig(SplitConfig):
     encoding pass at step 0, and the index's center is the training center, as the service will use it."""
     valid_users: int = 200
     """Seeded validation users for the curve and the best-adapter choice."""
-    valid_every: int = 30
-    """Validate every N steps (and at the end)."""
+    valid_every: int = 50
+    """Validate every N steps (and at the end). Each validation re-encodes every item into the negative cache
+    (3,704 ML-1M items: ~15 min on one CPU core), so this is also how often the cache is made consistent again;
+    between validations its rows are overwritten one batch of targets at a time."""
     checkpoint_minutes: float = 5.0
     """Write `resume.pt` at least this often."""
     mixed_precision: str = "no"
@@ -124,8 +124,8 @@ class ContrastiveConfig(SplitConfig):
             raise ValueError("--batch-size must be >= 2 (in-batch negatives)")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"--mixed-precision must be no or bf16, got {self.mixed_precision!r}")
-        if self.lora_top_layers < 0 or self.refresh_every < 0 or self.warmup_steps < 0:
-            raise ValueError("--lora-top-layers, --refresh-every and --warmup-steps must be >= 0")
+        if self.lora_top_layers < 0 or self.warmup_steps < 0:
+            raise ValueError("--lora-top-layers and --warmup-steps must be >= 0")
 
     @property
     def adapter_dir(self) -> Path:
@@ -148,6 +148,7 @@ class _Progress:
     best_step: int = 0
     curve: list[dict] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    fresh_row_biases: list[float | None] = field(default_factory=list)
 
 
 class _CacheRanker:
@@ -206,14 +207,14 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     bar = tqdm(total=config.steps, initial=progress.step, desc="contrastive LoRA", unit="step")
     while progress.step < config.steps:
         start = time.perf_counter()
-        loss = _train_step(engine, peft_model, optimizer, schedule, accelerator, data, cache, config, progress.step)
+        loss, bias = _train_step(engine, peft_model, optimizer, schedule, accelerator, data, cache, config,
+                                 progress.step)
         progress.step += 1
         progress.seconds += time.perf_counter() - start
         progress.losses.append(loss)
+        progress.fresh_row_biases.append(bias)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", samples_per_s=f"{progress.step * config.batch_size / progress.seconds:.2f}")
-        if config.refresh_every and progress.step % config.refresh_every == 0 and progress.step < config.steps:
-            _encode_items(engine, peft_model, data, cache, data.warm_codes)
         if progress.step % config.valid_every == 0 or progress.step == config.steps:
             _validate(engine, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
         if time.monotonic() - last_save > 60 * config.checkpoint_minutes or progress.step == config.steps:
@@ -226,7 +227,8 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
 
 def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LRScheduler, accelerator, data: TrainingSamples,
-                cache: NegativeCache, config: ContrastiveConfig, step: int) -> float:
+                cache: NegativeCache, config: ContrastiveConfig, step: int) -> tuple[float, float | None]:
+    """One optimizer step; returns the loss and the cache's fresh-row bias seen by this batch's users."""
     examples = data.batch(step, config.batch_size, config.seed)
     codes = torch.tensor([data.code[e.target.item_id] for e in examples])
     owned = history_mask([data.owned[e.user_id] for e in examples], len(data.item_ids))
@@ -242,8 +244,9 @@ def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: t
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     optimizer.step()
     schedule.step()
+    bias = cache.fresh_row_bias(users)
     cache.update(codes, targets)
-    return float(loss.detach())
+    return float(loss.detach()), bias
 
 
 def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model: torch.nn.Module,
@@ -262,12 +265,13 @@ def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model:
         indexed = set(codes)
         missing = [c for c in data.warm_codes if c not in indexed]
         log.info("negative cache from the index %s (%d items; %d encoded here)", index_dir, len(codes), len(missing))
-        _encode_items(engine, model, data, cache, missing)
+        if missing:
+            cache.update(torch.tensor(missing), _encode(engine, model, data, missing))
+        cache.written[:] = False
         return cache
     batches = BatchCache(folder / "base-items", {"items": engine.fingerprint.to_json()})
-    raw = _encode(engine, model, data, data.warm_codes, batches)
-    cache = NegativeCache.empty(len(data.item_ids), raw.mean(dim=0))
-    cache.update(torch.tensor(data.warm_codes, dtype=torch.long), raw)
+    cache = NegativeCache.empty(len(data.item_ids), torch.zeros(engine.hidden_size))
+    cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes, batches))
     return cache
 
 
@@ -280,28 +284,29 @@ def _encode(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSa
                                         "encoding items for the negative cache"))
 
 
-def _encode_items(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSamples, cache: NegativeCache,
-                  codes: list[int]) -> None:
-    """(Re-)encode the items `codes` into the cache with the current model."""
-    if codes:
-        cache.update(torch.tensor(codes, dtype=torch.long), _encode(engine, model, data, codes))
-
-
 def _validate(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSamples, cache: NegativeCache,
               valid: list[Example], progress: _Progress, folder: Path, config: ContrastiveConfig, ds: Dataset,
               split: Split, base_fingerprint) -> None:
+    started = time.perf_counter()
+    if progress.step > 0:  # step 0: the cache already holds the base model's vectors
+        cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes))
     model.eval()
     result = rank_examples(_CacheRanker(engine, data, cache), valid, data.item_ids, desc="validating")
     metrics = mean_metrics(result.per_query())
-    recent = progress.losses[-config.valid_every:]
+    previous = progress.curve[-1]["step"] if progress.curve else 0
+    recent = progress.losses[previous:]
+    biases = [b for b in progress.fresh_row_biases[previous:] if b is not None]
     point = {"step": progress.step, "seconds": round(progress.seconds, 1),
              "loss": float(np.mean(recent)) if recent else None,
+             "fresh_row_bias": float(np.mean(biases)) if biases else None,
+             "validation_seconds": round(time.perf_counter() - started, 1),
              "NDCG@10": metrics["NDCG@10"], "HR@10": metrics["HR@10"],
              "samples_per_s": progress.step * config.batch_size / max(progress.seconds, 1e-9),
              "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     progress.curve.append(point)
     tqdm.write(f"step {progress.step}: loss {point['loss'] or float('nan'):.4f}, valid NDCG@10 {point['NDCG@10']:.4f} "
-               f"HR@10 {point['HR@10']:.4f} ({len(valid)} users), {point['samples_per_s']:.2f} samples/s")
+               f"HR@10 {point['HR@10']:.4f} ({len(valid)} users), {point['samples_per_s']:.2f} samples/s, "
+               f"fresh-row bias {point['fresh_row_bias'] or 0:.3f}")
     if metrics["NDCG@10"] > progress.best_ndcg:
         progress.best_ndcg, progress.best_step = metrics["NDCG@10"], progress.step
         model.save_pretrained(folder)
@@ -357,7 +362,7 @@ def _resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule
     set_peft_model_state_dict(model, saved["lora"])
     optimizer.load_state_dict(saved["optimizer"])
     schedule.load_state_dict(saved["schedule"])
-    cache = NegativeCache(saved["cache_units"], saved["cache_filled"], saved["cache_center"])
+    cache = NegativeCache(saved["cache_units"], saved["cache_filled"], saved["cache_center"], saved["cache_written"])
     torch.set_rng_state(saved["torch_rng"])
     progress = _Progress(**json.loads(saved["progress"]))
     log.info("resuming %s after step %d", folder, progress.step)
@@ -372,6 +377,7 @@ def _save_resume(folder: Path, config: ContrastiveConfig, model, optimizer, sche
     tmp = folder / (RESUME_FILE + ".tmp")
     torch.save({"config": config.fingerprint(), "lora": get_peft_model_state_dict(model),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "cache_units": cache.units,
-                "cache_filled": cache.filled, "cache_center": cache.center, "torch_rng": torch.get_rng_state(),
+                "cache_filled": cache.filled, "cache_center": cache.center, "cache_written": cache.written,
+                "torch_rng": torch.get_rng_state(),
                 "progress": json.dumps(asdict(progress))}, tmp)
     tmp.replace(folder / RESUME_FILE)
