@@ -40,7 +40,9 @@ def _markdown(report: dict, chart: str) -> str:
         f" ({'top ' + str(config['lora_top_layers']) + ' layers' if config['lora_top_layers'] else 'all layers'}); "
         f"{config['batch_size']} users/step, temperature {config['temperature']}, lr {config['lr']}, logQ "
         f"{'on' if config['logq'] else 'off'}; the item cache is re-encoded and re-centered at every validation "
-        f"(every {config['valid_every']} steps) and overwritten with each batch's targets in between",
+        f"(every {config['valid_every']} steps) and overwritten with each batch's targets in between; its negatives "
+        + (f"are the rows written by the last {config['cache_window']} steps" if config.get('cache_window')
+           else "are all its rows"),
         f"- **validation**: {config['valid_users']} seeded validation users (seed {config['seed']}), full ranking "
         "against every training item re-encoded with the model of that step (step 0: the base model's index), "
         "centered cosine, history excluded. *fresh-row bias*: mean cosine of the training users to cache rows "

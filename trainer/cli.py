@@ -178,6 +178,7 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("warmup_steps", int, "learning-rate warm-up steps (10)"), ("batch_size", int, "users per step (16)"),
     ("steps", int, "training steps (400)"), ("recent_targets", int, "targets from each user's last N items (50)"),
     ("item_batch_size", int, "item prompts per forward when encoding the cache (16)"),
+    ("cache_window", int, "cache negatives: rows written by the last N steps; 0 = the whole table (16)"),
     ("valid_users", int, "seeded validation users (200)"), ("valid_every", int, "re-encode the item cache and validate every N steps (50)"),
     ("checkpoint_minutes", float, "write resume.pt at least this often (5)"), ("seed", int, "seed (0)"),
     ("mixed_precision", str, "no (float32) or bf16 autocast for training: ~2x faster with AMX or a GPU, slower without bf16 units (no)"),
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--model", default=None, help="base LLM: smollm2 (default), tiny, or a local HF model folder")
     for name, kind, what in _CL_FLAGS:
         cl.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=what)
-    cl.add_argument("--no-logq", action="store_true", help="no popularity correction of in-batch logits")
+    cl.add_argument("--no-logq", action="store_true", help="no popularity correction of in-batch and cache logits")
     cl.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                     help="recompute activations in the backward pass: less memory, more compute (off)")
     cl.add_argument("--out", type=Path, default=None, help="adapter folder (default under artifacts/adapters)")

@@ -35,7 +35,7 @@ from model.prompts import RATING_TEMPLATE_VERSION
 from model.transformers_engine import TransformersEngine
 from trainer.batch_cache import BatchCache
 from trainer.cl_samples import TrainingSamples
-from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask
+from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask, log_drawn_in_window
 from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.llm_rankers import encode_items
@@ -70,7 +70,12 @@ class ContrastiveConfig(SplitConfig):
     temperature: float = 0.05
     """Softmax temperature on cosine similarities."""
     logq: bool = True
-    """Subtract log(expected count per batch) from in-batch logits (popularity correction)."""
+    """Subtract log(expected count per batch) from in-batch logits, and log(probability of being drawn in the
+    window) from the logits of cache rows in the window (popularity correction)."""
+    cache_window: int = 16
+    """Negatives from the cache are the rows written by the last N steps' targets (a cross-batch memory of recent,
+    hardly drifted vectors); 0 = every row of the table, which drifts between re-encodings and teaches the model
+    to tell newer rows from older ones (`trainer.contrastive_loss`)."""
     lr: float = 3e-4
     """AdamW learning rate (constant after `warmup_steps`)."""
     warmup_steps: int = 10
@@ -124,8 +129,8 @@ class ContrastiveConfig(SplitConfig):
             raise ValueError("--batch-size must be >= 2 (in-batch negatives)")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"--mixed-precision must be no or bf16, got {self.mixed_precision!r}")
-        if self.lora_top_layers < 0 or self.warmup_steps < 0:
-            raise ValueError("--lora-top-layers and --warmup-steps must be >= 0")
+        if min(self.lora_top_layers, self.warmup_steps, self.cache_window) < 0:
+            raise ValueError("--lora-top-layers, --warmup-steps and --cache-window must be >= 0")
 
     @property
     def adapter_dir(self) -> Path:
@@ -237,15 +242,19 @@ def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: t
     with autocast:
         users = engine.answer_states([data.user_prompt(e) for e in examples]).float().cpu()
         targets = engine.answer_states([data.item_prompt(int(c)) for c in codes]).float().cpu()
+    window = config.cache_window
+    cache_log_q = None
+    if config.logq and window > 0:
+        cache_log_q = log_drawn_in_window(data.log_q, config.batch_size, min(window, step - cache.refilled_at))
     loss = contrastive_loss(users, targets, codes, cache, owned, data.log_q if config.logq else None,
-                            config.temperature)
+                            config.temperature, cache.negatives(step, window), cache_log_q)
     optimizer.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     optimizer.step()
     schedule.step()
     bias = cache.fresh_row_bias(users)
-    cache.update(codes, targets)
+    cache.update(codes, targets, step + 1)
     return float(loss.detach()), bias
 
 
@@ -266,12 +275,11 @@ def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model:
         missing = [c for c in data.warm_codes if c not in indexed]
         log.info("negative cache from the index %s (%d items; %d encoded here)", index_dir, len(codes), len(missing))
         if missing:
-            cache.update(torch.tensor(missing), _encode(engine, model, data, missing))
-        cache.written[:] = False
+            cache.update(torch.tensor(missing), _encode(engine, model, data, missing), step=0)
         return cache
     batches = BatchCache(folder / "base-items", {"items": engine.fingerprint.to_json()})
     cache = NegativeCache.empty(len(data.item_ids), torch.zeros(engine.hidden_size))
-    cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes, batches))
+    cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes, batches), step=0)
     return cache
 
 
@@ -289,7 +297,7 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
               split: Split, base_fingerprint) -> None:
     started = time.perf_counter()
     if progress.step > 0:  # step 0: the cache already holds the base model's vectors
-        cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes))
+        cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes), progress.step)
     model.eval()
     result = rank_examples(_CacheRanker(engine, data, cache), valid, data.item_ids, desc="validating")
     metrics = mean_metrics(result.per_query())
@@ -317,7 +325,7 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
                 progress: _Progress, status: str) -> None:
     best = next((p for p in progress.curve if p["step"] == progress.best_step), {})
     meta = {
-        "status": status, "method": "contrastive LoRA (in-batch + cached full-catalog softmax, logQ, history masked)",
+        "status": status, "method": "contrastive LoRA (in-batch + cross-batch memory softmax, logQ, history masked)",
         "base_model": base_fingerprint.to_json(), "template_version": base_fingerprint.template_version,
         "rating_template_version": RATING_TEMPLATE_VERSION, "config": config.fingerprint(),
         "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
@@ -362,7 +370,8 @@ def _resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule
     set_peft_model_state_dict(model, saved["lora"])
     optimizer.load_state_dict(saved["optimizer"])
     schedule.load_state_dict(saved["schedule"])
-    cache = NegativeCache(saved["cache_units"], saved["cache_filled"], saved["cache_center"], saved["cache_written"])
+    cache = NegativeCache(saved["cache_units"], saved["cache_filled"], saved["cache_center"], saved["cache_written_at"],
+                          int(saved["cache_refilled_at"]))
     torch.set_rng_state(saved["torch_rng"])
     progress = _Progress(**json.loads(saved["progress"]))
     log.info("resuming %s after step %d", folder, progress.step)
@@ -377,7 +386,8 @@ def _save_resume(folder: Path, config: ContrastiveConfig, model, optimizer, sche
     tmp = folder / (RESUME_FILE + ".tmp")
     torch.save({"config": config.fingerprint(), "lora": get_peft_model_state_dict(model),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "cache_units": cache.units,
-                "cache_filled": cache.filled, "cache_center": cache.center, "cache_written": cache.written,
+                "cache_filled": cache.filled, "cache_center": cache.center, "cache_written_at": cache.written_at,
+                "cache_refilled_at": cache.refilled_at,
                 "torch_rng": torch.get_rng_state(),
                 "progress": json.dumps(asdict(progress))}, tmp)
     tmp.replace(folder / RESUME_FILE)

@@ -7,12 +7,17 @@ vectors, with the batch's own target as the positive. Negatives come from two bl
   Corrected Neural Modeling for Large Corpus Item Recommendations" (RecSys 2019): minus log of the item's
   expected count in a batch (the positive too, as in that paper);
 - **cache**: a detached table of every item's vector (`NegativeCache`), overwritten row by row with each
-  batch's fresh target vectors and fully re-encoded and re-centered by the training job at every validation,
-  so every step sees the whole catalog as negatives, as a full softmax would. Rows drift apart between
-  re-encodings: rows written since the last one come from a newer model than the rest, and the model can cut
-  the loss by telling new rows from old ones instead of learning tastes (measured on ML-1M: after 76 steps
-  without any re-encoding, validation users had mean cosine .66 to rows written during training and -.01 to the
-  others, and every top-10 item was such a row). `fresh_row_bias` measures that gap for the training log.
+  batch's fresh target vectors and fully re-encoded and re-centered by the training job at every validation.
+  Rows drift apart between re-encodings: rows written since the last one come from a newer model than the rest,
+  and the model can cut the loss by telling new rows from old ones instead of learning tastes (measured on ML-1M:
+  after 76 steps without any re-encoding, validation users had mean cosine .66 to rows written during training
+  and -.01 to the others, and every top-10 item was such a row; with a re-encoding every 50 steps the gap still
+  averaged .24 over the first 50 steps). So by default only the rows training wrote in the last `window` steps
+  are negatives, as in the cross-batch memory of Wang et al., "Cross-Batch Memory for Embedding Learning" (CVPR
+  2020), which holds only recent batches because their features drift little; window 0 uses every row. Rows in
+  the window were drawn in proportion to popularity too, so their logits get the same kind of correction:
+  minus log of the probability that the item was drawn at least once in the window's draws.
+  `fresh_row_bias` measures the gap between written and older rows for the training log.
 Masked (never negatives): the user's own items other than the target (they are positives of that user, not
 negatives), the cache row of the target itself (its fresh copy is the positive), and in-batch columns holding
 the same item as the target. Vectors are centered with a fixed mean item vector before the cosine, as the served
@@ -36,32 +41,46 @@ class NegativeCache:
     units: torch.Tensor
     filled: torch.Tensor
     center: torch.Tensor
-    written: torch.Tensor
-    """Rows overwritten by `update` since the last `refill` (newer than the rest)."""
+    written_at: torch.Tensor
+    """(n_items,) the step count at which each row was last written (by `refill` or `update`)."""
+    refilled_at: int = 0
+    """The step count of the last `refill` (rows written after it are newer than the rest)."""
 
     @classmethod
     def empty(cls, n_items: int, center: torch.Tensor) -> NegativeCache:
         center = torch.as_tensor(center, dtype=torch.float32)
         return cls(torch.zeros(n_items, len(center)), torch.zeros(n_items, dtype=torch.bool), center,
-                   torch.zeros(n_items, dtype=torch.bool))
+                   torch.zeros(n_items, dtype=torch.long))
 
-    def refill(self, codes: torch.Tensor, raw: torch.Tensor) -> None:
-        """Replace the whole table by the raw vectors `raw` of the items `codes`, centered on their own mean (as the
-        served index of the same model will be)."""
+    def refill(self, codes: torch.Tensor, raw: torch.Tensor, step: int) -> None:
+        """Replace the whole table by the raw vectors `raw` of the items `codes` from the model after `step`
+        steps, centered on their own mean (as the served index of the same model will be)."""
         self.center = raw.detach().float().mean(dim=0)
         self.filled[:] = False
-        self.update(codes, raw)
-        self.written[:] = False
+        self.update(codes, raw, step)
+        self.refilled_at = step
 
     def unit(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw model vectors -> centered unit vectors (differentiable)."""
         return F.normalize(raw - self.center.to(raw.dtype), dim=-1)
 
-    def update(self, codes: torch.Tensor, raw: torch.Tensor) -> None:
-        """Overwrite the rows `codes` with the centered unit vectors of `raw` (detached)."""
+    def update(self, codes: torch.Tensor, raw: torch.Tensor, step: int) -> None:
+        """Overwrite the rows `codes` with the centered unit vectors of `raw` (detached), written at `step`."""
         self.units[codes] = self.unit(raw.detach().float())
         self.filled[codes] = True
-        self.written[codes] = True
+        self.written_at[codes] = step
+
+    @property
+    def written(self) -> torch.Tensor:
+        """Rows overwritten by `update` since the last `refill` (newer than the rest)."""
+        return self.filled & (self.written_at > self.refilled_at)
+
+    def negatives(self, step: int, window: int) -> torch.Tensor:
+        """Rows that are negatives for the step after `step` steps: every filled row when `window` is 0, else the
+        rows `update` wrote in the last `window` steps since the last refill."""
+        if window == 0:
+            return self.filled
+        return self.written & (self.written_at > step - window)
 
     def fresh_row_bias(self, users: torch.Tensor) -> float | None:
         """Mean cosine of the raw `users` to rows written since the last refill minus that to the other filled
@@ -82,13 +101,24 @@ def history_mask(histories: Sequence[Sequence[int]], n_items: int) -> torch.Tens
     return mask
 
 
+def log_drawn_in_window(log_q: torch.Tensor, batch_size: int, steps: int) -> torch.Tensor:
+    """log P(item drawn at least once in `steps` batches) from `log_q`, the log expected count per batch:
+    log(1 - (1 - q)^(batch_size * steps)) with q = expected count / batch_size (0 where q is 0)."""
+    q = (log_q.exp() / batch_size).clamp(max=1.0)
+    drawn = -torch.expm1(torch.log1p(-q) * batch_size * steps)
+    return torch.log(drawn.clamp(min=1e-30))
+
+
 def contrastive_loss(users: torch.Tensor, targets: torch.Tensor, target_codes: torch.Tensor, cache: NegativeCache,
-                     owned: torch.Tensor, log_q: torch.Tensor | None, temperature: float) -> torch.Tensor:
+                     owned: torch.Tensor, log_q: torch.Tensor | None, temperature: float,
+                     cache_rows: torch.Tensor | None = None, cache_log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of each user's target among in-batch and cached items (see the module docstring).
 
     users, targets: (B, d) raw vectors with gradients; target_codes: (B,) item codes; owned: (B, n_items) mask
     of each user's items (`history_mask`; the target itself may be in it, it is never masked as positive);
-    log_q: (n_items,) log expected count of each item in a batch (None: no correction).
+    log_q: (n_items,) log expected count of each item in a batch (None: no correction); cache_rows: the cache
+    rows that are negatives (`NegativeCache.negatives`; None: every filled row); cache_log_q: (n_items,) log
+    probability that each of those rows was sampled (`log_drawn_in_window`; None: no correction).
     """
     u, t, v = cache.unit(users), cache.unit(targets), cache.units.to(users.dtype)
     batch = len(target_codes)
@@ -101,7 +131,9 @@ def contrastive_loss(users: torch.Tensor, targets: torch.Tensor, target_codes: t
     in_batch_mask = (same_item | owned[:, target_codes]) & ~diagonal
 
     cached = u @ v.T / temperature
-    cached_mask = owned | ~cache.filled[None, :]
+    if cache_log_q is not None:
+        cached = cached - cache_log_q[None, :]
+    cached_mask = owned | ~(cache.filled if cache_rows is None else cache_rows)[None, :]
     cached_mask[torch.arange(batch), target_codes] = True
 
     logits = torch.cat([in_batch.masked_fill(in_batch_mask, float("-inf")),

@@ -19,7 +19,7 @@ from indexer.store import ItemStore
 from model.loading import load_model
 from model.transformers_engine import TransformersEngine
 from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive
-from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask
+from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask, log_drawn_in_window
 from trainer.eval_job import EvalConfig, run_eval
 from trainer.index_job import IndexJobConfig, build_index
 
@@ -32,7 +32,7 @@ def unit(rows: list[list[float]]) -> torch.Tensor:
 
 def cache_of(rows: list[list[float]]) -> NegativeCache:
     cache = NegativeCache.empty(len(rows), torch.zeros(len(rows[0])))
-    cache.update(torch.arange(len(rows)), torch.tensor(rows, dtype=torch.float32))
+    cache.update(torch.arange(len(rows)), torch.tensor(rows, dtype=torch.float32), step=0)
     return cache
 
 
@@ -64,7 +64,7 @@ def test_loss_matches_a_hand_computation_with_masks() -> None:
 
 def test_duplicate_targets_in_a_batch_are_not_negatives_and_unfilled_rows_are_ignored() -> None:
     cache = NegativeCache.empty(3, torch.tensor([0.1, -0.2]))
-    cache.update(torch.tensor([1]), torch.tensor([[0.0, 1.0]]))
+    cache.update(torch.tensor([1]), torch.tensor([[0.0, 1.0]]), step=0)
     users = torch.tensor([[1.0, 0.0], [0.8, 0.1]])
     targets = torch.tensor([[1.0, 0.1], [1.0, -0.1]])
     codes = torch.tensor([0, 0])  # both users have item 0 as target
@@ -96,23 +96,55 @@ def test_gradients_reach_users_and_targets_not_the_cache() -> None:
     contrastive_loss(users, targets, torch.tensor([0, 1]), cache, history_mask([[], []], 4), None, 0.1).backward()
     assert users.grad is not None and users.grad.abs().sum() > 0
     assert targets.grad is not None and targets.grad.abs().sum() > 0
-    cache.update(torch.tensor([2]), targets[:1])
+    cache.update(torch.tensor([2]), targets[:1], step=1)
     assert not cache.units.requires_grad and cache.filled.all()
 
 
 def test_refill_recenters_on_the_new_mean_and_the_bias_sees_rows_written_since() -> None:
     cache = NegativeCache.empty(3, torch.zeros(2))
     raw = torch.tensor([[3.0, 1.0], [1.0, 3.0], [2.0, -1.0]])
-    cache.refill(torch.tensor([0, 1, 2]), raw)
+    cache.refill(torch.tensor([0, 1, 2]), raw, step=5)
     torch.testing.assert_close(cache.center, raw.mean(dim=0))
     torch.testing.assert_close(cache.units, F.normalize(raw - raw.mean(dim=0), dim=-1))
     users = torch.tensor([[5.0, 0.0]])
     assert cache.filled.all() and not cache.written.any() and cache.fresh_row_bias(users) is None
     # a newer model moved item 2 towards the users: the gap between written and older rows is the bias
-    cache.update(torch.tensor([2]), torch.tensor([[6.0, 0.5]]))
+    cache.update(torch.tensor([2]), torch.tensor([[6.0, 0.5]]), step=6)
     u = F.normalize(users - cache.center, dim=-1)[0]
     expected = float(u @ cache.units[2] - (u @ cache.units[0] + u @ cache.units[1]) / 2)
     assert cache.fresh_row_bias(users) == pytest.approx(expected) and expected > 0
+
+
+def test_the_window_keeps_only_rows_written_by_the_last_steps() -> None:
+    cache = NegativeCache.empty(4, torch.zeros(2))
+    cache.refill(torch.arange(4), torch.randn(4, 2), step=10)
+    assert cache.negatives(10, window=0).all() and not cache.negatives(10, window=3).any()
+    cache.update(torch.tensor([0]), torch.randn(1, 2), step=11)  # written by the step that began after 10 steps
+    cache.update(torch.tensor([1]), torch.randn(1, 2), step=13)
+    assert cache.negatives(13, window=3).tolist() == [True, True, False, False]  # steps 11..13 are the last 3
+    assert cache.negatives(14, window=3).tolist() == [False, True, False, False]  # item 0 aged out
+    cache.refill(torch.arange(4), torch.randn(4, 2), step=14)  # re-encoded: nothing is newer than the rest
+    assert not cache.negatives(14, window=3).any() and cache.negatives(14, window=0).all()
+
+
+def test_window_rows_get_the_log_probability_of_being_drawn() -> None:
+    batch, steps = 4, 3
+    log_q = torch.log(torch.tensor([2.0, 0.4, 0.004]))  # expected count per batch of 4 draws
+    q = torch.tensor([0.5, 0.1, 0.001])
+    expected = torch.log(1 - (1 - q) ** (batch * steps))
+    torch.testing.assert_close(log_drawn_in_window(log_q, batch, steps), expected)
+    # in the loss: a window row drawn surely (log 0) is untouched, a rarely drawn one is lifted by -log p
+    cache = cache_of([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    users, targets = torch.tensor([[1.0, 0.2]]), torch.tensor([[1.0, 0.0]])
+    args = (users, targets, torch.tensor([0]), cache, history_mask([[]], 3), None, 1.0, cache.filled)
+    sure = contrastive_loss(*args, torch.zeros(3))
+    assert sure.item() == pytest.approx(contrastive_loss(*args).item())
+    rare = contrastive_loss(*args, torch.tensor([0.0, 0.0, math.log(0.01)]))
+    assert rare.item() > sure.item()
+    only_row_1 = torch.tensor([False, True, False])
+    u, t, v = unit(users.tolist()), unit(targets.tolist()), unit([[0.0, 1.0]])
+    windowed = contrastive_loss(users, targets, torch.tensor([0]), cache, history_mask([[]], 3), None, 1.0, only_row_1)
+    assert windowed.item() == pytest.approx(manual_ce([float(u[0] @ t[0]), float(u[0] @ v[0])], 0), abs=1e-5)
 
 
 def test_config_checks_name_the_flag() -> None:
@@ -124,11 +156,14 @@ def test_config_checks_name_the_flag() -> None:
         ContrastiveConfig(dataset="nope")
     with pytest.raises(ValueError, match="--mixed-precision"):
         ContrastiveConfig(mixed_precision="fp16")
+    with pytest.raises(ValueError, match="--cache-window"):
+        ContrastiveConfig(cache_window=-1)
 
 
 def tiny_config(data: Path, out: Path, **overrides: object) -> ContrastiveConfig:
     settings: dict = dict(dataset="ml-1m-zip", data_path=data, model="tiny", steps=12, batch_size=8, valid_every=4,
-                          valid_users=20, lr=5e-3, warmup_steps=2, checkpoint_minutes=1e-6, out_dir=out)
+                          valid_users=20, lr=5e-3, warmup_steps=2, cache_window=2, checkpoint_minutes=1e-6,
+                          out_dir=out)
     return ContrastiveConfig(**{**settings, **overrides})
 
 
@@ -160,7 +195,7 @@ def test_training_writes_an_adapter_with_metadata(trained: Path) -> None:
     assert meta["best_step"] in (0, 4, 8, 12)
     assert start["fresh_row_bias"] is None and all(np.isfinite(p["fresh_row_bias"]) for p in trained_points)
     saved = torch.load(trained / "resume.pt", weights_only=True)  # written after the last validation's re-encoding
-    assert saved["cache_filled"].any() and not saved["cache_written"].any()
+    assert saved["cache_filled"].any() and saved["cache_refilled_at"] == 12 and (saved["cache_written_at"] <= 12).all()
     # B starts at zero: the last step's weights moved (the saved adapter is the best step's, maybe step 0's)
     assert any("lora_B" in name and t.abs().sum() > 0 for name, t in saved["lora"].items())
     assert lora_weights(trained).keys() == saved["lora"].keys()
