@@ -46,7 +46,8 @@ def _markdown(report: dict, chart: str) -> str:
         f"- **validation**: {config['valid_users']} seeded validation users (seed {config['seed']}), full ranking "
         "against every training item re-encoded with the model of that step (step 0: the base model's index), "
         "centered cosine, history excluded. *fresh-row bias*: mean cosine of the training users to cache rows "
-        "written since the last re-encoding minus that to the older rows (0 = a consistent cache)",
+        "written since the last re-encoding minus that to the older rows: how far the model drifted since then (0 = "
+        "no drift; with a cache window the older rows are not negatives, so it no longer rewards the loss)",
         f"- **speed**: {last.get('samples_per_s', 0):.2f} samples/s over {report['train_seconds']:.0f} s of training;"
         f" peak resident memory {max((p['max_rss_gib'] for p in curve), default=0):.2f} GiB; re-encoding and "
         f"validation took {sum(p['validation_seconds'] for p in curve):.0f} s more",
