@@ -103,7 +103,8 @@ def history_mask(histories: Sequence[Sequence[int]], n_items: int) -> torch.Tens
 
 def log_drawn_in_window(log_q: torch.Tensor, batch_size: int, steps: int) -> torch.Tensor:
     """log P(item drawn at least once in `steps` batches) from `log_q`, the log expected count per batch:
-    log(1 - (1 - q)^(batch_size * steps)) with q = expected count / batch_size (0 where q is 0)."""
+    log(1 - (1 - q)^(batch_size * steps)) with q = expected count / batch_size. Items never drawn as targets
+    (`TrainingSamples.log_q` holds 0 for them) never enter the window, so their value is never used."""
     q = (log_q.exp() / batch_size).clamp(max=1.0)
     drawn = -torch.expm1(torch.log1p(-q) * batch_size * steps)
     return torch.log(drawn.clamp(min=1e-30))
