@@ -36,14 +36,15 @@ class TrainingSamples:
         self.log_q = self._log_expected_counts(batch_size)
 
     def _log_expected_counts(self, batch_size: int) -> torch.Tensor:
-        """log of each item's expected number of appearances as a target in one batch (0 where never drawn)."""
+        """log of each item's expected number of appearances as a target in one batch (-inf where never drawn)."""
         counts = np.zeros(len(self.item_ids))
         for user in self.users:
             positions = self._positions(user)
             for t in positions:
                 counts[self.code[self.sequences[user][t].item_id]] += 1.0 / len(positions)
         expected = counts * batch_size / len(self.users)
-        return torch.as_tensor(np.log(np.where(expected > 0, expected, 1.0)), dtype=torch.float32)
+        with np.errstate(divide="ignore"):
+            return torch.as_tensor(np.log(expected), dtype=torch.float32)
 
     def _positions(self, user: str) -> range:
         n = len(self.sequences[user])
@@ -60,6 +61,13 @@ class TrainingSamples:
             seq = self.sequences[user]
             out.append(Example(user, seq[:t], seq[t]))
         return out
+
+    def uniform_items(self, step: int, count: int, seed: int) -> torch.Tensor:
+        """`count` distinct warm item codes drawn uniformly for training step `step` (pure function of seed and
+        step, like `batch`)."""
+        rng = np.random.default_rng([seed, step, 1])
+        drawn = rng.choice(len(self.warm_codes), size=min(count, len(self.warm_codes)), replace=False)
+        return torch.as_tensor(np.asarray(self.warm_codes)[drawn], dtype=torch.long)
 
     def user_prompt(self, example: Example) -> str:
         return example_prompt(example, self.catalog)

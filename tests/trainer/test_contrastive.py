@@ -19,9 +19,12 @@ from indexer.store import ItemStore
 from model.loading import load_model
 from model.transformers_engine import TransformersEngine
 from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive
+from trainer.cl_samples import TrainingSamples
 from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask, log_drawn_in_window
+from trainer.data import load_dataset
 from trainer.eval_job import EvalConfig, run_eval
 from trainer.index_job import IndexJobConfig, build_index
+from trainer.protocols import make_split
 
 from test_eval_job import write_cycle_ml1m
 
@@ -147,6 +150,18 @@ def test_window_rows_get_the_log_probability_of_being_drawn() -> None:
     assert windowed.item() == pytest.approx(manual_ce([float(u[0] @ t[0]), float(u[0] @ v[0])], 0), abs=1e-5)
 
 
+def test_uniform_draws_join_the_probability_of_being_in_the_window() -> None:
+    batch, steps, uniform, pool = 4, 3, 5, 50
+    log_q = torch.log(torch.tensor([2.0, 0.4, 0.0]))  # the last item is never a target
+    q = torch.tensor([0.5, 0.1, 0.0])
+    expected = torch.log(1 - (1 - q) ** (batch * steps) * (1 - uniform / pool) ** (steps + 1))
+    torch.testing.assert_close(log_drawn_in_window(log_q, batch, steps, uniform, pool), expected)
+    # at the first step after a refill only this step's uniform draw can have put an item in the window
+    first = log_drawn_in_window(log_q, batch, 0, uniform, pool)
+    torch.testing.assert_close(first, torch.full((3,), math.log(uniform / pool)))
+    assert log_drawn_in_window(log_q, batch, steps, pool, pool).tolist() == [0.0, 0.0, 0.0]  # all drawn surely
+
+
 def test_config_checks_name_the_flag() -> None:
     with pytest.raises(ValueError, match="--batch-size"):
         ContrastiveConfig(batch_size=1)
@@ -158,11 +173,14 @@ def test_config_checks_name_the_flag() -> None:
         ContrastiveConfig(mixed_precision="fp16")
     with pytest.raises(ValueError, match="--cache-window"):
         ContrastiveConfig(cache_window=-1)
+    with pytest.raises(ValueError, match="--uniform-negatives"):
+        ContrastiveConfig(uniform_negatives=-1)
 
 
 def tiny_config(data: Path, out: Path, **overrides: object) -> ContrastiveConfig:
     settings: dict = dict(dataset="ml-1m-zip", data_path=data, model="tiny", steps=12, batch_size=8, valid_every=4,
-                          valid_users=20, lr=5e-3, warmup_steps=2, cache_window=2, checkpoint_minutes=1e-6,
+                          valid_users=20, lr=5e-3, warmup_steps=2, cache_window=2, uniform_negatives=4,
+                          checkpoint_minutes=1e-6,
                           out_dir=out)
     return ContrastiveConfig(**{**settings, **overrides})
 
@@ -312,6 +330,39 @@ def test_the_cache_starts_from_the_base_models_index_when_there_is_one(data: Pat
     torch.testing.assert_close(centers[0], torch.as_tensor(store.center, dtype=torch.float32))
     assert len(encoded) == 1 and encoded[0] > 1  # no encoding at the start; every item at step 1's validation
     assert not torch.allclose(centers[1], centers[0])  # step 1's validation re-encoded and re-centered
+
+
+def test_uniform_items_are_fresh_negatives_of_their_step_and_the_window(data: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config(data, tmp_path / "adapter", steps=2, valid_every=2, cache_window=2, uniform_negatives=5)
+    ds = load_dataset(config.dataset, config.data_path)
+    samples = TrainingSamples(ds, make_split(ds, config.protocol, config.cold_frac, config.split_seed),
+                              config.recent_targets, config.batch_size)
+    drawn = [samples.uniform_items(step, 5, config.seed) for step in range(2)]
+    assert len(set(drawn[0].tolist())) == 5 and set(drawn[0].tolist()) <= set(samples.warm_codes)
+    assert drawn[0].tolist() == samples.uniform_items(0, 5, config.seed).tolist() != drawn[1].tolist()
+    targets = [{samples.code[e.target.item_id] for e in samples.batch(0, config.batch_size, config.seed)}]
+    real_loss, seen = contrastive.contrastive_loss, []
+
+    def spy_loss(*args: object) -> torch.Tensor:
+        cache, cache_rows, cache_log_q = args[3], args[7], args[8]
+        seen.append((set(torch.nonzero(cache_rows).flatten().tolist()), cache_log_q.clone(), cache.units.clone(),
+                     cache.center.clone()))
+        return real_loss(*args)
+
+    monkeypatch.setattr(contrastive, "contrastive_loss", spy_loss)
+    train_contrastive(config)
+    step0_rows, step0_log_q, step0_units, _ = seen[0]
+    assert step0_rows == set(drawn[0].tolist())  # no target written yet: this step's uniform items only
+    torch.testing.assert_close(step0_log_q[drawn[0]], torch.full((5,), math.log(5 / len(samples.warm_codes))))
+    assert seen[1][0] == set(drawn[0].tolist()) | targets[0] | set(drawn[1].tolist())
+    # step 0 runs the base model (LoRA B is 0): its uniform rows are the base vectors of the training item prompts
+    engine = TransformersEngine(load_model("tiny"))
+    fresh = torch.as_tensor(engine.embed_items([samples.item_prompt(int(c)) for c in drawn[0]]))
+    torch.testing.assert_close(step0_units[drawn[0]], F.normalize(fresh - seen[0][3], dim=-1), atol=1e-5, rtol=0)
+    # step 1 re-encodes its uniform items with the updated model, so their rows move
+    new_at_1 = sorted(set(drawn[1].tolist()) - set(drawn[0].tolist()) - targets[0])
+    assert new_at_1 and not torch.allclose(seen[1][2][new_at_1], step0_units[new_at_1])
 
 
 def test_a_finished_run_continues_with_more_steps(trained: Path, data: Path, tmp_path: Path) -> None:
