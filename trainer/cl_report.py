@@ -54,13 +54,24 @@ def _markdown(report: dict, chart: str) -> str:
         f" peak resident memory {max((p['max_rss_gib'] for p in curve), default=0):.2f} GiB; re-encoding and "
         f"validation took {sum(p['validation_seconds'] for p in curve):.0f} s more",
         f"- **machine**: {report['machine']}; **date**: {report['date']}", "",
-        "| step | training minutes | loss | valid NDCG@10 | valid HR@10 | samples/s | fresh-row bias |",
-        "|---|---|---|---|---|---|---|",
+        "*top-10 popularity*: median popularity rank (1 = most interacted item of the training split) of the items "
+        "the model puts in the validation users' top 10, then the number of distinct items among them; the targets' "
+        "median is " + (f"{curve[0]['target_median_popularity_rank']:.0f}" if curve and "target_median_popularity_rank" in curve[0]
+                        else "not recorded") + ".", "",
+        "| step | training minutes | loss | valid NDCG@10 | valid HR@10 | samples/s | fresh-row bias | top-10 popularity |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {p['step']} | {p['seconds'] / 60:.1f} | {_number(p['loss'])} | {p['NDCG@10']:.4f} | "
-              f"{p['HR@10']:.4f} | {p['samples_per_s']:.2f} | {_number(p['fresh_row_bias'])} |" for p in curve]
+              f"{p['HR@10']:.4f} | {p['samples_per_s']:.2f} | {_number(p['fresh_row_bias'])} | {_popularity(p)} |"
+              for p in curve]
     lines += ["", f"![validation NDCG@10 against training time]({chart})", ""]
     return "\n".join(lines)
+
+
+def _popularity(point: dict) -> str:
+    if "top10_median_popularity_rank" not in point:
+        return "-"
+    return f"{point['top10_median_popularity_rank']:.0f} / {point['top10_distinct_items']} items"
 
 
 def _number(value: float | None) -> str:

@@ -316,8 +316,10 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
     if progress.step > 0:  # step 0: the cache already holds the base model's vectors
         cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes), progress.step)
     model.eval()
-    result = rank_examples(_CacheRanker(engine, data, cache), valid, data.item_ids, desc="validating")
+    result = rank_examples(_CacheRanker(engine, data, cache), valid, data.item_ids, keep_top=10, desc="validating")
     metrics = mean_metrics(result.per_query())
+    popularity = data.popularity_ranks()
+    recommended = [data.code[item_id] for top in result.top for item_id, _ in top]
     previous = progress.curve[-1]["step"] if progress.curve else 0
     recent = progress.losses[previous:]
     biases = [b for b in progress.fresh_row_biases[previous:] if b is not None]
@@ -326,12 +328,16 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
              "fresh_row_bias": float(np.mean(biases)) if biases else None,
              "validation_seconds": round(time.perf_counter() - started, 1),
              "NDCG@10": metrics["NDCG@10"], "HR@10": metrics["HR@10"],
+             "top10_median_popularity_rank": float(np.median(popularity[recommended])),
+             "target_median_popularity_rank": float(np.median(popularity[[data.code[e.target.item_id] for e in valid]])),
+             "top10_distinct_items": len(set(recommended)),
              "samples_per_s": progress.step * config.batch_size / max(progress.seconds, 1e-9),
              "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     progress.curve.append(point)
     tqdm.write(f"step {progress.step}: loss {point['loss'] or float('nan'):.4f}, valid NDCG@10 {point['NDCG@10']:.4f} "
                f"HR@10 {point['HR@10']:.4f} ({len(valid)} users), {point['samples_per_s']:.2f} samples/s, "
-               f"fresh-row bias {point['fresh_row_bias'] or 0:.3f}")
+               f"fresh-row bias {point['fresh_row_bias'] or 0:.3f}, top-10 median popularity rank "
+               f"{point['top10_median_popularity_rank']:.0f} (targets {point['target_median_popularity_rank']:.0f})")
     if metrics["NDCG@10"] > progress.best_ndcg:
         progress.best_ndcg, progress.best_step = metrics["NDCG@10"], progress.step
         model.save_pretrained(folder)

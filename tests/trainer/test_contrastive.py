@@ -212,6 +212,9 @@ def test_training_writes_an_adapter_with_metadata(trained: Path) -> None:
     assert all(np.isfinite(p["loss"]) and 0 <= p["NDCG@10"] <= 1 and p["samples_per_s"] > 0 for p in trained_points)
     assert meta["best_step"] in (0, 4, 8, 12)
     assert start["fresh_row_bias"] is None and all(np.isfinite(p["fresh_row_bias"]) for p in trained_points)
+    n_items = meta["data"]["items"]
+    assert all(1 <= p["top10_median_popularity_rank"] <= n_items and 10 <= p["top10_distinct_items"] <= 10 * 20
+               and p["target_median_popularity_rank"] == start["target_median_popularity_rank"] for p in meta["curve"])
     saved = torch.load(trained / "resume.pt", weights_only=True)  # written after the last validation's re-encoding
     assert saved["cache_filled"].any() and saved["cache_refilled_at"] == 12 and (saved["cache_written_at"] <= 12).all()
     # B starts at zero: the last step's weights moved (the saved adapter is the best step's, maybe step 0's)
@@ -302,7 +305,8 @@ def test_training_report_has_the_curve_speed_and_provenance(trained: Path, tmp_p
 
     json_path, md_path, png_path = write_training_report(trained, tmp_path, "reasonrec train-cl (test)")
     markdown = md_path.read_text()
-    for needle in ("**command**", "**data**", "**speed**", "**machine**", "samples/s", "| 12 |"):
+    for needle in ("**command**", "**data**", "**speed**", "**machine**", "samples/s", "| 12 |", "top-10 popularity",
+                   " items |"):
         assert needle in markdown
     assert json.loads(json_path.read_text())["steps"] == 12 and png_path.stat().st_size > 1000
 
@@ -338,6 +342,11 @@ def test_uniform_items_are_fresh_negatives_of_their_step_and_the_window(data: Pa
     ds = load_dataset(config.dataset, config.data_path)
     samples = TrainingSamples(ds, make_split(ds, config.protocol, config.cold_frac, config.split_seed),
                               config.recent_targets, config.batch_size)
+    counts = np.bincount([samples.code[x.item_id] for h in samples.sequences.values() for x in h],
+                         minlength=len(samples.item_ids))
+    ranks = samples.popularity_ranks()
+    assert sorted(ranks) == list(range(1, len(counts) + 1)) and counts[ranks == 1] == counts.max()
+    assert all(counts[ranks == r] >= counts[ranks == r + 1] for r in range(1, len(counts)))
     drawn = [samples.uniform_items(step, 5, config.seed) for step in range(2)]
     assert len(set(drawn[0].tolist())) == 5 and set(drawn[0].tolist()) <= set(samples.warm_codes)
     assert drawn[0].tolist() == samples.uniform_items(0, 5, config.seed).tolist() != drawn[1].tolist()
