@@ -46,6 +46,13 @@ class TrainingSamples:
         with np.errstate(divide="ignore"):
             return torch.as_tensor(np.log(expected), dtype=torch.float32)
 
+    def log_q_with_uniform(self, uniform: int) -> torch.Tensor:
+        """log of each item's expected count among a batch's columns when `uniform` warm items drawn uniformly
+        join its targets (mixed negative sampling): log(expected target count + uniform / warm items)."""
+        expected = self.log_q.exp()
+        expected[self.warm_codes] += min(uniform, len(self.warm_codes)) / len(self.warm_codes)
+        return expected.log()
+
     def _positions(self, user: str) -> range:
         n = len(self.sequences[user])
         return range(max(1, n - self.recent), n)

@@ -77,9 +77,9 @@ class ContrastiveConfig(SplitConfig):
     hardly drifted vectors); 0 = every row of the table, which drifts between re-encodings and teaches the model
     to tell newer rows from older ones (`trainer.contrastive_loss`)."""
     uniform_negatives: int = 32
-    """Items drawn uniformly from the catalog each step, encoded with the current model (no gradient) and written
-    into the cache as negatives of this step and of the window (mixed negative sampling, Yang et al. 2020), so
-    tail items are pushed down too; 0 = none. Each costs one item forward (~0.2 s on 2 Ice Lake cores)."""
+    """Items drawn uniformly from the catalog each step, encoded with gradients as extra in-batch columns and then
+    written into the cache window (mixed negative sampling, Yang et al. 2020), so tail items are pushed down too;
+    0 = none. Each is one more item prompt in the training forward and backward."""
     lr: float = 3e-4
     """AdamW learning rate (constant after `warmup_steps`)."""
     warmup_steps: int = 10
@@ -242,27 +242,27 @@ def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: t
     codes = torch.tensor([data.code[e.target.item_id] for e in examples])
     owned = history_mask([data.owned[e.user_id] for e in examples], len(data.item_ids))
     uniform = data.uniform_items(step, config.uniform_negatives, config.seed)
-    uniform_raw = _encode_quietly(engine, model, data, uniform)
+    columns = torch.cat([codes, uniform])
     model.train()
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
     with autocast:
         users = engine.answer_states([data.user_prompt(e) for e in examples]).float().cpu()
-        targets = engine.answer_states([data.item_prompt(int(c)) for c in codes]).float().cpu()
-    bias = cache.fresh_row_bias(users)
-    cache.update(uniform, uniform_raw, step + 1)
+        items = engine.answer_states([data.item_prompt(int(c)) for c in columns]).float().cpu()
     window = config.cache_window
     cache_log_q = None
     if config.logq and window > 0:
         cache_log_q = log_drawn_in_window(data.log_q, config.batch_size, min(window, step - cache.refilled_at),
                                           len(uniform), len(data.warm_codes))
-    loss = contrastive_loss(users, targets, codes, cache, owned, data.log_q if config.logq else None,
+    loss = contrastive_loss(users, items, columns, cache, owned,
+                            data.log_q_with_uniform(len(uniform)) if config.logq else None,
                             config.temperature, cache.negatives(step, window), cache_log_q)
     optimizer.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     optimizer.step()
     schedule.step()
-    cache.update(codes, targets, step + 1)
+    bias = cache.fresh_row_bias(users)
+    cache.update(columns, items, step + 1)
     return float(loss.detach()), bias
 
 
@@ -298,15 +298,6 @@ def _encode(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSa
     items = [data.items[data.item_ids[c]] for c in codes]
     return torch.as_tensor(encode_items(items, engine, batches or BatchCache(None, {}), engine.batch_size,
                                         "encoding items for the negative cache"))
-
-
-def _encode_quietly(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSamples,
-                    codes: torch.Tensor) -> torch.Tensor:
-    """Raw vectors of a few items `codes` with the current model, in eval mode and without a progress bar."""
-    model.eval()
-    if not len(codes):
-        return torch.zeros(0, engine.hidden_size)
-    return torch.as_tensor(engine.embed_items([data.item_prompt(int(c)) for c in codes]))
 
 
 def _validate(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSamples, cache: NegativeCache,

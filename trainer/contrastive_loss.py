@@ -19,11 +19,14 @@ vectors, with the batch's own target as the positive. Negatives come from two bl
   minus log of the probability that the item was drawn at least once in the window's draws.
 - **uniform**: popularity-drawn negatives almost never include tail items, so nothing pushes those down and a
   trained model ranks them high (measured on ML-1M after 120 steps: the median popularity rank of its top-10
-  items was 1695, of the targets 510). So each step also encodes a few items drawn uniformly from the catalog
-  with the current model (no gradient) and writes them into the cache, where they are negatives of this step and
-  of the rest of the window: the mixed negative sampling of Yang et al., "Mixed Negative Sampling for Learning
-  Two-tower Neural Networks in Recommendations" (WWW 2020 companion). The window's correction covers both draws.
-  `fresh_row_bias` measures the gap between written and older rows for the training log.
+  items was 1695, of the targets 510). So each step also encodes a few items drawn uniformly from the catalog as
+  extra in-batch columns, with gradients, and writes them into the cache afterwards, where they stay negatives for
+  the rest of the window: the mixed negative sampling of Yang et al., "Mixed Negative Sampling for Learning
+  Two-tower Neural Networks in Recommendations" (WWW 2020 companion). The item side must learn from them too:
+  written into the cache without gradients (only the user side learning to avoid them), 50 steps on ML-1M drove
+  the top-10 median popularity rank from 1661 to 2130 and valid HR@10 from .013 to .007 on 300 users. The logQ
+  correction of in-batch columns is then minus log of the item's expected count among the columns (targets plus
+  uniform draws), and the window's correction covers both draws.
 Masked (never negatives): the user's own items other than the target (they are positives of that user, not
 negatives), the cache row of the target itself (its fresh copy is the positive), and in-batch columns holding
 the same item as the target. Vectors are centered with a fixed mean item vector before the cosine, as the served
@@ -111,13 +114,15 @@ def log_drawn_in_window(log_q: torch.Tensor, batch_size: int, steps: int, unifor
                         pool: int = 1) -> torch.Tensor:
     """log P(item in the window) from `log_q`, the log expected count per batch of targets (-inf: never a target),
     when the window holds the targets of the last `steps` batches plus `uniform` items drawn without replacement
-    from a pool of `pool` items at each of those steps and at the current one (`steps + 1` uniform draws):
-    log(1 - (1 - q)^(batch_size * steps) * (1 - uniform / pool)^(steps + 1)), q = expected count / batch_size.
+    from a pool of `pool` items at each of those steps:
+    log(1 - (1 - q)^(batch_size * steps) * (1 - uniform / pool)^steps), q = expected count / batch_size.
     Items that can be neither drawn as targets nor uniformly never enter the window; their value is not used."""
+    if steps == 0:
+        return torch.full_like(log_q, float("-inf"))
     q = (log_q.exp() / batch_size).clamp(max=1.0)
-    log_missed = torch.log1p(-q) * batch_size * steps if steps else torch.zeros_like(log_q)
+    log_missed = torch.log1p(-q) * batch_size * steps
     if uniform:
-        log_missed = log_missed + torch.log1p(torch.tensor(-min(uniform / pool, 1.0))) * (steps + 1)
+        log_missed = log_missed + torch.log1p(torch.tensor(-min(uniform / pool, 1.0))) * steps
     drawn = -torch.expm1(log_missed)
     return torch.log(drawn.clamp(min=1e-30))
 
@@ -127,27 +132,29 @@ def contrastive_loss(users: torch.Tensor, targets: torch.Tensor, target_codes: t
                      cache_rows: torch.Tensor | None = None, cache_log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of each user's target among in-batch and cached items (see the module docstring).
 
-    users, targets: (B, d) raw vectors with gradients; target_codes: (B,) item codes; owned: (B, n_items) mask
-    of each user's items (`history_mask`; the target itself may be in it, it is never masked as positive);
-    log_q: (n_items,) log expected count of each item in a batch (None: no correction); cache_rows: the cache
+    users: (B, d) raw vectors with gradients; targets: (C, d) raw item vectors with gradients, C >= B: the first
+    B are the users' own targets (the positives), the rest extra columns (uniform negatives); target_codes: (C,)
+    their item codes; owned: (B, n_items) mask of each user's items (`history_mask`; the target itself may be in
+    it, it is never masked as positive); log_q: (n_items,) log expected count of each item among the C columns
+    of a batch (None: no correction); cache_rows: the cache
     rows that are negatives (`NegativeCache.negatives`; None: every filled row); cache_log_q: (n_items,) log
     probability that each of those rows was sampled (`log_drawn_in_window`; None: no correction).
     """
     u, t, v = cache.unit(users), cache.unit(targets), cache.units.to(users.dtype)
-    batch = len(target_codes)
-    diagonal = torch.eye(batch, dtype=torch.bool)
+    batch = len(users)
+    diagonal = torch.eye(batch, len(target_codes), dtype=torch.bool)
 
     in_batch = u @ t.T / temperature
     if log_q is not None:
         in_batch = in_batch - log_q[target_codes][None, :]
-    same_item = target_codes[:, None] == target_codes[None, :]
+    same_item = target_codes[:batch, None] == target_codes[None, :]
     in_batch_mask = (same_item | owned[:, target_codes]) & ~diagonal
 
     cached = u @ v.T / temperature
     if cache_log_q is not None:
         cached = cached - cache_log_q[None, :]
     cached_mask = owned | ~(cache.filled if cache_rows is None else cache_rows)[None, :]
-    cached_mask[torch.arange(batch), target_codes] = True
+    cached_mask[torch.arange(batch), target_codes[:batch]] = True
 
     logits = torch.cat([in_batch.masked_fill(in_batch_mask, float("-inf")),
                         cached.masked_fill(cached_mask, float("-inf"))], dim=1)

@@ -154,12 +154,40 @@ def test_uniform_draws_join_the_probability_of_being_in_the_window() -> None:
     batch, steps, uniform, pool = 4, 3, 5, 50
     log_q = torch.log(torch.tensor([2.0, 0.4, 0.0]))  # the last item is never a target
     q = torch.tensor([0.5, 0.1, 0.0])
-    expected = torch.log(1 - (1 - q) ** (batch * steps) * (1 - uniform / pool) ** (steps + 1))
+    expected = torch.log(1 - (1 - q) ** (batch * steps) * (1 - uniform / pool) ** steps)
     torch.testing.assert_close(log_drawn_in_window(log_q, batch, steps, uniform, pool), expected)
-    # at the first step after a refill only this step's uniform draw can have put an item in the window
-    first = log_drawn_in_window(log_q, batch, 0, uniform, pool)
-    torch.testing.assert_close(first, torch.full((3,), math.log(uniform / pool)))
+    torch.testing.assert_close(log_drawn_in_window(log_q, batch, 1, uniform, pool)[2], torch.tensor(math.log(0.1)))
     assert log_drawn_in_window(log_q, batch, steps, pool, pool).tolist() == [0.0, 0.0, 0.0]  # all drawn surely
+    assert torch.isneginf(log_drawn_in_window(log_q, batch, 0, uniform, pool)).all()  # an empty window
+
+
+def test_uniform_columns_are_negatives_with_gradients_and_their_own_correction() -> None:
+    cache = NegativeCache.empty(4, torch.zeros(2))  # nothing cached: in-batch columns only
+    users = torch.tensor([[1.0, 0.2], [0.1, 1.0]], requires_grad=True)
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [-1.0, 0.1], [1.0, 0.0]], requires_grad=True)
+    columns = torch.tensor([0, 1, 2, 3, 0])  # targets 0 and 1, uniform draws 2, 3 and 0 (user 0's own target)
+    owned = history_mask([[], [3]], 4)  # user 1 owns item 3
+    log_q = torch.log(torch.tensor([1.0, 0.5, 0.1, 0.1]))
+    loss = contrastive_loss(users, items, columns, cache, owned, log_q, 1.0)
+    u, v = unit(users.tolist()), unit(items.tolist())
+    logits = (u @ v.T - log_q[columns]).tolist()
+    expected = (manual_ce([logits[0][0], logits[0][1], logits[0][2], logits[0][3]], 0)  # column 4 repeats the target
+                + manual_ce([logits[1][0], logits[1][1], logits[1][2], logits[1][4]], 1)) / 2  # item 3 is owned
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    loss.backward()
+    assert items.grad[2].abs().sum() > 0 and items.grad[3].abs().sum() > 0  # the item side learns from them
+
+
+def test_the_column_correction_adds_the_uniform_draws_to_the_expected_count(data: Path) -> None:
+    ds = load_dataset("ml-1m-zip", data)
+    samples = TrainingSamples(ds, make_split(ds, "leave-one-out", 0.2, 0), 50, 8)
+    warm = torch.zeros(len(samples.item_ids), dtype=torch.bool)
+    warm[samples.warm_codes] = True
+    mixed = samples.log_q_with_uniform(4)
+    expected = samples.log_q.exp() + 4 / len(samples.warm_codes)
+    torch.testing.assert_close(mixed[warm], expected[warm].log())
+    assert torch.isneginf(mixed[~warm]).all()
+    torch.testing.assert_close(samples.log_q_with_uniform(0), samples.log_q)
 
 
 def test_config_checks_name_the_flag() -> None:
@@ -336,9 +364,9 @@ def test_the_cache_starts_from_the_base_models_index_when_there_is_one(data: Pat
     assert not torch.allclose(centers[1], centers[0])  # step 1's validation re-encoded and re-centered
 
 
-def test_uniform_items_are_fresh_negatives_of_their_step_and_the_window(data: Path, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    config = tiny_config(data, tmp_path / "adapter", steps=2, valid_every=2, cache_window=2, uniform_negatives=5)
+def test_uniform_items_are_columns_of_their_step_then_rows_of_the_window(data: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config(data, tmp_path / "adapter", steps=3, valid_every=3, cache_window=2, uniform_negatives=5)
     ds = load_dataset(config.dataset, config.data_path)
     samples = TrainingSamples(ds, make_split(ds, config.protocol, config.cold_frac, config.split_seed),
                               config.recent_targets, config.batch_size)
@@ -347,31 +375,34 @@ def test_uniform_items_are_fresh_negatives_of_their_step_and_the_window(data: Pa
     ranks = samples.popularity_ranks()
     assert sorted(ranks) == list(range(1, len(counts) + 1)) and counts[ranks == 1] == counts.max()
     assert all(counts[ranks == r] >= counts[ranks == r + 1] for r in range(1, len(counts)))
-    drawn = [samples.uniform_items(step, 5, config.seed) for step in range(2)]
-    assert len(set(drawn[0].tolist())) == 5 and set(drawn[0].tolist()) <= set(samples.warm_codes)
-    assert drawn[0].tolist() == samples.uniform_items(0, 5, config.seed).tolist() != drawn[1].tolist()
-    targets = [{samples.code[e.target.item_id] for e in samples.batch(0, config.batch_size, config.seed)}]
+    drawn = [set(samples.uniform_items(step, 5, config.seed).tolist()) for step in range(3)]
+    assert len(drawn[0]) == 5 and drawn[0] <= set(samples.warm_codes) and drawn[0] != drawn[1]
+    assert samples.uniform_items(0, 5, config.seed).tolist() == samples.uniform_items(0, 5, config.seed).tolist()
+    targets = [[samples.code[e.target.item_id] for e in samples.batch(step, config.batch_size, config.seed)]
+               for step in range(3)]
     real_loss, seen = contrastive.contrastive_loss, []
 
-    def spy_loss(*args: object) -> torch.Tensor:
-        cache, cache_rows, cache_log_q = args[3], args[7], args[8]
-        seen.append((set(torch.nonzero(cache_rows).flatten().tolist()), cache_log_q.clone(), cache.units.clone(),
-                     cache.center.clone()))
-        return real_loss(*args)
+    def spy_loss(users, items, columns, cache, owned, log_q, temperature, rows, rows_log_q) -> torch.Tensor:  # noqa: ANN001
+        seen.append({"columns": columns.tolist(), "items_grad": items.requires_grad, "log_q": log_q,
+                     "rows": set(torch.nonzero(rows).flatten().tolist()), "rows_log_q": rows_log_q,
+                     "units": cache.units.clone()})
+        return real_loss(users, items, columns, cache, owned, log_q, temperature, rows, rows_log_q)
 
     monkeypatch.setattr(contrastive, "contrastive_loss", spy_loss)
     train_contrastive(config)
-    step0_rows, step0_log_q, step0_units, _ = seen[0]
-    assert step0_rows == set(drawn[0].tolist())  # no target written yet: this step's uniform items only
-    torch.testing.assert_close(step0_log_q[drawn[0]], torch.full((5,), math.log(5 / len(samples.warm_codes))))
-    assert seen[1][0] == set(drawn[0].tolist()) | targets[0] | set(drawn[1].tolist())
-    # step 0 runs the base model (LoRA B is 0): its uniform rows are the base vectors of the training item prompts
-    engine = TransformersEngine(load_model("tiny"))
-    fresh = torch.as_tensor(engine.embed_items([samples.item_prompt(int(c)) for c in drawn[0]]))
-    torch.testing.assert_close(step0_units[drawn[0]], F.normalize(fresh - seen[0][3], dim=-1), atol=1e-5, rtol=0)
-    # step 1 re-encodes its uniform items with the updated model, so their rows move
-    new_at_1 = sorted(set(drawn[1].tolist()) - set(drawn[0].tolist()) - targets[0])
-    assert new_at_1 and not torch.allclose(seen[1][2][new_at_1], step0_units[new_at_1])
+    for step in range(3):  # the users' targets, then this step's uniform items, all with gradients
+        assert seen[step]["columns"][:8] == targets[step] and set(seen[step]["columns"][8:]) == drawn[step]
+        assert seen[step]["items_grad"]
+    torch.testing.assert_close(seen[0]["log_q"], samples.log_q_with_uniform(5))
+    # the window: empty at the start, then the columns written by the last two steps
+    assert seen[0]["rows"] == set() and seen[1]["rows"] == set(targets[0]) | drawn[0]
+    assert seen[2]["rows"] == set(targets[0]) | drawn[0] | set(targets[1]) | drawn[1]
+    rows = sorted(seen[1]["rows"])
+    torch.testing.assert_close(seen[1]["rows_log_q"][rows],
+                               log_drawn_in_window(samples.log_q, 8, 1, 5, len(samples.warm_codes))[rows])
+    # step 1 ran a model that step 0 updated: the rows it wrote moved away from the base vectors
+    moved = sorted(drawn[1] - drawn[0] - set(targets[0]))
+    assert moved and not torch.allclose(seen[2]["units"][moved], seen[0]["units"][moved])
 
 
 def test_a_finished_run_continues_with_more_steps(trained: Path, data: Path, tmp_path: Path) -> None:
