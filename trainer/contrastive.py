@@ -95,8 +95,8 @@ class ContrastiveConfig(SplitConfig):
     init_from_index: bool = True
     """Start the negative cache from the base model's served index (`reasonrec index`) when it exists: no
     encoding pass at step 0, and the index's center is the training center, as the service will use it."""
-    valid_users: int = 200
-    """Seeded validation users for the curve and the best-adapter choice."""
+    valid_users: int = 300
+    """Seeded validation users for the curve and the best-adapter choice (at 300 one hit moves HR@10 by .0033)."""
     valid_every: int = 50
     """Validate every N steps (and at the end). Each validation re-encodes every item into the negative cache
     (3,704 ML-1M items: ~15 min on one CPU core), so this is also how often the cache is made consistent again;
