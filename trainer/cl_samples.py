@@ -69,16 +69,6 @@ class TrainingSamples:
             out.append(Example(user, seq[:t], seq[t]))
         return out
 
-    def popularity_ranks(self) -> np.ndarray:
-        """(n_items,) each item's rank by number of training interactions (1 = most popular; ties by code)."""
-        counts = np.zeros(len(self.item_ids))
-        for history in self.sequences.values():
-            for x in history:
-                counts[self.code[x.item_id]] += 1
-        ranks = np.empty(len(counts), dtype=np.int64)
-        ranks[np.argsort(-counts, kind="stable")] = np.arange(1, len(counts) + 1)
-        return ranks
-
     def uniform_items(self, step: int, count: int, seed: int) -> torch.Tensor:
         """`count` distinct warm item codes drawn uniformly for training step `step` (pure function of seed and
         step, like `batch`)."""

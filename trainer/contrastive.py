@@ -41,6 +41,7 @@ from trainer.evaluate import rank_examples
 from trainer.llm_rankers import encode_items
 from trainer.metrics import mean_metrics
 from trainer.protocols import SplitConfig, check_same_run, make_split
+from trainer.rankers import PopularityRanker
 from trainer.splits import Example, Split, sample_examples
 
 log = logging.getLogger(__name__)
@@ -309,7 +310,7 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
     model.eval()
     result = rank_examples(_CacheRanker(engine, data, cache), valid, data.item_ids, keep_top=10, desc="validating")
     metrics = mean_metrics(result.per_query())
-    popularity = data.popularity_ranks()
+    popularity = popularity_ranks(data.item_ids, split)
     recommended = [data.code[item_id] for top in result.top for item_id, _ in top]
     previous = progress.curve[-1]["step"] if progress.curve else 0
     recent = progress.losses[previous:]
@@ -333,6 +334,15 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
         progress.best_ndcg, progress.best_step = metrics["NDCG@10"], progress.step
         model.save_pretrained(folder)
         _write_meta(folder, config, ds, split, base_fingerprint, progress, "training")
+
+
+def popularity_ranks(item_ids: list[str], split: Split) -> np.ndarray:
+    """(len(item_ids),) each item's rank in the order of the `popular` ranker: by number of training
+    interactions, 1 = most popular, ties by position in `item_ids`."""
+    counts = PopularityRanker(item_ids, split.train).row
+    ranks = np.empty(len(counts), dtype=np.int64)
+    ranks[np.argsort(-counts, kind="stable")] = np.arange(1, len(counts) + 1)
+    return ranks
 
 
 def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Split, base_fingerprint,

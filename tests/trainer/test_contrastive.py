@@ -368,11 +368,11 @@ def test_uniform_items_are_columns_of_their_step_then_rows_of_the_window(data: P
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     config = tiny_config(data, tmp_path / "adapter", steps=3, valid_every=3, cache_window=2, uniform_negatives=5)
     ds = load_dataset(config.dataset, config.data_path)
-    samples = TrainingSamples(ds, make_split(ds, config.protocol, config.cold_frac, config.split_seed),
-                              config.recent_targets, config.batch_size)
-    counts = np.bincount([samples.code[x.item_id] for h in samples.sequences.values() for x in h],
+    split = make_split(ds, config.protocol, config.cold_frac, config.split_seed)
+    samples = TrainingSamples(ds, split, config.recent_targets, config.batch_size)
+    counts = np.bincount([samples.code[x.item_id] for h in split.train.values() for x in h],
                          minlength=len(samples.item_ids))
-    ranks = samples.popularity_ranks()
+    ranks = contrastive.popularity_ranks(samples.item_ids, split)
     assert sorted(ranks) == list(range(1, len(counts) + 1)) and counts[ranks == 1] == counts.max()
     assert all(counts[ranks == r] >= counts[ranks == r + 1] for r in range(1, len(counts)))
     drawn = [set(samples.uniform_items(step, 5, config.seed).tolist()) for step in range(3)]
