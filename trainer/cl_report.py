@@ -43,7 +43,8 @@ def _markdown(report: dict, chart: str) -> str:
         f"(every {config['valid_every']} steps) and overwritten with each batch's targets in between; its negatives "
         + (f"are the rows written by the last {config['cache_window']} steps" if config.get('cache_window')
            else "are all its rows")
-        + (f", plus {config['uniform_negatives']} items drawn uniformly per step, encoded fresh and written into it"
+        + (f", plus {config['uniform_negatives']} items drawn uniformly per step (in-batch columns with gradients, then "
+              "written into it)"
            if config.get('uniform_negatives') else ""),
         f"- **validation**: {config['valid_users']} seeded validation users (seed {config['seed']}), full ranking "
         "against every training item re-encoded with the model of that step (step 0: the base model's index), "

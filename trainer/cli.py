@@ -179,7 +179,7 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("steps", int, "training steps (400)"), ("recent_targets", int, "targets from each user's last N items (50)"),
     ("item_batch_size", int, "item prompts per forward when encoding the cache (16)"),
     ("cache_window", int, "cache negatives: rows written by the last N steps; 0 = the whole table (16)"),
-    ("uniform_negatives", int, "items drawn uniformly per step, encoded fresh and written into the cache as negatives (32)"),
+    ("uniform_negatives", int, "items drawn uniformly per step as extra in-batch negatives with gradients, then kept in the cache window (32)"),
     ("valid_users", int, "seeded validation users (300)"), ("valid_every", int, "re-encode the item cache and validate every N steps (50)"),
     ("checkpoint_minutes", float, "write resume.pt at least this often (5)"), ("seed", int, "seed (0)"),
     ("mixed_precision", str, "no (float32) or bf16 autocast for training: ~2x faster with AMX or a GPU, slower without bf16 units (no)"),

@@ -17,6 +17,7 @@ vectors, with the batch's own target as the positive. Negatives come from two bl
   2020), which holds only recent batches because their features drift little; window 0 uses every row. Rows in
   the window were drawn in proportion to popularity too, so their logits get the same kind of correction:
   minus log of the probability that the item was drawn at least once in the window's draws.
+  `fresh_row_bias` measures the gap between written and older rows for the training log.
 - **uniform**: popularity-drawn negatives almost never include tail items, so nothing pushes those down and a
   trained model ranks them high (measured on ML-1M after 120 steps: the median popularity rank of its top-10
   items was 1695, of the targets 510). So each step also encodes a few items drawn uniformly from the catalog as
