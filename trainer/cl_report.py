@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.contrastive import ADAPTER_META
+from trainer.contrastive import ADAPTER_META, PRIOR_WEIGHTS
 
 
 def write_training_report(adapter: Path, out_dir: Path, command: str) -> list[Path]:
@@ -59,12 +59,15 @@ def _markdown(report: dict, chart: str) -> str:
         "the model puts in the validation users' top 10, then the number of distinct items among them; the targets' "
         "median is " + (f"{curve[0]['target_median_popularity_rank']:.0f}" if curve and "target_median_popularity_rank" in curve[0]
                         else "not recorded") + ".", "",
-        "| step | training minutes | loss | valid NDCG@10 | valid HR@10 | samples/s | fresh-row bias | top-10 popularity |",
-        "|---|---|---|---|---|---|---|---|",
+        "*with popularity prior*: NDCG@10 / HR@10 when each item's score gets w x log(1 + its training count), for "
+        "the best w of " + ", ".join(map(str, PRIOR_WEIGHTS)) + " (chosen on these same validation users).", "",
+        "| step | training minutes | loss | valid NDCG@10 | valid HR@10 | samples/s | fresh-row bias | top-10 popularity "
+        "| with popularity prior (w) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {p['step']} | {p['seconds'] / 60:.1f} | {_number(p['loss'])} | {p['NDCG@10']:.4f} | "
-              f"{p['HR@10']:.4f} | {p['samples_per_s']:.2f} | {_number(p['fresh_row_bias'])} | {_popularity(p)} |"
-              for p in curve]
+              f"{p['HR@10']:.4f} | {p['samples_per_s']:.2f} | {_number(p['fresh_row_bias'])} | {_popularity(p)} | "
+              f"{_prior(p)} |" for p in curve]
     lines += ["", f"![validation NDCG@10 against training time]({chart})", ""]
     return "\n".join(lines)
 
@@ -73,6 +76,13 @@ def _popularity(point: dict) -> str:
     if "top10_median_popularity_rank" not in point:
         return "-"
     return f"{point['top10_median_popularity_rank']:.0f} / {point['top10_distinct_items']} items"
+
+
+def _prior(point: dict) -> str:
+    if "best_popularity_prior" not in point:
+        return "-"
+    best = point["best_popularity_prior"]
+    return f"{best['NDCG@10']:.4f} / {best['HR@10']:.4f} ({best['weight']})"
 
 
 def _number(value: float | None) -> str:

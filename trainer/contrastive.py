@@ -47,6 +47,8 @@ from trainer.splits import Example, Split, sample_examples
 log = logging.getLogger(__name__)
 ADAPTER_META = "reasonrec-adapter.json"
 RESUME_FILE = "resume.pt"
+PRIOR_WEIGHTS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+"""Weights of the log-popularity prior tried at each validation (a diagnostic: the best one is reported)."""
 
 
 @dataclass
@@ -162,16 +164,21 @@ class _Progress:
 
 
 class _CacheRanker:
-    """Validation ranker: `direct` user vectors scored against the negative cache (centered cosine)."""
+    """Validation ranker: `direct` user vectors (encoded once per validation) scored against the negative cache
+    (centered cosine), plus `prior_weight` x log(1 + training count) of each item (the popularity prior whose
+    value the validation reports; 0 = none)."""
 
     name = "cl-validation"
+    batch_size = 64
 
-    def __init__(self, engine: TransformersEngine, data: TrainingSamples, cache: NegativeCache) -> None:
-        self.engine, self.data, self.cache, self.batch_size = engine, data, cache, 16
+    def __init__(self, users: dict[str, torch.Tensor], cache: NegativeCache, log_counts: torch.Tensor,
+                 prior_weight: float = 0.0) -> None:
+        self.users, self.cache, self.prior = users, cache, prior_weight * log_counts
 
     def scores(self, examples: list[Example]) -> np.ndarray:
-        users = self.cache.unit(torch.as_tensor(self.engine.embed_direct([self.data.user_prompt(e) for e in examples])))
-        return (users @ self.cache.units.T).masked_fill(~self.cache.filled[None, :], float("-inf")).numpy()
+        users = torch.stack([self.users[e.user_id] for e in examples])
+        scores = users @ self.cache.units.T + self.prior[None, :]
+        return scores.masked_fill(~self.cache.filled[None, :], float("-inf")).numpy()
 
 
 def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> Path:
@@ -308,8 +315,18 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
     if progress.step > 0:  # step 0: the cache already holds the base model's vectors
         cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes), progress.step)
     model.eval()
-    result = rank_examples(_CacheRanker(engine, data, cache), valid, data.item_ids, keep_top=10, desc="validating")
+    texts = [data.user_prompt(e) for e in valid]
+    vectors = cache.unit(torch.cat([torch.as_tensor(engine.embed_direct(texts[first : first + engine.batch_size]))
+                                    for first in tqdm(range(0, len(texts), engine.batch_size), unit="batch",
+                                                      desc="encoding validation users")]))
+    users = {e.user_id: vector for e, vector in zip(valid, vectors, strict=True)}
+    log_counts = torch.log1p(torch.as_tensor(PopularityRanker(data.item_ids, split.train).row, dtype=torch.float32))
+    result = rank_examples(_CacheRanker(users, cache, log_counts), valid, data.item_ids, keep_top=10,
+                           desc="validating")
     metrics = mean_metrics(result.per_query())
+    with_prior = [{"weight": weight, **mean_metrics(rank_examples(_CacheRanker(users, cache, log_counts, weight), valid,
+                                                                  data.item_ids, desc=f"prior {weight}").per_query())}
+                  for weight in PRIOR_WEIGHTS]
     popularity = popularity_ranks(data.item_ids, split)
     recommended = [data.code[item_id] for top in result.top for item_id, _ in top]
     previous = progress.curve[-1]["step"] if progress.curve else 0
@@ -323,13 +340,17 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
              "top10_median_popularity_rank": float(np.median(popularity[recommended])),
              "target_median_popularity_rank": float(np.median(popularity[[data.code[e.target.item_id] for e in valid]])),
              "top10_distinct_items": len(set(recommended)),
+             "best_popularity_prior": {k: v for k, v in max(with_prior, key=lambda m: m["NDCG@10"]).items()
+                                       if k in ("weight", "NDCG@10", "HR@10")},
              "samples_per_s": progress.step * config.batch_size / max(progress.seconds, 1e-9),
              "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     progress.curve.append(point)
     tqdm.write(f"step {progress.step}: loss {point['loss'] or float('nan'):.4f}, valid NDCG@10 {point['NDCG@10']:.4f} "
                f"HR@10 {point['HR@10']:.4f} ({len(valid)} users), {point['samples_per_s']:.2f} samples/s, "
                f"fresh-row bias {point['fresh_row_bias'] or 0:.3f}, top-10 median popularity rank "
-               f"{point['top10_median_popularity_rank']:.0f} (targets {point['target_median_popularity_rank']:.0f})")
+               f"{point['top10_median_popularity_rank']:.0f} (targets {point['target_median_popularity_rank']:.0f}); "
+               f"with the best popularity prior ({point['best_popularity_prior']['weight']}) NDCG@10 "
+               f"{point['best_popularity_prior']['NDCG@10']:.4f} HR@10 {point['best_popularity_prior']['HR@10']:.4f}")
     if metrics["NDCG@10"] > progress.best_ndcg:
         progress.best_ndcg, progress.best_step = metrics["NDCG@10"], progress.step
         model.save_pretrained(folder)

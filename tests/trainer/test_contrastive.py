@@ -243,6 +243,8 @@ def test_training_writes_an_adapter_with_metadata(trained: Path) -> None:
     n_items = meta["data"]["items"]
     assert all(1 <= p["top10_median_popularity_rank"] <= n_items and 10 <= p["top10_distinct_items"] <= 10 * 20
                and p["target_median_popularity_rank"] == start["target_median_popularity_rank"] for p in meta["curve"])
+    assert all(p["best_popularity_prior"]["weight"] in contrastive.PRIOR_WEIGHTS
+               and 0 <= p["best_popularity_prior"]["NDCG@10"] <= 1 for p in meta["curve"])
     saved = torch.load(trained / "resume.pt", weights_only=True)  # written after the last validation's re-encoding
     assert saved["cache_filled"].any() and saved["cache_refilled_at"] == 12 and (saved["cache_written_at"] <= 12).all()
     # B starts at zero: the last step's weights moved (the saved adapter is the best step's, maybe step 0's)
@@ -362,6 +364,19 @@ def test_the_cache_starts_from_the_base_models_index_when_there_is_one(data: Pat
     torch.testing.assert_close(centers[0], torch.as_tensor(store.center, dtype=torch.float32))
     assert len(encoded) == 1 and encoded[0] > 1  # no encoding at the start; every item at step 1's validation
     assert not torch.allclose(centers[1], centers[0])  # step 1's validation re-encoded and re-centered
+
+
+def test_the_validation_prior_adds_weighted_log_popularity_to_the_cosine() -> None:
+    cache = cache_of([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    cache.filled[2] = False  # an unfilled row is never scorable
+    users = {"u": unit([[1.0, 0.0]])[0]}
+    log_counts = torch.log1p(torch.tensor([0.0, 99.0, 5.0]))
+    example = contrastive.Example("u", [], None)  # type: ignore[arg-type]
+    plain = contrastive._CacheRanker(users, cache, log_counts).scores([example])[0]
+    assert plain[:2].tolist() == pytest.approx([1.0, 0.0]) and plain[2] == -np.inf
+    with_prior = contrastive._CacheRanker(users, cache, log_counts, 0.5).scores([example])[0]
+    assert with_prior[:2].tolist() == pytest.approx([1.0, 0.5 * math.log(100.0)]) and with_prior[2] == -np.inf
+    assert with_prior.argmax() == 1  # a popular enough item overtakes the nearest one
 
 
 def test_uniform_items_are_columns_of_their_step_then_rows_of_the_window(data: Path, tmp_path: Path,
