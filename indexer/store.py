@@ -22,7 +22,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from indexer.durable import fsync_dir, replace_text, write_json
 from indexer.errors import CorruptIndexError, IndexNotFoundError
 from indexer.index import IndexOptions, ItemIndex, SearchResult
 from indexer.manifest import IndexKind, Manifest, ModelFingerprint, check_fingerprint
+from indexer.prior import log_count_prior, rerank_with_prior
 from indexer.rwlock import ReadWriteLock
 
 CURRENT_FILE = "CURRENT"
@@ -53,6 +54,7 @@ class ItemStore:
         self._manifest = manifest
         self._lock = ReadWriteLock()
         self._save_lock = threading.Lock()
+        self._last_prior: tuple[object, float, dict[str, float]] | None = None
 
     @classmethod
     def create(
@@ -85,10 +87,27 @@ class ItemStore:
 
     def search(
         self, queries: np.ndarray, k: int, exclude: Sequence[Collection[str]] | None = None,
+        popularity_prior: float = 0.0, counts: Mapping[str, int] | None = None,
     ) -> list[SearchResult]:
-        """Top-k (item id, cosine) per query row, best first, excluding each row's `exclude` ids."""
+        """Top-k (item id, score) per query row, best first, excluding each row's `exclude` ids. The score is the
+        cosine, plus `popularity_prior` x log(1 + interaction count) when that weight is not 0 (`indexer.prior`;
+        counts from `counts`, else each catalog item's `rating_count`)."""
         with self._lock.read():
-            return self._index.search(queries, k, exclude)
+            if not popularity_prior:
+                return self._index.search(queries, k, exclude)
+            prior = self._prior(popularity_prior, counts)
+            return rerank_with_prior(lambda fetch: self._index.search(queries, fetch, exclude), prior, k,
+                                     len(self._index))
+
+    def _prior(self, weight: float, counts: Mapping[str, int] | None) -> dict[str, float]:
+        """The prior of `indexer.prior.log_count_prior`, kept for the last (counts or catalog snapshot, weight)."""
+        source = counts if counts is not None else self._catalog
+        cached = self._last_prior
+        if cached is None or cached[0] is not source or cached[1] != weight:
+            counted = counts if counts is not None else {item.item_id: item.rating_count for item in self._catalog}
+            cached = (source, weight, log_count_prior(counted, weight))
+            self._last_prior = cached  # one assignment: concurrent readers see an old or a new tuple, never a mix
+        return cached[2]
 
     @property
     def center(self) -> np.ndarray | None:

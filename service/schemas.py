@@ -115,7 +115,8 @@ class ModelInfo(BaseModel):
 class ScoredItem(BaseModel):
     item_id: str
     title: str
-    score: float = Field(description="Cosine similarity (LLM rankers) or rating count (popular).")
+    score: float = Field(description="Cosine similarity (LLM rankers; plus the popularity prior when "
+                         "REASONREC_POPULARITY_PRIOR is set) or rating count (popular).")
 
 
 class RecommendTimings(BaseModel):

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
         description="Index root folder (holds CURRENT); default: artifacts/indexes/<dataset>/<model fingerprint>.",
     )
     engine_batch_size: int = Field(8, ge=1, le=256, description="Largest batch the in-process engine runs at once.")
+    popularity_prior: float = Field(
+        0.0, ge=0, le=100, description="LLM rankers: weight w of the popularity prior, score = cosine + w x log(1 + "
+        "the item's rating count in the catalog; 0 for hot-added items without one) (indexer.prior); 0 = plain cosine.",
+    )
 
     # ---- engine ----------------------------------------------------------------------------------------------
     engine: Literal["transformers", "vllm"] = Field(

@@ -211,7 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _set_threads(args)
     fields = ("dataset", "data_path", "protocol", "cold_frac", "split_seed", "sasrec_checkpoint", "model", "adapter",
-              "index_dir", "reencode", "llm_users", "reasoning_users", "reasoning_tokens", "llm_batch_size",
+              "index_dir", "reencode", "llm_users", "reasoning_users", "reasoning_tokens", "popularity_prior", "llm_batch_size",
               "sample_seed", "bootstrap", "bootstrap_seed", "out_dir", "trec_dir", "cache_dir")
     given = _given(args, fields)
     if args.rankers is not None:
@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--llm-users", type=int, default=None, help="seeded users per part for direct (300)")
     ev.add_argument("--reasoning-users", type=int, default=None, help="of those, users for reasoning (100)")
     ev.add_argument("--reasoning-tokens", type=int, default=None, help="reasoning token budget (64)")
+    ev.add_argument("--popularity-prior", type=float, default=None,
+                    help="LLM rankers score cosine + w x log(1 + training interactions) (0: plain cosine)")
     ev.add_argument("--llm-batch-size", type=int, default=None, help="prompts per engine call (8)")
     ev.add_argument("--sample-seed", type=int, default=None)
     ev.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (1000)")

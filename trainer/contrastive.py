@@ -47,7 +47,7 @@ from trainer.splits import Example, Split, sample_examples
 log = logging.getLogger(__name__)
 ADAPTER_META = "reasonrec-adapter.json"
 RESUME_FILE = "resume.pt"
-PRIOR_WEIGHTS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+PRIOR_WEIGHTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """Weights of the log-popularity prior tried at each validation (a diagnostic: the best one is reported)."""
 
 

@@ -73,6 +73,9 @@ class EvalConfig(SplitConfig):
     """Seeded users per test part for the reasoning ranker and reasoning ratings (a subset of the above)."""
     reasoning_tokens: int = 64
     """Token budget of the reasoning ranker."""
+    popularity_prior: float = 0.0
+    """Weight w of the popularity prior of the LLM rankers (`indexer.prior`): score = cosine + w x log(1 + the
+    item's number of training interactions); 0 = plain cosine, as the service's default."""
     llm_batch_size: int = 8
     """Prompts per engine call."""
     ratings: bool = True
@@ -105,6 +108,8 @@ class EvalConfig(SplitConfig):
             raise ValueError(f"--reencode must be cold or all, got {self.reencode!r}")
         if self.llm_users < 1 or not 1 <= self.reasoning_users <= self.llm_users:
             raise ValueError("--llm-users must be >= 1 and --reasoning-users in [1, --llm-users]")
+        if not 0 <= self.popularity_prior < float("inf"):
+            raise ValueError(f"--popularity-prior must be a finite number >= 0, got {self.popularity_prior}")
         if self.reasoning_tokens < 0 or self.llm_batch_size < 1 or self.bootstrap < 1:
             raise ValueError("--reasoning-tokens must be >= 0, --llm-batch-size and --bootstrap >= 1")
 

@@ -15,6 +15,7 @@ from model.paths import artifacts_dir, default_index_dir
 from model.transformers_engine import TransformersEngine
 from trainer.data import Dataset
 from trainer.llm_rankers import LlmRanker, reencode_items
+from trainer.rankers import PopularityRanker
 from trainer.rating_eval import baseline_predictions, llm_predictions, rated, summarize
 from trainer.splits import ColdSplit, Split, train_catalog
 
@@ -58,7 +59,14 @@ class LlmContext:
     def ranker(self, mode: str) -> LlmRanker:
         return LlmRanker(mode, self.engine, self.store, self.ds.catalog, self.candidates,
                          reasoning_tokens=self.config.reasoning_tokens, cache_dir=self.cache_dir / "users",
-                         batch_size=2 * self.config.llm_batch_size)
+                         batch_size=2 * self.config.llm_batch_size, popularity_prior=self.config.popularity_prior,
+                         counts=self.training_counts)
+
+    @cached_property
+    def training_counts(self) -> dict[str, int]:
+        """Each candidate's number of training interactions (the `popular` ranker's counts: no held-out data)."""
+        return dict(zip(self.candidates, PopularityRanker(self.candidates, self.split.train).row.astype(int).tolist(),
+                        strict=True))
 
     def describe(self) -> str:
         fp = self.engine.fingerprint
@@ -69,6 +77,10 @@ class LlmContext:
         out = [f"LLM rankers: user vector from the engine, searched in the index {self.index_dir} through "
                "ItemStore.search (centered with the index's stored mean, then cosine), history excluded; prompts "
                "show the 20 most recent history items with ratings, ages relative to the target's time."]
+        if self.config.popularity_prior:
+            out.append(f"LLM rankers add a popularity prior to the cosine: {self.config.popularity_prior} x log(1 + "
+                       "the item's number of training interactions) (indexer.prior; the weight is chosen on "
+                       "validation users, not on these).")
         if "store" in self.__dict__:  # only when an LLM ranker ran
             out.append(self._leak_note())
         return out

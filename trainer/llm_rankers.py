@@ -2,7 +2,8 @@
 `<answer>`) and `reasoning` (greedy reasoning up to `<answer>` or the token budget, the vector at the marker),
 as DESIGN.md sections 2-3 define them and the service runs them: user prompt (up to the 20 most recent
 history lines, ages relative to the target's time) -> engine -> `ItemStore.search` over every item, which
-centers and normalizes the user vector with the index's stored mean; the history is excluded.
+centers and normalizes the user vector with the index's stored mean; the history is excluded (and, with a
+popularity prior, each item's score gets w x log(1 + its training interactions): `indexer.prior`).
 
 `reencode_items` re-encodes some items of a loaded index from other item prompts, through the same hot-add
 path the service uses (`ItemStore.add_items`, stored mean unchanged). The evaluation job uses it so that
@@ -11,7 +12,7 @@ item prompts carry only training-split rating statistics (e.g. cold items: none 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ class LlmRanker:
     """User vectors from the engine (cached on disk per batch), ranked by the item store."""
 
     def __init__(self, mode: str, engine: Engine, store: ItemStore, catalog: Catalog, candidates: Sequence[str],
-                 reasoning_tokens: int = 64, cache_dir: Path | None = None, batch_size: int = 16) -> None:
+                 reasoning_tokens: int = 64, cache_dir: Path | None = None, batch_size: int = 16,
+                 popularity_prior: float = 0.0, counts: Mapping[str, int] | None = None) -> None:
         if mode not in LLM_MODES:
             raise ValueError(f"LLM ranker mode must be one of {', '.join(LLM_MODES)}, got {mode!r}")
         self.name = mode
@@ -51,6 +53,7 @@ class LlmRanker:
         self.catalog = catalog
         self.batch_size = batch_size
         self.reasoning_tokens = reasoning_tokens
+        self.popularity_prior, self.counts = popularity_prior, counts
         self.column = {item_id: j for j, item_id in enumerate(candidates)}
         settings = {"reasoning_tokens": reasoning_tokens} if mode == "reasoning" else {}
         self.cache = BatchCache(cache_dir, {"mode": mode, "fingerprint": engine.fingerprint.to_json(), **settings})
@@ -75,7 +78,8 @@ class LlmRanker:
             self.generated_tokens += encoded[:, -2].astype(int).tolist()
             self.wrote_marker += encoded[:, -1].astype(bool).tolist()
         results = self.store.search(vectors, k=len(self.store), exclude=[{x.item_id for x in e.history}
-                                                                          for e in examples])
+                                                                          for e in examples],
+                                    popularity_prior=self.popularity_prior, counts=self.counts)
         out = np.full((len(examples), len(self.column)), -np.inf)
         for row, ranked in enumerate(results):
             for item_id, score in ranked:

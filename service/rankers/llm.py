@@ -1,7 +1,8 @@
 """The language-model rankers: `reasoning` (think, then the vector at `<answer>`) and `direct` (no reasoning).
 
 Both follow DESIGN.md sections 2-3: user prompt -> cache lookup -> on a miss the engine in a worker thread
-under the request deadline -> cache {reasoning, vector} -> cosine search of the item index. Identical
+under the request deadline -> cache {reasoning, vector} -> cosine search of the item index (plus the popularity
+prior of `indexer.prior` when `popularity_prior` is set). Identical
 concurrent requests share one engine computation, whose result is cached even if it comes after the deadline
 (`service.coalesce`). The cache key covers the model fingerprint, the mode, the sampling parameters and the
 prompt, never the index version: a cached user vector is searched against whatever the index holds now.
@@ -53,7 +54,8 @@ class LlmRanker(ABC):
         assert entry.vector is not None, "an LLM ranker's cache entry always holds the user vector"
         store = state.ready_store()
         with state.metrics.stage("search", timings_ms):
-            results = await asyncio.to_thread(store.search, entry.vector[None, :], query.k, [query.exclude])
+            results = await asyncio.to_thread(store.search, entry.vector[None, :], query.k, [query.exclude],
+                                              state.settings.popularity_prior)
         return Ranked(results[0], entry.meta.get("reasoning"), cached)
 
 

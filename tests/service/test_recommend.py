@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import redis
-from service_helpers import SHARED_REDIS, history, popular_order
+from pydantic import ValidationError
+from service_helpers import SHARED_REDIS, history, popular_order, tiny_settings
 
 
 def test_reasoning_then_the_same_call_is_cached(gateway, catalog, redis_prefix):
@@ -79,3 +83,21 @@ def test_titles_outside_the_catalog_are_reasoned_about(gateway):
     assert len(data["items"]) == 3 and "2" not in {item["item_id"] for item in data["items"]}
     other = gateway.client.post("/recommend", json={**body, "history": [{"title": "Another Film"}, {"item_id": "2"}]})
     assert other.json()["cached"] is False  # a different prompt is a different cache entry
+
+
+def test_the_popularity_prior_adds_weighted_log_counts_to_the_cosine(gateway, serve, index_dir, tiny_engine,
+                                                                      catalog, redis_prefix):
+    body = {"history": history("2", "5"), "ranker": "direct", "k": len(catalog)}
+    cosine = {item["item_id"]: item["score"] for item in gateway.client.post("/recommend", json=body).json()["items"]}
+    weight = 0.5
+    prior = serve(tiny_settings(index_dir, redis_url=SHARED_REDIS, cache_prefix=redis_prefix,
+                                popularity_prior=weight), tiny_engine)
+    data = prior.client.post("/recommend", json={**body, "k": 5}).json()
+    assert data["cached"] is True  # the same user vector, searched with the prior
+    combined = {i: s + weight * math.log1p(catalog[i].rating_count) for i, s in cosine.items()}
+    expected = sorted(combined, key=lambda i: -combined[i])[:5]
+    assert [item["item_id"] for item in data["items"]] == expected
+    assert [item["score"] for item in data["items"]] == pytest.approx([combined[i] for i in expected], abs=1e-5)
+    assert expected != sorted(cosine, key=lambda i: -cosine[i])[:5]  # the prior changed the ranking
+    with pytest.raises(ValidationError, match="popularity_prior"):
+        tiny_settings(index_dir, popularity_prior=-1.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from trainer.data import load_dataset
 from trainer.eval_job import EvalConfig, run_eval
 from trainer.index_job import IndexJobConfig, build_index
 from trainer.llm_rankers import reencode_items
+from trainer.protocols import make_split
 from trainer.sasrec_train import SasrecTrainConfig, train_sasrec
 from trainer.splits import cold_items, train_catalog
 
@@ -100,6 +102,26 @@ def test_cold_protocol_reports_parts_and_reencodes_cold_items(world: dict[str, P
     n_cold = len(cold_items(load_dataset("ml-1m-zip", world["data"])).cold_items)
     assert any(f"{n_cold} items were re-encoded" in note for note in report["notes"])
     assert "ratings" not in report
+
+
+def test_a_strong_popularity_prior_orders_the_llm_ranking_by_training_counts(world: dict[str, Path]) -> None:
+    root = world["root"] / "prior"
+    config = config_for(world, "leave-one-out", rankers=("popular", "direct"), popularity_prior=1e4, ratings=False,
+                        out_dir=root / "results", trec_dir=root / "trec")
+    report = json.loads(run_eval(config, "prior")[0].read_text())
+    assert any("popularity prior" in note and "10000.0 x log(1 + " in note for note in report["notes"])
+    ds = load_dataset("ml-1m-zip", world["data"])
+    split = make_split(ds, "leave-one-out", config.cold_frac, config.split_seed)
+    counts = Counter(x.item_id for history in split.train.values() for x in history)
+    run = (root / "trec" / "ml-1m-zip-leave-one-out" / "direct-all.run").read_text().splitlines()
+    by_user: dict[str, list[str]] = {}
+    for line in run:
+        by_user.setdefault(line.split()[0], []).append(line.split()[2])
+    assert len(by_user) == 8
+    for items in by_user.values():
+        assert [counts[i] for i in items] == sorted((counts[i] for i in items), reverse=True)
+    with pytest.raises(ValueError, match="--popularity-prior"):
+        config_for(world, "leave-one-out", popularity_prior=-1.0)
 
 
 def test_rerun_takes_llm_vectors_from_the_cache(world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
