@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.contrastive import ADAPTER_META, PRIOR_WEIGHTS
+from trainer.contrastive import ADAPTER_META
+from trainer.prior_tuning import PRIOR_WEIGHTS
 
 
 def write_training_report(adapter: Path, out_dir: Path, command: str) -> list[Path]:

@@ -222,6 +222,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune_prior(args: argparse.Namespace) -> int:
+    from trainer.eval_job import EvalConfig
+    from trainer.prior_tuning import tune_prior
+
+    _set_threads(args)
+    fields = ("dataset", "data_path", "protocol", "cold_frac", "split_seed", "model", "adapter", "index_dir",
+              "llm_batch_size", "sample_seed", "out_dir", "cache_dir")
+    config = EvalConfig(rankers=("direct",), ratings=False, **_given(args, fields))
+    for path in tune_prior(config, args.valid_users, "reasonrec " + " ".join(sys.argv[1:])):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reasonrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -297,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--trec-dir", type=Path, default=None, help="also write TREC runs + qrels here")
     ev.add_argument("--cache-dir", type=Path, default=None, help="LLM result cache (artifacts/eval-cache)")
     ev.set_defaults(func=cmd_eval)
+
+    tune = sub.add_parser("tune-prior", help="choose the popularity prior's weight on validation users")
+    _add_dataset_args(tune, default="ml-1m")
+    _add_split_args(tune)
+    tune.add_argument("--model", default=None, help="LLM: smollm2 (default), tiny, or a local HF model folder")
+    tune.add_argument("--adapter", type=Path, default=None, help="peft LoRA adapter folder to apply to the LLM")
+    tune.add_argument("--index-dir", type=Path, default=None, help="the LLM's item index (default: reasonrec index's)")
+    tune.add_argument("--valid-users", type=int, default=300, help="seeded validation users (300)")
+    tune.add_argument("--llm-batch-size", type=int, default=None, help="prompts per engine call (8)")
+    tune.add_argument("--sample-seed", type=int, default=None)
+    tune.add_argument("--out-dir", type=Path, default=None, help="report folder (docs/results)")
+    tune.add_argument("--cache-dir", type=Path, default=None, help="LLM result cache (artifacts/eval-cache)")
+    tune.set_defaults(func=cmd_tune_prior)
 
     merge = sub.add_parser("merge-adapter", help="merge a LoRA adapter into its base weights (for vLLM)")
     merge.add_argument("--model", default="smollm2", help="base: smollm2 (default), tiny, or a local HF model folder")

@@ -40,6 +40,7 @@ from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.llm_rankers import encode_items
 from trainer.metrics import mean_metrics
+from trainer.prior_tuning import PRIOR_WEIGHTS
 from trainer.protocols import SplitConfig, check_same_run, make_split
 from trainer.rankers import PopularityRanker
 from trainer.splits import Example, Split, sample_examples
@@ -47,8 +48,6 @@ from trainer.splits import Example, Split, sample_examples
 log = logging.getLogger(__name__)
 ADAPTER_META = "reasonrec-adapter.json"
 RESUME_FILE = "resume.pt"
-PRIOR_WEIGHTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-"""Weights of the log-popularity prior tried at each validation (a diagnostic: the best one is reported)."""
 
 
 @dataclass

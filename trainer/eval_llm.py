@@ -56,10 +56,12 @@ class LlmContext:
                        self.cache_dir / "items", batch_size=16)
         return store
 
-    def ranker(self, mode: str) -> LlmRanker:
+    def ranker(self, mode: str, popularity_prior: float | None = None) -> LlmRanker:
+        """The LLM ranker of `mode`, with the config's popularity prior unless another weight is given."""
+        weight = self.config.popularity_prior if popularity_prior is None else popularity_prior
         return LlmRanker(mode, self.engine, self.store, self.ds.catalog, self.candidates,
                          reasoning_tokens=self.config.reasoning_tokens, cache_dir=self.cache_dir / "users",
-                         batch_size=2 * self.config.llm_batch_size, popularity_prior=self.config.popularity_prior,
+                         batch_size=2 * self.config.llm_batch_size, popularity_prior=weight,
                          counts=self.training_counts)
 
     @cached_property

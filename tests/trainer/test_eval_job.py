@@ -19,6 +19,7 @@ from trainer.data import load_dataset
 from trainer.eval_job import EvalConfig, run_eval
 from trainer.index_job import IndexJobConfig, build_index
 from trainer.llm_rankers import reencode_items
+from trainer.prior_tuning import PRIOR_WEIGHTS, tune_prior
 from trainer.protocols import make_split
 from trainer.sasrec_train import SasrecTrainConfig, train_sasrec
 from trainer.splits import cold_items, train_catalog
@@ -122,6 +123,25 @@ def test_a_strong_popularity_prior_orders_the_llm_ranking_by_training_counts(wor
         assert [counts[i] for i in items] == sorted((counts[i] for i in items), reverse=True)
     with pytest.raises(ValueError, match="--popularity-prior"):
         config_for(world, "leave-one-out", popularity_prior=-1.0)
+
+
+def test_tune_prior_ranks_validation_users_at_every_weight_and_names_the_best(
+        world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    config = config_for(world, "leave-one-out", rankers=("direct",), ratings=False, out_dir=world["root"] / "tune")
+    calls = []
+    real_embed = TransformersEngine.embed_direct
+    monkeypatch.setattr(TransformersEngine, "embed_direct", lambda self, texts: calls.append(len(texts))
+                        or real_embed(self, texts))
+    json_path, md_path = tune_prior(config, 8, "reasonrec tune-prior (test)")
+    report = json.loads(json_path.read_text())
+    assert [row["weight"] for row in report["rows"]] == list(PRIOR_WEIGHTS) and report["valid_users"] == 8
+    assert report["best_weight"] == max(report["rows"], key=lambda row: row["NDCG@10"])["weight"]
+    assert sum(calls) == 8  # user vectors computed once, then taken from the disk cache for every other weight
+    assert all(0 <= row["HR@10"] <= 1 and 0 <= row["NDCG@10"] <= row["HR@10"] + 1e-12 for row in report["rows"])
+    assert "| w | HR@10 |" in md_path.read_text() and f"**best weight** (by NDCG@10): {report['best_weight']}" in \
+        md_path.read_text()
+    with pytest.raises(ValueError, match="--valid-users"):
+        tune_prior(config, 0, "bad")
 
 
 def test_rerun_takes_llm_vectors_from_the_cache(world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
