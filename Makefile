@@ -72,6 +72,8 @@ eval: eval-loo eval-cold  ## SASRec+ (both protocols), the LLM index, every rank
 train-cl: setup  ## contrastive LoRA on ML-1M, its index, trained-vs-zero-shot report -> docs/results/cl/
 	$(BIN)/reasonrec train-cl --dataset ml-1m --protocol $(CL_PROTOCOL) --threads $(THREADS) $(CL_ARGS)
 	$(BIN)/reasonrec index --dataset ml-1m --adapter $(CL_ADAPTER) --threads $(THREADS)
+	$(BIN)/reasonrec tune-prior --dataset ml-1m --protocol $(CL_PROTOCOL) --adapter $(CL_ADAPTER) --out-dir docs/results/cl \
+		--threads $(THREADS)
 	$(BIN)/reasonrec eval --dataset ml-1m --protocol $(CL_PROTOCOL) --adapter $(CL_ADAPTER) --no-ratings \
 		--rankers sasrec,popular,content,direct-zero-shot,direct,reasoning --out-dir docs/results/cl --threads $(THREADS)
 

@@ -7,7 +7,9 @@ has built one (then the index's center is the training center too), else by enco
 on disk per batch, so an interrupted start resumes). Validation (every `valid_every` steps) first re-encodes
 every item with the current model and re-centers the cache on their mean, as the adapter's served index will be
 (between validations rows drift apart, see `trainer.contrastive_loss`), then ranks a seeded sample of
-validation users against it with history excluded and keeps the best adapter by NDCG@10 in the output folder, with `reasonrec-adapter.json` (base model,
+validation users against it with history excluded (also with the popularity prior of `indexer.prior` at each
+weight of `trainer.prior_tuning.PRIOR_WEIGHTS`, reporting the best) and keeps the best adapter by NDCG@10 (plain
+cosine) in the output folder, with `reasonrec-adapter.json` (base model,
 templates, data, split, steps, metrics, curve). `resume.pt` (LoRA weights, optimizer, cache, progress) is written
 every `checkpoint_minutes`; rerunning the same command resumes, and is a no-op once the run is done. Devices come
 from accelerate: the same command runs on a CPU or a GPU.
