@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-SearchResult = list[tuple[str, float]]
+from indexer.index import SearchResult
+
 FIRST_FETCH = 4
 """The first search fetches this many times k items by cosine; each retry fetches 4 times more."""
 

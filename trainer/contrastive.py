@@ -321,14 +321,15 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
                                     for first in tqdm(range(0, len(texts), engine.batch_size), unit="batch",
                                                       desc="encoding validation users")]))
     users = {e.user_id: vector for e, vector in zip(valid, vectors, strict=True)}
-    log_counts = torch.log1p(torch.as_tensor(PopularityRanker(data.item_ids, split.train).row, dtype=torch.float32))
+    counts = PopularityRanker(data.item_ids, split.train).row
+    log_counts = torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
     result = rank_examples(_CacheRanker(users, cache, log_counts), valid, data.item_ids, keep_top=10,
                            desc="validating")
     metrics = mean_metrics(result.per_query())
     with_prior = [{"weight": weight, **mean_metrics(rank_examples(_CacheRanker(users, cache, log_counts, weight), valid,
                                                                   data.item_ids, desc=f"prior {weight}").per_query())}
                   for weight in PRIOR_WEIGHTS]
-    popularity = popularity_ranks(data.item_ids, split)
+    popularity = popularity_ranks(counts)
     recommended = [data.code[item_id] for top in result.top for item_id, _ in top]
     previous = progress.curve[-1]["step"] if progress.curve else 0
     recent = progress.losses[previous:]
@@ -358,10 +359,9 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
         _write_meta(folder, config, ds, split, base_fingerprint, progress, "training")
 
 
-def popularity_ranks(item_ids: list[str], split: Split) -> np.ndarray:
-    """(len(item_ids),) each item's rank in the order of the `popular` ranker: by number of training
-    interactions, 1 = most popular, ties by position in `item_ids`."""
-    counts = PopularityRanker(item_ids, split.train).row
+def popularity_ranks(counts: np.ndarray) -> np.ndarray:
+    """(len(counts),) each item's rank in the order of the `popular` ranker, from its counts
+    (`PopularityRanker.row`): by number of training interactions, 1 = most popular, ties by position."""
     ranks = np.empty(len(counts), dtype=np.int64)
     ranks[np.argsort(-counts, kind="stable")] = np.arange(1, len(counts) + 1)
     return ranks

@@ -136,6 +136,12 @@ def _draw_samples(parts: dict[str, list[Example]], config: EvalConfig) -> _Sampl
     return _Samples(parts, direct, reasoning)
 
 
+def machine_line() -> str:
+    """The machine line of the evaluation reports."""
+    return (f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, no GPU; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
 def run_eval(config: EvalConfig, command: str) -> list[Path]:
     """Evaluate, write the reports (and TREC files); returns the report paths."""
     started = datetime.now(UTC)
@@ -253,8 +259,7 @@ def _ranking_report(config: EvalConfig, ds: Dataset, split: Split, samples: _Sam
             "models": _models_line(config, info, llm),
             "seeds": f"samples {config.sample_seed}, bootstrap {config.bootstrap_seed} ({config.bootstrap} resamples), "
                      f"split {config.split_seed}",
-            "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, no GPU; "
-                       f"Python {platform.python_version()}, torch {torch.__version__}",
+            "machine": machine_line(),
             "date": f"{started.isoformat(timespec='seconds')} to {datetime.now(UTC).isoformat(timespec='seconds')}",
         },
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(config).items()},

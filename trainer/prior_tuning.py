@@ -4,21 +4,19 @@ The LLM's `direct` ranker (base model or adapter, through its served index, as `
 a seeded sample of validation examples once per weight of `PRIOR_WEIGHTS`; the user vectors are computed once
 and taken from the evaluation's disk cache afterwards. The weight with the best NDCG@10 is the one to pass to
 `reasonrec eval --popularity-prior` and to serve as `REASONREC_POPULARITY_PRIOR`; choosing it on validation
-users keeps the test rows of the evaluation free of that choice. Writes `<dataset>-<protocol>-prior.{md,json}`.
+users keeps the test rows of the evaluation free of that choice. Writes `<dataset>-<protocol>-prior.{md,json}`
+(`...-prior-<adapter folder name>.{md,json}` with an adapter).
 """
 
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
-
 from trainer.data import load_dataset
-from trainer.eval_job import EvalConfig
+from trainer.eval_job import EvalConfig, machine_line
 from trainer.eval_llm import LlmContext
 from trainer.evaluate import rank_examples
 from trainer.metrics import mean_metrics
@@ -48,7 +46,7 @@ def tune_prior(config: EvalConfig, valid_users: int, command: str) -> list[Path]
     report = {"command": command, "model": llm.describe(), "index": _shown(llm.index_dir), "dataset": ds.name,
               "protocol": split.protocol, "valid_users": len(valid), "sample_seed": config.sample_seed,
               "best_weight": best["weight"], "rows": rows,
-              "machine": f"{platform.machine()}, torch threads {torch.get_num_threads()}",
+              "machine": machine_line(),
               "date": datetime.now(UTC).isoformat(timespec="seconds")}
     config.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{ds.name}-{split.protocol}-prior" + (f"-{config.adapter.name}" if config.adapter else "")

@@ -25,6 +25,7 @@ from trainer.data import load_dataset
 from trainer.eval_job import EvalConfig, run_eval
 from trainer.index_job import IndexJobConfig, build_index
 from trainer.protocols import make_split
+from trainer.rankers import PopularityRanker
 
 from test_eval_job import write_cycle_ml1m
 
@@ -387,7 +388,7 @@ def test_uniform_items_are_columns_of_their_step_then_rows_of_the_window(data: P
     samples = TrainingSamples(ds, split, config.recent_targets, config.batch_size)
     counts = np.bincount([samples.code[x.item_id] for h in split.train.values() for x in h],
                          minlength=len(samples.item_ids))
-    ranks = contrastive.popularity_ranks(samples.item_ids, split)
+    ranks = contrastive.popularity_ranks(PopularityRanker(samples.item_ids, split.train).row)
     assert sorted(ranks) == list(range(1, len(counts) + 1)) and counts[ranks == 1] == counts.max()
     assert all(counts[ranks == r] >= counts[ranks == r + 1] for r in range(1, len(counts)))
     drawn = [set(samples.uniform_items(step, 5, config.seed).tolist()) for step in range(3)]
