@@ -17,6 +17,7 @@ from indexer.catalog import Catalog
 from model.prompts import item_prompt
 from trainer.data import Dataset, Interaction
 from trainer.llm_rankers import example_prompt
+from trainer.rankers import PopularityRanker
 from trainer.splits import Example, Split, train_catalog
 
 
@@ -34,6 +35,9 @@ class TrainingSamples:
         self.warm_codes = sorted({self.code[x.item_id] for h in split.train.values() for x in h})
         self.recent = recent_targets
         self.log_q = self._log_expected_counts(batch_size)
+        self.train_counts = torch.as_tensor(PopularityRanker(self.item_ids, split.train).row, dtype=torch.float32)
+        """(n_items,) training interactions per item code: the counts of the `popular` ranker and of the served
+        popularity prior."""
 
     def _log_expected_counts(self, batch_size: int) -> torch.Tensor:
         """log of each item's expected number of appearances as a target in one batch (-inf where never drawn)."""

@@ -182,6 +182,7 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("uniform_negatives", int, "items drawn uniformly per step as extra in-batch negatives with gradients, then kept in the cache window (32)"),
     ("valid_users", int, "seeded validation users (300)"), ("valid_every", int, "re-encode the item cache and validate every N steps (50)"),
     ("checkpoint_minutes", float, "write resume.pt at least this often (5)"), ("seed", int, "seed (0)"),
+    ("popularity_prior", float, "with --frozen-items: w of the prior cosine + w log(1 + count) inside the training logits (0)"),
     ("mixed_precision", str, "no (float32) or bf16 autocast for training: ~2x faster with AMX or a GPU, slower without bf16 units (no)"),
 )
 
@@ -195,6 +196,8 @@ def cmd_train_cl(args: argparse.Namespace) -> int:
     given = _given(args, fields)
     if args.no_logq:
         given["logq"] = False
+    if args.frozen_items:
+        given["frozen_items"] = True
     if args.gradient_checkpointing is not None:
         given["gradient_checkpointing"] = args.gradient_checkpointing
     config = ContrastiveConfig(out_dir=args.out, **given)
@@ -282,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind, what in _CL_FLAGS:
         cl.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=what)
     cl.add_argument("--no-logq", action="store_true", help="no popularity correction of in-batch and cache logits")
+    cl.add_argument("--frozen-items", action="store_true",
+                    help="train the user side only: items keep the base model's vectors (its index), full softmax")
     cl.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                     help="recompute activations in the backward pass: less memory, more compute (off)")
     cl.add_argument("--out", type=Path, default=None, help="adapter folder (default under artifacts/adapters)")

@@ -8,9 +8,10 @@ on disk per batch, so an interrupted start resumes). Validation (every `valid_ev
 every item with the current model and re-centers the cache on their mean, as the adapter's served index will be
 (between validations rows drift apart, see `trainer.contrastive_loss`), then ranks a seeded sample of
 validation users against it with history excluded (also with the popularity prior of `indexer.prior` at each
-weight of `trainer.prior_tuning.PRIOR_WEIGHTS`, reporting the best) and keeps the best adapter by NDCG@10 (plain
-cosine) in the output folder, with `reasonrec-adapter.json` (base model,
-templates, data, split, steps, metrics, curve). `resume.pt` (LoRA weights, optimizer, cache, progress) is written
+weight of `trainer.prior_tuning.PRIOR_WEIGHTS`, reporting the best) and keeps the best adapter by NDCG@10 (with
+the training's own prior, 0 by default) in the output folder, with `reasonrec-adapter.json` (base model,
+templates, data, split, steps, metrics, curve). With `frozen_items` the adapter is for user prompts only: the
+cache is the base model's exact item table, never re-encoded, and each step's loss is a full softmax over it. `resume.pt` (LoRA weights, optimizer, cache, progress) is written
 every `checkpoint_minutes`; rerunning the same command resumes, and is a no-op once the run is done. Devices come
 from accelerate: the same command runs on a CPU or a GPU.
 """
@@ -37,14 +38,14 @@ from model.prompts import RATING_TEMPLATE_VERSION
 from model.transformers_engine import TransformersEngine
 from trainer.batch_cache import BatchCache
 from trainer.cl_samples import TrainingSamples
-from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask, log_drawn_in_window
+from trainer.contrastive_loss import (NegativeCache, contrastive_loss, full_softmax_loss, history_mask,
+                                      log_drawn_in_window)
 from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.llm_rankers import encode_items
 from trainer.metrics import mean_metrics
 from trainer.prior_tuning import PRIOR_WEIGHTS
 from trainer.protocols import SplitConfig, check_same_run, make_split
-from trainer.rankers import PopularityRanker
 from trainer.splits import Example, Split, sample_examples
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,15 @@ class ContrastiveConfig(SplitConfig):
     """Items drawn uniformly from the catalog each step, encoded with gradients as extra in-batch columns and then
     written into the cache window (mixed negative sampling, Yang et al. 2020), so tail items are pushed down too;
     0 = none. Each is one more item prompt in the training forward and backward."""
+    frozen_items: bool = False
+    """True: the adapter changes only the user side. Items keep the base model's vectors (its served index, which
+    the adapter then shares), so the negative cache is exact and never drifts: every step scores each user against
+    every item (full softmax; no sampling, so `logq`, `cache_window` and `uniform_negatives` do not apply), no step
+    encodes items and no validation re-encodes them. Serving encodes items with the adapter switched off."""
+    popularity_prior: float = 0.0
+    """w: training logits are (cosine + w x log(1 + training count)) / temperature, the score the service computes
+    with REASONREC_POPULARITY_PRIOR=w, so the cosine only has to learn what popularity does not explain (only with
+    `frozen_items`: with sampled negatives the logQ correction already removes popularity from the cosine)."""
     lr: float = 3e-4
     """AdamW learning rate (constant after `warmup_steps`)."""
     warmup_steps: int = 10
@@ -137,6 +147,8 @@ class ContrastiveConfig(SplitConfig):
             raise ValueError("--batch-size must be >= 2 (in-batch negatives)")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"--mixed-precision must be no or bf16, got {self.mixed_precision!r}")
+        if self.popularity_prior < 0 or (self.popularity_prior and not self.frozen_items):
+            raise ValueError("--popularity-prior must be >= 0 and needs --frozen-items")
         if min(self.lora_top_layers, self.warmup_steps, self.cache_window, self.uniform_negatives) < 0:
             raise ValueError("--lora-top-layers, --warmup-steps, --cache-window and --uniform-negatives must be >= 0")
 
@@ -256,20 +268,27 @@ def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: t
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
     with autocast:
         users = engine.answer_states([data.user_prompt(e) for e in examples]).float().cpu()
-        items = engine.answer_states([data.item_prompt(int(c)) for c in columns]).float().cpu()
-    window = config.cache_window
-    cache_log_q = None
-    if config.logq and window > 0:
-        cache_log_q = log_drawn_in_window(data.log_q, config.batch_size, min(window, step - cache.refilled_at),
-                                          len(uniform), len(data.warm_codes))
-    loss = contrastive_loss(users, items, columns, cache, owned,
-                            data.log_q_with_uniform(len(uniform)) if config.logq else None,
-                            config.temperature, cache.negatives(step, window), cache_log_q)
+        if not config.frozen_items:
+            items = engine.answer_states([data.item_prompt(int(c)) for c in columns]).float().cpu()
+    if config.frozen_items:
+        prior = config.popularity_prior * torch.log1p(data.train_counts)
+        loss = full_softmax_loss(users, codes, cache, owned, config.temperature, prior)
+    else:
+        window = config.cache_window
+        cache_log_q = None
+        if config.logq and window > 0:
+            cache_log_q = log_drawn_in_window(data.log_q, config.batch_size, min(window, step - cache.refilled_at),
+                                              len(uniform), len(data.warm_codes))
+        loss = contrastive_loss(users, items, columns, cache, owned,
+                                data.log_q_with_uniform(len(uniform)) if config.logq else None,
+                                config.temperature, cache.negatives(step, window), cache_log_q)
     optimizer.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     optimizer.step()
     schedule.step()
+    if config.frozen_items:
+        return float(loss.detach()), None
     bias = cache.fresh_row_bias(users)
     cache.update(columns, items, step + 1)
     return float(loss.detach()), bias
@@ -313,7 +332,7 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
               valid: list[Example], progress: _Progress, folder: Path, config: ContrastiveConfig, ds: Dataset,
               split: Split, base_fingerprint) -> None:
     started = time.perf_counter()
-    if progress.step > 0:  # step 0: the cache already holds the base model's vectors
+    if progress.step > 0 and not config.frozen_items:  # step 0: the cache already holds the base model's vectors
         cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes), progress.step)
     model.eval()
     texts = [data.user_prompt(e) for e in valid]
@@ -321,10 +340,10 @@ def _validate(engine: TransformersEngine, model: torch.nn.Module, data: Training
                                     for first in tqdm(range(0, len(texts), engine.batch_size), unit="batch",
                                                       desc="encoding validation users")]))
     users = {e.user_id: vector for e, vector in zip(valid, vectors, strict=True)}
-    counts = PopularityRanker(data.item_ids, split.train).row
-    log_counts = torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
-    result = rank_examples(_CacheRanker(users, cache, log_counts), valid, data.item_ids, keep_top=10,
-                           desc="validating")
+    counts = data.train_counts.numpy()
+    log_counts = torch.log1p(data.train_counts)
+    result = rank_examples(_CacheRanker(users, cache, log_counts, config.popularity_prior), valid, data.item_ids,
+                           keep_top=10, desc="validating")
     metrics = mean_metrics(result.per_query())
     with_prior = [{"weight": weight, **mean_metrics(rank_examples(_CacheRanker(users, cache, log_counts, weight), valid,
                                                                   data.item_ids, desc=f"prior {weight}").per_query())}
@@ -399,9 +418,13 @@ def _steps_done(folder: Path, config: ContrastiveConfig) -> int:
     return int(meta["steps"]) if meta.get("status") == "done" else 0
 
 
+_ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0}
+"""Settings added after runs were made; such a run had their default."""
+
+
 def _check_same_config(folder: Path, stored: dict, config: ContrastiveConfig) -> None:
     # a finished run can be continued with a larger --steps: the learning rate is constant after warm-up
-    check_same_run(folder, stored, config.fingerprint(), "contrastive", ignore=("steps",))
+    check_same_run(folder, {**_ADDED_SETTINGS, **stored}, config.fingerprint(), "contrastive", ignore=("steps",))
 
 
 def _resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule

@@ -160,3 +160,19 @@ def contrastive_loss(users: torch.Tensor, targets: torch.Tensor, target_codes: t
     logits = torch.cat([in_batch.masked_fill(in_batch_mask, float("-inf")),
                         cached.masked_fill(cached_mask, float("-inf"))], dim=1)
     return F.cross_entropy(logits, torch.arange(batch))
+
+
+def full_softmax_loss(users: torch.Tensor, target_codes: torch.Tensor, cache: NegativeCache, owned: torch.Tensor,
+                      temperature: float, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of each user's target among every filled cache row, for a cache that is exact and fixed
+    (items keep the base model's vectors, `ContrastiveConfig.frozen_items`): nothing is sampled, so no logQ.
+    Logits are (centered cosine + prior) / temperature, `prior` (n_items,) in cosine units (None: 0); the
+    user's other items are masked as in `contrastive_loss`.
+
+    users: (B, d) raw vectors with gradients; target_codes: (B,) item codes of filled rows; owned: (B, n_items)."""
+    logits = cache.unit(users) @ cache.units.T.to(users.dtype)
+    if prior is not None:
+        logits = logits + prior[None, :].to(users.dtype)
+    mask = owned | ~cache.filled[None, :]
+    mask[torch.arange(len(users)), target_codes] = False
+    return F.cross_entropy((logits / temperature).masked_fill(mask, float("-inf")), target_codes)

@@ -20,7 +20,8 @@ from model.loading import load_model
 from model.transformers_engine import TransformersEngine
 from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive
 from trainer.cl_samples import TrainingSamples
-from trainer.contrastive_loss import NegativeCache, contrastive_loss, history_mask, log_drawn_in_window
+from trainer.contrastive_loss import (NegativeCache, contrastive_loss, full_softmax_loss, history_mask,
+                                      log_drawn_in_window)
 from trainer.data import load_dataset
 from trainer.eval_job import EvalConfig, run_eval
 from trainer.index_job import IndexJobConfig, build_index
@@ -78,6 +79,28 @@ def test_duplicate_targets_in_a_batch_are_not_negatives_and_unfilled_rows_are_ig
     v1 = F.normalize(torch.tensor([0.0, 1.0]) - center, dim=-1)
     expected = [manual_ce([float(u[b] @ t[b]), float(u[b] @ v1)], 0) for b in range(2)]
     assert loss.item() == pytest.approx(float(np.mean(expected)), abs=1e-5)
+
+
+def test_full_softmax_loss_matches_a_hand_computation_with_prior_and_masks() -> None:
+    table = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [1.0, 1.0]]
+    cache = cache_of(table)
+    cache.filled[4] = False  # an unfilled row is never a negative
+    users = torch.tensor([[1.0, 1.0], [1.0, -1.0]], requires_grad=True)
+    codes = torch.tensor([0, 3])
+    owned = history_mask([[0, 1], [3]], 5)  # user 0 owns item 1 besides its target 0
+    prior = torch.tensor([0.0, 0.5, 0.2, 0.1, 9.0])
+    tau = 0.5
+    loss = full_softmax_loss(users, codes, cache, owned, tau, prior)
+    u, v = unit(users.tolist()), unit(table)
+    expected = []
+    for b, allowed in ((0, [0, 2, 3]), (1, [0, 1, 2, 3])):
+        row = [(float(u[b] @ v[j]) + float(prior[j])) / tau for j in allowed]
+        expected.append(manual_ce(row, allowed.index(int(codes[b]))))
+    assert loss.item() == pytest.approx(float(np.mean(expected)), abs=1e-5)
+    plain = full_softmax_loss(users, codes, cache, owned, tau)
+    assert plain.item() == pytest.approx(full_softmax_loss(users, codes, cache, owned, tau, torch.zeros(5)).item())
+    loss.backward()
+    assert users.grad is not None and users.grad.abs().sum() > 0 and not cache.units.requires_grad
 
 
 def test_logq_lowers_popular_in_batch_logits() -> None:
@@ -204,6 +227,10 @@ def test_config_checks_name_the_flag() -> None:
         ContrastiveConfig(cache_window=-1)
     with pytest.raises(ValueError, match="--uniform-negatives"):
         ContrastiveConfig(uniform_negatives=-1)
+    with pytest.raises(ValueError, match="--popularity-prior"):
+        ContrastiveConfig(popularity_prior=0.1)  # only with --frozen-items
+    with pytest.raises(ValueError, match="--popularity-prior"):
+        ContrastiveConfig(frozen_items=True, popularity_prior=-0.1)
 
 
 def tiny_config(data: Path, out: Path, **overrides: object) -> ContrastiveConfig:
@@ -453,3 +480,36 @@ def test_bf16_autocast_trains_too(data: Path, tmp_path: Path) -> None:
     folder = train_contrastive(tiny_config(data, tmp_path / "bf16", steps=2, valid_every=2, mixed_precision="bf16"))
     meta = json.loads((folder / ADAPTER_META).read_text())
     assert meta["steps"] == 2 and np.isfinite(meta["curve"][-1]["loss"])
+
+
+def test_frozen_items_train_only_the_user_side_against_the_fixed_exact_cache(data: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config(data, tmp_path / "frozen", steps=4, valid_every=2, frozen_items=True, popularity_prior=0.3)
+    ds = load_dataset(config.dataset, config.data_path)
+    samples = TrainingSamples(ds, make_split(ds, config.protocol), config.recent_targets, config.batch_size)
+    real_encode, real_loss = contrastive._encode, contrastive.full_softmax_loss
+    encoded, seen = [], []
+
+    def spy_encode(*args: object, **kwargs: object) -> torch.Tensor:
+        encoded.append(len(args[3]))
+        return real_encode(*args, **kwargs)
+
+    def spy_loss(users, codes, cache, owned, temperature, prior) -> torch.Tensor:  # noqa: ANN001
+        seen.append({"codes": codes.tolist(), "units": cache.units.clone(), "prior": prior})
+        return real_loss(users, codes, cache, owned, temperature, prior)
+
+    monkeypatch.setattr(contrastive, "_encode", spy_encode)
+    monkeypatch.setattr(contrastive, "full_softmax_loss", spy_loss)
+    monkeypatch.setattr(contrastive, "contrastive_loss", lambda *a: pytest.fail("no sampled loss with frozen items"))
+    folder = train_contrastive(config)
+    assert encoded == [len(samples.warm_codes)]  # the base model's items once, at the start; never re-encoded
+    assert len(seen) == 4 and all(torch.equal(s["units"], seen[0]["units"]) for s in seen)
+    assert seen[1]["codes"] == [samples.code[e.target.item_id] for e in samples.batch(1, 8, config.seed)]
+    counts = PopularityRanker(samples.item_ids, make_split(ds, config.protocol).train).row
+    torch.testing.assert_close(seen[0]["prior"], 0.3 * torch.log1p(torch.as_tensor(counts, dtype=torch.float32)))
+    saved = torch.load(folder / "resume.pt", weights_only=True)
+    torch.testing.assert_close(saved["cache_units"], seen[0]["units"])
+    assert any("lora_B" in name and t.abs().sum() > 0 for name, t in saved["lora"].items())
+    meta = json.loads((folder / ADAPTER_META).read_text())
+    assert meta["config"]["frozen_items"] and [p["step"] for p in meta["curve"]] == [0, 2, 4]
+    assert all(p["fresh_row_bias"] is None for p in meta["curve"])
