@@ -127,6 +127,7 @@ class MicroBatchingEngine:
             raise ValueError(f"need max_batch >= 1 and window_s >= 0, got {max_batch} and {window_s}")
         self.inner = inner
         self.fingerprint = inner.fingerprint
+        self.item_fingerprint = inner.item_fingerprint
         self.hidden_size = inner.hidden_size
         self.window_s = window_s
         self.max_batch = max_batch

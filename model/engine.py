@@ -48,6 +48,10 @@ class Engine(Protocol):
     """Prompt in (user message text), reasoning and vectors out. Batched: lists in, lists out, same order."""
 
     fingerprint: ModelFingerprint
+    """The model of user vectors, reasoning and ratings (what cache keys carry)."""
+    item_fingerprint: ModelFingerprint
+    """The model of item vectors (what the index manifest carries): `fingerprint`, except for a user-side adapter,
+    whose items keep the base model's vectors."""
     hidden_size: int
 
     def reason(self, user_texts: Sequence[str], max_new_tokens: int) -> list[Reasoning]: ...

@@ -40,6 +40,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HASH_FILE = ".reasonrec-weights-hash.json"
 MERGED_FILE = "reasonrec-merged.json"
 """Written by `reasonrec merge-adapter` (`model.merge`) beside merged weights: what they were merged from."""
+ADAPTER_META = "reasonrec-adapter.json"
+"""Written by `reasonrec train-cl` beside an adapter: base model, templates, data, split, settings, metrics."""
 
 
 @dataclass
@@ -84,6 +86,15 @@ def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = N
     model.eval()
     fingerprint = ModelFingerprint(model_id, weights_hash, adapter_hash, TEMPLATE_VERSION)
     return LoadedModel(model, tokenizer, fingerprint)
+
+
+def is_user_side_adapter(adapter: str | Path | None) -> bool:
+    """True when `adapter` was trained for user prompts only (`reasonrec train-cl --frozen-items`): items then keep
+    the base model's vectors, so the base model encodes them and its index serves the adapter."""
+    meta = Path(adapter) / ADAPTER_META if adapter is not None else None
+    if meta is None or not meta.is_file():
+        return False
+    return bool(json.loads(meta.read_text(encoding="utf-8")).get("config", {}).get("frozen_items", False))
 
 
 def default_model_dir() -> Path:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from model.engine import Generation, Reasoning
-from model.loading import LoadedModel
+from model.loading import LoadedModel, is_user_side_adapter, load_model
 from model.prompts import ANSWER_MARKER, render_chat
 
 
@@ -39,10 +40,14 @@ class _DecodeState:
 class TransformersEngine:
     """Runs a `LoadedModel` in this process; thread-safe (one batch at a time), greedy decoding."""
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 8) -> None:
+    def __init__(self, loaded: LoadedModel, batch_size: int = 8, items: LoadedModel | None = None) -> None:
+        """`items`: the model that encodes items when it is not `loaded` (the base model of a user-side adapter,
+        `model.loading.is_user_side_adapter`)."""
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.fingerprint = loaded.fingerprint
+        self._item_engine = TransformersEngine(items, batch_size) if items is not None else None
+        self.item_fingerprint = items.fingerprint if items is not None else loaded.fingerprint
         self.hidden_size = loaded.hidden_size
         self.batch_size = batch_size
         self._decoder = self.model.get_decoder()
@@ -74,7 +79,9 @@ class TransformersEngine:
         return self._last_hidden([self.render(text, ANSWER_MARKER) for text in user_texts])
 
     def embed_items(self, item_texts: Sequence[str]) -> np.ndarray:
-        """Item vectors: [user: item prompt][assistant: `<answer>`]."""
+        """Item vectors: [user: item prompt][assistant: `<answer>`] (from the item model, if there is one)."""
+        if self._item_engine is not None:
+            return self._item_engine.embed_items(item_texts)
         return self._last_hidden([self.render(text, ANSWER_MARKER) for text in item_texts])
 
     def answer_states(self, texts: Sequence[str]) -> torch.Tensor:
@@ -234,3 +241,10 @@ class TransformersEngine:
         for i in rows:
             vectors[i] = out.last_hidden_state[i, len(tails[i]) - 1].float().numpy()
         return vectors
+
+
+def load_engine(model: str, adapter: str | Path | None = None, batch_size: int = 8) -> TransformersEngine:
+    """The in-process engine of `model` with `adapter` applied; a user-side adapter gets the base model, loaded a
+    second time, for items."""
+    items = load_model(model) if is_user_side_adapter(adapter) else None
+    return TransformersEngine(load_model(model, adapter), batch_size=batch_size, items=items)

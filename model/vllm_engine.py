@@ -74,7 +74,7 @@ class VllmEngine:
     ) -> None:
         timeouts = timeouts or VllmTimeouts()
         self.tokenizer = tokenizer
-        self.fingerprint = fingerprint
+        self.fingerprint = self.item_fingerprint = fingerprint  # vLLM serves merged weights for both sides
         self.hidden_size = hidden_size
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s),

@@ -28,10 +28,9 @@ from indexer.manifest import ManifestMismatchError
 from indexer.store import CURRENT_FILE, ItemStore
 from model.batching import MicroBatchingEngine
 from model.engine import Engine
-from model.loading import load_model
 from model.merge import model_folder
 from model.paths import default_index_dir
-from model.transformers_engine import TransformersEngine
+from model.transformers_engine import load_engine as load_transformers_engine
 from model.vllm_engine import VllmEngine, VllmTimeouts
 from service.cache import Cache, make_cache
 from service.catalog_sync import CatalogSync
@@ -124,7 +123,7 @@ class AppState:
         if marker == self._failed_at:
             return None  # the same index that failed before: do not reload it on every probe
         try:
-            store = ItemStore.load(self.index_dir, expect=self.engine.fingerprint)
+            store = ItemStore.load(self.index_dir, expect=self.engine.item_fingerprint)
         except (CorruptIndexError, ManifestMismatchError, OSError) as exc:
             self._failed_at = marker
             self.index_problem = str(exc)
@@ -148,7 +147,7 @@ def load_engine(settings: Settings) -> Engine:
         return VllmEngine.for_model_folder(
             model_folder(settings.model), settings.vllm_generate_urls, settings.vllm_pool_urls, timeouts
         )
-    engine = TransformersEngine(load_model(settings.model, settings.adapter), batch_size=settings.engine_batch_size)
+    engine = load_transformers_engine(settings.model, settings.adapter, batch_size=settings.engine_batch_size)
     if not settings.micro_batching:
         return engine
     return MicroBatchingEngine(
@@ -168,7 +167,7 @@ async def start_state(settings: Settings, metrics: Metrics, engine: Engine | Non
         engine = await asyncio.to_thread(load_engine, settings)
     if isinstance(engine, MicroBatchingEngine):
         engine.observer = metrics
-    index_dir = settings.index_dir or default_index_dir(settings.dataset, engine.fingerprint)
+    index_dir = settings.index_dir or default_index_dir(settings.dataset, engine.item_fingerprint)
     cache = make_cache(settings, metrics)
     state = AppState(
         settings, metrics, engine, cache, Path(index_dir), InflightLimiter(settings.max_inflight, metrics),

@@ -33,10 +33,9 @@ def _add_dataset_args(parser: argparse.ArgumentParser, default: str = "ml-100k")
 
 
 def _engine(args: argparse.Namespace):
-    from model.loading import load_model
-    from model.transformers_engine import TransformersEngine
+    from model.transformers_engine import load_engine
 
-    return TransformersEngine(load_model(args.model, args.adapter), batch_size=getattr(args, "batch_size", 8))
+    return load_engine(args.model, args.adapter, batch_size=getattr(args, "batch_size", 8))
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -68,11 +67,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_sanity(args: argparse.Namespace) -> int:
     from indexer.store import ItemStore
-    from model.loading import load_model
+    from model.loading import is_user_side_adapter, load_model
     from model.paths import default_index_dir
     from trainer.sanity import genre_overlap
 
-    fingerprint = load_model(args.model, args.adapter).fingerprint
+    # a user-side adapter's items are the base model's
+    fingerprint = load_model(args.model, None if is_user_side_adapter(args.adapter) else args.adapter).fingerprint
     folder = args.index_dir or default_index_dir(args.dataset, fingerprint)
     store = ItemStore.load(folder, expect=fingerprint)
     overlap = genre_overlap(store, k=args.k, seed=args.seed)
@@ -109,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                    "adapter": args.adapter, "dataset": args.dataset}.items() if v is not None}
     settings = Settings(**overrides)
     engine = load_engine(settings)
-    index_dir = settings.index_dir or default_index_dir(settings.dataset, engine.fingerprint)
+    index_dir = settings.index_dir or default_index_dir(settings.dataset, engine.item_fingerprint)
     if not args.no_build:
         print(f"checking the {settings.dataset} index at {index_dir} (built once if missing)", flush=True)
         build_index(IndexJobConfig(dataset=settings.dataset, out_dir=index_dir), engine)

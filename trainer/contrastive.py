@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from indexer.store import ItemStore
-from model.loading import load_model
+from model.loading import ADAPTER_META, load_model
 from model.paths import artifacts_dir, default_index_dir
 from model.prompts import RATING_TEMPLATE_VERSION
 from model.transformers_engine import TransformersEngine
@@ -49,7 +49,6 @@ from trainer.protocols import SplitConfig, check_same_run, make_split
 from trainer.splits import Example, Split, sample_examples
 
 log = logging.getLogger(__name__)
-ADAPTER_META = "reasonrec-adapter.json"
 RESUME_FILE = "resume.pt"
 
 

@@ -10,9 +10,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from indexer.store import ItemStore
-from model.loading import load_model
 from model.paths import artifacts_dir, default_index_dir
-from model.transformers_engine import TransformersEngine
+from model.transformers_engine import TransformersEngine, load_engine
 from trainer.data import Dataset
 from trainer.llm_rankers import LlmRanker, reencode_items
 from trainer.rankers import PopularityRanker
@@ -37,17 +36,16 @@ class LlmContext:
 
     @cached_property
     def engine(self) -> TransformersEngine:
-        return TransformersEngine(load_model(self.config.model, self.config.adapter),
-                                  batch_size=self.config.llm_batch_size)
+        return load_engine(self.config.model, self.config.adapter, batch_size=self.config.llm_batch_size)
 
     @cached_property
     def index_dir(self):
-        return self.config.index_dir or default_index_dir(self.config.dataset, self.engine.fingerprint)
+        return self.config.index_dir or default_index_dir(self.config.dataset, self.engine.item_fingerprint)
 
     @cached_property
     def store(self) -> ItemStore:
         """The model's item index, with the items named by `--reencode` re-encoded from training statistics."""
-        store = ItemStore.load(self.index_dir, expect=self.engine.fingerprint)
+        store = ItemStore.load(self.index_dir, expect=self.engine.item_fingerprint)
         if self.config.reencode == "all":
             self.reencoded = [i for i in self.candidates if i in self.train_catalog]
         elif isinstance(self.split, ColdSplit):
@@ -73,6 +71,8 @@ class LlmContext:
     def describe(self) -> str:
         fp = self.engine.fingerprint
         adapter = f", LoRA adapter {self.config.adapter} ({fp.adapter_hash})" if fp.adapter_hash else ", no adapter"
+        if self.engine.item_fingerprint != fp:
+            adapter += " on user prompts only (items: the base model)"
         return f"LLM {fp.model_id} (weights {fp.weights_hash}{adapter}, templates {fp.template_version})"
 
     def notes(self) -> list[str]:

@@ -72,7 +72,7 @@ def build_index(config: IndexJobConfig, engine: Engine) -> IndexJobResult:
     """Encode the catalog (resuming finished chunks) and save the index; a no-op when it is up to date."""
     start = time.perf_counter()
     catalog = load_dataset(config.dataset, config.data_path).catalog
-    out = config.out_dir or default_index_dir(config.dataset, engine.fingerprint)
+    out = config.out_dir or default_index_dir(config.dataset, engine.item_fingerprint)
     if _up_to_date(out, catalog, engine):
         return IndexJobResult(out, len(catalog), 0, time.perf_counter() - start, skipped=True)
     partial = out.with_name(out.name + ".partial")
@@ -92,7 +92,7 @@ def build_index(config: IndexJobConfig, engine: Engine) -> IndexJobResult:
     chunks = (len(items) + config.chunk_size - 1) // config.chunk_size
     vectors = np.concatenate([np.load(partial / f"chunk-{n:05d}.npy") for n in range(chunks)])
     store = ItemStore.create(
-        catalog, vectors, engine.fingerprint, kind=config.kind, center=config.center, dataset=config.dataset
+        catalog, vectors, engine.item_fingerprint, kind=config.kind, center=config.center, dataset=config.dataset
     )
     store.save(out)
     overlap = genre_overlap(store)
@@ -106,13 +106,13 @@ def _up_to_date(out: Path, catalog: Catalog, engine: Engine) -> bool:
     if not ItemStore.exists(out):
         return False
     stored = ItemStore.load(out)
-    return stored.manifest.fingerprint == engine.fingerprint and set(stored.catalog.ids()) >= set(catalog.ids())
+    return stored.manifest.fingerprint == engine.item_fingerprint and set(stored.catalog.ids()) >= set(catalog.ids())
 
 
 def _prepare_partial(partial: Path, catalog: Catalog, engine: Engine) -> None:
     """Keep finished chunks only when they came from the same model and the same catalog order."""
     job = {
-        "fingerprint": engine.fingerprint.to_json(),
+        "fingerprint": engine.item_fingerprint.to_json(),
         "catalog_sha": hashlib.sha256("\n".join(item_prompt(i) for i in catalog).encode()).hexdigest(),
     }
     job_file = partial / "job.json"

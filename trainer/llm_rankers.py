@@ -100,7 +100,7 @@ class LlmRanker:
 def reencode_items(store: ItemStore, items: Sequence[Item], engine: Engine, cache_dir: Path | None = None,
                    batch_size: int = 16) -> None:
     """Encode `items` with their item prompts and upsert them into `store` (in memory; nothing is saved)."""
-    cache = BatchCache(cache_dir, {"items": engine.fingerprint.to_json()})
+    cache = BatchCache(cache_dir, {"items": engine.item_fingerprint.to_json()})
     if items:
         store.add_items(list(items), encode_items(items, engine, cache, batch_size, "re-encoding items"), upsert=True)
 

@@ -513,3 +513,42 @@ def test_frozen_items_train_only_the_user_side_against_the_fixed_exact_cache(dat
     meta = json.loads((folder / ADAPTER_META).read_text())
     assert meta["config"]["frozen_items"] and [p["step"] for p in meta["curve"]] == [0, 2, 4]
     assert all(p["fresh_row_bias"] is None for p in meta["curve"])
+
+
+@pytest.fixture(scope="module")
+def user_side(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user-side adapter (`--frozen-items`) with its last step's weights (see `moved`)."""
+    from safetensors.torch import save_file
+
+    folder = train_contrastive(tiny_config(data, tmp_path_factory.mktemp("cl") / "user-side", steps=3, valid_every=3,
+                                           frozen_items=True))
+    save_file(torch.load(folder / "resume.pt", weights_only=True)["lora"], folder / "adapter_model.safetensors")
+    return folder
+
+
+def test_a_user_side_adapter_encodes_items_with_the_base_model_and_serves_from_its_index(
+        user_side: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.loading import is_user_side_adapter
+    from model.merge import merge_adapter
+    from model.paths import default_index_dir
+    from model.transformers_engine import load_engine
+
+    monkeypatch.setenv("REASONREC_ARTIFACTS", str(tmp_path / "artifacts"))
+    assert is_user_side_adapter(user_side) and not is_user_side_adapter(None)
+    base, engine = TransformersEngine(load_model("tiny")), load_engine("tiny", user_side)
+    assert engine.fingerprint.adapter_hash and engine.item_fingerprint == base.fingerprint
+    users, items = ["[Film number 1 (1971)] (5)"], ["Film number 2 (1972)"]
+    np.testing.assert_allclose(engine.embed_items(items), base.embed_items(items), atol=1e-6)
+    assert not np.allclose(engine.embed_direct(users), base.embed_direct(users), atol=1e-6)
+    built = build_index(IndexJobConfig(dataset="ml-1m-zip", data_path=data), base)
+    assert built.out_dir == default_index_dir("ml-1m-zip", engine.item_fingerprint)
+    assert build_index(IndexJobConfig(dataset="ml-1m-zip", data_path=data), engine).skipped  # the base index serves
+    config = EvalConfig(dataset="ml-1m-zip", data_path=data, model="tiny", adapter=user_side,
+                        rankers=("direct", "direct-zero-shot"), llm_users=10, reasoning_users=5, ratings=False,
+                        bootstrap=20, out_dir=tmp_path / "results", cache_dir=tmp_path / "cache")
+    report = json.loads(run_eval(config, "test")[0].read_text())
+    assert "user prompts only (items: the base model)" in report["header"]["models"]
+    own = {r["ranker"]: r for r in report["rows"] if r["own"]}
+    assert own["direct"]["metrics"] != own["direct-zero-shot"]["metrics"]
+    with pytest.raises(ValueError, match="user-side adapter"):
+        merge_adapter("tiny", user_side, tmp_path / "merged")

@@ -31,6 +31,7 @@ class FailingAfter:
     def __init__(self, engine: TransformersEngine, calls: int) -> None:
         self._engine, self._left = engine, calls
         self.fingerprint = engine.fingerprint
+        self.item_fingerprint = engine.item_fingerprint
 
     def embed_items(self, texts):
         if self._left == 0:
