@@ -25,6 +25,22 @@ def write_training_report(adapter: Path, out_dir: Path, command: str) -> list[Pa
     return paths
 
 
+def _negatives(config: dict) -> str:
+    """What the run's negatives were, in words."""
+    if config.get("frozen_items"):
+        prior = (f", logits (cosine + {config['popularity_prior']} x log(1 + training count)) / temperature"
+                 if config.get("popularity_prior") else "")
+        return ("user prompts only: full softmax over every item's base-model vector (an exact table, never "
+                f"re-encoded; nothing sampled, so no logQ){prior}")
+    return (f"logQ {'on' if config['logq'] else 'off'}; the item cache is re-encoded and re-centered at every "
+            f"validation (every {config['valid_every']} steps) and overwritten with each batch's targets in between; "
+            "its negatives "
+            + (f"are the rows written by the last {config['cache_window']} steps" if config.get('cache_window')
+               else "are all its rows")
+            + (f", plus {config['uniform_negatives']} items drawn uniformly per step (in-batch columns with "
+               "gradients, then written into it)" if config.get('uniform_negatives') else ""))
+
+
 def _markdown(report: dict, chart: str) -> str:
     config, curve = report["config"], report["curve"]
     last = curve[-1] if curve else {}
@@ -39,17 +55,14 @@ def _markdown(report: dict, chart: str) -> str:
         f"{report['data']['interactions']} interactions; split {report['split']['protocol']}",
         f"- **recipe**: LoRA r {config['lora_r']} alpha {config['lora_alpha']} on {', '.join(config['lora_modules'])}"
         f" ({'top ' + str(config['lora_top_layers']) + ' layers' if config['lora_top_layers'] else 'all layers'}); "
-        f"{config['batch_size']} users/step, temperature {config['temperature']}, lr {config['lr']}, logQ "
-        f"{'on' if config['logq'] else 'off'}; the item cache is re-encoded and re-centered at every validation "
-        f"(every {config['valid_every']} steps) and overwritten with each batch's targets in between; its negatives "
-        + (f"are the rows written by the last {config['cache_window']} steps" if config.get('cache_window')
-           else "are all its rows")
-        + (f", plus {config['uniform_negatives']} items drawn uniformly per step (in-batch columns with gradients, then "
-              "written into it)"
-           if config.get('uniform_negatives') else ""),
+        f"{config['batch_size']} users/step, temperature {config['temperature']}, lr {config['lr']}; "
+        + _negatives(config),
         f"- **validation**: {config['valid_users']} seeded validation users (seed {config['seed']}), full ranking "
-        "against every training item re-encoded with the model of that step (step 0: the base model's index), "
-        "centered cosine, history excluded. *fresh-row bias*: mean cosine of the training users to cache rows "
+        + ("against the base model's item vectors (its index, fixed)" if config.get("frozen_items") else
+           "against every training item re-encoded with the model of that step (step 0: the base model's index)")
+        + ", centered cosine" + (f" + {config['popularity_prior']} x log(1 + training count) (the training's prior)"
+                                  if config.get("popularity_prior") else "")
+        + ", history excluded. *fresh-row bias*: mean cosine of the training users to cache rows "
         "written since the last re-encoding minus that to the older rows: how far the model drifted since then (0 = "
         "no drift; with a cache window the older rows are not negatives, so it no longer rewards the loss)",
         f"- **speed**: {last.get('samples_per_s', 0):.2f} samples/s over {report['train_seconds']:.0f} s of training;"

@@ -389,7 +389,7 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
                 progress: _Progress, status: str) -> None:
     best = next((p for p in progress.curve if p["step"] == progress.best_step), {})
     meta = {
-        "status": status, "method": "contrastive LoRA (in-batch + cross-batch memory + uniform negatives softmax, logQ, history masked)",
+        "status": status, "method": _method(config),
         "base_model": base_fingerprint.to_json(), "template_version": base_fingerprint.template_version,
         "rating_template_version": RATING_TEMPLATE_VERSION, "config": config.fingerprint(),
         "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
@@ -405,6 +405,15 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
     tmp = folder / (ADAPTER_META + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     tmp.replace(folder / ADAPTER_META)
+
+
+def _method(config: ContrastiveConfig) -> str:
+    if config.frozen_items:
+        prior = f", popularity prior {config.popularity_prior} in the logits" if config.popularity_prior else ""
+        return f"contrastive LoRA on user prompts only (full softmax over the base model's item vectors{prior}, history masked)"
+    cache = f"cross-batch memory of {config.cache_window} steps" if config.cache_window else "the whole item cache"
+    negatives = ["in-batch", cache] + (["uniform negatives"] if config.uniform_negatives else [])
+    return f"contrastive LoRA ({' + '.join(negatives)} softmax{', logQ' if config.logq else ''}, history masked)"
 
 
 def _steps_done(folder: Path, config: ContrastiveConfig) -> int:

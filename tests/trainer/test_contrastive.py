@@ -513,6 +513,11 @@ def test_frozen_items_train_only_the_user_side_against_the_fixed_exact_cache(dat
     meta = json.loads((folder / ADAPTER_META).read_text())
     assert meta["config"]["frozen_items"] and [p["step"] for p in meta["curve"]] == [0, 2, 4]
     assert all(p["fresh_row_bias"] is None for p in meta["curve"])
+    assert meta["method"].startswith("contrastive LoRA on user prompts only") and "prior 0.3" in meta["method"]
+    from trainer.cl_report import write_training_report
+
+    markdown = write_training_report(folder, tmp_path / "report", "reasonrec train-cl --frozen-items (test)")[1].read_text()
+    assert "full softmax over every item's base-model vector" in markdown and "0.3 x log(1 + training count)" in markdown
 
 
 @pytest.fixture(scope="module")
