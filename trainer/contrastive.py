@@ -11,9 +11,10 @@ validation users against it with history excluded (also with the popularity prio
 weight of `trainer.prior_tuning.PRIOR_WEIGHTS`, reporting the best) and keeps the best adapter by NDCG@10 (with
 the training's own prior, 0 by default) in the output folder, with `reasonrec-adapter.json` (base model,
 templates, data, split, steps, metrics, curve). With `frozen_items` the adapter is for user prompts only: the
-cache is the base model's exact item table, never re-encoded, and each step's loss is a full softmax over it. `resume.pt` (LoRA weights, optimizer, cache, progress) is written
-every `checkpoint_minutes`; rerunning the same command resumes, and is a no-op once the run is done. Devices come
-from accelerate: the same command runs on a CPU or a GPU.
+cache is the base model's exact item table, never re-encoded, and each step's loss is a full softmax over it.
+`resume.pt` (LoRA weights, optimizer, cache, progress) is written every `checkpoint_minutes`; rerunning the same
+command resumes, and is a no-op once the run is done. Devices come from accelerate: the same command runs on a
+CPU or a GPU.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: t
     examples = data.batch(step, config.batch_size, config.seed)
     codes = torch.tensor([data.code[e.target.item_id] for e in examples])
     owned = history_mask([data.owned[e.user_id] for e in examples], len(data.item_ids))
-    uniform = data.uniform_items(step, config.uniform_negatives, config.seed)
+    uniform = data.uniform_items(step, 0 if config.frozen_items else config.uniform_negatives, config.seed)
     columns = torch.cat([codes, uniform])
     model.train()
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
