@@ -22,7 +22,9 @@ class Settings(BaseSettings):
 
     # ---- model and index -------------------------------------------------------------------------------------
     model: str = Field("smollm2", description='Model to serve: "smollm2" (default), "tiny" (tests) or a HF folder.')
-    adapter: Path | None = Field(None, description="Optional peft LoRA adapter folder applied on top of the model.")
+    adapter: Path | None = Field(None, description=(
+        "Optional peft LoRA adapter folder applied on top of the model (a user-side one, from train-cl "
+        "--frozen-items, to user prompts only: the base model encodes items)."))
     dataset: str = Field("ml-100k", description="Dataset whose index is served when index_dir is not set.")
     index_dir: Path | None = Field(
         None,
