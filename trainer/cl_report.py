@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.contrastive import ADAPTER_META
+from trainer.contrastive import ADAPTER_META, describe_recipe
 from trainer.prior_tuning import PRIOR_WEIGHTS
 
 
@@ -23,22 +23,6 @@ def write_training_report(adapter: Path, out_dir: Path, command: str) -> list[Pa
     paths[1].write_text(_markdown(report, paths[2].name), encoding="utf-8")
     _plot(meta["curve"], paths[2])
     return paths
-
-
-def _negatives(config: dict) -> str:
-    """What the run's negatives were, in words."""
-    if config.get("frozen_items"):
-        prior = (f", logits (cosine + {config['popularity_prior']} x log(1 + training count)) / temperature"
-                 if config.get("popularity_prior") else "")
-        return ("user prompts only: full softmax over every item's base-model vector (an exact table, never "
-                f"re-encoded; nothing sampled, so no logQ){prior}")
-    return (f"logQ {'on' if config['logq'] else 'off'}; the item cache is re-encoded and re-centered at every "
-            f"validation (every {config['valid_every']} steps) and overwritten with each batch's targets in between; "
-            "its negatives "
-            + (f"are the rows written by the last {config['cache_window']} steps" if config.get('cache_window')
-               else "are all its rows")
-            + (f", plus {config['uniform_negatives']} items drawn uniformly per step (in-batch columns with "
-               "gradients, then written into it)" if config.get('uniform_negatives') else ""))
 
 
 def _markdown(report: dict, chart: str) -> str:
@@ -56,7 +40,7 @@ def _markdown(report: dict, chart: str) -> str:
         f"- **recipe**: LoRA r {config['lora_r']} alpha {config['lora_alpha']} on {', '.join(config['lora_modules'])}"
         f" ({'top ' + str(config['lora_top_layers']) + ' layers' if config['lora_top_layers'] else 'all layers'}); "
         f"{config['batch_size']} users/step, temperature {config['temperature']}, lr {config['lr']}; "
-        + _negatives(config),
+        + describe_recipe(config),
         f"- **validation**: {config['valid_users']} seeded validation users (seed {config['seed']}), full ranking "
         + ("against the base model's item vectors (its index, fixed)" if config.get("frozen_items") else
            "against every training item re-encoded with the model of that step (step 0: the base model's index)")

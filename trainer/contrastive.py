@@ -390,7 +390,7 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
                 progress: _Progress, status: str) -> None:
     best = next((p for p in progress.curve if p["step"] == progress.best_step), {})
     meta = {
-        "status": status, "method": _method(config),
+        "status": status, "method": f"contrastive LoRA {describe_recipe(config.fingerprint())}; history masked",
         "base_model": base_fingerprint.to_json(), "template_version": base_fingerprint.template_version,
         "rating_template_version": RATING_TEMPLATE_VERSION, "config": config.fingerprint(),
         "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
@@ -408,13 +408,27 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
     tmp.replace(folder / ADAPTER_META)
 
 
-def _method(config: ContrastiveConfig) -> str:
-    if config.frozen_items:
-        prior = f", popularity prior {config.popularity_prior} in the logits" if config.popularity_prior else ""
-        return f"contrastive LoRA on user prompts only (full softmax over the base model's item vectors{prior}, history masked)"
-    cache = f"cross-batch memory of {config.cache_window} steps" if config.cache_window else "the whole item cache"
-    negatives = ["in-batch", cache] + (["uniform negatives"] if config.uniform_negatives else [])
-    return f"contrastive LoRA ({' + '.join(negatives)} softmax{', logQ' if config.logq else ''}, history masked)"
+_ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0}
+"""Settings added after runs were made; such a run had their default."""
+
+
+def describe_recipe(config: dict) -> str:
+    """The run's loss and negatives in words, from its stored settings (`ContrastiveConfig.fingerprint`; settings
+    a run predates take their default): the adapter metadata's `method` and the training report's recipe."""
+    config = {**_ADDED_SETTINGS, **config}
+    if config["frozen_items"]:
+        prior = (f", popularity prior {config['popularity_prior']} in the logits: (cosine + "
+                 f"{config['popularity_prior']} x log(1 + training count)) / temperature"
+                 if config["popularity_prior"] else "")
+        return ("on user prompts only: full softmax over every item's base-model vector (an exact table, never "
+                f"re-encoded; nothing sampled, so no logQ){prior}")
+    return (f"on user and item prompts: in-batch softmax, logQ {'on' if config['logq'] else 'off'}; the item cache is "
+            f"re-encoded and re-centered at every validation (every {config['valid_every']} steps) and overwritten "
+            "with each batch's targets in between; its negatives "
+            + (f"are the rows written by the last {config['cache_window']} steps" if config['cache_window']
+               else "are all its rows")
+            + (f", plus {config['uniform_negatives']} items drawn uniformly per step (in-batch columns with "
+               "gradients, then written into it)" if config['uniform_negatives'] else ""))
 
 
 def _steps_done(folder: Path, config: ContrastiveConfig) -> int:
@@ -425,10 +439,6 @@ def _steps_done(folder: Path, config: ContrastiveConfig) -> int:
     meta = json.loads(path.read_text(encoding="utf-8"))
     _check_same_config(folder, meta.get("config", {}), config)
     return int(meta["steps"]) if meta.get("status") == "done" else 0
-
-
-_ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0}
-"""Settings added after runs were made; such a run had their default."""
 
 
 def _check_same_config(folder: Path, stored: dict, config: ContrastiveConfig) -> None:
