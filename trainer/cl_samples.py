@@ -73,6 +73,25 @@ class TrainingSamples:
             out.append(Example(user, seq[:t], seq[t]))
         return out
 
+    def pool(self, size: int, batch_size: int, seed: int) -> list[list[Example]]:
+        """A fixed pool of `size` examples (users in a seeded order, each once before any twice; the target drawn
+        as in `batch`) cut into batches of prompts of similar length (the training job's `sample_pool`)."""
+        rng = np.random.default_rng([seed, 0, 2])
+        order = np.concatenate([rng.permutation(len(self.users)) for _ in range(-(-size // len(self.users)))])[:size]
+        examples = []
+        for u in order:
+            seq = self.sequences[self.users[int(u)]]
+            positions = self._positions(self.users[int(u)])
+            t = positions[int(rng.integers(len(positions)))]
+            examples.append(Example(self.users[int(u)], seq[:t], seq[t]))
+        examples.sort(key=lambda e: len(self.user_prompt(e)))
+        return [examples[first : first + batch_size] for first in range(0, len(examples), batch_size)]
+
+    @staticmethod
+    def pool_batch(step: int, batches: int, seed: int) -> int:
+        """Which pool batch step `step` trains on: each pass over the `batches` in its own seeded order."""
+        return int(np.random.default_rng([seed, step // batches, 3]).permutation(batches)[step % batches])
+
     def uniform_items(self, step: int, count: int, seed: int) -> torch.Tensor:
         """`count` distinct warm item codes drawn uniformly for training step `step` (pure function of seed and
         step, like `batch`)."""

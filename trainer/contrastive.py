@@ -42,6 +42,7 @@ from trainer.cl_samples import TrainingSamples
 from trainer.contrastive_loss import (NegativeCache, contrastive_loss, full_softmax_loss, history_mask,
                                       log_drawn_in_window)
 from trainer.data import Dataset, load_dataset
+from trainer.layer_cache import LowerLayerCache
 from trainer.evaluate import rank_examples
 from trainer.llm_rankers import encode_items
 from trainer.metrics import mean_metrics
@@ -94,6 +95,13 @@ class ContrastiveConfig(SplitConfig):
     """w: training logits are (cosine + w x log(1 + training count)) / temperature, the score the service computes
     with REASONREC_POPULARITY_PRIOR=w, so the cosine only has to learn what popularity does not explain (only with
     `frozen_items`: with sampled negatives the logQ correction already removes popularity from the cosine)."""
+    sample_pool: int = 0
+    """0: every step draws fresh samples. N > 0 (only with LoRA on the top layers only): a fixed, seeded pool of
+    N samples (distinct users while they last), batched by prompt length, that the steps cycle through in a new
+    shuffled order each pass. The hidden states entering the first LoRA layer are computed once per prompt
+    (pooled user, validation user, item) and kept on disk in `lower-states/` of the adapter folder (~1.2 MB per
+    500-token user prompt; `trainer.layer_cache`), so after the first pass a step, a validation and a
+    re-encoding of the item cache run only the top layers."""
     lr: float = 3e-4
     """AdamW learning rate (constant after `warmup_steps`)."""
     warmup_steps: int = 10
@@ -147,6 +155,8 @@ class ContrastiveConfig(SplitConfig):
             raise ValueError("--batch-size must be >= 2 (in-batch negatives)")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"--mixed-precision must be no or bf16, got {self.mixed_precision!r}")
+        if self.sample_pool < 0 or (self.sample_pool and self.lora_top_layers < 1):
+            raise ValueError("--sample-pool must be >= 0 and needs --lora-top-layers >= 1 (states below are cached)")
         if self.popularity_prior < 0 or (self.popularity_prior and not self.frozen_items):
             raise ValueError("--popularity-prior must be >= 0 and needs --frozen-items")
         if min(self.lora_top_layers, self.warmup_steps, self.cache_window, self.uniform_negatives) < 0:
@@ -220,6 +230,8 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     peft_model = get_peft_model(loaded.model, lora)
     peft_model.to(accelerator.device)
     engine = TransformersEngine(loaded, batch_size=config.item_batch_size)
+    lower = LowerLayerCache(engine, layers - top, folder / "lower-states") if config.sample_pool else None
+    pool = data.pool(config.sample_pool, config.batch_size, config.seed) if config.sample_pool else []
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (config.warmup_steps + 1)))
     resumed = _resume(folder, config, peft_model, optimizer, schedule)
@@ -232,13 +244,15 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
              ds.name, split.protocol, len(data.users), len(data.warm_codes),
              sum(p.numel() for p in peft_model.parameters() if p.requires_grad), progress.step, config.steps)
     if progress.step == 0:  # the curve starts at the base model (LoRA B is zero at step 0)
-        _validate(engine, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
+        _validate(engine, lower, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
     last_save = time.monotonic()
     bar = tqdm(total=config.steps, initial=progress.step, desc="contrastive LoRA", unit="step")
     while progress.step < config.steps:
         start = time.perf_counter()
-        loss, bias = _train_step(engine, peft_model, optimizer, schedule, accelerator, data, cache, config,
-                                 progress.step)
+        examples = (pool[data.pool_batch(progress.step, len(pool), config.seed)] if pool
+                    else data.batch(progress.step, config.batch_size, config.seed))
+        loss, bias = _train_step(engine, lower, peft_model, optimizer, schedule, accelerator, data, examples, cache,
+                                 config, progress.step)
         progress.step += 1
         progress.seconds += time.perf_counter() - start
         progress.losses.append(loss)
@@ -246,7 +260,8 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", samples_per_s=f"{progress.step * config.batch_size / progress.seconds:.2f}")
         if progress.step % config.valid_every == 0 or progress.step == config.steps:
-            _validate(engine, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
+            _validate(engine, lower, peft_model, data, cache, valid, progress, folder, config, ds, split,
+                      base_fingerprint)
         if time.monotonic() - last_save > 60 * config.checkpoint_minutes or progress.step == config.steps:
             _save_resume(folder, config, peft_model, optimizer, schedule, cache, progress)
             last_save = time.monotonic()
@@ -255,11 +270,12 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     return folder
 
 
-def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                schedule: torch.optim.lr_scheduler.LRScheduler, accelerator, data: TrainingSamples,
-                cache: NegativeCache, config: ContrastiveConfig, step: int) -> tuple[float, float | None]:
-    """One optimizer step; returns the loss and the cache's fresh-row bias seen by this batch's users."""
-    examples = data.batch(step, config.batch_size, config.seed)
+def _train_step(engine: TransformersEngine, lower: LowerLayerCache | None, model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, accelerator,
+                data: TrainingSamples, examples: list[Example], cache: NegativeCache, config: ContrastiveConfig,
+                step: int) -> tuple[float, float | None]:
+    """One optimizer step on `examples`; returns the loss and the cache's fresh-row bias seen by its users (user
+    vectors from the cached lower layers' states when `lower` is given)."""
     codes = torch.tensor([data.code[e.target.item_id] for e in examples])
     owned = history_mask([data.owned[e.user_id] for e in examples], len(data.item_ids))
     uniform = data.uniform_items(step, 0 if config.frozen_items else config.uniform_negatives, config.seed)
@@ -267,9 +283,9 @@ def _train_step(engine: TransformersEngine, model: torch.nn.Module, optimizer: t
     model.train()
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
     with autocast:
-        users = engine.answer_states([data.user_prompt(e) for e in examples]).float().cpu()
+        users = (lower or engine).answer_states([data.user_prompt(e) for e in examples]).float().cpu()
         if not config.frozen_items:
-            items = engine.answer_states([data.item_prompt(int(c)) for c in columns]).float().cpu()
+            items = (lower or engine).answer_states([data.item_prompt(int(c)) for c in columns]).float().cpu()
     if config.frozen_items:
         prior = config.popularity_prior * torch.log1p(data.train_counts)
         loss = full_softmax_loss(users, codes, cache, owned, config.temperature, prior)
@@ -319,24 +335,26 @@ def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model:
     return cache
 
 
-def _encode(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSamples, codes: list[int],
-            batches: BatchCache | None = None) -> torch.Tensor:
+def _encode(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.Module, data: TrainingSamples,
+            codes: list[int], batches: BatchCache | None = None) -> torch.Tensor:
     """Raw vectors of the items `codes` (item prompts from training statistics) with the current model."""
     model.eval()
     items = [data.items[data.item_ids[c]] for c in codes]
-    return torch.as_tensor(encode_items(items, engine, batches or BatchCache(None, {}), engine.batch_size,
+    return torch.as_tensor(encode_items(items, encoder, batches or BatchCache(None, {}), encoder.batch_size,
                                         "encoding items for the negative cache"))
 
 
-def _validate(engine: TransformersEngine, model: torch.nn.Module, data: TrainingSamples, cache: NegativeCache,
+def _validate(engine: TransformersEngine, lower: LowerLayerCache | None, model: torch.nn.Module, data: TrainingSamples, cache: NegativeCache,
               valid: list[Example], progress: _Progress, folder: Path, config: ContrastiveConfig, ds: Dataset,
               split: Split, base_fingerprint) -> None:
     started = time.perf_counter()
     if progress.step > 0 and not config.frozen_items:  # step 0: the cache already holds the base model's vectors
-        cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes), progress.step)
+        cache.refill(torch.tensor(data.warm_codes), _encode(lower or engine, model, data, data.warm_codes),
+                     progress.step)
     model.eval()
     texts = [data.user_prompt(e) for e in valid]
-    vectors = cache.unit(torch.cat([torch.as_tensor(engine.embed_direct(texts[first : first + engine.batch_size]))
+    embed = engine.embed_direct if lower is None else lower.embed_direct
+    vectors = cache.unit(torch.cat([torch.as_tensor(embed(texts[first : first + engine.batch_size]))
                                     for first in tqdm(range(0, len(texts), engine.batch_size), unit="batch",
                                                       desc="encoding validation users")]))
     users = {e.user_id: vector for e, vector in zip(valid, vectors, strict=True)}
@@ -408,7 +426,7 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
     tmp.replace(folder / ADAPTER_META)
 
 
-_ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0}
+_ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0, "sample_pool": 0}
 """Settings added after runs were made; such a run had their default."""
 
 
@@ -421,14 +439,19 @@ def describe_recipe(config: dict) -> str:
                  f"{config['popularity_prior']} x log(1 + training count)) / temperature"
                  if config["popularity_prior"] else "")
         return ("on user prompts only: full softmax over every item's base-model vector (an exact table, never "
-                f"re-encoded; nothing sampled, so no logQ){prior}")
+                f"re-encoded; nothing sampled, so no logQ){prior}{_pool(config)}")
     return (f"on user and item prompts: in-batch softmax, logQ {'on' if config['logq'] else 'off'}; the item cache is "
             f"re-encoded and re-centered at every validation (every {config['valid_every']} steps) and overwritten "
             "with each batch's targets in between; its negatives "
             + (f"are the rows written by the last {config['cache_window']} steps" if config['cache_window']
                else "are all its rows")
             + (f", plus {config['uniform_negatives']} items drawn uniformly per step (in-batch columns with "
-               "gradients, then written into it)" if config['uniform_negatives'] else ""))
+               "gradients, then written into it)" if config['uniform_negatives'] else "") + _pool(config))
+
+
+def _pool(config: dict) -> str:
+    return (f"; the steps cycle through a fixed pool of {config['sample_pool']} samples, every prompt's states below "
+            "the LoRA layers computed once" if config["sample_pool"] else "")
 
 
 def _steps_done(folder: Path, config: ContrastiveConfig) -> int:
