@@ -65,15 +65,21 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sanity(args: argparse.Namespace) -> int:
-    from indexer.store import ItemStore
+def _item_index(args: argparse.Namespace):
+    """(folder, fingerprint) of the item index of --model/--adapter (a user-side adapter's items are the base
+    model's), or of --index-dir when given."""
     from model.loading import is_user_side_adapter, load_model
     from model.paths import default_index_dir
+
+    fingerprint = load_model(args.model, None if is_user_side_adapter(args.adapter) else args.adapter).fingerprint
+    return args.index_dir or default_index_dir(args.dataset, fingerprint), fingerprint
+
+
+def cmd_sanity(args: argparse.Namespace) -> int:
+    from indexer.store import ItemStore
     from trainer.sanity import genre_overlap
 
-    # a user-side adapter's items are the base model's
-    fingerprint = load_model(args.model, None if is_user_side_adapter(args.adapter) else args.adapter).fingerprint
-    folder = args.index_dir or default_index_dir(args.dataset, fingerprint)
+    folder, fingerprint = _item_index(args)
     store = ItemStore.load(folder, expect=fingerprint)
     overlap = genre_overlap(store, k=args.k, seed=args.seed)
     if overlap is None:
@@ -240,6 +246,21 @@ def cmd_tune_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe_items(args: argparse.Namespace) -> int:
+    from trainer.item_table_probe import ProbeConfig, probe_item_table, write_probe_report
+
+    _set_threads(args)
+    fields = ("dataset", "data_path", "protocol", "cold_frac", "split_seed", "users", "recent", "temperature", "steps",
+              "lr", "prior", "seed")
+    config = ProbeConfig(index_dir=_item_index(args)[0], **_given(args, fields))
+    report = probe_item_table(config)
+    for name, metrics in report["metrics"].items():
+        print(f"{name}: HR@10 {metrics['HR@10']:.4f} NDCG@10 {metrics['NDCG@10']:.4f}")
+    for path in write_probe_report(report, args.out, "reasonrec " + " ".join(sys.argv[1:])):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reasonrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -330,6 +351,22 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out-dir", type=Path, default=None, help="report folder (docs/results)")
     tune.add_argument("--cache-dir", type=Path, default=None, help="LLM result cache (artifacts/eval-cache)")
     tune.set_defaults(func=cmd_tune_prior)
+
+    probe = sub.add_parser("probe-items", help="how far a free user vector gets over a fixed item table")
+    _add_dataset_args(probe, default="ml-1m")
+    _add_split_args(probe)
+    _add_model_args(probe)
+    probe.add_argument("--index-dir", type=Path, default=None, help="the item table (default: the model's index)")
+    probe.add_argument("--users", type=int, default=None, help="seeded test users (300)")
+    probe.add_argument("--recent", type=int, default=None, help="positives: each user's N most recent items (20)")
+    probe.add_argument("--temperature", type=float, default=None, help="softmax temperature on cosines (0.05)")
+    probe.add_argument("--steps", type=int, default=None, help="Adam steps (300)")
+    probe.add_argument("--lr", type=float, default=None, help="Adam learning rate (0.05)")
+    probe.add_argument("--prior", type=float, default=None, help="popularity prior weight of the second ranking (0.2)")
+    probe.add_argument("--seed", type=int, default=None, help="seed of the user sample (0)")
+    probe.add_argument("--out", type=Path, default=Path("docs/results/cl/item-table-probe"),
+                       help="report path without suffix (docs/results/cl/item-table-probe)")
+    probe.set_defaults(func=cmd_probe_items)
 
     merge = sub.add_parser("merge-adapter", help="merge a LoRA adapter into its base weights (for vLLM)")
     merge.add_argument("--model", default="smollm2", help="base: smollm2 (default), tiny, or a local HF model folder")
