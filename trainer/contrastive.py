@@ -12,6 +12,8 @@ weight of `trainer.prior_tuning.PRIOR_WEIGHTS`, reporting the best) and keeps th
 the training's own prior, 0 by default) in the output folder, with `reasonrec-adapter.json` (base model,
 templates, data, split, steps, metrics, curve). With `frozen_items` the adapter is for user prompts only: the
 cache is the base model's exact item table, never re-encoded, and each step's loss is a full softmax over it.
+With `sample_pool` the steps cycle through a fixed pool of samples and every prompt passes the frozen layers
+below the LoRA layers once (`trainer.layer_cache`), so steps, validations and re-encodings run the top layers only.
 `resume.pt` (LoRA weights, optimizer, cache, progress) is written every `checkpoint_minutes`; rerunning the same
 command resumes, and is a no-op once the run is done. Devices come from accelerate: the same command runs on a
 CPU or a GPU.
@@ -42,8 +44,8 @@ from trainer.cl_samples import TrainingSamples
 from trainer.contrastive_loss import (NegativeCache, contrastive_loss, full_softmax_loss, history_mask,
                                       log_drawn_in_window)
 from trainer.data import Dataset, load_dataset
-from trainer.layer_cache import LowerLayerCache
 from trainer.evaluate import rank_examples
+from trainer.layer_cache import LowerLayerCache
 from trainer.llm_rankers import encode_items
 from trainer.metrics import mean_metrics
 from trainer.prior_tuning import PRIOR_WEIGHTS
@@ -230,7 +232,8 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     peft_model = get_peft_model(loaded.model, lora)
     peft_model.to(accelerator.device)
     engine = TransformersEngine(loaded, batch_size=config.item_batch_size)
-    lower = LowerLayerCache(engine, layers - top, folder / "lower-states") if config.sample_pool else None
+    # with a sample pool, prompts pass the frozen layers once (trainer.layer_cache); the top layers run per use
+    encoder = LowerLayerCache(engine, layers - top, folder / "lower-states") if config.sample_pool else engine
     pool = data.pool(config.sample_pool, config.batch_size, config.seed) if config.sample_pool else []
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (config.warmup_steps + 1)))
@@ -244,15 +247,15 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
              ds.name, split.protocol, len(data.users), len(data.warm_codes),
              sum(p.numel() for p in peft_model.parameters() if p.requires_grad), progress.step, config.steps)
     if progress.step == 0:  # the curve starts at the base model (LoRA B is zero at step 0)
-        _validate(engine, lower, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
+        _validate(encoder, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
     last_save = time.monotonic()
     bar = tqdm(total=config.steps, initial=progress.step, desc="contrastive LoRA", unit="step")
     while progress.step < config.steps:
         start = time.perf_counter()
         examples = (pool[data.pool_batch(progress.step, len(pool), config.seed)] if pool
                     else data.batch(progress.step, config.batch_size, config.seed))
-        loss, bias = _train_step(engine, lower, peft_model, optimizer, schedule, accelerator, data, examples, cache,
-                                 config, progress.step)
+        loss, bias = _train_step(encoder, peft_model, optimizer, schedule, accelerator, data, examples, cache, config,
+                                 progress.step)
         progress.step += 1
         progress.seconds += time.perf_counter() - start
         progress.losses.append(loss)
@@ -260,8 +263,7 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", samples_per_s=f"{progress.step * config.batch_size / progress.seconds:.2f}")
         if progress.step % config.valid_every == 0 or progress.step == config.steps:
-            _validate(engine, lower, peft_model, data, cache, valid, progress, folder, config, ds, split,
-                      base_fingerprint)
+            _validate(encoder, peft_model, data, cache, valid, progress, folder, config, ds, split, base_fingerprint)
         if time.monotonic() - last_save > 60 * config.checkpoint_minutes or progress.step == config.steps:
             _save_resume(folder, config, peft_model, optimizer, schedule, cache, progress)
             last_save = time.monotonic()
@@ -270,12 +272,11 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     return folder
 
 
-def _train_step(engine: TransformersEngine, lower: LowerLayerCache | None, model: torch.nn.Module,
+def _train_step(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.Module,
                 optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, accelerator,
                 data: TrainingSamples, examples: list[Example], cache: NegativeCache, config: ContrastiveConfig,
                 step: int) -> tuple[float, float | None]:
-    """One optimizer step on `examples`; returns the loss and the cache's fresh-row bias seen by its users (user
-    vectors from the cached lower layers' states when `lower` is given)."""
+    """One optimizer step on `examples`; returns the loss and the cache's fresh-row bias seen by its users."""
     codes = torch.tensor([data.code[e.target.item_id] for e in examples])
     owned = history_mask([data.owned[e.user_id] for e in examples], len(data.item_ids))
     uniform = data.uniform_items(step, 0 if config.frozen_items else config.uniform_negatives, config.seed)
@@ -283,9 +284,9 @@ def _train_step(engine: TransformersEngine, lower: LowerLayerCache | None, model
     model.train()
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
     with autocast:
-        users = (lower or engine).answer_states([data.user_prompt(e) for e in examples]).float().cpu()
+        users = encoder.answer_states([data.user_prompt(e) for e in examples]).float().cpu()
         if not config.frozen_items:
-            items = (lower or engine).answer_states([data.item_prompt(int(c)) for c in columns]).float().cpu()
+            items = encoder.answer_states([data.item_prompt(int(c)) for c in columns]).float().cpu()
     if config.frozen_items:
         prior = config.popularity_prior * torch.log1p(data.train_counts)
         loss = full_softmax_loss(users, codes, cache, owned, config.temperature, prior)
@@ -344,18 +345,17 @@ def _encode(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.Modul
                                         "encoding items for the negative cache"))
 
 
-def _validate(engine: TransformersEngine, lower: LowerLayerCache | None, model: torch.nn.Module, data: TrainingSamples, cache: NegativeCache,
-              valid: list[Example], progress: _Progress, folder: Path, config: ContrastiveConfig, ds: Dataset,
+def _validate(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.Module, data: TrainingSamples,
+              cache: NegativeCache, valid: list[Example], progress: _Progress, folder: Path, config: ContrastiveConfig, ds: Dataset,
               split: Split, base_fingerprint) -> None:
     started = time.perf_counter()
     if progress.step > 0 and not config.frozen_items:  # step 0: the cache already holds the base model's vectors
-        cache.refill(torch.tensor(data.warm_codes), _encode(lower or engine, model, data, data.warm_codes),
+        cache.refill(torch.tensor(data.warm_codes), _encode(encoder, model, data, data.warm_codes),
                      progress.step)
     model.eval()
     texts = [data.user_prompt(e) for e in valid]
-    embed = engine.embed_direct if lower is None else lower.embed_direct
-    vectors = cache.unit(torch.cat([torch.as_tensor(embed(texts[first : first + engine.batch_size]))
-                                    for first in tqdm(range(0, len(texts), engine.batch_size), unit="batch",
+    vectors = cache.unit(torch.cat([torch.as_tensor(encoder.embed_direct(texts[first : first + encoder.batch_size]))
+                                    for first in tqdm(range(0, len(texts), encoder.batch_size), unit="batch",
                                                       desc="encoding validation users")]))
     users = {e.user_id: vector for e, vector in zip(valid, vectors, strict=True)}
     counts = data.train_counts.numpy()

@@ -382,8 +382,8 @@ def test_the_cache_starts_from_the_base_models_index_when_there_is_one(data: Pat
         encoded.append(len(args[3]))  # the item codes
         return real_encode(*args, **kwargs)
 
-    def spy_validate(engine, lower, model, data, cache, valid, progress, *rest: object) -> None:  # noqa: ANN001
-        real_validate(engine, lower, model, data, cache, valid, progress, *rest)
+    def spy_validate(encoder, model, data, cache, valid, progress, *rest: object) -> None:  # noqa: ANN001
+        real_validate(encoder, model, data, cache, valid, progress, *rest)
         centers[progress.step] = cache.center.clone()
 
     monkeypatch.setattr(contrastive, "_encode", spy_encode)

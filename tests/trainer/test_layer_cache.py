@@ -114,7 +114,7 @@ def test_a_pool_run_computes_lower_states_once_and_resumes_to_the_same_adapter(
         return real_lower(self, texts)
 
     def spy_step(*args: object) -> object:
-        trained_on.append(sorted(e.user_id for e in args[7]))
+        trained_on.append(sorted(e.user_id for e in args[6]))
         return real_step(*args)
 
     monkeypatch.setattr(layer_cache.LowerLayerCache, "_lower", spy_lower)
