@@ -130,8 +130,8 @@ class TransformersEngine:
         """Left-padded forward of a batch: (final hidden states, KV cache, attention mask, unpadded ids)."""
         enc = self.tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False)
         ids, mask = enc["input_ids"].to(self.model.device), enc["attention_mask"].to(self.model.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
+        out = self._decoder(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask),
+                            use_cache=use_cache)
         unpadded = [row[row_mask.bool()].tolist() for row, row_mask in zip(ids, mask)]
         return out.last_hidden_state, out.past_key_values, mask, unpadded
 
@@ -241,6 +241,11 @@ class TransformersEngine:
         for i in rows:
             vectors[i] = out.last_hidden_state[i, len(tails[i]) - 1].float().numpy()
         return vectors
+
+
+def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch: each row's real tokens count from 0 (padding gets 0)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def load_engine(model: str, adapter: str | Path | None = None, batch_size: int = 8) -> TransformersEngine:

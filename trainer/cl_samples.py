@@ -64,28 +64,24 @@ class TrainingSamples:
     def batch(self, step: int, batch_size: int, seed: int) -> list[Example]:
         """The examples of training step `step` (a pure function of seed and step, so resuming is exact)."""
         rng = np.random.default_rng([seed, step])
-        out = []
-        for u in rng.choice(len(self.users), size=batch_size, replace=True):
-            user = self.users[int(u)]
-            positions = self._positions(user)
-            t = positions[int(rng.integers(len(positions)))]
-            seq = self.sequences[user]
-            out.append(Example(user, seq[:t], seq[t]))
-        return out
+        return [self._example(int(u), rng) for u in rng.choice(len(self.users), size=batch_size, replace=True)]
 
     def pool(self, size: int, batch_size: int, seed: int) -> list[list[Example]]:
         """A fixed pool of `size` examples (users in a seeded order, each once before any twice; the target drawn
         as in `batch`) cut into batches of prompts of similar length (the training job's `sample_pool`)."""
         rng = np.random.default_rng([seed, 0, 2])
         order = np.concatenate([rng.permutation(len(self.users)) for _ in range(-(-size // len(self.users)))])[:size]
-        examples = []
-        for u in order:
-            seq = self.sequences[self.users[int(u)]]
-            positions = self._positions(self.users[int(u)])
-            t = positions[int(rng.integers(len(positions)))]
-            examples.append(Example(self.users[int(u)], seq[:t], seq[t]))
+        examples = [self._example(int(u), rng) for u in order]
         examples.sort(key=lambda e: len(self.user_prompt(e)))
         return [examples[first : first + batch_size] for first in range(0, len(examples), batch_size)]
+
+    def _example(self, user_index: int, rng: np.random.Generator) -> Example:
+        """User `user_index` with a target drawn by `rng` from their recent training positions."""
+        user = self.users[user_index]
+        positions = self._positions(user)
+        t = positions[int(rng.integers(len(positions)))]
+        seq = self.sequences[user]
+        return Example(user, seq[:t], seq[t])
 
     @staticmethod
     def pool_batch(step: int, batches: int, seed: int) -> int:

@@ -189,8 +189,9 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("valid_users", int, "seeded validation users (300)"), ("valid_every", int, "re-encode the item cache and validate every N steps (50)"),
     ("checkpoint_minutes", float, "write resume.pt at least this often (5)"), ("seed", int, "seed (0)"),
     ("popularity_prior", float, "with --frozen-items: w of the prior cosine + w log(1 + count) inside the training logits (0)"),
-    ("sample_pool", int, "with --frozen-items: cycle through a fixed pool of N samples, their states below the LoRA "
-                         "layers computed once and kept on disk, so later steps run only the top layers (0 = fresh draws)"),
+    ("sample_pool", int, "with --lora-top-layers >= 1: cycle through a fixed pool of N samples, every prompt's states "
+                         "below the LoRA layers computed once and kept on disk, so later steps run only the top layers "
+                         "(0 = fresh draws)"),
     ("mixed_precision", str, "no (float32) or bf16 autocast for training: ~2x faster with AMX or a GPU, slower without bf16 units (no)"),
 )
 

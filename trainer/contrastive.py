@@ -346,8 +346,8 @@ def _encode(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.Modul
 
 
 def _validate(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.Module, data: TrainingSamples,
-              cache: NegativeCache, valid: list[Example], progress: _Progress, folder: Path, config: ContrastiveConfig, ds: Dataset,
-              split: Split, base_fingerprint) -> None:
+              cache: NegativeCache, valid: list[Example], progress: _Progress, folder: Path, config: ContrastiveConfig,
+              ds: Dataset, split: Split, base_fingerprint) -> None:
     started = time.perf_counter()
     if progress.step > 0 and not config.frozen_items:  # step 0: the cache already holds the base model's vectors
         cache.refill(torch.tensor(data.warm_codes), _encode(encoder, model, data, data.warm_codes),

@@ -14,7 +14,6 @@ generalise in ways a per-user fit does not.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -26,10 +25,12 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from indexer.store import ItemStore
+from trainer.eval_job import machine_line
 from trainer.evaluate import rank_examples
 from trainer.metrics import mean_metrics
 from trainer.protocols import SplitConfig
 from trainer.rankers import PopularityRanker
+from trainer.report import shown_path
 from trainer.splits import Example, sample_examples
 
 
@@ -99,6 +100,7 @@ def probe_item_table(config: ProbeConfig) -> dict:
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+    fit_seconds = time.perf_counter() - start
     counts = torch.as_tensor(PopularityRanker(item_ids, split.train).row, dtype=torch.float32)
     log_counts = torch.log1p(counts)
     rankings = {
@@ -114,16 +116,11 @@ def probe_item_table(config: ProbeConfig) -> dict:
         result = rank_examples(_VectorRanker(name, by_user, table, prior), examples, item_ids, desc=name)
         metrics[name] = {k: v for k, v in mean_metrics(result.per_query()).items() if k in ("HR@10", "NDCG@10")}
     uniform = float(np.log(len(item_ids)))
-    return {"config": {k: _shown(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-            "items": len(item_ids), "users": len(examples), "fit_seconds": round(time.perf_counter() - start, 1),
+    return {"config": {k: shown_path(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+            "items": len(item_ids), "users": len(examples), "fit_seconds": round(fit_seconds, 1),
             "loss_first": losses[0], "loss_last": losses[-1], "loss_uniform": uniform, "metrics": metrics,
-            "machine": f"{platform.machine()}, torch threads {torch.get_num_threads()}",
+            "machine": machine_line(),
             "date": datetime.now(UTC).isoformat(timespec="seconds")}
-
-
-def _shown(path: Path) -> str:
-    """`path` relative to the working directory when it is under it (reports name repository paths)."""
-    return str(path.resolve().relative_to(Path.cwd())) if path.resolve().is_relative_to(Path.cwd()) else str(path)
 
 
 def write_probe_report(report: dict, out: Path, command: str) -> list[Path]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from model.prompts import ANSWER_MARKER
-from model.transformers_engine import TransformersEngine
+from model.transformers_engine import TransformersEngine, left_padded_positions
 
 
 class LowerLayerCache:
@@ -55,7 +55,7 @@ class LowerLayerCache:
             lower[i, longest - len(row):] = row
             mask[i, longest - len(row):] = 1
         with _only_layers(self.decoder, self.first_trained, None):
-            out = self.decoder(inputs_embeds=lower, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            out = self.decoder(inputs_embeds=lower, attention_mask=mask, position_ids=left_padded_positions(mask),
                                use_cache=False)
         return out.last_hidden_state[:, -1]
 
@@ -78,8 +78,8 @@ class LowerLayerCache:
             else:
                 missing.append(text)
         missing.sort(key=len)
-        for first in range(0, len(missing), self.engine.batch_size):
-            chunk = missing[first : first + self.engine.batch_size]
+        for first in range(0, len(missing), self.batch_size):
+            chunk = missing[first : first + self.batch_size]
             for text, states in zip(chunk, self._lower(chunk), strict=True):
                 self._states[text] = states
                 self._save(text, states)
@@ -96,7 +96,7 @@ class LowerLayerCache:
             lambda _module, _args, output: captured.append(output[0] if isinstance(output, tuple) else output))
         try:
             with torch.no_grad(), _only_layers(self.decoder, 0, self.first_trained):
-                self.decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                self.decoder(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask),
                              use_cache=False)
         finally:
             hook.remove()

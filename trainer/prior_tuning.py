@@ -21,6 +21,7 @@ from trainer.eval_llm import LlmContext
 from trainer.evaluate import rank_examples
 from trainer.metrics import mean_metrics
 from trainer.protocols import make_split
+from trainer.report import shown_path
 from trainer.splits import sample_examples
 
 PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -43,7 +44,7 @@ def tune_prior(config: EvalConfig, valid_users: int, command: str) -> list[Path]
         metrics = mean_metrics(ranking.per_query())
         rows.append({"weight": weight, **{m: metrics[m] for m in ("HR@10", "NDCG@10", "HR@20", "MRR")}})
     best = max(rows, key=lambda row: row["NDCG@10"])
-    report = {"command": command, "model": llm.describe(), "index": _shown(llm.index_dir), "dataset": ds.name,
+    report = {"command": command, "model": llm.describe(), "index": shown_path(llm.index_dir), "dataset": ds.name,
               "protocol": split.protocol, "valid_users": len(valid), "sample_seed": config.sample_seed,
               "best_weight": best["weight"], "rows": rows,
               "machine": machine_line(),
@@ -54,14 +55,6 @@ def tune_prior(config: EvalConfig, valid_users: int, command: str) -> list[Path]
     paths[0].write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     paths[1].write_text(_markdown(report), encoding="utf-8")
     return paths
-
-
-def _shown(path: Path) -> str:
-    """`path` relative to the working directory when it is below it (reports stay valid in any checkout)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _markdown(report: dict) -> str:

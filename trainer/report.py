@@ -20,6 +20,14 @@ PAIRED_METRICS = ("HR@10", "NDCG@10", "MRR")
 RATING_METRICS = ("MAE", "RMSE", "accuracy", "macro_F1")
 
 
+def shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (reports stay valid in any checkout)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def write_report(report: dict, out_dir: Path, stem: str) -> list[Path]:
     """`<stem>.json`, `<stem>.md` and `<stem>.png` in `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
