@@ -188,6 +188,7 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("uniform_negatives", int, "items drawn uniformly per step as extra in-batch negatives with gradients, then kept in the cache window (32)"),
     ("valid_users", int, "seeded validation users (300)"), ("valid_every", int, "re-encode the item cache and validate every N steps (50)"),
     ("checkpoint_minutes", float, "write resume.pt at least this often (5)"), ("seed", int, "seed (0)"),
+    ("item_draws", int, "with --full-softmax: items drawn per step from the batch's softmax for the item side (32)"),
     ("popularity_prior", float, "with --frozen-items: w of the prior cosine + w log(1 + count) inside the training logits (0)"),
     ("sample_pool", int, "with --lora-top-layers >= 1: cycle through a fixed pool of N samples, every prompt's states "
                          "below the LoRA layers computed once and kept on disk, so later steps run only the top layers "
@@ -207,6 +208,8 @@ def cmd_train_cl(args: argparse.Namespace) -> int:
         given["logq"] = False
     if args.frozen_items:
         given["frozen_items"] = True
+    if args.full_softmax:
+        given["full_softmax"] = True
     if args.gradient_checkpointing is not None:
         given["gradient_checkpointing"] = args.gradient_checkpointing
     config = ContrastiveConfig(out_dir=args.out, **given)
@@ -311,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--no-logq", action="store_true", help="no popularity correction of in-batch and cache logits")
     cl.add_argument("--frozen-items", action="store_true",
                     help="train the user side only: items keep the base model's vectors (its index), full softmax")
+    cl.add_argument("--full-softmax", action="store_true",
+                    help="train both sides on a full softmax over an item table re-encoded at each validation; items "
+                         "learn through the targets and --item-draws items drawn from the softmax")
     cl.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                     help="recompute activations in the backward pass: less memory, more compute (off)")
     cl.add_argument("--out", type=Path, default=None, help="adapter folder (default under artifacts/adapters)")

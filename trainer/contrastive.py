@@ -12,7 +12,8 @@ weight of `trainer.prior_tuning.PRIOR_WEIGHTS`, reporting the best) and keeps th
 the training's own prior, 0 by default) in the output folder, with `reasonrec-adapter.json` (base model,
 templates, data, split, steps, metrics, curve). With `frozen_items` the adapter is for user prompts only: the
 cache is the base model's exact item table, never re-encoded, and each step's loss is a full softmax over it.
-With `sample_pool` the steps cycle through a fixed pool of samples and every prompt passes the frozen layers
+With `full_softmax` both sides train against the whole table, which only validation rewrites
+(`trainer.contrastive_loss`). With `sample_pool` the steps cycle through a fixed pool of samples and every prompt passes the frozen layers
 below the LoRA layers once (`trainer.layer_cache`), so steps, validations and re-encodings run the top layers only.
 `resume.pt` (LoRA weights, optimizer, cache, progress) is written every `checkpoint_minutes`; rerunning the same
 command resumes, and is a no-op once the run is done. Devices come from accelerate: the same command runs on a
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from indexer.store import ItemStore
@@ -41,8 +43,8 @@ from model.prompts import RATING_TEMPLATE_VERSION
 from model.transformers_engine import TransformersEngine
 from trainer.batch_cache import BatchCache
 from trainer.cl_samples import TrainingSamples
-from trainer.contrastive_loss import (NegativeCache, contrastive_loss, full_softmax_loss, history_mask,
-                                      log_drawn_in_window)
+from trainer.contrastive_loss import (NegativeCache, contrastive_loss, draw_items, full_softmax_loss, history_mask,
+                                      item_side_term, log_drawn_in_window, table_logits)
 from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.layer_cache import LowerLayerCache
@@ -93,6 +95,16 @@ class ContrastiveConfig(SplitConfig):
     the adapter then shares), so the negative cache is exact and never drifts: every step scores each user against
     every item (full softmax; no sampling, so `logq`, `cache_window` and `uniform_negatives` do not apply), no step
     encodes items and no validation re-encodes them. Serving encodes items with the adapter switched off."""
+    full_softmax: bool = False
+    """True (items trained too): every step scores each user against every item of the cache table, which is
+    re-encoded and re-centered at each validation and left alone in between, so all its rows come from one
+    model and there is no newer-row shortcut; nothing is sampled for the user side, so `logq`, `cache_window`
+    and `uniform_negatives` do not apply. The item side gets the same loss's gradient through fresh vectors of
+    the batch's targets and of `item_draws` items drawn from the batch's softmax (importance-weighted,
+    `trainer.contrastive_loss.draw_items`): an unbiased estimate of the full softmax's push on every item, tail
+    items included, which sampled negatives lack."""
+    item_draws: int = 32
+    """With `full_softmax`: draws per step (with replacement; the distinct items are encoded with gradients)."""
     popularity_prior: float = 0.0
     """w: training logits are (cosine + w x log(1 + training count)) / temperature, the score the service computes
     with REASONREC_POPULARITY_PRIOR=w, so the cosine only has to learn what popularity does not explain (only with
@@ -147,7 +159,7 @@ class ContrastiveConfig(SplitConfig):
         super().__post_init__()
         positive = {"lora_r": self.lora_r, "batch_size": self.batch_size, "steps": self.steps,
                     "recent_targets": self.recent_targets, "item_batch_size": self.item_batch_size,
-                    "valid_users": self.valid_users, "valid_every": self.valid_every}
+                    "valid_users": self.valid_users, "valid_every": self.valid_every, "item_draws": self.item_draws}
         bad = [name for name, value in positive.items() if value < 1]
         if bad:
             raise ValueError(f"--{bad[0].replace('_', '-')} must be >= 1")
@@ -159,6 +171,8 @@ class ContrastiveConfig(SplitConfig):
             raise ValueError(f"--mixed-precision must be no or bf16, got {self.mixed_precision!r}")
         if self.sample_pool < 0 or (self.sample_pool and self.lora_top_layers < 1):
             raise ValueError("--sample-pool must be >= 0 and needs --lora-top-layers >= 1 (states below are cached)")
+        if self.full_softmax and self.frozen_items:
+            raise ValueError("--full-softmax trains the item side; --frozen-items keeps it (and is a full softmax)")
         if self.popularity_prior < 0 or (self.popularity_prior and not self.frozen_items):
             raise ValueError("--popularity-prior must be >= 0 and needs --frozen-items")
         if min(self.lora_top_layers, self.warmup_steps, self.cache_window, self.uniform_negatives) < 0:
@@ -239,7 +253,7 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (config.warmup_steps + 1)))
     resumed = _resume(folder, config, peft_model, optimizer, schedule)
     if resumed is None:
-        progress, cache = _Progress(), _initial_cache(config, engine, peft_model, data, folder)
+        progress, cache = _Progress(), _initial_cache(config, encoder, peft_model, data, folder)
     else:
         progress, cache = resumed
     valid = sample_examples(split.valid, config.valid_users, config.seed)
@@ -279,43 +293,55 @@ def _train_step(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.M
     """One optimizer step on `examples`; returns the loss and the cache's fresh-row bias seen by its users."""
     codes = torch.tensor([data.code[e.target.item_id] for e in examples])
     owned = history_mask([data.owned[e.user_id] for e in examples], len(data.item_ids))
-    uniform = data.uniform_items(step, 0 if config.frozen_items else config.uniform_negatives, config.seed)
-    columns = torch.cat([codes, uniform])
     model.train()
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
-    with autocast:
-        users = encoder.answer_states([data.user_prompt(e) for e in examples]).float().cpu()
-        if not config.frozen_items:
-            items = encoder.answer_states([data.item_prompt(int(c)) for c in columns]).float().cpu()
+
+    def encode(prompts: list[str]) -> torch.Tensor:
+        with autocast:
+            return encoder.answer_states(prompts).float().cpu()
+
+    users = encode([data.user_prompt(e) for e in examples])
     if config.frozen_items:
         prior = config.popularity_prior * torch.log1p(data.train_counts)
         loss = full_softmax_loss(users, codes, cache, owned, config.temperature, prior)
+    elif config.full_softmax:
+        logits = table_logits(users, codes, cache, owned, config.temperature)
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        drawn, weights = draw_items(logits.detach().softmax(dim=-1), torch.as_tensor(data.warm_codes),
+                                    config.item_draws, generator)
+        items = encode([data.item_prompt(int(c)) for c in torch.cat([codes, drawn])])
+        loss = (F.cross_entropy(logits, codes)
+                + item_side_term(users, items[: len(codes)], items[len(codes) :], weights, cache, config.temperature))
     else:
+        columns = torch.cat([codes, data.uniform_items(step, config.uniform_negatives, config.seed)])
+        items = encode([data.item_prompt(int(c)) for c in columns])
         window = config.cache_window
         cache_log_q = None
         if config.logq and window > 0:
             cache_log_q = log_drawn_in_window(data.log_q, config.batch_size, min(window, step - cache.refilled_at),
-                                              len(uniform), len(data.warm_codes))
+                                              len(columns) - len(codes), len(data.warm_codes))
         loss = contrastive_loss(users, items, columns, cache, owned,
-                                data.log_q_with_uniform(len(uniform)) if config.logq else None,
+                                data.log_q_with_uniform(len(columns) - len(codes)) if config.logq else None,
                                 config.temperature, cache.negatives(step, window), cache_log_q)
     optimizer.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     optimizer.step()
     schedule.step()
-    if config.frozen_items:
+    if config.frozen_items or config.full_softmax:  # the table holds one model's vectors until the next refill
         return float(loss.detach()), None
     bias = cache.fresh_row_bias(users)
     cache.update(columns, items, step + 1)
     return float(loss.detach()), bias
 
 
-def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model: torch.nn.Module,
+def _initial_cache(config: ContrastiveConfig, encoder: TransformersEngine | LowerLayerCache, model: torch.nn.Module,
                    data: TrainingSamples, folder: Path) -> NegativeCache:
     """The base model's item vectors: taken from its served index when there is one (`init_from_index`; its
-    item prompts carry the index's rating statistics), else encoded here from training-split item prompts with
-    their mean as the center (batches cached on disk, so an interrupted start resumes)."""
+    item prompts carry the index's rating statistics), else encoded here by `encoder` (in a sample-pool run its
+    lower-layer states are then kept for every later re-encoding) from training-split item prompts with their
+    mean as the center (batches cached on disk, so an interrupted start resumes)."""
+    engine = encoder.engine if isinstance(encoder, LowerLayerCache) else encoder
     index_dir = default_index_dir(config.dataset, engine.fingerprint)
     if config.init_from_index and ItemStore.exists(index_dir):
         store = ItemStore.load(index_dir, expect=engine.fingerprint)
@@ -328,11 +354,11 @@ def _initial_cache(config: ContrastiveConfig, engine: TransformersEngine, model:
         missing = [c for c in data.warm_codes if c not in indexed]
         log.info("negative cache from the index %s (%d items; %d encoded here)", index_dir, len(codes), len(missing))
         if missing:
-            cache.update(torch.tensor(missing), _encode(engine, model, data, missing), step=0)
+            cache.update(torch.tensor(missing), _encode(encoder, model, data, missing), step=0)
         return cache
     batches = BatchCache(folder / "base-items", {"items": engine.fingerprint.to_json()})
     cache = NegativeCache.empty(len(data.item_ids), torch.zeros(engine.hidden_size))
-    cache.refill(torch.tensor(data.warm_codes), _encode(engine, model, data, data.warm_codes, batches), step=0)
+    cache.refill(torch.tensor(data.warm_codes), _encode(encoder, model, data, data.warm_codes, batches), step=0)
     return cache
 
 
@@ -426,7 +452,8 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
     tmp.replace(folder / ADAPTER_META)
 
 
-_ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0, "sample_pool": 0}
+_ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0, "sample_pool": 0, "full_softmax": False,
+                   "item_draws": 32}
 """Settings added after runs were made; such a run had their default."""
 
 
@@ -440,6 +467,11 @@ def describe_recipe(config: dict) -> str:
                  if config["popularity_prior"] else "")
         return ("on user prompts only: full softmax over every item's base-model vector (an exact table, never "
                 f"re-encoded; nothing sampled, so no logQ){prior}{_pool(config)}")
+    if config["full_softmax"]:
+        return ("on user and item prompts: full softmax over every item's vector in a table re-encoded and "
+                f"re-centered at every validation (every {config['valid_every']} steps), nothing sampled for users; "
+                f"items get its gradient through the targets and {config['item_draws']} items drawn per step from "
+                f"the batch's softmax, importance-weighted{_pool(config)}")
     return (f"on user and item prompts: in-batch softmax, logQ {'on' if config['logq'] else 'off'}; the item cache is "
             f"re-encoded and re-centered at every validation (every {config['valid_every']} steps) and overwritten "
             "with each batch's targets in between; its negatives "

@@ -28,6 +28,16 @@ vectors, with the batch's own target as the positive. Negatives come from two bl
   the top-10 median popularity rank from 1661 to 2130 and valid HR@10 from .013 to .007 on 300 users. The logQ
   correction of in-batch columns is then minus log of the item's expected count among the columns (targets plus
   uniform draws), and the window's correction covers both draws.
+**Full softmax** (`table_logits`, `draw_items`, `item_side_term`): every sampled variant above left the item side
+pushed by a biased set of negatives, and on ML-1M each such run peaked after 30-40 steps and then ranked tail
+items first. Scoring each user against the whole table instead gives the user side the exact full-softmax
+gradient, as long as the table holds one model's vectors (it is then only re-encoded, never overwritten row by
+row). Item vectors in the table are detached, so their part of the gradient, (p_ij - y_ij) u_i / temperature
+for every item j, goes to fresh vectors: the targets' (the pull) and those of a few items drawn from the batch's
+softmax mixed with uniform, importance-weighted so the push is an unbiased estimate over all items (the proposal
+distribution of sampled softmax, Bengio and Senecal, "Adaptive Importance Sampling to Accelerate Training of a
+Neural Probabilistic Language Model", IEEE TNN 2008). Pull and push balance in expectation, so a drift shared by
+every item vector earns nothing.
 Masked (never negatives): the user's own items other than the target (they are positives of that user, not
 negatives), the cache row of the target itself (its fresh copy is the positive), and in-batch columns holding
 the same item as the target. Vectors are centered with a fixed mean item vector before the cosine, as the served
@@ -162,17 +172,52 @@ def contrastive_loss(users: torch.Tensor, targets: torch.Tensor, target_codes: t
     return F.cross_entropy(logits, torch.arange(batch))
 
 
-def full_softmax_loss(users: torch.Tensor, target_codes: torch.Tensor, cache: NegativeCache, owned: torch.Tensor,
-                      temperature: float, prior: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy of each user's target among every filled cache row, for a cache that is exact and fixed
-    (items keep the base model's vectors, `ContrastiveConfig.frozen_items`): nothing is sampled, so no logQ.
-    Logits are (centered cosine + prior) / temperature, `prior` (n_items,) in cosine units (None: 0); the
-    user's other items are masked as in `contrastive_loss`.
-
-    users: (B, d) raw vectors with gradients; target_codes: (B,) item codes of filled rows; owned: (B, n_items)."""
+def table_logits(users: torch.Tensor, target_codes: torch.Tensor, cache: NegativeCache, owned: torch.Tensor,
+                 temperature: float, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n_items) logits of each user over every filled cache row: (centered cosine + prior) / temperature,
+    `prior` (n_items,) in cosine units (None: 0), with the user's other items and unfilled rows at -inf (the
+    target row stays). users: (B, d) raw vectors with gradients; target_codes: (B,) item codes of filled rows;
+    owned: (B, n_items) (`history_mask`)."""
     logits = cache.unit(users) @ cache.units.T.to(users.dtype)
     if prior is not None:
         logits = logits + prior[None, :].to(users.dtype)
     mask = owned | ~cache.filled[None, :]
     mask[torch.arange(len(users)), target_codes] = False
-    return F.cross_entropy((logits / temperature).masked_fill(mask, float("-inf")), target_codes)
+    return (logits / temperature).masked_fill(mask, float("-inf"))
+
+
+def full_softmax_loss(users: torch.Tensor, target_codes: torch.Tensor, cache: NegativeCache, owned: torch.Tensor,
+                      temperature: float, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of each user's target among every filled cache row (`table_logits`), for a table that is
+    exact and consistent (`ContrastiveConfig.frozen_items`, or `full_softmax` between re-encodings): nothing is
+    sampled, so no logQ."""
+    return F.cross_entropy(table_logits(users, target_codes, cache, owned, temperature, prior), target_codes)
+
+
+def draw_items(probs: torch.Tensor, warm_codes: torch.Tensor, draws: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items whose fresh vectors carry the item side of a full softmax (`item_side_term`), drawn with replacement
+    from half uniform over `warm_codes`, half the batch's mean softmax `probs` (B, n_items) (detached), and
+    their importance weights (B, K): p_bj x draws of j / (draws x proposal_j), so that for any per-item g,
+    sum over drawn j of w_bj g_j is an unbiased estimate of sum over all j of p_bj g_j. Returns the K distinct
+    drawn codes and the weights."""
+    proposal = 0.5 * probs.mean(dim=0)
+    proposal[warm_codes] += 0.5 / len(warm_codes)
+    drawn = torch.multinomial(proposal, draws, replacement=True, generator=generator)
+    codes, counts = drawn.unique(return_counts=True)
+    return codes, probs[:, codes] * counts / (draws * proposal[codes])
+
+
+def item_side_term(users: torch.Tensor, targets: torch.Tensor, drawn: torch.Tensor, weights: torch.Tensor,
+                   cache: NegativeCache, temperature: float) -> torch.Tensor:
+    """A term of value 0 whose gradient with respect to the fresh item vectors is the full-softmax gradient that
+    the table's detached rows do not carry: each user pulls their target's fresh vector (`targets`, (B, d)) and
+    pushes every item by its softmax probability, estimated on the `drawn` items' fresh vectors (K, d) with
+    `weights` (B, K) from `draw_items`. Its expected push over all items equals the pull, so moving every item
+    the same way gains nothing (the common-mode drift that sampled negatives reward). Users are detached here:
+    their gradient comes from the table's logits."""
+    u = cache.unit(users.detach())
+    pull = (u * cache.unit(targets)).sum(dim=-1)
+    push = ((u @ cache.unit(drawn).T) * weights).sum(dim=-1)
+    term = (push - pull).mean() / temperature
+    return term - term.detach()

@@ -1,0 +1,101 @@
+"""Joint training on a full softmax (`ContrastiveConfig.full_softmax`): the importance-weighted item draws are an
+unbiased estimate of the softmax's push, the item-side term carries exactly the full softmax's gradient to fresh
+item vectors, and the training job on the tiny model scores users against a table that no step overwrites."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import trainer.contrastive as contrastive
+from trainer.cl_samples import TrainingSamples
+from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive
+from trainer.contrastive_loss import NegativeCache, draw_items, history_mask, item_side_term, table_logits
+from trainer.data import load_dataset
+from trainer.protocols import make_split
+
+from test_contrastive import tiny_config
+from test_eval_job import write_cycle_ml1m
+
+
+def test_the_draws_estimate_each_users_softmax_push_without_bias() -> None:
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(3, 12, generator=generator) * 3, dim=-1)
+    probs[:, 11] = 0.0  # a masked item: never pushed
+    probs = probs / probs.sum(dim=-1, keepdim=True)
+    values = torch.randn(12, 4, generator=generator)  # any per-item quantity, e.g. a gradient
+    exact = probs @ values
+    total = torch.zeros_like(exact)
+    rounds = 4000
+    for _ in range(rounds):
+        codes, weights = draw_items(probs, torch.arange(12), 8, generator)
+        assert len(codes.unique()) == len(codes) and weights.shape == (3, len(codes))
+        total += weights @ values[codes]
+    torch.testing.assert_close(total / rounds, exact, atol=0.03, rtol=0.0)
+
+
+def test_the_item_term_gives_fresh_item_vectors_the_full_softmax_gradient_and_adds_nothing() -> None:
+    torch.manual_seed(0)
+    raw_items = torch.randn(6, 3) + torch.tensor([2.0, 0.0, 0.0])
+    cache = NegativeCache.empty(6, raw_items.mean(dim=0))
+    cache.update(torch.arange(6), raw_items, step=0)
+    users = torch.randn(2, 3, requires_grad=True)
+    codes, owned, tau = torch.tensor([1, 4]), history_mask([[0, 1], [4]], 6), 0.2
+    logits = table_logits(users, codes, cache, owned, tau)
+    probs = logits.detach().softmax(dim=-1)
+    fresh = raw_items.clone().requires_grad_(True)  # every item's vector, passed fresh: the estimate is exact
+    term = item_side_term(users, fresh[codes], fresh, probs, cache, tau)
+    assert term.item() == 0.0
+    term.backward()
+    # reference: the same cross-entropy with the table's rows differentiable
+    reference_items = raw_items.clone().requires_grad_(True)
+    u = cache.unit(users.detach())
+    reference = u @ cache.unit(reference_items).T / tau
+    mask = owned.clone()
+    mask[torch.arange(2), codes] = False
+    F.cross_entropy(reference.masked_fill(mask, float("-inf")), codes).backward()
+    torch.testing.assert_close(fresh.grad, reference_items.grad)
+    assert users.grad is None  # users learn from the table's logits, not from this term
+
+
+def test_config_checks_name_the_flag() -> None:
+    with pytest.raises(ValueError, match="--full-softmax"):
+        ContrastiveConfig(full_softmax=True, frozen_items=True)
+    with pytest.raises(ValueError, match="--item-draws"):
+        ContrastiveConfig(full_softmax=True, item_draws=0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cycle_ml1m(tmp_path_factory.mktemp("full") / "data")
+
+
+def test_a_full_softmax_run_trains_items_against_a_table_only_validation_rewrites(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config(data, tmp_path / "full", steps=6, valid_every=3, full_softmax=True, item_draws=5)
+    ds = load_dataset(config.dataset, config.data_path)
+    samples = TrainingSamples(ds, make_split(ds, config.protocol), config.recent_targets, config.batch_size)
+    real_term = contrastive.item_side_term
+    seen: list[dict] = []
+
+    def spy_term(users, targets, drawn, weights, cache, temperature) -> torch.Tensor:  # noqa: ANN001
+        seen.append({"units": cache.units.clone(), "targets": len(targets), "drawn": len(drawn),
+                     "trainable": targets.requires_grad and drawn.requires_grad})
+        return real_term(users, targets, drawn, weights, cache, temperature)
+
+    monkeypatch.setattr(contrastive, "item_side_term", spy_term)
+    monkeypatch.setattr(contrastive, "contrastive_loss", lambda *a: pytest.fail("no sampled loss with a full softmax"))
+    folder = train_contrastive(config)
+    assert len(seen) == 6 and all(s["trainable"] and s["targets"] == 8 and 1 <= s["drawn"] <= 5 for s in seen)
+    # steps 1-3 see the table of step 0, steps 4-6 the one re-encoded at the validation after step 3
+    assert all(torch.equal(seen[i]["units"], seen[0]["units"]) for i in (1, 2))
+    assert all(torch.equal(seen[i]["units"], seen[3]["units"]) for i in (4, 5))
+    assert not torch.equal(seen[3]["units"], seen[0]["units"])
+    meta = json.loads((folder / ADAPTER_META).read_text())
+    assert [p["step"] for p in meta["curve"]] == [0, 3, 6] and all(p["fresh_row_bias"] is None for p in meta["curve"])
+    assert "full softmax over every item's vector" in meta["method"] and "5 items drawn" in meta["method"]
+    assert len(samples.warm_codes) == int(torch.load(folder / "resume.pt", weights_only=True)["cache_filled"].sum())
