@@ -214,7 +214,8 @@ def cmd_train_cl(args: argparse.Namespace) -> int:
         given["gradient_checkpointing"] = args.gradient_checkpointing
     config = ContrastiveConfig(out_dir=args.out, **given)
     folder = train_contrastive(config)
-    for path in write_training_report(folder, Path("docs/results/cl"), "reasonrec " + " ".join(sys.argv[1:])):
+    for path in write_training_report(folder, Path("docs/results/cl"), "reasonrec " + " ".join(sys.argv[1:]),
+                                      args.report_name):
         print(f"wrote {path}")
     print(f"adapter {folder}; build its index with `reasonrec index --dataset {config.dataset} --adapter {folder}`, "
           f"evaluate with `reasonrec eval --adapter {folder}`, serve with REASONREC_ADAPTER={folder}")
@@ -320,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                     help="recompute activations in the backward pass: less memory, more compute (off)")
     cl.add_argument("--out", type=Path, default=None, help="adapter folder (default under artifacts/adapters)")
+    cl.add_argument("--report-name", default=None,
+                    help="file name (no suffix) of the run's report in docs/results/cl (<dataset>-<protocol>-training)")
     cl.set_defaults(func=cmd_train_cl)
 
     ev = sub.add_parser("eval", help="evaluate rankers on one split; write docs/results reports")

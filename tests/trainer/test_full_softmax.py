@@ -99,3 +99,8 @@ def test_a_full_softmax_run_trains_items_against_a_table_only_validation_rewrite
     assert [p["step"] for p in meta["curve"]] == [0, 3, 6] and all(p["fresh_row_bias"] is None for p in meta["curve"])
     assert "full softmax over every item's vector" in meta["method"] and "5 items drawn" in meta["method"]
     assert len(samples.warm_codes) == int(torch.load(folder / "resume.pt", weights_only=True)["cache_filled"].sum())
+    from trainer.cl_report import write_training_report
+
+    paths = write_training_report(folder, tmp_path / "report", "reasonrec train-cl --full-softmax (test)", "full-run")
+    assert [p.name for p in paths] == ["full-run.json", "full-run.md", "full-run.png"]
+    assert "5 items drawn per step from the batch's softmax" in paths[1].read_text()
