@@ -253,7 +253,9 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (config.warmup_steps + 1)))
     resumed = _resume(folder, config, peft_model, optimizer, schedule)
     if resumed is None:
-        progress, cache = _Progress(), _initial_cache(config, encoder, peft_model, data, folder)
+        # frozen items are encoded once, so their lower states would never be used again
+        progress = _Progress()
+        cache = _initial_cache(config, engine if config.frozen_items else encoder, peft_model, data, folder)
     else:
         progress, cache = resumed
     valid = sample_examples(split.valid, config.valid_users, config.seed)
