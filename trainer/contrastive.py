@@ -13,8 +13,9 @@ the training's own prior, 0 by default) in the output folder, with `reasonrec-ad
 templates, data, split, steps, metrics, curve). With `frozen_items` the adapter is for user prompts only: the
 cache is the base model's exact item table, never re-encoded, and each step's loss is a full softmax over it.
 With `full_softmax` both sides train against the whole table, which only validation rewrites
-(`trainer.contrastive_loss`). With `sample_pool` the steps cycle through a fixed pool of samples and every prompt passes the frozen layers
-below the LoRA layers once (`trainer.layer_cache`), so steps, validations and re-encodings run the top layers only.
+(`trainer.contrastive_loss`). With `sample_pool` the steps cycle through a fixed pool of samples and every prompt
+passes the frozen layers below the LoRA layers once (`trainer.layer_cache`), so steps, validations and
+re-encodings run the top layers only.
 `resume.pt` (LoRA weights, optimizer, cache, progress) is written every `checkpoint_minutes`; rerunning the same
 command resumes, and is a no-op once the run is done. Devices come from accelerate: the same command runs on a
 CPU or a GPU.
@@ -315,15 +316,16 @@ def _train_step(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.M
         loss = (F.cross_entropy(logits, codes)
                 + item_side_term(users, items[: len(codes)], items[len(codes) :], weights, cache, config.temperature))
     else:
-        columns = torch.cat([codes, data.uniform_items(step, config.uniform_negatives, config.seed)])
+        uniform = data.uniform_items(step, config.uniform_negatives, config.seed)
+        columns = torch.cat([codes, uniform])
         items = encode([data.item_prompt(int(c)) for c in columns])
         window = config.cache_window
         cache_log_q = None
         if config.logq and window > 0:
             cache_log_q = log_drawn_in_window(data.log_q, config.batch_size, min(window, step - cache.refilled_at),
-                                              len(columns) - len(codes), len(data.warm_codes))
+                                              len(uniform), len(data.warm_codes))
         loss = contrastive_loss(users, items, columns, cache, owned,
-                                data.log_q_with_uniform(len(columns) - len(codes)) if config.logq else None,
+                                data.log_q_with_uniform(len(uniform)) if config.logq else None,
                                 config.temperature, cache.negatives(step, window), cache_log_q)
     optimizer.zero_grad(set_to_none=True)
     accelerator.backward(loss)
