@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from trainer.machine import cpu_model
+
 READY_TIMEOUT_S = 600.0
 
 
@@ -83,13 +85,11 @@ class Gateway:
 
 def machine() -> dict[str, Any]:
     """Cores, CPU model, memory, load averages and the busiest other processes now (call it before starting)."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                   if line.startswith("MemTotal"))
     load1, load5, load15 = os.getloadavg()
     return {
-        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(), "cpu": cpu,
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(), "cpu": cpu_model(),
         "memory_gb": round(mem_kb / 2**20, 1), "loadavg_1_5_15": [round(load1, 2), round(load5, 2), round(load15, 2)],
         "cpu_busy_share_2s": cpu_busy_share(), "python": platform.python_version(),
         "other_busy_processes": busy_processes(),

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,6 +49,7 @@ from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
 from trainer.layer_cache import LowerLayerCache
 from trainer.llm_rankers import encode_items
+from trainer.machine import machine_line
 from trainer.metrics import mean_metrics
 from trainer.prior_tuning import PRIOR_WEIGHTS
 from trainer.protocols import SplitConfig, check_same_run, make_split
@@ -446,8 +446,7 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
         "split": {"protocol": split.protocol, "valid_examples": len(split.valid), "test_examples": len(split.test)},
         "steps": progress.step, "best_step": progress.best_step, "train_seconds": round(progress.seconds, 1),
         "metrics": {"valid_best": best}, "curve": progress.curve,
-        "machine": f"{platform.machine()}, {'cuda' if torch.cuda.is_available() else 'cpu'}, "
-                   f"torch threads {torch.get_num_threads()}",
+        "machine": machine_line(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     folder.mkdir(parents=True, exist_ok=True)

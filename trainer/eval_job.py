@@ -19,19 +19,18 @@ statistics that include the held-out validation/test targets (the report states 
 from __future__ import annotations
 
 import logging
-import platform
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from model.sasrec import SasrecScorer
 from trainer.data import Dataset, load_dataset
 from trainer.eval_llm import LlmContext, rating_section
 from trainer.evaluate import EvalRanker, RankingResult, rank_examples
 from trainer.llm_rankers import LlmRanker
+from trainer.machine import machine_line
 from trainer.metrics import bootstrap_ci, mean_metrics
 from trainer.protocols import SplitConfig, make_split, test_parts
 from trainer.rankers import PopularityRanker, SasrecRanker
@@ -134,12 +133,6 @@ def _draw_samples(parts: dict[str, list[Example]], config: EvalConfig) -> _Sampl
     direct = {p: sample_examples(e, config.llm_users, config.sample_seed) for p, e in parts.items()}
     reasoning = {p: sample_examples(e, config.reasoning_users, config.sample_seed) for p, e in direct.items()}
     return _Samples(parts, direct, reasoning)
-
-
-def machine_line() -> str:
-    """The machine line of the evaluation reports."""
-    return (f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, no GPU; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def run_eval(config: EvalConfig, command: str) -> list[Path]:

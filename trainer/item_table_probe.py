@@ -25,8 +25,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from indexer.store import ItemStore
-from trainer.eval_job import machine_line
 from trainer.evaluate import rank_examples
+from trainer.machine import machine_line
 from trainer.metrics import mean_metrics
 from trainer.protocols import SplitConfig
 from trainer.rankers import PopularityRanker

@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trainer.data import load_dataset
-from trainer.eval_job import EvalConfig, machine_line
+from trainer.eval_job import EvalConfig
 from trainer.eval_llm import LlmContext
 from trainer.evaluate import rank_examples
+from trainer.machine import machine_line
 from trainer.metrics import mean_metrics
 from trainer.protocols import make_split
 from trainer.report import shown_path

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from model.paths import artifacts_dir
 from model.sasrec import META_FILE, PAD, SasrecConfig, SasrecNet, SasrecScorer, right_padded
 from trainer.data import Dataset, load_dataset
 from trainer.evaluate import rank_examples
+from trainer.machine import machine_line
 from trainer.metrics import mean_metrics
 from trainer.protocols import SplitConfig, check_same_run, make_split, test_parts
 from trainer.rankers import SasrecRanker
@@ -188,7 +188,7 @@ def _meta(config: SasrecTrainConfig, ds: Dataset, split: Split, state: _State, s
         "seed": config.seed, "epochs": state.epoch, "best_epoch": state.best_epoch,
         "train_seconds": round(state.seconds, 1), "history": state.history or [],
         "metrics": {"valid": next((h for h in state.history or [] if h["epoch"] == state.best_epoch), {})},
-        "machine": f"{platform.machine()} {platform.processor() or ''}, torch threads {torch.get_num_threads()}",
+        "machine": machine_line(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
