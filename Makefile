@@ -47,6 +47,9 @@ clean-venv:
 # --- evaluation and training on ML-1M (each step resumes where it stopped and is a no-op once done) ---
 # One thread per job keeps two of them side by side on a 2-core machine; THREADS=2 for a lone job.
 THREADS ?= 1
+# The best recipe so far (README, "Full softmax"): CL_ARGS adds options or overrides its values, and an empty
+# CL_RECIPE= trains with `reasonrec train-cl`'s own defaults (the sampled-negative recipe).
+CL_RECIPE ?= --full-softmax --sample-pool 960 --lora-top-layers 4 --lr 2e-4 --steps 120 --valid-every 10
 CL_ARGS ?=
 EVAL_ARGS ?=
 CL_PROTOCOL ?= leave-one-out
@@ -70,7 +73,7 @@ eval: eval-loo eval-cold  ## SASRec+ (both protocols), the LLM index, every rank
 # The adapter is trained on the protocol's own training split (a cold-item run never sees the cold items), so
 # each protocol has its own: make train-cl CL_PROTOCOL=cold-items. Needs `make eval`'s SASRec+ checkpoints.
 train-cl: setup  ## contrastive LoRA on ML-1M, its index, trained-vs-zero-shot report -> docs/results/cl/
-	$(BIN)/reasonrec train-cl --dataset ml-1m --protocol $(CL_PROTOCOL) --threads $(THREADS) $(CL_ARGS)
+	$(BIN)/reasonrec train-cl --dataset ml-1m --protocol $(CL_PROTOCOL) --threads $(THREADS) $(CL_RECIPE) $(CL_ARGS)
 	$(BIN)/reasonrec index --dataset ml-1m --adapter $(CL_ADAPTER) --threads $(THREADS)
 	$(BIN)/reasonrec tune-prior --dataset ml-1m --protocol $(CL_PROTOCOL) --adapter $(CL_ADAPTER) --out-dir docs/results/cl \
 		--threads $(THREADS)
