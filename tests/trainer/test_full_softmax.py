@@ -104,3 +104,27 @@ def test_a_full_softmax_run_trains_items_against_a_table_only_validation_rewrite
     paths = write_training_report(folder, tmp_path / "report", "reasonrec train-cl --full-softmax (test)", "full-run")
     assert [p.name for p in paths] == ["full-run.json", "full-run.md", "full-run.png"]
     assert "5 items drawn per step from the batch's softmax" in paths[1].read_text()
+
+
+def test_a_cold_item_run_with_a_sample_pool_never_scores_or_draws_a_cold_item(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `make train-cl CL_PROTOCOL=cold-items` trains this recipe: the held-out items must stay unseen
+    config = tiny_config(data, tmp_path / "cold", steps=4, valid_every=2, full_softmax=True, item_draws=6,
+                         protocol="cold-items", cold_frac=0.3, lora_top_layers=1, sample_pool=16)
+    ds = load_dataset(config.dataset, config.data_path)
+    split = make_split(ds, config.protocol, config.cold_frac, config.split_seed)
+    samples = TrainingSamples(ds, split, config.recent_targets, config.batch_size)
+    cold_codes = {samples.code[item] for item in split.cold_items}
+    real_draw, drawn = contrastive.draw_items, []
+
+    def spy_draw(probs, warm_codes, draws, generator) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+        assert float(probs[:, sorted(cold_codes)].sum()) == 0.0
+        codes, weights = real_draw(probs, warm_codes, draws, generator)
+        drawn.extend(codes.tolist())
+        return codes, weights
+
+    monkeypatch.setattr(contrastive, "draw_items", spy_draw)
+    folder = train_contrastive(config)
+    filled = torch.load(folder / "resume.pt", weights_only=True)["cache_filled"]
+    assert cold_codes and drawn and not cold_codes & set(drawn)
+    assert not filled[sorted(cold_codes)].any() and int(filled.sum()) == len(samples.warm_codes)
