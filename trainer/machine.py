@@ -10,8 +10,6 @@ import os
 import platform
 from pathlib import Path
 
-import torch
-
 _CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -26,6 +24,8 @@ def cpu_model() -> str:
 
 def machine_line() -> str:
     """E.g. 'x86_64 AMD EPYC, 2 cores, 2 torch threads, no GPU; Python 3.11.7, torch 2.13.0+cpu'."""
+    import torch  # here, not at the top: the load-test driver imports `cpu_model` and needs no torch
+
     accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
             f"{accelerator}; Python {platform.python_version()}, torch {torch.__version__}")
