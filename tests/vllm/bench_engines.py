@@ -40,6 +40,7 @@ from model.loading import default_model_dir, load_model, materialize_smollm2
 from model.transformers_engine import TransformersEngine
 from model.vllm_engine import VllmEngine
 from model.vllm_launch import launch, stop, wait_healthy
+from trainer.machine import machine_line
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -100,7 +101,7 @@ def main() -> int:
         report = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "make bench-vllm (" + " ".join(sys.argv) + ")",
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
+            "machine": f"{machine_line()}; {platform.platform()}",
             "load_average_before": load_before,
             "model": "SmolLM2-135M-Instruct fp32", "transformers_torch_threads": torch.get_num_threads(), "users": args.users, "reasoning_tokens": args.tokens,
             "engine_start_s": {"transformers (load + convert cached)": tf_start,
