@@ -16,7 +16,7 @@ def write_training_report(adapter: Path, out_dir: Path, command: str, name: str 
     """Markdown, JSON and PNG of the run stored in `adapter`, named `name` (default
     `<dataset>-<protocol>-training`); returns their paths."""
     meta = json.loads((adapter / ADAPTER_META).read_text(encoding="utf-8"))
-    stem = name or f"{meta['data']['dataset']}-{meta['split']['protocol']}-training"
+    stem = name or f"{meta['data']['dataset']}-{meta['config']['protocol']}-training"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
     report = {"command": command, "adapter": str(adapter), **meta}

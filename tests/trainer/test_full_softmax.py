@@ -128,3 +128,8 @@ def test_a_cold_item_run_with_a_sample_pool_never_scores_or_draws_a_cold_item(
     filled = torch.load(folder / "resume.pt", weights_only=True)["cache_filled"]
     assert cold_codes and drawn and not cold_codes & set(drawn)
     assert not filled[sorted(cold_codes)].any() and int(filled.sum()) == len(samples.warm_codes)
+    from trainer.cl_report import write_training_report
+
+    # named by the protocol, not by the split's description (which holds spaces and parentheses)
+    report = write_training_report(folder, tmp_path / "report", "reasonrec train-cl --protocol cold-items (test)")[0]
+    assert report.name == "ml-1m-zip-cold-items-training.json"
