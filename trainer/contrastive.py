@@ -53,7 +53,7 @@ from trainer.machine import machine_line
 from trainer.metrics import mean_metrics
 from trainer.prior_tuning import PRIOR_WEIGHTS
 from trainer.protocols import SplitConfig, check_same_run, make_split
-from trainer.splits import Example, Split, sample_examples
+from trainer.splits import ColdSplit, Example, Split, sample_examples
 
 log = logging.getLogger(__name__)
 RESUME_FILE = "resume.pt"
@@ -133,7 +133,8 @@ class ContrastiveConfig(SplitConfig):
     """Start the negative cache from the base model's served index (`reasonrec index`) when it exists: no
     encoding pass at step 0, and the index's center is the training center, as the service will use it."""
     valid_users: int = 300
-    """Seeded validation users for the curve and the best-adapter choice (at 300 one hit moves HR@10 by .0033)."""
+    """Seeded validation users for the curve and the best-adapter choice (at 300 one hit moves HR@10 by .0033);
+    warm validation examples only with held-out items (`validation_examples`)."""
     valid_every: int = 50
     """Validate every N steps (and at the end). Each validation re-encodes every item into the negative cache
     (3,704 ML-1M items: ~15 min on one CPU core), so this is also how often the cache is made consistent again;
@@ -259,7 +260,7 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
         cache = _initial_cache(config, engine if config.frozen_items else encoder, peft_model, data, folder)
     else:
         progress, cache = resumed
-    valid = sample_examples(split.valid, config.valid_users, config.seed)
+    valid = sample_examples(validation_examples(split), config.valid_users, config.seed)
     log.info("contrastive LoRA on %s/%s: %d users, %d warm items, %d trainable parameters, step %d of %d",
              ds.name, split.protocol, len(data.users), len(data.warm_codes),
              sum(p.numel() for p in peft_model.parameters() if p.requires_grad), progress.step, config.steps)
@@ -373,6 +374,12 @@ def _encode(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.Modul
     items = [data.items[data.item_ids[c]] for c in codes]
     return torch.as_tensor(encode_items(items, encoder, batches or BatchCache(None, {}), encoder.batch_size,
                                         "encoding items for the negative cache"))
+
+
+def validation_examples(split: Split) -> list[Example]:
+    """The examples the curve validates on. With held-out items only the warm ones: the table holds the training
+    items alone, so a cold target could never be ranked and would only add zeros (about half of the examples)."""
+    return split.valid_warm if isinstance(split, ColdSplit) else split.valid
 
 
 def _validate(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.Module, data: TrainingSamples,

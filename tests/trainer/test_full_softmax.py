@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 import trainer.contrastive as contrastive
 from trainer.cl_samples import TrainingSamples
-from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive
+from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive, validation_examples
 from trainer.contrastive_loss import NegativeCache, draw_items, history_mask, item_side_term, table_logits
 from trainer.data import load_dataset
 from trainer.protocols import make_split
@@ -133,3 +133,13 @@ def test_a_cold_item_run_with_a_sample_pool_never_scores_or_draws_a_cold_item(
     # named by the protocol, not by the split's description (which holds spaces and parentheses)
     report = write_training_report(folder, tmp_path / "report", "reasonrec train-cl --protocol cold-items (test)")[0]
     assert report.name == "ml-1m-zip-cold-items-training.json"
+
+
+def test_a_cold_item_run_validates_on_warm_targets_only(data: Path) -> None:
+    # the table of a cold-item run holds the training items alone: a cold validation target can never be ranked
+    ds = load_dataset("ml-1m-zip", data)
+    cold = make_split(ds, "cold-items", 0.3, 0)
+    valid = validation_examples(cold)
+    assert valid and len(valid) < len(cold.valid) and not {e.target.item_id for e in valid} & cold.cold_items
+    loo = make_split(ds, "leave-one-out", 0.3, 0)
+    assert validation_examples(loo) == loo.valid
