@@ -51,7 +51,7 @@ def tune_prior(config: EvalConfig, valid_users: int, command: str) -> list[Path]
               "machine": machine_line(),
               "date": datetime.now(UTC).isoformat(timespec="seconds")}
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{ds.name}-{split.protocol}-prior" + (f"-{config.adapter.name}" if config.adapter else "")
+    stem = f"{ds.name}-{config.protocol}-prior" + (f"-{config.adapter.name}" if config.adapter else "")
     paths = [config.out_dir / f"{stem}.json", config.out_dir / f"{stem}.md"]
     paths[0].write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     paths[1].write_text(_markdown(report), encoding="utf-8")

@@ -144,6 +144,14 @@ def test_tune_prior_ranks_validation_users_at_every_weight_and_names_the_best(
         tune_prior(config, 0, "bad")
 
 
+def test_tune_prior_names_a_cold_item_report_by_the_protocol(world: dict[str, Path]) -> None:
+    # not by the split's description, "cold-items(cold_frac=0.2, seed=0)", which holds spaces and parentheses
+    config = config_for(world, "cold-items", rankers=("direct",), ratings=False, out_dir=world["root"] / "tune-cold")
+    json_path, md_path = tune_prior(config, 4, "reasonrec tune-prior --protocol cold-items (test)")
+    dataset = json.loads(json_path.read_text())["dataset"]
+    assert (json_path.name, md_path.name) == (f"{dataset}-cold-items-prior.json", f"{dataset}-cold-items-prior.md")
+
+
 def test_rerun_takes_llm_vectors_from_the_cache(world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     config = config_for(world, "leave-one-out", rankers=("direct", "reasoning"))
     first = json.loads(run_eval(config, "first")[0].read_text())
