@@ -83,6 +83,12 @@ class TrainingSamples:
         seq = self.sequences[user]
         return Example(user, seq[:t], seq[t])
 
+    def positives(self, example: Example, count: int) -> list[int]:
+        """Item codes of `example`'s target and of up to `count - 1` items that follow it in the user's training
+        sequence (`ContrastiveConfig.positives`)."""
+        start = len(example.history)
+        return [self.code[x.item_id] for x in self.sequences[example.user_id][start : start + count]]
+
     @staticmethod
     def pool_batch(step: int, batches: int, seed: int) -> int:
         """Which pool batch step `step` trains on: each pass over the `batches` in its own seeded order."""

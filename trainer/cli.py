@@ -189,6 +189,8 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("valid_users", int, "seeded validation users (300)"), ("valid_every", int, "re-encode the item cache and validate every N steps (50)"),
     ("checkpoint_minutes", float, "write resume.pt at least this often (5)"), ("seed", int, "seed (0)"),
     ("item_draws", int, "with --full-softmax: items drawn per step from the batch's softmax for the item side (32)"),
+    ("positives", int, "with --full-softmax or --frozen-items: the target and the next N - 1 training items of the "
+                       "user are positives, each its own softmax term (1)"),
     ("popularity_prior", float, "with --frozen-items: w of the prior cosine + w log(1 + count) inside the training logits (0)"),
     ("sample_pool", int, "with --lora-top-layers >= 1: cycle through a fixed pool of N samples, every prompt's states "
                          "below the LoRA layers computed once and kept on disk, so later steps run only the top layers "

@@ -106,6 +106,12 @@ class ContrastiveConfig(SplitConfig):
     items included, which sampled negatives lack."""
     item_draws: int = 32
     """With `full_softmax`: draws per step (with replacement; the distinct items are encoded with gradients)."""
+    positives: int = 1
+    """Positives per sample: its target and the next N - 1 items of the user's training sequence, each its own
+    softmax term against the table with the same user vector (the future window of the dense all-action loss in
+    Pancha et al., "PinnerFormer: Sequence Modeling for User Representation at Pinterest", KDD 2022): N times the
+    item-side signal of one user prompt, the expensive forward. Only with `full_softmax` or `frozen_items` (the
+    sampled loss has one positive per user)."""
     popularity_prior: float = 0.0
     """w: training logits are (cosine + w x log(1 + training count)) / temperature, the score the service computes
     with REASONREC_POPULARITY_PRIOR=w, so the cosine only has to learn what popularity does not explain (only with
@@ -161,7 +167,8 @@ class ContrastiveConfig(SplitConfig):
         super().__post_init__()
         positive = {"lora_r": self.lora_r, "batch_size": self.batch_size, "steps": self.steps,
                     "recent_targets": self.recent_targets, "item_batch_size": self.item_batch_size,
-                    "valid_users": self.valid_users, "valid_every": self.valid_every, "item_draws": self.item_draws}
+                    "valid_users": self.valid_users, "valid_every": self.valid_every, "item_draws": self.item_draws,
+                    "positives": self.positives}
         bad = [name for name, value in positive.items() if value < 1]
         if bad:
             raise ValueError(f"--{bad[0].replace('_', '-')} must be >= 1")
@@ -175,6 +182,8 @@ class ContrastiveConfig(SplitConfig):
             raise ValueError("--sample-pool must be >= 0 and needs --lora-top-layers >= 1 (states below are cached)")
         if self.full_softmax and self.frozen_items:
             raise ValueError("--full-softmax trains the item side; --frozen-items keeps it (and is a full softmax)")
+        if self.positives > 1 and not (self.full_softmax or self.frozen_items):
+            raise ValueError("--positives > 1 needs --full-softmax or --frozen-items")
         if self.popularity_prior < 0 or (self.popularity_prior and not self.frozen_items):
             raise ValueError("--popularity-prior must be >= 0 and needs --frozen-items")
         if min(self.lora_top_layers, self.warmup_steps, self.cache_window, self.uniform_negatives) < 0:
@@ -294,9 +303,12 @@ def _train_step(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.M
                 optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, accelerator,
                 data: TrainingSamples, examples: list[Example], cache: NegativeCache, config: ContrastiveConfig,
                 step: int) -> tuple[float, float | None]:
-    """One optimizer step on `examples`; returns the loss and the cache's fresh-row bias seen by its users."""
-    codes = torch.tensor([data.code[e.target.item_id] for e in examples])
-    owned = history_mask([data.owned[e.user_id] for e in examples], len(data.item_ids))
+    """One optimizer step on `examples`; returns the loss and the cache's fresh-row bias seen by its users. Each
+    (user, positive) pair is a row of the loss (`ContrastiveConfig.positives`): one row per user by default."""
+    positives = [data.positives(e, config.positives) for e in examples]
+    row_user = torch.tensor([i for i, codes in enumerate(positives) for _ in codes])
+    codes = torch.tensor([c for user_codes in positives for c in user_codes])
+    owned = history_mask([data.owned[e.user_id] for e in examples], len(data.item_ids))[row_user]
     model.train()
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
 
@@ -304,7 +316,7 @@ def _train_step(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.M
         with autocast:
             return encoder.answer_states(prompts).float().cpu()
 
-    users = encode([data.user_prompt(e) for e in examples])
+    users = encode([data.user_prompt(e) for e in examples])[row_user]
     if config.frozen_items:
         prior = config.popularity_prior * torch.log1p(data.train_counts)
         loss = full_softmax_loss(users, codes, cache, owned, config.temperature, prior)
@@ -463,7 +475,7 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
 
 
 _ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0, "sample_pool": 0, "full_softmax": False,
-                   "item_draws": 32}
+                   "item_draws": 32, "positives": 1}
 """Settings added after runs were made; such a run had their default."""
 
 
@@ -476,12 +488,12 @@ def describe_recipe(config: dict) -> str:
                  f"{config['popularity_prior']} x log(1 + training count)) / temperature"
                  if config["popularity_prior"] else "")
         return ("on user prompts only: full softmax over every item's base-model vector (an exact table, never "
-                f"re-encoded; nothing sampled, so no logQ){prior}{_pool(config)}")
+                f"re-encoded; nothing sampled, so no logQ){prior}{_positives(config)}{_pool(config)}")
     if config["full_softmax"]:
         return ("on user and item prompts: full softmax over every item's vector in a table re-encoded and "
                 f"re-centered at every validation (every {config['valid_every']} steps), nothing sampled for users; "
                 f"items get its gradient through the targets and {config['item_draws']} items drawn per step from "
-                f"the batch's softmax, importance-weighted{_pool(config)}")
+                f"the batch's softmax, importance-weighted{_positives(config)}{_pool(config)}")
     return (f"on user and item prompts: in-batch softmax, logQ {'on' if config['logq'] else 'off'}; the item cache is "
             f"re-encoded and re-centered at every validation (every {config['valid_every']} steps) and overwritten "
             "with each batch's targets in between; its negatives "
@@ -489,6 +501,11 @@ def describe_recipe(config: dict) -> str:
                else "are all its rows")
             + (f", plus {config['uniform_negatives']} items drawn uniformly per step (in-batch columns with "
                "gradients, then written into it)" if config['uniform_negatives'] else "") + _pool(config))
+
+
+def _positives(config: dict) -> str:
+    return (f"; each sample's target and the next {config['positives'] - 1} items of the user's training sequence are "
+            "positives, each its own softmax term" if config["positives"] > 1 else "")
 
 
 def _pool(config: dict) -> str:

@@ -17,6 +17,7 @@ from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrasti
 from trainer.contrastive_loss import NegativeCache, draw_items, history_mask, item_side_term, table_logits
 from trainer.data import load_dataset
 from trainer.protocols import make_split
+from trainer.splits import Example
 
 from test_contrastive import tiny_config
 from test_eval_job import write_cycle_ml1m
@@ -143,3 +144,51 @@ def test_a_cold_item_run_validates_on_warm_targets_only(data: Path) -> None:
     assert valid and len(valid) < len(cold.valid) and not {e.target.item_id for e in valid} & cold.cold_items
     loo = make_split(ds, "leave-one-out", 0.3, 0)
     assert validation_examples(loo) == loo.valid
+
+
+def test_positives_are_the_target_and_the_items_that_follow_it_in_training(data: Path) -> None:
+    ds = load_dataset("ml-1m-zip", data)
+    samples = TrainingSamples(ds, make_split(ds, "leave-one-out"), recent_targets=50, batch_size=4)
+    user = samples.users[0]
+    sequence = samples.sequences[user]
+    codes = [samples.code[x.item_id] for x in sequence]
+    middle, last = Example(user, sequence[:2], sequence[2]), Example(user, sequence[:-1], sequence[-1])
+    assert samples.positives(middle, 3) == codes[2:5]
+    assert samples.positives(middle, 1) == [codes[2]]
+    assert samples.positives(last, 3) == [codes[-1]]  # nothing follows the last training item
+
+
+def test_each_positive_is_its_own_row_of_the_loss_with_its_users_vector(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config(data, tmp_path / "positives", steps=2, valid_every=2, full_softmax=True, item_draws=4,
+                         positives=3)
+    ds = load_dataset(config.dataset, config.data_path)
+    samples = TrainingSamples(ds, make_split(ds, config.protocol), config.recent_targets, config.batch_size)
+    real_logits, seen = contrastive.table_logits, []
+
+    def spy_logits(users, codes, cache, owned, temperature, prior=None) -> torch.Tensor:  # noqa: ANN001
+        seen.append((users.detach().clone(), codes.clone(), owned.clone()))
+        return real_logits(users, codes, cache, owned, temperature, prior)
+
+    monkeypatch.setattr(contrastive, "table_logits", spy_logits)
+    folder = train_contrastive(config)
+    examples = samples.batch(0, config.batch_size, config.seed)
+    expected = [samples.positives(e, 3) for e in examples]
+    users, codes, owned = seen[0]
+    assert codes.tolist() == [c for user_codes in expected for c in user_codes]
+    assert len(codes) > config.batch_size  # the cycle data gives most users items after their target
+    first = 0
+    for example, user_codes in zip(examples, expected, strict=True):
+        rows = range(first, first + len(user_codes))
+        assert all(torch.equal(users[r], users[first]) for r in rows)
+        assert all(owned[r, user_codes].all() for r in rows)  # the other positives are never negatives
+        first += len(user_codes)
+    meta = json.loads((folder / ADAPTER_META).read_text())
+    assert "the next 2 items of the user's training sequence are positives" in meta["method"]
+
+
+def test_more_than_one_positive_needs_a_full_softmax() -> None:
+    with pytest.raises(ValueError, match="--positives"):
+        ContrastiveConfig(positives=2)
+    with pytest.raises(ValueError, match="--positives"):
+        ContrastiveConfig(full_softmax=True, positives=0)
