@@ -85,7 +85,8 @@ class TrainingSamples:
 
     def positives(self, example: Example, count: int) -> list[int]:
         """Item codes of `example`'s target and of up to `count - 1` items that follow it in the user's training
-        sequence (`ContrastiveConfig.positives`)."""
+        sequence (`ContrastiveConfig.positives`). `example` comes from `batch` or `pool`, so its history is the
+        whole training prefix before the target."""
         start = len(example.history)
         return [self.code[x.item_id] for x in self.sequences[example.user_id][start : start + count]]
 
