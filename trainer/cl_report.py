@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.contrastive import ADAPTER_META, describe_recipe
+from model.loading import ADAPTER_META
+from trainer.contrastive_config import describe_recipe
 from trainer.prior_tuning import PRIOR_WEIGHTS
 
 

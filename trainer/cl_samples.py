@@ -5,10 +5,13 @@ A training user is drawn uniformly, then one of their `recent_targets` most rece
 target; the history is everything before it, shown through the service's own user prompt (20 most recent lines,
 ages relative to the target's time, `direct` mode). Items are shown through the item prompt with rating
 statistics of the training split only (`trainer.splits.train_catalog`), so no held-out rating leaks in. Items
-without a training interaction (cold items) are never targets.
+without a training interaction (cold items) are never targets; `item_prompts` can drop the rating line so that a
+training item reads like one (DropoutNet's input dropout, Volkovs et al., NeurIPS 2017).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -107,3 +110,12 @@ class TrainingSamples:
 
     def item_prompt(self, code: int) -> str:
         return item_prompt(self.items[self.item_ids[code]])
+
+    def item_prompts(self, codes: torch.Tensor, stats_dropout: float, step: int, seed: int) -> list[str]:
+        """The prompts of training step `step`'s items `codes`, each written without its rating line (no average,
+        no count: how a cold item's prompt reads) with probability `stats_dropout` (a pure function of seed and
+        step, like `batch`)."""
+        dropped = np.random.default_rng([seed, step, 4]).random(len(codes)) < stats_dropout
+        items = [self.items[self.item_ids[int(c)]] for c in codes]
+        return [item_prompt(replace(item, avg_rating=None, rating_count=0) if drop else item)
+                for item, drop in zip(items, dropped, strict=True)]

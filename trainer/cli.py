@@ -191,6 +191,8 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("item_draws", int, "with --full-softmax: items drawn per step from the batch's softmax for the item side (32)"),
     ("positives", int, "with --full-softmax or --frozen-items: the target and the next N - 1 training items of the "
                        "user are positives, each its own softmax term (1)"),
+    ("stats_dropout", float, "probability that a training item prompt drops its rating line, as a cold item's reads "
+                             "(DropoutNet; 0)"),
     ("popularity_prior", float, "with --frozen-items: w of the prior cosine + w log(1 + count) inside the training logits (0)"),
     ("sample_pool", int, "with --lora-top-layers >= 1: cycle through a fixed pool of N samples, every prompt's states "
                          "below the LoRA layers computed once and kept on disk, so later steps run only the top layers "
@@ -201,7 +203,8 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
 
 def cmd_train_cl(args: argparse.Namespace) -> int:
     from trainer.cl_report import write_training_report
-    from trainer.contrastive import ContrastiveConfig, train_contrastive
+    from trainer.contrastive import train_contrastive
+    from trainer.contrastive_config import ContrastiveConfig
 
     _set_threads(args)
     fields = ("dataset", "data_path", "protocol", "cold_frac", "split_seed", "model", *(f for f, _, _ in _CL_FLAGS))

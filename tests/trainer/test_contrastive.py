@@ -18,7 +18,8 @@ from indexer.manifest import ManifestMismatchError
 from indexer.store import ItemStore
 from model.loading import load_model
 from model.transformers_engine import TransformersEngine
-from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive
+from trainer.contrastive import ADAPTER_META, train_contrastive
+from trainer.contrastive_config import ContrastiveConfig
 from trainer.cl_samples import TrainingSamples
 from trainer.contrastive_loss import (NegativeCache, contrastive_loss, full_softmax_loss, history_mask,
                                       log_drawn_in_window)

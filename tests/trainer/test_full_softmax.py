@@ -13,7 +13,8 @@ from torch.nn import functional as F
 
 import trainer.contrastive as contrastive
 from trainer.cl_samples import TrainingSamples
-from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive, validation_examples
+from trainer.contrastive import ADAPTER_META, train_contrastive, validation_examples
+from trainer.contrastive_config import ContrastiveConfig
 from trainer.contrastive_loss import NegativeCache, draw_items, history_mask, item_side_term, table_logits
 from trainer.data import load_dataset
 from trainer.protocols import make_split
@@ -192,3 +193,44 @@ def test_more_than_one_positive_needs_a_full_softmax() -> None:
         ContrastiveConfig(positives=2)
     with pytest.raises(ValueError, match="--positives"):
         ContrastiveConfig(full_softmax=True, positives=0)
+
+
+def test_stats_dropout_writes_a_training_item_without_its_rating_line_like_a_cold_item(data: Path) -> None:
+    ds = load_dataset("ml-1m-zip", data)
+    samples = TrainingSamples(ds, make_split(ds, "leave-one-out"), recent_targets=50, batch_size=4)
+    codes = torch.as_tensor(samples.warm_codes)
+    full = [samples.item_prompt(int(c)) for c in codes]
+    assert all("Average rating:" in prompt for prompt in full)
+    assert samples.item_prompts(codes, 0.0, step=3, seed=0) == full
+    dropped = samples.item_prompts(codes, 1.0, step=3, seed=0)
+    for with_stats, without in zip(full, dropped, strict=True):
+        kept = [line for line in with_stats.splitlines() if not line.startswith("Average rating:")]
+        assert without.splitlines() == kept
+    half = samples.item_prompts(codes, 0.5, step=3, seed=0)
+    assert half == samples.item_prompts(codes, 0.5, step=3, seed=0)  # a pure function of seed and step: resumable
+    assert set(half) & set(full) and set(half) & set(dropped)
+
+
+def test_a_stats_dropout_run_trains_on_item_prompts_without_ratings(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config(data, tmp_path / "dropout", steps=2, valid_every=2, full_softmax=True, item_draws=4,
+                         stats_dropout=1.0)
+    real_prompts, seen = TrainingSamples.item_prompts, []
+
+    def spy_prompts(self, codes, stats_dropout, step, seed) -> list[str]:  # noqa: ANN001
+        prompts = real_prompts(self, codes, stats_dropout, step, seed)
+        seen.extend(prompts)
+        return prompts
+
+    monkeypatch.setattr(TrainingSamples, "item_prompts", spy_prompts)
+    folder = train_contrastive(config)
+    assert seen and not any("Average rating:" in prompt for prompt in seen)
+    meta = json.loads((folder / ADAPTER_META).read_text())
+    assert "drops its rating line with probability 1.0" in meta["method"]
+
+
+def test_stats_dropout_is_a_probability_for_a_trained_item_side() -> None:
+    with pytest.raises(ValueError, match="--stats-dropout"):
+        ContrastiveConfig(full_softmax=True, stats_dropout=1.5)
+    with pytest.raises(ValueError, match="--stats-dropout"):
+        ContrastiveConfig(frozen_items=True, stats_dropout=0.5)

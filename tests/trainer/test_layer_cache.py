@@ -16,7 +16,8 @@ import trainer.layer_cache as layer_cache
 from model.loading import load_model
 from model.transformers_engine import TransformersEngine
 from trainer.cl_samples import TrainingSamples
-from trainer.contrastive import ADAPTER_META, ContrastiveConfig, train_contrastive
+from trainer.contrastive import ADAPTER_META, train_contrastive
+from trainer.contrastive_config import ContrastiveConfig
 from trainer.data import load_dataset
 from trainer.layer_cache import LowerLayerCache
 from trainer.protocols import make_split
