@@ -93,6 +93,15 @@ class TrainingSamples:
         start = len(example.history)
         return [self.code[x.item_id] for x in self.sequences[example.user_id][start : start + count]]
 
+    def item_pairs(self, step: int, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` (item, next item) code pairs for training step `step`, consecutive in a training sequence: a
+        user drawn uniformly, then a target position as in `batch` and the item before it (`item_pairs` of
+        `ContrastiveConfig`; a pure function of seed and step, like `batch`)."""
+        rng = np.random.default_rng([seed, step, 5])
+        examples = [self._example(int(u), rng) for u in rng.choice(len(self.users), size=count, replace=True)]
+        return (torch.tensor([self.code[e.history[-1].item_id] for e in examples], dtype=torch.long),
+                torch.tensor([self.code[e.target.item_id] for e in examples], dtype=torch.long))
+
     @staticmethod
     def pool_batch(step: int, batches: int, seed: int) -> int:
         """Which pool batch step `step` trains on: each pass over the `batches` in its own seeded order."""

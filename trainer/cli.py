@@ -191,6 +191,8 @@ _CL_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("item_draws", int, "with --full-softmax: items drawn per step from the batch's softmax for the item side (32)"),
     ("positives", int, "with --full-softmax or --frozen-items: the target and the next N - 1 training items of the "
                        "user are positives, each its own softmax term (1)"),
+    ("item_pairs", int, "with --full-softmax: (item, next item) pairs per step from training sequences, each item "
+                          "scored against the table with the next item as target (0)"),
     ("stats_dropout", float, "probability that a training item prompt drops its rating line, as a cold item's reads "
                              "(DropoutNet; 0)"),
     ("popularity_prior", float, "with --frozen-items: w of the prior cosine + w log(1 + count) inside the training logits (0)"),

@@ -186,9 +186,14 @@ def _train_step(encoder: TransformersEngine | LowerLayerCache, model: torch.nn.M
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         drawn, weights = draw_items(logits.detach().softmax(dim=-1), torch.as_tensor(data.warm_codes),
                                     config.item_draws, generator)
-        items = encode(data.item_prompts(torch.cat([codes, drawn]), config.stats_dropout, step, config.seed))
+        queries, nexts = data.item_pairs(step, config.item_pairs, config.seed)
+        items = encode(data.item_prompts(torch.cat([codes, drawn, queries]), config.stats_dropout, step, config.seed))
+        targets, drawn_items, query_items = items.split([len(codes), len(drawn), len(queries)])
         loss = (F.cross_entropy(logits, codes)
-                + item_side_term(users, items[: len(codes)], items[len(codes) :], weights, cache, config.temperature))
+                + item_side_term(users, targets, drawn_items, weights, cache, config.temperature))
+        if config.item_pairs:
+            itself = F.one_hot(queries, len(data.item_ids)).bool()
+            loss = loss + full_softmax_loss(query_items, nexts, cache, itself, config.temperature)
     else:
         uniform = data.uniform_items(step, config.uniform_negatives, config.seed)
         columns = torch.cat([codes, uniform])

@@ -234,3 +234,46 @@ def test_stats_dropout_is_a_probability_for_a_trained_item_side() -> None:
         ContrastiveConfig(full_softmax=True, stats_dropout=1.5)
     with pytest.raises(ValueError, match="--stats-dropout"):
         ContrastiveConfig(frozen_items=True, stats_dropout=0.5)
+
+
+def test_item_pairs_are_consecutive_items_of_a_training_sequence(data: Path) -> None:
+    ds = load_dataset("ml-1m-zip", data)
+    samples = TrainingSamples(ds, make_split(ds, "leave-one-out"), recent_targets=50, batch_size=4)
+    queries, nexts = samples.item_pairs(step=7, count=40, seed=0)
+    assert len(queries) == len(nexts) == 40
+    consecutive = {(samples.code[a.item_id], samples.code[b.item_id])
+                   for seq in samples.sequences.values() for a, b in zip(seq, seq[1:])}
+    assert set(zip(queries.tolist(), nexts.tolist(), strict=True)) <= consecutive
+    again = samples.item_pairs(step=7, count=40, seed=0)
+    assert torch.equal(again[0], queries) and torch.equal(again[1], nexts)
+    assert [len(t) for t in samples.item_pairs(step=7, count=0, seed=0)] == [0, 0]
+
+
+def test_each_item_pair_scores_its_items_fresh_vector_against_the_table(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config(data, tmp_path / "pairs", steps=2, valid_every=2, full_softmax=True, item_draws=4,
+                         item_pairs=5)
+    ds = load_dataset(config.dataset, config.data_path)
+    samples = TrainingSamples(ds, make_split(ds, config.protocol), config.recent_targets, config.batch_size)
+    real_loss, seen = contrastive.full_softmax_loss, []
+
+    def spy_loss(users, codes, cache, owned, temperature, prior=None) -> torch.Tensor:  # noqa: ANN001
+        seen.append((users.requires_grad, codes.clone(), owned.clone()))
+        return real_loss(users, codes, cache, owned, temperature, prior)
+
+    monkeypatch.setattr(contrastive, "full_softmax_loss", spy_loss)
+    folder = train_contrastive(config)
+    assert len(seen) == config.steps
+    queries, nexts = samples.item_pairs(0, 5, config.seed)
+    with_grad, codes, owned = seen[0]
+    assert with_grad and torch.equal(codes, nexts)
+    assert torch.equal(owned, F.one_hot(queries, len(samples.item_ids)).bool())  # only the item itself is masked
+    meta = json.loads((folder / ADAPTER_META).read_text())
+    assert "plus 5 (item, next item) pairs per step" in meta["method"]
+
+
+def test_item_pairs_need_a_full_softmax() -> None:
+    with pytest.raises(ValueError, match="--item-pairs"):
+        ContrastiveConfig(item_pairs=8)
+    with pytest.raises(ValueError, match="--item-pairs"):
+        ContrastiveConfig(full_softmax=True, item_pairs=-1)
