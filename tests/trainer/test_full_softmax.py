@@ -159,20 +159,27 @@ def test_positives_are_the_target_and_the_items_that_follow_it_in_training(data:
     assert samples.positives(last, 3) == [codes[-1]]  # nothing follows the last training item
 
 
-def test_each_positive_is_its_own_row_of_the_loss_with_its_users_vector(
-        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = tiny_config(data, tmp_path / "positives", steps=2, valid_every=2, full_softmax=True, item_draws=4,
-                         positives=3)
+def _two_steps_watching(data: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, watched: str, **settings: int
+                        ) -> tuple[ContrastiveConfig, TrainingSamples, Path, list[list]]:
+    """Two full-softmax steps of the tiny model with `settings`, recording the tensor arguments (cloned) of every
+    call to `trainer.contrastive.<watched>`."""
+    config = tiny_config(data, folder, steps=2, valid_every=2, full_softmax=True, item_draws=4, **settings)
     ds = load_dataset(config.dataset, config.data_path)
     samples = TrainingSamples(ds, make_split(ds, config.protocol), config.recent_targets, config.batch_size)
-    real_logits, seen = contrastive.table_logits, []
+    real, calls = getattr(contrastive, watched), []
 
-    def spy_logits(users, codes, cache, owned, temperature, prior=None) -> torch.Tensor:  # noqa: ANN001
-        seen.append((users.detach().clone(), codes.clone(), owned.clone()))
-        return real_logits(users, codes, cache, owned, temperature, prior)
+    def spy(*args, **kwargs) -> torch.Tensor:  # noqa: ANN002, ANN003
+        calls.append([a.clone() for a in args if isinstance(a, torch.Tensor)])
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(contrastive, "table_logits", spy_logits)
-    folder = train_contrastive(config)
+    monkeypatch.setattr(contrastive, watched, spy)
+    return config, samples, train_contrastive(config), calls
+
+
+def test_each_positive_is_its_own_row_of_the_loss_with_its_users_vector(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, samples, folder, seen = _two_steps_watching(data, tmp_path / "positives", monkeypatch, "table_logits",
+                                                        positives=3)
     examples = samples.batch(0, config.batch_size, config.seed)
     expected = [samples.positives(e, 3) for e in examples]
     users, codes, owned = seen[0]
@@ -251,22 +258,12 @@ def test_item_pairs_are_consecutive_items_of_a_training_sequence(data: Path) -> 
 
 def test_each_item_pair_scores_its_items_fresh_vector_against_the_table(
         data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = tiny_config(data, tmp_path / "pairs", steps=2, valid_every=2, full_softmax=True, item_draws=4,
-                         item_pairs=5)
-    ds = load_dataset(config.dataset, config.data_path)
-    samples = TrainingSamples(ds, make_split(ds, config.protocol), config.recent_targets, config.batch_size)
-    real_loss, seen = contrastive.full_softmax_loss, []
-
-    def spy_loss(users, codes, cache, owned, temperature, prior=None) -> torch.Tensor:  # noqa: ANN001
-        seen.append((users.requires_grad, codes.clone(), owned.clone()))
-        return real_loss(users, codes, cache, owned, temperature, prior)
-
-    monkeypatch.setattr(contrastive, "full_softmax_loss", spy_loss)
-    folder = train_contrastive(config)
+    config, samples, folder, seen = _two_steps_watching(data, tmp_path / "pairs", monkeypatch, "full_softmax_loss",
+                                                        item_pairs=5)
     assert len(seen) == config.steps
     queries, nexts = samples.item_pairs(0, 5, config.seed)
-    with_grad, codes, owned = seen[0]
-    assert with_grad and torch.equal(codes, nexts)
+    items, codes, owned = seen[0]
+    assert items.requires_grad and torch.equal(codes, nexts)
     assert torch.equal(owned, F.one_hot(queries, len(samples.item_ids)).bool())  # only the item itself is masked
     meta = json.loads((folder / ADAPTER_META).read_text())
     assert "plus 5 (item, next item) pairs per step" in meta["method"]
