@@ -117,9 +117,6 @@ class TrainingSamples:
     def user_prompt(self, example: Example) -> str:
         return example_prompt(example, self.catalog)
 
-    def item_prompt(self, code: int) -> str:
-        return item_prompt(self.items[self.item_ids[code]])
-
     def item_prompts(self, codes: torch.Tensor, stats_dropout: float, step: int, seed: int) -> list[str]:
         """The prompts of training step `step`'s items `codes`, each written without its rating line (no average,
         no count: how a cold item's prompt reads) with probability `stats_dropout` (a pure function of seed and

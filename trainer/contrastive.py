@@ -340,7 +340,6 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
     tmp.replace(folder / ADAPTER_META)
 
 
-
 def _steps_done(folder: Path, config: ContrastiveConfig) -> int:
     """Steps of the finished run in `folder` (0: none or unfinished); an error if it has other settings."""
     path = folder / ADAPTER_META

@@ -172,8 +172,7 @@ class ContrastiveConfig(SplitConfig):
 
 
 ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0, "sample_pool": 0, "full_softmax": False,
-                   "item_draws": 32, "positives": 1, "stats_dropout": 0.0,
-                   "item_pairs": 0}
+                  "item_draws": 32, "positives": 1, "stats_dropout": 0.0, "item_pairs": 0}
 """Settings added after runs were made; such a run had their default."""
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 import trainer.contrastive as contrastive
+from model.prompts import item_prompt
 from trainer.cl_samples import TrainingSamples
 from trainer.contrastive import ADAPTER_META, train_contrastive, validation_examples
 from trainer.contrastive_config import ContrastiveConfig
@@ -206,7 +207,7 @@ def test_stats_dropout_writes_a_training_item_without_its_rating_line_like_a_col
     ds = load_dataset("ml-1m-zip", data)
     samples = TrainingSamples(ds, make_split(ds, "leave-one-out"), recent_targets=50, batch_size=4)
     codes = torch.as_tensor(samples.warm_codes)
-    full = [samples.item_prompt(int(c)) for c in codes]
+    full = [item_prompt(samples.items[samples.item_ids[int(c)]]) for c in codes]
     assert all("Average rating:" in prompt for prompt in full)
     assert samples.item_prompts(codes, 0.0, step=3, seed=0) == full
     dropped = samples.item_prompts(codes, 1.0, step=3, seed=0)

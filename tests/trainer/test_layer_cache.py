@@ -14,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 import trainer.contrastive as contrastive
 import trainer.layer_cache as layer_cache
 from model.loading import load_model
+from model.prompts import item_prompt
 from model.transformers_engine import TransformersEngine
 from trainer.cl_samples import TrainingSamples
 from trainer.contrastive import ADAPTER_META, train_contrastive
@@ -159,7 +160,7 @@ def test_a_pool_run_that_trains_items_too_encodes_every_item_prompt_once(data: P
     folder = train_contrastive(config)
     ds = load_dataset(config.dataset, config.data_path)
     samples = TrainingSamples(ds, make_split(ds, config.protocol), config.recent_targets, config.batch_size)
-    item_prompts = {samples.item_prompt(c) for c in samples.warm_codes}
+    item_prompts = {item_prompt(samples.items[samples.item_ids[c]]) for c in samples.warm_codes}
     assert len(lowered) == len(set(lowered)) and item_prompts <= set(lowered)  # re-encoded twice, lowered once
     assert len(set(lowered) - item_prompts) == 40
     meta = json.loads((folder / ADAPTER_META).read_text())
