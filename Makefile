@@ -47,8 +47,8 @@ clean-venv:
 # --- evaluation and training on ML-1M (each step resumes where it stopped and is a no-op once done) ---
 # One thread per job keeps two of them side by side on a 2-core machine; THREADS=2 for a lone job.
 THREADS ?= 1
-# The best recipe so far (docs/training-cl.md, "Full softmax"): CL_ARGS adds options or overrides its values, and an empty
-# CL_RECIPE= trains with `reasonrec train-cl`'s own defaults (the sampled-negative recipe).
+# The best recipe so far (docs/training-cl.md, "Full softmax"): CL_ARGS adds options or overrides its values, and
+# an empty CL_RECIPE= trains with `reasonrec train-cl`'s own defaults (the sampled-negative recipe).
 CL_RECIPE ?= --full-softmax --sample-pool 960 --lora-top-layers 4 --lr 2e-4 --steps 120 --valid-every 10
 CL_ARGS ?=
 EVAL_ARGS ?=
