@@ -32,6 +32,18 @@ def _add_dataset_args(parser: argparse.ArgumentParser, default: str = "ml-100k")
     parser.add_argument("--data-path", type=Path, default=None, help="file/folder for ml-1m-zip and amazon2023")
 
 
+def _add_llm_eval_args(parser: argparse.ArgumentParser) -> None:
+    """The LLM, its index and the user sample of `eval` and `tune-prior` (defaults: their configs')."""
+    parser.add_argument("--model", default=None, help="LLM: smollm2 (default), tiny, or a local HF model folder")
+    parser.add_argument("--adapter", type=Path, default=None, help="peft LoRA adapter folder to apply to the LLM")
+    parser.add_argument("--index-dir", type=Path, default=None,
+                        help="the LLM's item index (default: reasonrec index's)")
+    parser.add_argument("--llm-batch-size", type=int, default=None, help="prompts per engine call (8)")
+    parser.add_argument("--sample-seed", type=int, default=None)
+    parser.add_argument("--out-dir", type=Path, default=None, help="report folder (docs/results)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="LLM result cache (artifacts/eval-cache)")
+
+
 def _engine(args: argparse.Namespace):
     from model.transformers_engine import load_engine
 
@@ -337,36 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_args(ev)
     ev.add_argument("--rankers", default=None, help="comma-separated: sasrec,popular,content,direct,reasoning (all)")
     ev.add_argument("--sasrec-checkpoint", type=Path, default=None, help="default: train-sasrec's folder")
-    ev.add_argument("--model", default=None, help="LLM: smollm2 (default), tiny, or a local HF model folder")
-    ev.add_argument("--adapter", type=Path, default=None, help="peft LoRA adapter folder to apply to the LLM")
-    ev.add_argument("--index-dir", type=Path, default=None, help="the LLM's item index (default: reasonrec index's)")
+    _add_llm_eval_args(ev)
     ev.add_argument("--reencode", default=None, help="cold (default) or all: items re-encoded from train stats")
     ev.add_argument("--llm-users", type=int, default=None, help="seeded users per part for direct (300)")
     ev.add_argument("--reasoning-users", type=int, default=None, help="of those, users for reasoning (100)")
     ev.add_argument("--reasoning-tokens", type=int, default=None, help="reasoning token budget (64)")
     ev.add_argument("--popularity-prior", type=float, default=None,
                     help="LLM rankers score cosine + w x log(1 + training interactions) (0: plain cosine)")
-    ev.add_argument("--llm-batch-size", type=int, default=None, help="prompts per engine call (8)")
-    ev.add_argument("--sample-seed", type=int, default=None)
     ev.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (1000)")
     ev.add_argument("--bootstrap-seed", type=int, default=None)
     ev.add_argument("--no-ratings", action="store_true", help="skip rating prediction (leave-one-out)")
-    ev.add_argument("--out-dir", type=Path, default=None, help="report folder (docs/results)")
     ev.add_argument("--trec-dir", type=Path, default=None, help="also write TREC runs + qrels here")
-    ev.add_argument("--cache-dir", type=Path, default=None, help="LLM result cache (artifacts/eval-cache)")
     ev.set_defaults(func=cmd_eval)
 
     tune = sub.add_parser("tune-prior", help="choose the popularity prior's weight on validation users")
     _add_dataset_args(tune, default="ml-1m")
     _add_split_args(tune)
-    tune.add_argument("--model", default=None, help="LLM: smollm2 (default), tiny, or a local HF model folder")
-    tune.add_argument("--adapter", type=Path, default=None, help="peft LoRA adapter folder to apply to the LLM")
-    tune.add_argument("--index-dir", type=Path, default=None, help="the LLM's item index (default: reasonrec index's)")
+    _add_llm_eval_args(tune)
     tune.add_argument("--valid-users", type=int, default=300, help="seeded validation users (300)")
-    tune.add_argument("--llm-batch-size", type=int, default=None, help="prompts per engine call (8)")
-    tune.add_argument("--sample-seed", type=int, default=None)
-    tune.add_argument("--out-dir", type=Path, default=None, help="report folder (docs/results)")
-    tune.add_argument("--cache-dir", type=Path, default=None, help="LLM result cache (artifacts/eval-cache)")
     tune.set_defaults(func=cmd_tune_prior)
 
     probe = sub.add_parser("probe-items", help="how far a free user vector gets over a fixed item table")
