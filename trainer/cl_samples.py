@@ -11,8 +11,6 @@ training item reads like one (DropoutNet's input dropout, Volkovs et al., NeurIP
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
@@ -123,5 +121,5 @@ class TrainingSamples:
         step, like `batch`)."""
         dropped = np.random.default_rng([seed, step, 4]).random(len(codes)) < stats_dropout
         items = [self.items[self.item_ids[int(c)]] for c in codes]
-        return [item_prompt(replace(item, avg_rating=None, rating_count=0) if drop else item)
+        return [item_prompt(item.without_ratings() if drop else item)
                 for item, drop in zip(items, dropped, strict=True)]

@@ -350,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rankers", default=None, help="comma-separated: sasrec,popular,content,direct,reasoning (all)")
     ev.add_argument("--sasrec-checkpoint", type=Path, default=None, help="default: train-sasrec's folder")
     _add_llm_eval_args(ev)
-    ev.add_argument("--reencode", default=None, help="cold (default) or all: items re-encoded from train stats")
+    ev.add_argument("--reencode", default=None,
+                    help="items re-encoded from train stats: cold (default), all, or bare (all, no rating line)")
     ev.add_argument("--llm-users", type=int, default=None, help="seeded users per part for direct (300)")
     ev.add_argument("--reasoning-users", type=int, default=None, help="of those, users for reasoning (100)")
     ev.add_argument("--reasoning-tokens", type=int, default=None, help="reasoning token budget (64)")

@@ -13,7 +13,8 @@ count over *all* interactions. Items whose interactions are all held out (the co
 the training split's catalog (`train_catalog`: no ratings, as a brand-new item) through the service's hot-add
 path, so their prompt carries no held-out information (`--reencode cold`, the default). The other items keep
 statistics that include the held-out validation/test targets (the report states that share);
-`--reencode all` re-encodes every item from training statistics instead (about 11 minutes for ML-1M).
+`--reencode all` re-encodes every item from training statistics instead (about 11 minutes for ML-1M), and
+`--reencode bare` every item without its rating line, so that warm items read like cold ones.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RANKERS: tuple[str, ...] = ("sasrec", "popular", "content", "direct", "reasoning")
 RANKERS: tuple[str, ...] = (*DEFAULT_RANKERS, "direct-zero-shot")
 LLM_RANKERS = ("direct", "reasoning", "direct-zero-shot")
+REENCODE = ("cold", "all", "bare")
 ZERO_SHOT = "direct-zero-shot"
 """The base model's `direct` ranker beside an adapter's (only with --adapter), on the same user sample."""
 _SAMPLE_NAMES = ("direct-sample", "reasoning-sample")
@@ -65,7 +67,8 @@ class EvalConfig(SplitConfig):
     index_dir: Path | None = None
     """Item index of the LLM; default the one `reasonrec index` builds for this model and adapter."""
     reencode: str = "cold"
-    """Items re-encoded from training-split item prompts: cold (the held-out cold items) or all."""
+    """Items re-encoded from training-split item prompts: cold (the held-out cold items), all, or bare (all,
+    without their rating line, as brand-new items read: cold and warm items then differ in content only)."""
     llm_users: int = 300
     """Seeded users per test part for the direct ranker and direct ratings."""
     reasoning_users: int = 100
@@ -103,8 +106,8 @@ class EvalConfig(SplitConfig):
             raise ValueError(f"--rankers must name some of {', '.join(RANKERS)}; unknown: {unknown}")
         if ZERO_SHOT in self.rankers and self.adapter is None:
             raise ValueError(f"--rankers {ZERO_SHOT} compares against an adapter: pass --adapter too")
-        if self.reencode not in ("cold", "all"):
-            raise ValueError(f"--reencode must be cold or all, got {self.reencode!r}")
+        if self.reencode not in REENCODE:
+            raise ValueError(f"--reencode must be one of {', '.join(REENCODE)}, got {self.reencode!r}")
         if self.llm_users < 1 or not 1 <= self.reasoning_users <= self.llm_users:
             raise ValueError("--llm-users must be >= 1 and --reasoning-users in [1, --llm-users]")
         if not 0 <= self.popularity_prior < float("inf"):

@@ -44,14 +44,17 @@ class LlmContext:
 
     @cached_property
     def store(self) -> ItemStore:
-        """The model's item index, with the items named by `--reencode` re-encoded from training statistics."""
+        """The model's item index, with the items named by `--reencode` re-encoded from training statistics
+        (`bare`: from none, as brand-new items read)."""
         store = ItemStore.load(self.index_dir, expect=self.engine.item_fingerprint)
-        if self.config.reencode == "all":
+        if self.config.reencode in ("all", "bare"):
             self.reencoded = [i for i in self.candidates if i in self.train_catalog]
         elif isinstance(self.split, ColdSplit):
             self.reencoded = [i for i in self.candidates if i in self.split.cold_items]
-        reencode_items(store, [self.train_catalog[i] for i in self.reencoded], self.engine,
-                       self.cache_dir / "items", batch_size=16)
+        items = [self.train_catalog[i] for i in self.reencoded]
+        if self.config.reencode == "bare":
+            items = [item.without_ratings() for item in items]
+        reencode_items(store, items, self.engine, self.cache_dir / "items", batch_size=16)
         return store
 
     def ranker(self, mode: str, popularity_prior: float | None = None) -> LlmRanker:
@@ -92,9 +95,11 @@ class LlmContext:
         kept = [i for i in self.candidates if i not in set(self.reencoded)]
         full = sum(self.ds.catalog[i].rating_count for i in kept)
         held_out = full - sum(self.train_catalog[i].rating_count for i in kept)
+        shown = ("no item shows rating statistics" if self.config.reencode == "bare"
+                 else "cold items then show no rating statistics, like a brand-new item")
         return (f"Item prompts: {len(self.reencoded)} items were re-encoded from the training split's catalog "
-                f"(--reencode {self.config.reencode}; cold items then show no rating statistics, like a brand-new "
-                f"item); the other {len(kept)} keep the index's statistics over all ratings, of which {held_out} "
+                f"(--reencode {self.config.reencode}; {shown}); the other {len(kept)} keep the index's statistics "
+                f"over all ratings, of which {held_out} "
                 f"({held_out / max(full, 1):.2%}) are held-out validation/test ratings.")
 
 

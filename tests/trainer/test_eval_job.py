@@ -17,6 +17,7 @@ from model.prompts import item_prompt
 from model.transformers_engine import TransformersEngine
 from trainer.data import load_dataset
 from trainer.eval_job import EvalConfig, run_eval
+from trainer.eval_llm import LlmContext
 from trainer.index_job import IndexJobConfig, build_index
 from trainer.llm_rankers import reencode_items
 from trainer.prior_tuning import PRIOR_WEIGHTS, tune_prior
@@ -173,6 +174,25 @@ def test_reencoded_cold_items_carry_no_rating_statistics(world: dict[str, Path],
     fresh = tiny_engine.embed_items([item_prompt(catalog[cold[0]])])
     ranked = store.search(fresh, k=1)[0]  # searched with the stored mean, the new vector is its own best match
     assert ranked[0][0] == cold[0] and np.isclose(ranked[0][1], 1.0, atol=1e-5)
+
+
+def test_bare_reencoding_encodes_every_item_without_its_rating_line(world: dict[str, Path]) -> None:
+    ds = load_dataset("ml-1m-zip", world["data"])
+    split = make_split(ds, "cold-items", 0.2, 0)
+    candidates = list(ds.catalog.items)
+    contexts = {mode: LlmContext(config_for(world, "cold-items", reencode=mode), ds, split, candidates)
+                for mode in ("cold", "bare")}
+    warm = [i for i in candidates if i not in split.cold_items]
+    assert all(contexts["cold"].store.get(i).rating_count > 0 for i in warm)
+    bare = contexts["bare"].store
+    assert all(bare.get(i).rating_count == 0 and bare.get(i).avg_rating is None for i in candidates)
+    assert all("Average rating:" not in item_prompt(bare.get(i)) for i in candidates)
+    fresh = contexts["bare"].engine.embed_items([item_prompt(bare.get(warm[0]))])
+    best = bare.search(fresh, k=1)[0][0]  # the warm item's stored vector is its bare prompt's
+    assert best[0] == warm[0] and np.isclose(best[1], 1.0, atol=1e-5)
+    assert "(--reencode bare; no item shows rating statistics); the other 0 keep" in contexts["bare"].notes()[-1]
+    with pytest.raises(ValueError, match="--reencode must be one of cold, all, bare"):
+        config_for(world, "cold-items", reencode="none")
 
 
 def test_cli_train_and_eval_commands(world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
