@@ -92,15 +92,16 @@ class LlmContext:
 
     def _leak_note(self) -> str:
         """How much held-out information the item prompts that were *not* re-encoded carry."""
-        kept = [i for i in self.candidates if i not in set(self.reencoded)]
+        reencoded = set(self.reencoded)
+        kept = [i for i in self.candidates if i not in reencoded]
         full = sum(self.ds.catalog[i].rating_count for i in kept)
         held_out = full - sum(self.train_catalog[i].rating_count for i in kept)
         shown = ("no item shows rating statistics" if self.config.reencode == "bare"
                  else "cold items then show no rating statistics, like a brand-new item")
         return (f"Item prompts: {len(self.reencoded)} items were re-encoded from the training split's catalog "
                 f"(--reencode {self.config.reencode}; {shown}); the other {len(kept)} keep the index's statistics "
-                f"over all ratings, of which {held_out} "
-                f"({held_out / max(full, 1):.2%}) are held-out validation/test ratings.")
+                f"over all ratings, of which {held_out} ({held_out / max(full, 1):.2%}) are held-out "
+                "validation/test ratings.")
 
 
 def rating_section(config: EvalConfig, split: Split, llm: LlmContext | None, samples: _Samples) -> dict:
