@@ -122,7 +122,7 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
     encoder = LowerLayerCache(engine, layers - top, folder / "lower-states") if config.sample_pool else engine
     pool = data.pool(config.sample_pool, config.batch_size, config.seed) if config.sample_pool else []
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (config.warmup_steps + 1)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_factor(step))
     resumed = _resume(folder, config, peft_model, optimizer, schedule)
     if resumed is None:
         # frozen items are encoded once, so their lower states would never be used again
@@ -351,8 +351,9 @@ def _steps_done(folder: Path, config: ContrastiveConfig) -> int:
 
 
 def _check_same_config(folder: Path, stored: dict, config: ContrastiveConfig) -> None:
-    # a finished run can be continued with a larger --steps: the learning rate is constant after warm-up
-    check_same_run(folder, {**ADDED_SETTINGS, **stored}, config.fingerprint(), "contrastive", ignore=("steps",))
+    # a finished constant-rate run can be continued with a larger --steps; a cosine's steps set its whole schedule
+    check_same_run(folder, {**ADDED_SETTINGS, **stored}, config.fingerprint(), "contrastive",
+                   ignore=("steps",) if config.lr_schedule == "constant" else ())
 
 
 def _resume(folder: Path, config: ContrastiveConfig, model, optimizer, schedule

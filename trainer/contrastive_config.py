@@ -5,11 +5,17 @@ adapter's metadata and the training report (`describe_recipe`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from model.paths import artifacts_dir
 from trainer.protocols import SplitConfig
+
+
+LR_SCHEDULES = ("constant", "cosine")
+COSINE_FLOOR = 0.1
+"""The cosine schedule ends at this fraction of the peak learning rate."""
 
 
 @dataclass
@@ -91,9 +97,14 @@ class ContrastiveConfig(SplitConfig):
     (~1.2 MB per 500-token user prompt; 2.1 GB for 960 + 300 ML-1M users and 3,704 items; `trainer.layer_cache`),
     so after the first pass a step, a validation and a re-encoding of the item cache run only the top layers."""
     lr: float = 3e-4
-    """AdamW learning rate (constant after `warmup_steps`)."""
+    """AdamW learning rate (peak, reached after `warmup_steps`)."""
     warmup_steps: int = 10
     """Linear learning-rate warm-up."""
+    lr_schedule: str = "constant"
+    """After warm-up: "constant" (a finished run can be continued with a larger --steps) or "cosine", half a cosine
+    from `lr` down to lr / 10 at the last of `steps` (Loshchilov and Hutter, "SGDR", ICLR 2017, without restarts),
+    so the last steps settle instead of oscillating around the optimum; its `steps` is part of the run's
+    settings, so it cannot be continued."""
     batch_size: int = 16
     """Users per step."""
     steps: int = 400
@@ -143,6 +154,8 @@ class ContrastiveConfig(SplitConfig):
             raise ValueError("--temperature, --lr and --checkpoint-minutes must be positive")
         if self.batch_size < 2:
             raise ValueError("--batch-size must be >= 2 (in-batch negatives)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"--mixed-precision must be no or bf16, got {self.mixed_precision!r}")
         if self.sample_pool < 0 or (self.sample_pool and self.lora_top_layers < 1):
@@ -160,6 +173,15 @@ class ContrastiveConfig(SplitConfig):
         if min(self.lora_top_layers, self.warmup_steps, self.cache_window, self.uniform_negatives) < 0:
             raise ValueError("--lora-top-layers, --warmup-steps, --cache-window and --uniform-negatives must be >= 0")
 
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of `lr` for optimizer step `step` (0-based): linear warm-up, then the schedule."""
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if self.lr_schedule == "constant":
+            return 1.0
+        done = min(1.0, (step - self.warmup_steps) / max(1, self.steps - 1 - self.warmup_steps))
+        return COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * done))
+
     @property
     def adapter_dir(self) -> Path:
         return self.out_dir or artifacts_dir() / "adapters" / f"{self.dataset}-{self.protocol}-cl-seed{self.seed}"
@@ -172,7 +194,7 @@ class ContrastiveConfig(SplitConfig):
 
 
 ADDED_SETTINGS = {"frozen_items": False, "popularity_prior": 0.0, "sample_pool": 0, "full_softmax": False,
-                  "item_draws": 32, "positives": 1, "stats_dropout": 0.0, "item_pairs": 0}
+                  "item_draws": 32, "positives": 1, "stats_dropout": 0.0, "item_pairs": 0, "lr_schedule": "constant"}
 """Settings added after runs were made; such a run had their default."""
 
 

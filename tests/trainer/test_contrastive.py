@@ -224,6 +224,8 @@ def test_config_checks_name_the_flag() -> None:
         ContrastiveConfig(dataset="nope")
     with pytest.raises(ValueError, match="--mixed-precision"):
         ContrastiveConfig(mixed_precision="fp16")
+    with pytest.raises(ValueError, match="--lr-schedule"):
+        ContrastiveConfig(lr_schedule="linear")
     with pytest.raises(ValueError, match="--cache-window"):
         ContrastiveConfig(cache_window=-1)
     with pytest.raises(ValueError, match="--uniform-negatives"):
@@ -475,6 +477,26 @@ def test_a_smaller_steps_ends_an_interrupted_run_with_its_best_adapter(data: Pat
     meta = json.loads((folder / ADAPTER_META).read_text())
     assert meta["status"] == "done" and meta["steps"] == 6 and meta["best_step"] in (0, 4)
     assert (folder / "adapter_model.safetensors").is_file()
+
+
+def test_cosine_schedule_warms_up_then_decays_to_a_tenth_and_fixes_the_run_length(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step = contrastive._train_step
+    rates: list[float] = []
+
+    def recording_step(*args: object) -> float:
+        rates.append(args[2].param_groups[0]["lr"])  # the optimizer
+        return real_step(*args)
+
+    monkeypatch.setattr(contrastive, "_train_step", recording_step)
+    config = tiny_config(data, tmp_path / "cosine", steps=6, valid_every=6, lr_schedule="cosine")
+    train_contrastive(config)
+    assert rates == pytest.approx([5e-3 / 3, 5e-3 * 2 / 3, 5e-3, 5e-3 * (0.1 + 0.9 * 0.75), 5e-3 * (0.1 + 0.9 * 0.25),
+                                   5e-4])
+    assert [ContrastiveConfig(lr_schedule="constant", warmup_steps=2).lr_factor(s) for s in range(4)] == \
+        pytest.approx([1 / 3, 2 / 3, 1, 1])
+    with pytest.raises(ValueError, match=r"other settings \(steps\)"):  # its steps set the whole schedule
+        train_contrastive(tiny_config(data, tmp_path / "cosine", steps=8, valid_every=6, lr_schedule="cosine"))
 
 
 def test_bf16_autocast_trains_too(data: Path, tmp_path: Path) -> None:
