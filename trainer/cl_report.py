@@ -41,7 +41,8 @@ def _markdown(report: dict, chart: str) -> str:
         f"{report['data']['interactions']} interactions; split {report['split']['protocol']}",
         f"- **recipe**: LoRA r {config['lora_r']} alpha {config['lora_alpha']} on {', '.join(config['lora_modules'])}"
         f" ({'top ' + str(config['lora_top_layers']) + ' layers' if config['lora_top_layers'] else 'all layers'}); "
-        f"{config['batch_size']} users/step, temperature {config['temperature']}, lr {config['lr']}; "
+        f"{config['batch_size']} users/step, temperature {config['temperature']}, lr {config['lr']}"
+        + (" cosine-decayed to a tenth" if config.get("lr_schedule") == "cosine" else "") + "; "
         + describe_recipe(config),
         f"- **validation**: {config['valid_users']} seeded validation users (seed {config['seed']}), full ranking "
         + ("against the base model's item vectors (its index, fixed)" if config.get("frozen_items") else

@@ -490,13 +490,17 @@ def test_cosine_schedule_warms_up_then_decays_to_a_tenth_and_fixes_the_run_lengt
 
     monkeypatch.setattr(contrastive, "_train_step", recording_step)
     config = tiny_config(data, tmp_path / "cosine", steps=6, valid_every=6, lr_schedule="cosine")
-    train_contrastive(config)
+    folder = train_contrastive(config)
     assert rates == pytest.approx([5e-3 / 3, 5e-3 * 2 / 3, 5e-3, 5e-3 * (0.1 + 0.9 * 0.75), 5e-3 * (0.1 + 0.9 * 0.25),
                                    5e-4])
     assert [ContrastiveConfig(lr_schedule="constant", warmup_steps=2).lr_factor(s) for s in range(4)] == \
         pytest.approx([1 / 3, 2 / 3, 1, 1])
     with pytest.raises(ValueError, match=r"other settings \(steps\)"):  # its steps set the whole schedule
         train_contrastive(tiny_config(data, tmp_path / "cosine", steps=8, valid_every=6, lr_schedule="cosine"))
+    from trainer.cl_report import write_training_report
+
+    _, markdown, _ = write_training_report(folder, tmp_path / "report", "reasonrec train-cl (test)")
+    assert "lr 0.005 cosine-decayed to a tenth;" in markdown.read_text()
 
 
 def test_bf16_autocast_trains_too(data: Path, tmp_path: Path) -> None:
