@@ -248,8 +248,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _set_threads(args)
     fields = ("dataset", "data_path", "protocol", "cold_frac", "split_seed", "sasrec_checkpoint", "model", "adapter",
-              "index_dir", "reencode", "llm_users", "reasoning_users", "reasoning_tokens", "popularity_prior", "llm_batch_size",
-              "sample_seed", "bootstrap", "bootstrap_seed", "out_dir", "trec_dir", "cache_dir")
+              "index_dir", "reencode", "cold_neighbors", "llm_users", "reasoning_users", "reasoning_tokens",
+              "popularity_prior", "llm_batch_size", "sample_seed", "bootstrap", "bootstrap_seed", "out_dir", "trec_dir", "cache_dir")
     given = _given(args, fields)
     if args.rankers is not None:
         given["rankers"] = tuple(r.strip() for r in args.rankers.split(",") if r.strip())
@@ -354,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_llm_eval_args(ev)
     ev.add_argument("--reencode", default=None,
                     help="items re-encoded from train stats: cold (default), all, or bare (all, no rating line)")
+    ev.add_argument("--cold-neighbors", type=int, default=None,
+                    help="cold-items: a cold item's vector is the mean of its N most content-similar warm items' "
+                         "(MiniLM); 0 = its own prompt's (0)")
     ev.add_argument("--llm-users", type=int, default=None, help="seeded users per part for direct (300)")
     ev.add_argument("--reasoning-users", type=int, default=None, help="of those, users for reasoning (100)")
     ev.add_argument("--reasoning-tokens", type=int, default=None, help="reasoning token budget (64)")

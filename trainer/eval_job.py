@@ -14,7 +14,8 @@ the training split's catalog (`train_catalog`: no ratings, as a brand-new item) 
 path, so their prompt carries no held-out information (`--reencode cold`, the default). The other items keep
 statistics that include the held-out validation/test targets (the report states that share);
 `--reencode all` re-encodes every item from training statistics instead (about 11 minutes for ML-1M), and
-`--reencode bare` every item without its rating line, so that warm items read like cold ones.
+`--reencode bare` every item without its rating line, so that warm items read like cold ones. `--cold-neighbors N`
+gives each cold item the mean vector of its N most content-similar warm items instead (`trainer.cold_neighbors`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class EvalConfig(SplitConfig):
     reencode: str = "cold"
     """Items re-encoded from training-split item prompts: cold (the held-out cold items), all, or bare (all,
     without their rating line, as brand-new items read: cold and warm items then differ in content only)."""
+    cold_neighbors: int = 0
+    """0: a cold item's vector is the model's vector of its prompt. N > 0 (cold-items only): the mean vector of its
+    N most content-similar warm items by MiniLM (`trainer.cold_neighbors`)."""
     llm_users: int = 300
     """Seeded users per test part for the direct ranker and direct ratings."""
     reasoning_users: int = 100
@@ -108,6 +112,8 @@ class EvalConfig(SplitConfig):
             raise ValueError(f"--rankers {ZERO_SHOT} compares against an adapter: pass --adapter too")
         if self.reencode not in REENCODE:
             raise ValueError(f"--reencode must be one of {', '.join(REENCODE)}, got {self.reencode!r}")
+        if self.cold_neighbors < 0 or (self.cold_neighbors and self.protocol != "cold-items"):
+            raise ValueError("--cold-neighbors must be >= 0 and needs --protocol cold-items")
         if self.llm_users < 1 or not 1 <= self.reasoning_users <= self.llm_users:
             raise ValueError("--llm-users must be >= 1 and --reasoning-users in [1, --llm-users]")
         if not 0 <= self.popularity_prior < float("inf"):

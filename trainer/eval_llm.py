@@ -55,6 +55,13 @@ class LlmContext:
         if self.config.reencode == "bare":
             items = [item.without_ratings() for item in items]
         reencode_items(store, items, self.engine, self.cache_dir / "items", batch_size=16)
+        if self.config.cold_neighbors and isinstance(self.split, ColdSplit):
+            from trainer.cold_neighbors import impute_cold_vectors
+            from trainer.content import MiniLMEncoder
+
+            cold = [self.train_catalog[i] for i in self.candidates if i in self.split.cold_items]
+            warm = [self.train_catalog[i] for i in self.candidates if i not in self.split.cold_items]
+            impute_cold_vectors(store, cold, warm, MiniLMEncoder(), self.config.cold_neighbors)
         return store
 
     def ranker(self, mode: str, popularity_prior: float | None = None) -> LlmRanker:
@@ -88,6 +95,10 @@ class LlmContext:
                        "validation users, not on these).")
         if "store" in self.__dict__:  # only when an LLM ranker ran
             out.append(self._leak_note())
+            if self.config.cold_neighbors:
+                out.append(f"Cold items' vectors: the mean stored vector of each one's {self.config.cold_neighbors} "
+                           "most similar warm items by all-MiniLM-L6-v2 cosine of title, genres and description "
+                           "(trainer.cold_neighbors), not the model's vector of their own prompt.")
         return out
 
     def _leak_note(self) -> str:

@@ -207,3 +207,30 @@ def test_cli_train_and_eval_commands(world: dict[str, Path], tmp_path: Path, cap
     assert (tmp_path / "out" / "ml-1m-zip-leave-one-out.md").is_file()
     assert main(["eval", *data, "--rankers", "sasrec,bogus"]) == 2
     assert "--rankers" in capsys.readouterr().err
+
+
+def test_cold_neighbors_give_each_cold_item_the_mean_vector_of_its_content_nearest_warm_items(
+        world: dict[str, Path]) -> None:
+    from trainer.cold_neighbors import neighbor_means
+    from trainer.content import MiniLMEncoder, item_text
+
+    ds = load_dataset("ml-1m-zip", world["data"])
+    split = make_split(ds, "cold-items", 0.2, 0)
+    candidates = list(ds.catalog.items)
+    context = LlmContext(config_for(world, "cold-items", cold_neighbors=3), ds, split, candidates)
+    store = context.store
+    cold = [i for i in candidates if i in split.cold_items]
+    warm = [i for i in candidates if i not in split.cold_items]
+    content = MiniLMEncoder().encode([item_text(ds.catalog[i]) for i in cold + warm])
+    warm_vectors = store.vectors_of(warm)
+    for row, item_id in enumerate(cold):
+        nearest = np.argsort(-(content[len(cold):] @ content[row]))[:3]
+        expected = warm_vectors[nearest].mean(axis=0)
+        assert np.allclose(store.vectors_of([item_id])[0], expected / np.linalg.norm(expected), atol=1e-5)
+    assert any("3 most similar warm items by all-MiniLM-L6-v2" in note for note in context.notes())
+    own = LlmContext(config_for(world, "cold-items"), ds, split, candidates).store  # the default: own prompts
+    assert not np.allclose(own.vectors_of(cold), store.vectors_of(cold), atol=1e-3)
+    with pytest.raises(ValueError, match="--cold-neighbors"):
+        config_for(world, "leave-one-out", cold_neighbors=3)
+    with pytest.raises(ValueError, match=r"neighbors must be in \[1, 2\]"):
+        neighbor_means(content[:1], content[1:3], warm_vectors[:2], 3)
