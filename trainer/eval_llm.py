@@ -47,21 +47,23 @@ class LlmContext:
         """The model's item index, with the items named by `--reencode` re-encoded from training statistics
         (`bare`: from none, as brand-new items read)."""
         store = ItemStore.load(self.index_dir, expect=self.engine.item_fingerprint)
-        if self.config.reencode in ("all", "bare"):
-            self.reencoded = [i for i in self.candidates if i in self.train_catalog]
-        elif isinstance(self.split, ColdSplit):
-            self.reencoded = [i for i in self.candidates if i in self.split.cold_items]
-        items = [self.train_catalog[i] for i in self.reencoded]
+        cold = ([i for i in self.candidates if i in self.split.cold_items] if isinstance(self.split, ColdSplit)
+                else [])
+        self.reencoded = ([i for i in self.candidates if i in self.train_catalog]
+                          if self.config.reencode in ("all", "bare") else cold)
+        # items whose vectors come from their content neighbors are not encoded from their own prompts
+        imputed = set(cold) if self.config.cold_neighbors else set()
+        items = [self.train_catalog[i] for i in self.reencoded if i not in imputed]
         if self.config.reencode == "bare":
             items = [item.without_ratings() for item in items]
         reencode_items(store, items, self.engine, self.cache_dir / "items", batch_size=16)
-        if self.config.cold_neighbors and isinstance(self.split, ColdSplit):
+        if imputed:
             from trainer.cold_neighbors import impute_cold_vectors
             from trainer.content import MiniLMEncoder
 
-            cold = [self.train_catalog[i] for i in self.candidates if i in self.split.cold_items]
-            warm = [self.train_catalog[i] for i in self.candidates if i not in self.split.cold_items]
-            impute_cold_vectors(store, cold, warm, MiniLMEncoder(), self.config.cold_neighbors)
+            warm = [self.train_catalog[i] for i in self.candidates if i not in imputed]
+            impute_cold_vectors(store, [self.train_catalog[i] for i in cold], warm, MiniLMEncoder(),
+                                self.config.cold_neighbors)
         return store
 
     def ranker(self, mode: str, popularity_prior: float | None = None) -> LlmRanker:
@@ -96,9 +98,10 @@ class LlmContext:
         if "store" in self.__dict__:  # only when an LLM ranker ran
             out.append(self._leak_note())
             if self.config.cold_neighbors:
-                out.append(f"Cold items' vectors: the mean stored vector of each one's {self.config.cold_neighbors} "
-                           "most similar warm items by all-MiniLM-L6-v2 cosine of title, genres and description "
-                           "(trainer.cold_neighbors), not the model's vector of their own prompt.")
+                out.append("Cold items' vectors: the cold items counted above are not encoded from their own prompts; "
+                           f"each one's vector is the mean stored vector of its {self.config.cold_neighbors} most "
+                           "similar warm items by all-MiniLM-L6-v2 cosine of title, genres and description "
+                           "(trainer.cold_neighbors).")
         return out
 
     def _leak_note(self) -> str:

@@ -210,15 +210,21 @@ def test_cli_train_and_eval_commands(world: dict[str, Path], tmp_path: Path, cap
 
 
 def test_cold_neighbors_give_each_cold_item_the_mean_vector_of_its_content_nearest_warm_items(
-        world: dict[str, Path]) -> None:
+        world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from trainer.cold_neighbors import neighbor_means
     from trainer.content import MiniLMEncoder, item_text
 
     ds = load_dataset("ml-1m-zip", world["data"])
     split = make_split(ds, "cold-items", 0.2, 0)
     candidates = list(ds.catalog.items)
-    context = LlmContext(config_for(world, "cold-items", cold_neighbors=3), ds, split, candidates)
+    context = LlmContext(config_for(world, "cold-items", cold_neighbors=3, cache_dir=world["root"] / "nocache"),
+                         ds, split, candidates)
+    encoded: list[str] = []
+    real_embed = TransformersEngine.embed_items
+    monkeypatch.setattr(TransformersEngine, "embed_items", lambda self, texts: encoded.extend(texts)
+                        or real_embed(self, texts))
     store = context.store
+    assert encoded == []  # the cold items' own prompts are never encoded
     cold = [i for i in candidates if i in split.cold_items]
     warm = [i for i in candidates if i not in split.cold_items]
     content = MiniLMEncoder().encode([item_text(ds.catalog[i]) for i in cold + warm])
