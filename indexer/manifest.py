@@ -1,7 +1,7 @@
 """The index manifest: which model built an index version, its shape, and the check that a loaded index fits the model.
 
 Item vectors are only comparable with user vectors from the same model, adapter and prompt template
-(DESIGN.md section 2), so every saved index version carries the `ModelFingerprint` that encoded it and
+(docs/design.md section 2), so every saved index version carries the `ModelFingerprint` that encoded it and
 loading refuses an index whose fingerprint differs from the serving model's.
 """
 

@@ -10,7 +10,7 @@ This is what the service and the index job use. Layout under a root folder:
 replaces CURRENT (write a temporary file, `os.replace`): a crash at any point leaves the previous version
 loadable. It keeps the newest `keep` versions and deletes older ones. One process should save to a root at a
 time; saves within a process are serialized. `load` checks the stored model fingerprint against the model
-that will query the index (DESIGN.md section 2: item and user vectors must come from the same model).
+that will query the index (docs/design.md section 2: item and user vectors must come from the same model).
 """
 
 from __future__ import annotations

@@ -116,7 +116,8 @@ def busy_processes(limit: int = 4) -> list[str]:
                          text=True, check=False).stdout.splitlines()
     rows = [line.split(None, 3) for line in out]
     return [f"{row[2]}% {row[3][:90]}" for row in rows
-            if len(row) == 4 and int(row[0]) != os.getpid() and not row[1].startswith("T") and float(row[2]) >= 10][:limit]
+            if len(row) == 4 and int(row[0]) != os.getpid() and not row[1].startswith("T")
+            and float(row[2]) >= 10][:limit]
 
 
 def busy_note(start: dict[str, Any]) -> str:

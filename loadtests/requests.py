@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from model.paths import artifacts_dir
-from trainer.data import Dataset, Interaction, load_dataset
+from trainer.data.datasets import Dataset, Interaction, load_dataset
 
 
 def default_path(dataset: str) -> Path:

@@ -1,4 +1,4 @@
-"""Dynamic micro-batching in front of an engine (DESIGN.md section 4): one worker thread owns the engine and
+"""Dynamic micro-batching in front of an engine (docs/design.md section 4): one worker thread owns the engine and
 runs whatever concurrent callers asked for as batches; the callers keep calling the `Engine` methods
 synchronously (from the gateway's worker threads) and each gets back exactly its own rows.
 
@@ -23,14 +23,13 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from model.continuous import DecodeBatch, DecodeRow
-from model.engine import Engine, Generation, Reasoning
+from model.engine import Deadline, DeadlineExpired, Engine, Generation, Reasoning, current_deadline
 from model.prompts import ANSWER_MARKER
 from model.transformers_engine import TransformersEngine
 
@@ -39,33 +38,10 @@ log = logging.getLogger(__name__)
 DECODE_METHODS = ("reason", "generate")
 
 
-class DeadlineExpired(Exception):
-    """The call's deadline passed while it was queued; it was not computed."""
-
-
 class EngineClosed(RuntimeError):
     """The batching engine was closed before the call ran."""
 
 
-@dataclass
-class Deadline:
-    """A point in `time.monotonic()` time after which nobody waits for a result any more."""
-
-    at: float
-
-    @classmethod
-    def after(cls, seconds: float) -> Deadline:
-        return cls(time.monotonic() + seconds)
-
-    def expired(self, now: float | None = None) -> bool:
-        return (time.monotonic() if now is None else now) >= self.at
-
-    def extend(self, at: float) -> None:
-        """Someone else waits for the same result until `at`: keep the later of the two."""
-        self.at = max(self.at, at)
-
-
-current_deadline: ContextVar[Deadline | None] = ContextVar("engine_deadline", default=None)
 
 
 class BatchObserver(Protocol):
@@ -127,7 +103,6 @@ class MicroBatchingEngine:
             raise ValueError(f"need max_batch >= 1 and window_s >= 0, got {max_batch} and {window_s}")
         self.inner = inner
         self.fingerprint = inner.fingerprint
-        self.item_fingerprint = inner.item_fingerprint
         self.hidden_size = inner.hidden_size
         self.window_s = window_s
         self.max_batch = max_batch

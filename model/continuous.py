@@ -7,9 +7,10 @@ rows wait for that prefill, ~1 s per 500-token prompt on 2 CPU cores: chunked pr
 is not done) and its KV cache is merged into the running batch's: both caches are left-padded to a common
 width, padding masked out, and each row keeps its own position ids, exactly as in the engine's own left-padded
 batches. A finished row is split off with its cache (the reasoning rows then get their user vector from it:
-`_finish_reasoning`), and the columns no remaining row uses are trimmed. Every step uses the engine's own hooks (`_prefill`, `_accept_token`,
-`_feed_step`), so a row decodes exactly as it would in `TransformersEngine.reason`/`generate`, up to float
-rounding of batched matrix products. Only plain `DynamicLayer` caches (no sliding window) are supported.
+`_finish_reasoning`), and the columns no remaining row uses are trimmed. Every step uses the engine's own hooks
+(`_prefill`, `_accept_token`, `_feed_step`), so a row decodes exactly as it would in
+`TransformersEngine.reason`/`generate`, up to float rounding of batched matrix products. Only plain
+`DynamicLayer` caches (no sliding window) are supported.
 """
 
 from __future__ import annotations

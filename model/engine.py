@@ -1,6 +1,6 @@
 """What every engine returns and the interface the service and the trainer program against.
 
-An engine turns prompts into reasoning text and user/item vectors exactly as DESIGN.md section 2 defines them:
+An engine turns prompts into reasoning text and user/item vectors exactly as docs/design.md section 2 defines them:
 the vector is the final-layer hidden state (after the final norm) of the last token of
 [user prompt][assistant: text ending in `<answer>`], rendered with the chat template and no end-of-turn.
 Implementations: `model.transformers_engine.TransformersEngine` (in-process) and `model.vllm_engine.VllmEngine`
@@ -9,13 +9,42 @@ Implementations: `model.transformers_engine.TransformersEngine` (in-process) and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from indexer.manifest import ModelFingerprint
+
+
+class DeadlineExpired(Exception):
+    """The call's deadline passed while it was queued; it was not computed."""
+
+
+@dataclass
+class Deadline:
+    """A point in `time.monotonic()` time after which nobody waits for a result any more."""
+
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) >= self.at
+
+    def extend(self, at: float) -> None:
+        """Someone else waits for the same result until `at`: keep the later of the two."""
+        self.at = max(self.at, at)
+
+
+current_deadline: ContextVar[Deadline | None] = ContextVar("engine_deadline", default=None)
+"""The deadline of the engine call the current thread makes (set by the caller; `asyncio.to_thread` carries it
+into the worker thread). An engine may drop a call whose deadline passed before it started (`DeadlineExpired`)."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +74,12 @@ class Generation:
 
 
 class Engine(Protocol):
-    """Prompt in (user message text), reasoning and vectors out. Batched: lists in, lists out, same order."""
+    """Prompt in (user message text), reasoning and vectors out. Batched: lists in, lists out, same order. An
+    engine that queues work (`model.batching`) reads `current_deadline` and raises `DeadlineExpired` for a call
+    whose deadline passed before it started; a started call always runs to the end."""
 
     fingerprint: ModelFingerprint
-    """The model of user vectors, reasoning and ratings (what cache keys carry)."""
-    item_fingerprint: ModelFingerprint
-    """The model of item vectors (what the index manifest carries): `fingerprint`, except for a user-side adapter,
-    whose items keep the base model's vectors."""
+    """The model of every vector, reasoning and rating (what cache keys and index manifests carry)."""
     hidden_size: int
 
     def reason(self, user_texts: Sequence[str], max_new_tokens: int) -> list[Reasoning]: ...

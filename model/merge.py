@@ -19,7 +19,6 @@ from model.loading import (
     MERGED_FILE,
     default_model_dir,
     folder_weights_hash,
-    is_user_side_adapter,
     load_model,
 )
 from model.paths import artifacts_dir
@@ -27,9 +26,6 @@ from model.paths import artifacts_dir
 
 def merge_adapter(base: str, adapter: Path, out: Path | None = None) -> Path:
     """Write base + adapter, merged, to `out` (default `artifacts/models/<model>-lora-<adapter hash>`)."""
-    if is_user_side_adapter(adapter):
-        raise ValueError(f"{adapter} is a user-side adapter (trained with --frozen-items): its items need the base "
-                         "model's vectors, which merged weights cannot give; serve it with the transformers engine")
     loaded = load_model(base, adapter)
     fp = loaded.fingerprint
     out = out or artifacts_dir() / "models" / f"{fp.model_id}-lora-{fp.adapter_hash}"

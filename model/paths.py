@@ -16,12 +16,21 @@ def artifacts_dir() -> Path:
     return Path(os.environ.get("REASONREC_ARTIFACTS", "artifacts")).expanduser().resolve()
 
 
-def default_index_dir(dataset: str, fingerprint: ModelFingerprint) -> Path:
-    """Where `reasonrec index` writes, and the service looks for, a dataset's index for one model+adapter+template.
+def index_dir_for(dataset: str, fingerprint: ModelFingerprint, chosen: Path | None = None) -> Path:
+    """The index folder of a dataset for one model+adapter+template: `chosen` when one is given (a flag or
+    `REASONREC_INDEX_DIR`), else the default where `reasonrec index` writes and the service looks. The one rule every
+    command and the service follow.
 
-    One folder per fingerprint, so an index built by another model, adapter or template is never picked up.
+    One default folder per fingerprint, so an index built by another model, adapter or template is never picked up.
     """
+    if chosen is not None:
+        return Path(chosen)
     name = f"{fingerprint.model_id}-{fingerprint.weights_hash}"
     if fingerprint.adapter_hash:
         name += f"-lora-{fingerprint.adapter_hash}"
     return artifacts_dir() / "indexes" / dataset / f"{name}-tpl{fingerprint.template_version}"
+
+
+def sasrec_dir(dataset: str, protocol: str = "leave-one-out", seed: int = 0) -> Path:
+    """Where `reasonrec train-sasrec` writes a dataset's SASRec+ checkpoint, and where the service looks for it."""
+    return artifacts_dir() / "sasrec" / f"{dataset}-{protocol}-seed{seed}"

@@ -1,6 +1,6 @@
 """Prompt templates (versioned): the user ranking prompt, the item prompt, and the rating prompts.
 
-Contents follow DESIGN.md section 2: the user prompt asks for an in-depth analysis of the history ending in
+Contents follow docs/design.md section 2: the user prompt asks for an in-depth analysis of the history ending in
 `<answer>` (R2ec, "Towards Large Recommender Models with Reasoning"); the item prompt asks for the item's key
 attributes; the rating prompt asks for the four RecZero tags in order (`<analyze user>`, `<analyze item>`,
 `<match>`, `<rate>`), and the direct variant only for `<rate>`.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from indexer.catalog import Item
@@ -22,16 +23,12 @@ from indexer.catalog import Item
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-TEMPLATE_VERSION = "v1"
-RATING_TEMPLATE_VERSION = "r2"
+TEMPLATE_VERSION = "v2"
+RATING_TEMPLATE_VERSION = "r3"
 ANSWER_MARKER = "<answer>"
 MAX_HISTORY_LINES = 20
 MAX_DESCRIPTION_WORDS = 100
 RATING_TAGS = ("analyze user", "analyze item", "match", "rate")
-
-_HOUR, _DAY, _WEEK = 3600, 86400, 7 * 86400
-_MONTH, _YEAR = 30 * 86400, 365 * 86400
-
 
 @dataclass(frozen=True)
 class HistoryLine:
@@ -42,13 +39,9 @@ class HistoryLine:
     timestamp: int | None = None
 
 
-def coarse_age(seconds: int) -> str:
-    """An age rounded coarsely so prompts (and cache keys) do not change with every passing minute."""
-    seconds = max(0, seconds)
-    for unit, name, limit in ((_HOUR, "h", _DAY), (_DAY, "d", 2 * _WEEK), (_WEEK, "w", 8 * _WEEK), (_MONTH, "mo", 2 * _YEAR)):
-        if seconds < limit:
-            return f"{max(1, seconds // unit)}{name} ago"
-    return f"{seconds // _YEAR}y ago"
+def month_of(timestamp: int) -> str:
+    """The calendar month (UTC) of a unix time, "2000-03": absolute, so a line never changes with the clock."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m")
 
 
 def _rating_text(rating: float) -> str:
@@ -62,28 +55,33 @@ def display_title(item: Item) -> str:
     return f"{item.title} ({item.year})"
 
 
-def _history_lines(history: Sequence[HistoryLine], now: int | None) -> list[str]:
-    lines = []
-    for entry in history[-MAX_HISTORY_LINES:]:
-        line = f"[{entry.title}]"
-        if entry.rating is not None:
-            line += f" ({_rating_text(entry.rating)})"
-        if entry.timestamp is not None and now is not None:
-            line = f"{coarse_age(now - entry.timestamp)}: {line}"
-        lines.append(line)
-    return lines
+def history_line(entry: HistoryLine) -> str:
+    """One history line: "2000-03 [Toy Story (1995)] (5)" (month and rating when known)."""
+    line = f"[{entry.title}]"
+    if entry.rating is not None:
+        line += f" ({_rating_text(entry.rating)})"
+    if entry.timestamp is not None:
+        line = f"{month_of(entry.timestamp)} {line}"
+    return line
 
 
-def user_prompt(history: Sequence[HistoryLine], now: int | None = None) -> str:
-    """The ranking prompt: analyse the history (up to 20 most recent, oldest first), then name the next item."""
-    lines = _history_lines(history, now)
-    return (
-        "Here is a user's viewing history, oldest first, with their ratings out of 5:\n"
-        + "\n".join(lines)
-        + "\n\nAnalyse this history in depth: which genres, eras, moods and themes does the user prefer, and how "
-        "have their tastes moved recently? Then name the single item they are most likely to enjoy next, inside "
-        f"{ANSWER_MARKER} and </answer>."
-    )
+def _history_lines(history: Sequence[HistoryLine]) -> list[str]:
+    return [history_line(entry) for entry in history[-MAX_HISTORY_LINES:]]
+
+
+USER_INSTRUCTION = (
+    "Below is a user's viewing history, oldest first, with their ratings out of 5. Analyse it: which genres, "
+    "eras, moods and themes does the user prefer, and how have their tastes moved recently? Then name the single "
+    f"item they are most likely to enjoy next, inside {ANSWER_MARKER} and </answer>.\n\n"
+)
+"""Everything of the user prompt that comes before the history: the same for every user, so the history lines
+and the closing of the turn are all that differ (one forward pass over a window serves every cut of it)."""
+
+
+def user_prompt(history: Sequence[HistoryLine]) -> str:
+    """The ranking prompt: the instruction, then up to the 20 most recent history lines (oldest first), nothing
+    after the last line."""
+    return USER_INSTRUCTION + "\n".join(_history_lines(history))
 
 
 def item_prompt(item: Item) -> str:
@@ -106,13 +104,13 @@ def item_prompt(item: Item) -> str:
     )
 
 
-def _rating_context(history: Sequence[HistoryLine], item: Item, now: int | None) -> str:
+def _rating_context(history: Sequence[HistoryLine], item: Item) -> str:
     rated = [h.rating for h in history[-MAX_HISTORY_LINES:] if h.rating is not None]
     user_avg = f"{sum(rated) / len(rated):.2f}" if rated else "unknown"
     item_avg = f"{item.avg_rating:.2f}" if item.avg_rating is not None else "unknown"
     return (
         "A user's rating history, oldest first (ratings out of 5):\n"
-        + "\n".join(_history_lines(history, now))
+        + "\n".join(_history_lines(history))
         + f"\nThe user's average rating: {user_avg}\n\n"
         f"Target item: {display_title(item)}"
         + (f" ({', '.join(item.genres)})" if item.genres else "")
@@ -120,9 +118,9 @@ def _rating_context(history: Sequence[HistoryLine], item: Item, now: int | None)
     )
 
 
-def rating_prompt(history: Sequence[HistoryLine], item: Item, now: int | None = None) -> str:
+def rating_prompt(history: Sequence[HistoryLine], item: Item) -> str:
     """RecZero-style rating prompt: four tags in order, the last holding an integer rating 1..5."""
-    return _rating_context(history, item, now) + (
+    return _rating_context(history, item) + (
         "Predict the user's rating of the target item, step by step. First describe the user's tastes inside "
         "<analyze user></analyze user>, then the target item's characteristics inside <analyze item></analyze item>, "
         "then how well the two match inside <match></match>, and finally give a whole number from 1 to 5 inside "
@@ -130,9 +128,9 @@ def rating_prompt(history: Sequence[HistoryLine], item: Item, now: int | None = 
     )
 
 
-def direct_rating_prompt(history: Sequence[HistoryLine], item: Item, now: int | None = None) -> str:
+def direct_rating_prompt(history: Sequence[HistoryLine], item: Item) -> str:
     """The direct variant: no reasoning, only `<rate>N</rate>`."""
-    return _rating_context(history, item, now) + (
+    return _rating_context(history, item) + (
         "Predict the user's rating of the target item. Answer only with a whole number from 1 to 5 inside "
         "<rate></rate>."
     )
@@ -140,7 +138,7 @@ def direct_rating_prompt(history: Sequence[HistoryLine], item: Item, now: int | 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, user_text: str, assistant_text: str = "") -> str:
     """[user: user_text][assistant: assistant_text] with the model's chat template and no end-of-turn after the
-    assistant text (DESIGN.md section 2): the text every engine tokenizes for generation and vectors."""
+    assistant text (docs/design.md section 2): the text every engine tokenizes for generation and vectors."""
     head = tokenizer.apply_chat_template(
         [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
     )

@@ -1,6 +1,6 @@
 """Rating prediction with a structured chain of thought (RecZero, "Think before Recommendation").
 
-The small default model does not follow the four-tag format on its own (DESIGN.md section 2), so the structure
+The small default model does not follow the four-tag format on its own (docs/design.md section 2), so the structure
 is guided: each tag is opened by us, the model writes its content until it closes the tag (or a per-tag budget
 ends and we close it), and after `<rate>` the rating is read from the model's next-token probabilities over
 `1`..`5`: the expected value is the rating, the argmax is the integer written into `<rate>`. Every guided
@@ -49,8 +49,8 @@ def predict_ratings(
         for tag in RATING_TAGS[:-1]:
             answers = [a + f"<{tag}>" for a in answers]
             outs = engine.generate(prompts, answers, max_tokens_per_tag, stop=f"</{tag}>")
-            answers = [a + _tag_content(o.text) + f"</{tag}>\n" for a, o in zip(answers, outs)]
-            tokens = [t + o.generated_tokens for t, o in zip(tokens, outs)]
+            answers = [a + _tag_content(o.text) + f"</{tag}>\n" for a, o in zip(answers, outs, strict=False)]
+            tokens = [t + o.generated_tokens for t, o in zip(tokens, outs, strict=False)]
     answers = [a + "<rate>" for a in answers]
     probs = engine.choice_probs(prompts, answers, RATING_CHOICES)
     values = np.arange(1, len(RATING_CHOICES) + 1, dtype=np.float64)
@@ -61,7 +61,7 @@ def predict_ratings(
             text=f"{a}{int(np.argmax(p)) + 1}</rate>",
             generated_tokens=t,
         )
-        for a, p, t in zip(answers, probs, tokens)
+        for a, p, t in zip(answers, probs, tokens, strict=False)
     ]
 
 

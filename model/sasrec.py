@@ -10,7 +10,7 @@ state times the *same* item embeddings (tied). The blocks are standard pre-norm 
 style) rather than the original code's variant. Id 0 is padding; sequences are right-padded, so causal
 attention alone keeps padding out of every real position.
 
-Serving API (DESIGN.md section 3, ranker `sasrec`):
+Serving API (docs/design.md section 3, ranker `sasrec`):
 
     scorer = SasrecScorer.load("artifacts/sasrec/ml-1m-leave-one-out-seed0")
     scorer.score(["Toy Story (1995)", ...])      # -> Scores(item_ids, scores, ignored_history)
@@ -70,22 +70,21 @@ class SasrecConfig:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
 
 
-class _Block(nn.Module):
+class CausalBlock(nn.Module):
     """Pre-norm causal self-attention and point-wise feed-forward (inner size = hidden, as in SASRec).
 
     Dropout acts on the attention output rather than on the attention weights: on CPU, dropout inside the
     attention kernel made a training step several times slower (measured on ML-1M, batch 128 x 200)."""
 
-    def __init__(self, config: SasrecConfig) -> None:
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
-        self.heads = config.heads
-        self.attn_norm = nn.LayerNorm(config.hidden, eps=1e-8)
-        self.qkv = nn.Linear(config.hidden, 3 * config.hidden)
-        self.proj = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.Dropout(config.dropout))
-        self.ffn_norm = nn.LayerNorm(config.hidden, eps=1e-8)
+        self.heads = heads
+        self.attn_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Sequential(nn.Linear(hidden, hidden), nn.Dropout(dropout))
+        self.ffn_norm = nn.LayerNorm(hidden, eps=1e-8)
         self.ffn = nn.Sequential(
-            nn.Linear(config.hidden, config.hidden), nn.ReLU(), nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, config.hidden), nn.Dropout(config.dropout))
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, hidden = x.shape
@@ -104,7 +103,8 @@ class SasrecNet(nn.Module):
         self.item_emb = nn.Embedding(config.n_items + 1, config.hidden, padding_idx=PAD)
         self.pos_emb = nn.Embedding(config.max_len, config.hidden)
         self.emb_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.blocks))
+        self.blocks = nn.ModuleList(
+            CausalBlock(config.hidden, config.heads, config.dropout) for _ in range(config.blocks))
         self.final_norm = nn.LayerNorm(config.hidden, eps=1e-8)
         self.apply(self._init_weights)
 
@@ -150,6 +150,20 @@ def last_logits(net: SasrecNet, sequences: Sequence[Sequence[int]]) -> torch.Ten
     lengths = torch.tensor([len(seq) for seq in sequences])
     hidden = net(ids)[torch.arange(len(sequences)), lengths - 1]
     return net.item_logits(hidden)
+
+
+def is_finished(meta: dict) -> bool:
+    """Whether a checkpoint's metadata says its training run is done (not a best-so-far of a run in progress):
+    the one check every job that uses a checkpoint makes."""
+    return meta.get("status") == "done"
+
+
+def finished_checkpoint(folder: Path) -> Path | None:
+    """`folder` if it holds the checkpoint of a finished training run, else None."""
+    meta = folder / META_FILE
+    if not meta.is_file() or not (folder / WEIGHTS_FILE).is_file():
+        return None
+    return folder if is_finished(json.loads(meta.read_text(encoding="utf-8"))) else None
 
 
 @dataclass(frozen=True)

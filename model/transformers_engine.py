@@ -1,6 +1,6 @@
 """The in-process engine: batched greedy generation up to `<answer>` and user/item vectors with transformers.
 
-Vectors follow DESIGN.md section 2: final-layer hidden state (after the final norm) of the last token of the
+Vectors follow docs/design.md section 2: final-layer hidden state (after the final norm) of the last token of the
 chat-rendered [user][assistant: ... `<answer>`]. For reasoning, the canonical user vector is that of the
 *re-tokenized* text; it is read off the generation's KV cache by feeding only the missing tail of that text
 (one token when the model wrote `<answer>` itself, the marker's tokens when the budget ran out), which is exact
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from model.engine import Generation, Reasoning
-from model.loading import LoadedModel, is_user_side_adapter, load_model
+from model.loading import LoadedModel, load_model
 from model.prompts import ANSWER_MARKER, render_chat
 
 
@@ -40,20 +40,17 @@ class _DecodeState:
 class TransformersEngine:
     """Runs a `LoadedModel` in this process; thread-safe (one batch at a time), greedy decoding."""
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 8, items: LoadedModel | None = None) -> None:
-        """`items`: the model that encodes items when it is not `loaded` (the base model of a user-side adapter,
-        `model.loading.is_user_side_adapter`)."""
+    def __init__(self, loaded: LoadedModel, batch_size: int = 8) -> None:
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.fingerprint = loaded.fingerprint
-        self._item_engine = TransformersEngine(items, batch_size) if items is not None else None
-        self.item_fingerprint = items.fingerprint if items is not None else loaded.fingerprint
         self.hidden_size = loaded.hidden_size
         self.batch_size = batch_size
         self._decoder = self.model.get_decoder()
         self._lm_head = self.model.get_output_embeddings()
         self._lock = threading.Lock()
-        self._end_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if i is not None}
+        ends = (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self._end_ids = {i for i in ends if i is not None}
         self.stats = {"kv_shortcut": 0, "full_pass": 0}
 
     # ---- rendering -------------------------------------------------------------------------------------------
@@ -79,9 +76,7 @@ class TransformersEngine:
         return self._last_hidden([self.render(text, ANSWER_MARKER) for text in user_texts])
 
     def embed_items(self, item_texts: Sequence[str]) -> np.ndarray:
-        """Item vectors: [user: item prompt][assistant: `<answer>`] (from the item model, if there is one)."""
-        if self._item_engine is not None:
-            return self._item_engine.embed_items(item_texts)
+        """Item vectors: [user: item prompt][assistant: `<answer>`]."""
         return self._last_hidden([self.render(text, ANSWER_MARKER) for text in item_texts])
 
     def answer_states(self, texts: Sequence[str]) -> torch.Tensor:
@@ -100,7 +95,7 @@ class TransformersEngine:
                 state = self._decode(rendered[start : start + self.batch_size], max_new_tokens, stop)
             results.extend(
                 Generation(text.split(stop, 1)[0], len(gen), stopped)
-                for text, gen, stopped in zip(state.texts, state.generated, state.stopped)
+                for text, gen, stopped in zip(state.texts, state.generated, state.stopped, strict=False)
             )
         return results
 
@@ -132,7 +127,7 @@ class TransformersEngine:
         ids, mask = enc["input_ids"].to(self.model.device), enc["attention_mask"].to(self.model.device)
         out = self._decoder(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask),
                             use_cache=use_cache)
-        unpadded = [row[row_mask.bool()].tolist() for row, row_mask in zip(ids, mask)]
+        unpadded = [row[row_mask.bool()].tolist() for row, row_mask in zip(ids, mask, strict=False)]
         return out.last_hidden_state, out.past_key_values, mask, unpadded
 
     def _last_hidden(self, rendered: list[str]) -> np.ndarray:
@@ -208,9 +203,10 @@ class TransformersEngine:
         """Reasonings and user vectors of decoded rows (row i of `state` is `user_texts[i]`'s decode)."""
         with self._lock, torch.inference_mode():
             reasonings = [text.split(ANSWER_MARKER, 1)[0] for text in state.texts]
-            canonical = [self._ids(self.render(u, r + ANSWER_MARKER)) for u, r in zip(user_texts, reasonings)]
+            canonical = [self._ids(self.render(u, r + ANSWER_MARKER))
+                         for u, r in zip(user_texts, reasonings, strict=False)]
             tails: list[list[int] | None] = []
-            for fed, ids in zip(state.fed, canonical):
+            for fed, ids in zip(state.fed, canonical, strict=False):
                 exact = len(ids) > len(fed) and ids[: len(fed)] == fed
                 tails.append(ids[len(fed) :] if exact else None)
             vectors = self._vectors_from_cache(state, tails)
@@ -237,7 +233,8 @@ class TransformersEngine:
         feed_mask = torch.tensor([[1] * len(tail or []) + [0] * (width - len(tail or [])) for tail in tails])
         mask = torch.cat([state.attention_mask, feed_mask], dim=-1)
         positions = state.lengths[:, None] + torch.arange(width)[None, :]
-        out = self._decoder(input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=state.past, use_cache=True)
+        out = self._decoder(input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=state.past,
+                            use_cache=True)
         for i in rows:
             vectors[i] = out.last_hidden_state[i, len(tails[i]) - 1].float().numpy()
         return vectors
@@ -249,7 +246,6 @@ def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 def load_engine(model: str, adapter: str | Path | None = None, batch_size: int = 8) -> TransformersEngine:
-    """The in-process engine of `model` with `adapter` applied; a user-side adapter gets the base model, loaded a
-    second time, for items."""
-    items = load_model(model) if is_user_side_adapter(adapter) else None
-    return TransformersEngine(load_model(model, adapter), batch_size=batch_size, items=items)
+    """The in-process engine of `model` (smollm2, tiny or an HF folder) with the LoRA `adapter` applied: the one
+    loader every command and the service use (the service may put it behind `model.batching`)."""
+    return TransformersEngine(load_model(model, adapter), batch_size=batch_size)

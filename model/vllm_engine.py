@@ -1,6 +1,6 @@
 """The vLLM engine: the `model.engine.Engine` interface over HTTP to vLLM's OpenAI-compatible servers.
 
-Two server roles, started from the same weights (DESIGN.md section 4): a generation server (`/v1/completions`)
+Two server roles, started from the same weights (docs/design.md section 4): a generation server (`/v1/completions`)
 and a pooling server (`--runner pooling --convert embed`, LAST pooling, `use_activation: false`) that returns
 the final-layer hidden state of the last token, not normalized. Each role may have several replicas
 (`model.replicas.ReplicaPool`: least-busy routing, failover, recovery).
@@ -11,7 +11,7 @@ them), tokenized with `add_special_tokens=False`, and sent as TOKEN IDS; the gen
 (`return_token_ids`) and are decoded here exactly as the transformers engine decodes them. Generation is
 greedy (`temperature: 0`), stops at the stop string (kept in the output, `include_stop_str_in_output`) or at
 end-of-turn. The user vector of `reason` is the pooling server's vector of the re-tokenized
-[user][assistant: reasoning + `<answer>`], which is the canonical vector of DESIGN.md section 2 (vLLM has no
+[user][assistant: reasoning + `<answer>`], which is the canonical vector of docs/design.md section 2 (vLLM has no
 KV-cache shortcut to offer over HTTP, so it is always the full pass).
 
 `choice_probs` is exact: `logprob_token_ids` asks the server for the log-probabilities of the choice tokens
@@ -74,7 +74,7 @@ class VllmEngine:
     ) -> None:
         timeouts = timeouts or VllmTimeouts()
         self.tokenizer = tokenizer
-        self.fingerprint = self.item_fingerprint = fingerprint  # vLLM serves merged weights for both sides
+        self.fingerprint = fingerprint
         self.hidden_size = hidden_size
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s),
@@ -91,7 +91,8 @@ class VllmEngine:
         """The engine for the HF folder the servers were started from (its tokenizer and fingerprint)."""
         config = json.loads((folder / "config.json").read_text())
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        return cls(tokenizer, folder_fingerprint(folder), int(config["hidden_size"]), generate_urls, pool_urls, timeouts)
+        hidden = int(config["hidden_size"])
+        return cls(tokenizer, folder_fingerprint(folder), hidden, generate_urls, pool_urls, timeouts)
 
     # ---- Engine interface ------------------------------------------------------------------------------------
 
@@ -99,8 +100,8 @@ class VllmEngine:
         """Greedy reasoning up to `<answer>` (or the budget, then `<answer>` is appended), and the user vector."""
         decoded = self._complete([self.render(text) for text in user_texts], max_new_tokens, ANSWER_MARKER)
         reasonings = [d.text.split(ANSWER_MARKER, 1)[0] for d in decoded]
-        vectors = self._embed([self.render(u, r + ANSWER_MARKER) for u, r in zip(user_texts, reasonings)])
-        return [Reasoning(r, v, d.tokens, d.stopped) for r, v, d in zip(reasonings, vectors, decoded)]
+        vectors = self._embed([self.render(u, r + ANSWER_MARKER) for u, r in zip(user_texts, reasonings, strict=False)])
+        return [Reasoning(r, v, d.tokens, d.stopped) for r, v, d in zip(reasonings, vectors, decoded, strict=False)]
 
     def embed_direct(self, user_texts: Sequence[str]) -> np.ndarray:
         """User vectors with the assistant turn just `<answer>` (no generation)."""

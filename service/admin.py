@@ -1,4 +1,4 @@
-"""Hot-adding and removing items behind the /admin routes (DESIGN.md section 3).
+"""Hot-adding and removing items behind the /admin routes (docs/design.md section 3).
 
 Each new item is encoded with the item prompt by the engine (in a worker thread), added to the store (write
 lock: searchable when the call returns), and the store is saved as a new version folder (atomic, fsynced), so
@@ -64,7 +64,8 @@ async def publish(state: AppState, change: CatalogChange) -> Manifest:
         try:
             return await state.sync.publish(change)
         except (RedisError, OSError) as exc:
-            raise ApiError(503, f"the shared catalog (Redis) is unavailable ({type(exc).__name__}); retry later") from exc
+            raise ApiError(
+                503, f"the shared catalog (Redis) is unavailable ({type(exc).__name__}); retry later") from exc
 
 
 async def add_items(state: AppState, store: ItemStore, new_items: Sequence[NewItem], upsert: bool) -> AddItemsResponse:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from model.batching import Deadline
+from model.engine import Deadline
 from service.cache import Cache, CacheEntry
 from service.engine_calls import EngineFailure
 from service.metrics import Metrics

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
-from model.batching import Deadline, DeadlineExpired, current_deadline
+from model.engine import Deadline, DeadlineExpired, current_deadline
 
 log = logging.getLogger(__name__)
 

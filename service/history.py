@@ -1,4 +1,5 @@
-"""Turning a request's history into prompt lines: catalog ids become their display titles, titles pass through.
+"""Turning a request's history into the `UserHistory` every ranker reads: catalog ids become their display
+titles, titles pass through.
 
 Unknown item ids are a 422 naming the entry (`history[2].item_id`), so a typo never silently drops history.
 """
@@ -6,30 +7,15 @@ Unknown item ids are a 422 naming the entry (`history[2].item_id`), so a typo ne
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from indexer.catalog import Catalog
 from model.prompts import HistoryLine, display_title
+from model.rankers.base import UserHistory
 from service.errors import ApiError
 from service.schemas import HistoryEntry
 
 
-@dataclass(frozen=True)
-class ResolvedHistory:
-    lines: tuple[HistoryLine, ...]
-    item_ids: tuple[str | None, ...]
-    """Catalog id per entry, None for a title-only entry."""
-
-    @property
-    def known_ids(self) -> frozenset[str]:
-        return frozenset(i for i in self.item_ids if i is not None)
-
-    def user_average(self) -> float | None:
-        rated = [line.rating for line in self.lines if line.rating is not None]
-        return sum(rated) / len(rated) if rated else None
-
-
-def resolve_history(entries: Sequence[HistoryEntry], catalog: Catalog) -> ResolvedHistory:
+def resolve_history(entries: Sequence[HistoryEntry], catalog: Catalog) -> UserHistory:
     unknown = [(i, e.item_id) for i, e in enumerate(entries) if e.item_id is not None and e.item_id not in catalog]
     if unknown:
         position, item_id = unknown[0]
@@ -45,4 +31,4 @@ def resolve_history(entries: Sequence[HistoryEntry], catalog: Catalog) -> Resolv
         title = display_title(catalog[entry.item_id]) if entry.item_id is not None else entry.title
         assert title is not None  # the schema guarantees exactly one of item_id and title
         lines.append(HistoryLine(title, entry.rating, entry.timestamp))
-    return ResolvedHistory(tuple(lines), tuple(e.item_id for e in entries))
+    return UserHistory(tuple(lines), tuple(e.item_id for e in entries))

@@ -1,20 +1,24 @@
-"""The gateway app: `create_app` (app factory with a lifespan that loads engine, index and cache) and `serve`.
+"""The gateway app: `create_app` (app factory with a lifespan that loads engine, index and cache) and `serve`
+(the whole start-up of `reasonrec serve`: engine, artifacts, defaults, uvicorn).
 
 Laid out like the FastAPI full-stack template: routes by resource in `service.routes`, `Annotated`
-dependencies in `service.deps`, one `Settings` (`REASONREC_*`). `serve(settings)` is what `reasonrec serve`
-calls once the model and the index exist; tests build apps with `create_app(settings, engine=...)` to run a
-fault-injecting engine.
+dependencies in `service.deps`, one `Settings` (`REASONREC_*`). Tests build apps with
+`create_app(settings, engine=...)` to run a fault-injecting engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
 from model.engine import Engine
+from model.paths import index_dir_for, sasrec_dir
+from model.sasrec import finished_checkpoint
 from service.context import LOG_CONFIG, stamp_log_records
 from service.errors import install_error_handlers
 from service.metrics import Metrics
@@ -22,7 +26,9 @@ from service.middleware import RequestContextMiddleware
 from service.rankers import check_ranker_settings
 from service.routes import ROUTERS
 from service.settings import Settings
-from service.state import start_state
+from service.state import load_engine, start_state
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """LLM-reasoning recommendations: the model reasons about a user's history, and its hidden state at
 `<answer>` is searched against an index of item vectors from the same model.
@@ -55,10 +61,26 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     return app
 
 
-def serve(settings: Settings | None = None, engine: Engine | None = None) -> None:
-    """Run the gateway with uvicorn on settings.host:settings.port until interrupted (logs carry request ids).
+Prepare = Callable[[Settings, Engine, Path], None]
+"""Builds what is missing for serving (`reasonrec serve` passes the trainer's index job): settings, the loaded
+engine and the index folder it must fill."""
 
-    `engine`: an engine the caller already loaded (e.g. the CLI, to find the index folder), so it is not loaded twice.
-    """
+
+def serve(settings: Settings | None = None, prepare: Prepare | None = None) -> None:
+    """Load the engine once, let `prepare` build missing artifacts, use the dataset's finished SASRec+ checkpoint
+    when none is configured, then run the gateway with uvicorn until interrupted (logs carry request ids)."""
     settings = settings or Settings()
+    engine = load_engine(settings)
+    if prepare is not None:
+        prepare(settings, engine, index_dir_for(settings.dataset, engine.fingerprint, settings.index_dir))
+    if settings.sasrec_checkpoint is None:
+        checkpoint = finished_checkpoint(sasrec_dir(settings.dataset))
+        if checkpoint is None:
+            log.warning("no finished SASRec+ checkpoint for %s: the sasrec ranker is off and the fallback is popular "
+                        "(train it with `reasonrec train-sasrec --dataset %s`)", settings.dataset, settings.dataset)
+        settings = settings.model_copy(update={"sasrec_checkpoint": checkpoint})
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"\nserving on {base}  (docs: {base}/docs)\ntry:\n  curl -s {base}/recommend -H 'content-type: "
+          "application/json' -d '{\"history\": [{\"item_id\": \"1\", \"rating\": 5}, {\"item_id\": \"50\", "
+          "\"rating\": 4}], \"k\": 5}'\n", flush=True)
     uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port, log_config=LOG_CONFIG)

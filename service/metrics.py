@@ -1,6 +1,6 @@
 """Prometheus metrics of one app, in a registry of its own (several apps can live in one process, e.g. in tests).
 
-Names follow DESIGN.md section 3. `endpoint` is the route template ("/items/{item_id}"), or "unmatched" for
+Names follow docs/design.md section 3. `endpoint` is the route template ("/items/{item_id}"), or "unmatched" for
 paths no route serves; `ranker` is the ranker a /recommend request asked for ("" for other endpoints); a
 fallback answer is counted in `reasonrec_fallback_total{reason}` as well. `Metrics` is also the observer of the
 micro-batching engine (`model.batching.BatchObserver`): batch sizes, queue waits, calls dropped unstarted.

@@ -3,11 +3,11 @@
 `model.rating.predict_ratings` guides the format (each tag is opened for the model, and the rating is read
 from its probabilities over 1..5 after `<rate>`), so the answer normally holds exactly one valid
 `<rate>N</rate>` and `rating` is the expected value. The answer counts as parsed when it has the full format
-of its mode (four tags in order for `reasoning`, one `<rate>` for `direct`; `parse_rating_output`). Otherwise, or when the engine timed out or failed, the rating is an estimate: the
-item's average rating, else the user's average in the history, else 3, with `parsed: false`. Engine answers
-are cached (key: fingerprint, mode, tokens per tag, prompt), identical concurrent requests share one engine
-computation, and an answer that comes after the deadline is still cached (`service.coalesce`); estimates after
-an engine failure are not cached.
+of its mode (four tags in order for `reasoning`, one `<rate>` for `direct`; `parse_rating_output`). Otherwise,
+or when the engine timed out or failed, the rating is an estimate: the item's average rating, else the user's
+average in the history, else 3, with `parsed: false`. Engine answers are cached (key: fingerprint, mode, tokens per
+tag, prompt), identical concurrent requests share one engine computation, and an answer that comes after the
+deadline is still cached (`service.coalesce`); estimates after an engine failure are not cached.
 """
 
 from __future__ import annotations
@@ -16,22 +16,24 @@ import time
 
 from indexer.catalog import Item
 from indexer.store import ItemStore
-from model.batching import Deadline
+from model.engine import Deadline
 from model.prompts import direct_rating_prompt, rating_prompt
+from model.rankers.base import UserHistory
 from model.rating import parse_rating_output, predict_ratings
 from service.cache import CacheEntry, cache_key
 from service.engine_calls import EngineFailure, call_engine
 from service.errors import ApiError
-from service.history import ResolvedHistory, resolve_history
+from service.history import resolve_history
 from service.schemas import ModelInfo, RateRequest, RateResponse, RateTimings
 from service.state import AppState
 
 NEUTRAL_RATING = 3.0
 
 
-def estimate_rating(item: Item, history: ResolvedHistory) -> float:
-    """Item average, else user average, else 3; clipped to 1..5."""
-    value = item.avg_rating if item.avg_rating is not None else history.user_average()
+def estimate_rating(item: Item, history: UserHistory) -> float:
+    """Item average, else the user's average rating in the history, else 3; clipped to 1..5."""
+    rated = [line.rating for line in history.lines if line.rating is not None]
+    value = item.avg_rating if item.avg_rating is not None else (sum(rated) / len(rated) if rated else None)
     return min(5.0, max(1.0, float(value if value is not None else NEUTRAL_RATING)))
 
 
@@ -55,7 +57,7 @@ async def rate(state: AppState, store: ItemStore, body: RateRequest) -> RateResp
         raise ApiError(422, f"item_id: unknown item id {body.item_id!r}", param="item_id")
     history = resolve_history(body.history, catalog)
     reasoning = body.mode == "reasoning"
-    prompt = (rating_prompt if reasoning else direct_rating_prompt)(history.lines, item, int(time.time()))
+    prompt = (rating_prompt if reasoning else direct_rating_prompt)(history.lines, item)
     params = {"greedy": True, "max_tokens_per_tag": state.settings.rating_tokens_per_tag if reasoning else None}
     key = cache_key(state.engine.fingerprint, f"rate-{body.mode}", params, prompt)
     timings: dict[str, float] = {}

@@ -1,8 +1,10 @@
 """POST /recommend behind the route: resolve the request, dispatch to its ranker, fall back, build the response.
 
-When a ranker that uses the engine raises `EngineFailure` (deadline passed, or the engine raised), the fallback
-ranker (`REASONREC_FALLBACK_RANKER`, SASRec by default; `popular` when that has no checkpoint) answers instead; the response says so in
-`fallback` and `reasonrec_fallback_total{reason}` counts it. Stage timings of both attempts are kept.
+When a ranker that uses the engine raises `EngineFailure` (deadline passed, or the engine raised), or a ranker
+cannot rank for the history at all (`CannotRank`: e.g. SASRec knows none of its items), the fallback ranker
+(`REASONREC_FALLBACK_RANKER`, SASRec by default; `popular` when that has no checkpoint or cannot rank either)
+answers instead; the response says so in `fallback` and `reasonrec_fallback_total{reason}` counts it. Stage
+timings of both attempts are kept.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from indexer.store import ItemStore
 from service.engine_calls import EngineFailure
 from service.errors import ApiError
 from service.history import resolve_history
-from service.rankers import LAST_RESORT_RANKER, Ranked, RankQuery
+from service.rankers import LAST_RESORT_RANKER, CannotRank, Ranked, RankQuery
 from service.schemas import ModelInfo, RecommendRequest, RecommendResponse, RecommendTimings, ScoredItem
 from service.settings import Settings
 from service.state import AppState
@@ -37,12 +39,10 @@ def ranker_name(body: RecommendRequest, settings: Settings) -> str:
 def build_query(body: RecommendRequest, store: ItemStore, settings: Settings) -> RankQuery:
     history = resolve_history(body.history, store.catalog)
     return RankQuery(
-        history=history.lines,
-        history_ids=history.item_ids,
+        history=history,
         exclude=history.known_ids if body.exclude_history else frozenset(),
         k=body.k,
         reasoning_tokens=reasoning_budget(body.max_reasoning_tokens, settings),
-        now=int(time.time()),
     )
 
 
@@ -53,15 +53,21 @@ async def rank_with_fallback(
     try:
         return name, await state.rankers[name].rank(query, timings_ms), None
     except EngineFailure as failure:
-        state.metrics.fallback_total.labels(failure.reason).inc()
-        fallback = state.settings.fallback_ranker
+        reason = failure.reason
+    except CannotRank:
+        reason = "cannot_rank"
+    state.metrics.fallback_total.labels(reason).inc()
+    for fallback in dict.fromkeys((state.settings.fallback_ranker, LAST_RESORT_RANKER)):
+        if fallback == name:
+            continue
         try:
-            return fallback, await state.rankers[fallback].rank(query, timings_ms), failure.reason
+            return fallback, await state.rankers[fallback].rank(query, timings_ms), reason
+        except CannotRank:
+            continue
         except ApiError as unavailable:
             if unavailable.status != 503 or fallback == LAST_RESORT_RANKER:
                 raise
-            ranked = await state.rankers[LAST_RESORT_RANKER].rank(query, timings_ms)
-            return LAST_RESORT_RANKER, ranked, failure.reason
+    raise ApiError(503, f"no ranker can answer for this history (the {name} ranker: {reason})")
 
 
 async def recommend(state: AppState, store: ItemStore, body: RecommendRequest) -> RecommendResponse:

@@ -115,8 +115,9 @@ class ModelInfo(BaseModel):
 class ScoredItem(BaseModel):
     item_id: str
     title: str
-    score: float = Field(description="Cosine similarity (LLM rankers; plus the popularity prior when "
-                         "REASONREC_POPULARITY_PRIOR is set) or rating count (popular).")
+    score: float = Field(description="The ranker's score, higher is better: cosine similarity (LLM rankers; plus "
+                         "the popularity prior when REASONREC_POPULARITY_PRIOR is set), rating count (popular), "
+                         "SASRec logit (sasrec), text cosine (content).")
 
 
 class RecommendTimings(BaseModel):
@@ -134,7 +135,8 @@ class RecommendResponse(BaseModel):
     reasoning: str | None
     ranker: str = Field(description="The ranker that answered (the fallback ranker when `fallback` is set).")
     cached: bool
-    fallback: str | None = Field(description='Why the fallback ranker answered ("timeout", "engine_error"), or null.')
+    fallback: str | None = Field(
+        description='Why the fallback ranker answered ("timeout", "engine_error", "cannot_rank"), or null.')
     notes: list[str] = Field(
         default_factory=list, description="What the ranker could not do (e.g. sasrec cannot score hot-added items)."
     )

@@ -16,15 +16,13 @@ UrlList = Annotated[list[str], NoDecode]  # from the environment: comma-separate
 
 
 class Settings(BaseSettings):
-    """Configuration of the FastAPI gateway (see DESIGN.md section 3 for the request flow it tunes)."""
+    """Configuration of the FastAPI gateway (see docs/design.md section 3 for the request flow it tunes)."""
 
     model_config = SettingsConfigDict(env_prefix="REASONREC_", extra="ignore")
 
     # ---- model and index -------------------------------------------------------------------------------------
     model: str = Field("smollm2", description='Model to serve: "smollm2" (default), "tiny" (tests) or a HF folder.')
-    adapter: Path | None = Field(None, description=(
-        "Optional peft LoRA adapter folder applied on top of the model (a user-side one, from train-cl "
-        "--frozen-items, to user prompts only: the base model encodes items)."))
+    adapter: Path | None = Field(None, description="Optional peft LoRA adapter folder applied on top of the model.")
     dataset: str = Field("ml-100k", description="Dataset whose index is served when index_dir is not set.")
     index_dir: Path | None = Field(
         None,
@@ -44,7 +42,8 @@ class Settings(BaseSettings):
         default_factory=list, description="vLLM generation replicas, comma-separated base URLs (engine=vllm)."
     )
     vllm_pool_urls: UrlList = Field(
-        default_factory=list, description="vLLM pooling (embed, LAST) replicas, comma-separated base URLs (engine=vllm)."
+        default_factory=list,
+        description="vLLM pooling (embed, LAST) replicas, comma-separated base URLs (engine=vllm)."
     )
     vllm_retry_after_s: float = Field(
         5.0, gt=0, description="Seconds a failed vLLM replica stays out of rotation before it is probed again."
@@ -116,7 +115,8 @@ class Settings(BaseSettings):
     def _engine_complete(self) -> Settings:
         if self.engine == "vllm":
             if not self.vllm_generate_urls or not self.vllm_pool_urls:
-                raise ValueError("REASONREC_ENGINE=vllm needs REASONREC_VLLM_GENERATE_URLS and REASONREC_VLLM_POOL_URLS")
+                raise ValueError(
+                    "REASONREC_ENGINE=vllm needs REASONREC_VLLM_GENERATE_URLS and REASONREC_VLLM_POOL_URLS")
             if self.adapter is not None:
                 raise ValueError(
                     "REASONREC_ENGINE=vllm serves merged weights: run `reasonrec merge-adapter --adapter ...`, start "

@@ -29,7 +29,7 @@ from indexer.store import CURRENT_FILE, ItemStore
 from model.batching import MicroBatchingEngine
 from model.engine import Engine
 from model.merge import model_folder
-from model.paths import default_index_dir
+from model.paths import index_dir_for
 from model.transformers_engine import load_engine as load_transformers_engine
 from model.vllm_engine import VllmEngine, VllmTimeouts
 from service.cache import Cache, make_cache
@@ -123,7 +123,7 @@ class AppState:
         if marker == self._failed_at:
             return None  # the same index that failed before: do not reload it on every probe
         try:
-            store = ItemStore.load(self.index_dir, expect=self.engine.item_fingerprint)
+            store = ItemStore.load(self.index_dir, expect=self.engine.fingerprint)
         except (CorruptIndexError, ManifestMismatchError, OSError) as exc:
             self._failed_at = marker
             self.index_problem = str(exc)
@@ -167,10 +167,10 @@ async def start_state(settings: Settings, metrics: Metrics, engine: Engine | Non
         engine = await asyncio.to_thread(load_engine, settings)
     if isinstance(engine, MicroBatchingEngine):
         engine.observer = metrics
-    index_dir = settings.index_dir or default_index_dir(settings.dataset, engine.item_fingerprint)
+    index_dir = index_dir_for(settings.dataset, engine.fingerprint, settings.index_dir)
     cache = make_cache(settings, metrics)
     state = AppState(
-        settings, metrics, engine, cache, Path(index_dir), InflightLimiter(settings.max_inflight, metrics),
+        settings, metrics, engine, cache, index_dir, InflightLimiter(settings.max_inflight, metrics),
         Coalescer(cache, metrics),
     )
     state.rankers = {name: cls(state) for name, cls in RANKERS.items()}

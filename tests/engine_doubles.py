@@ -22,7 +22,6 @@ class GatedEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.fingerprint = inner.fingerprint
-        self.item_fingerprint = inner.item_fingerprint
         self.hidden_size = inner.hidden_size
         self.calls: list[tuple[str, int]] = []
         self.entered = threading.Event()

@@ -1,28 +1,29 @@
-"""Ranker dispatch: the name a request gives -> the class that ranks.
+"""Ranker dispatch: the name a request gives -> the served ranker that answers.
 
-Adding a ranker (e.g. `sasrec`, the production ranker of DESIGN.md section 5) is one module with a class
-following `service.rankers.base.Ranker` plus one line in `RANKERS`; the request schema, the settings check
-and the fallback pick it up from here. A ranker with `uses_engine = False` may serve as the fallback.
+Each served ranker wraps a core of `model.rankers`, the class the evaluation harness measures. Adding a ranker is
+a core in `model/rankers/`, a served wrapper here and one line in `RANKERS`; the request schema, the settings
+check and the fallback pick it up from here. A ranker with `uses_engine = False` may serve as the fallback.
 """
 
 from __future__ import annotations
 
-from service.rankers.base import Ranked, Ranker, RankQuery
+from service.rankers.base import CannotRank, Ranked, Ranker, RankQuery
+from service.rankers.catalog import ContentServed, PopularServed, SasrecServed
 from service.rankers.llm import DirectRanker, ReasoningRanker
-from service.rankers.popular import PopularRanker
-from service.rankers.sasrec import SasrecRanker
 
 RANKERS: dict[str, type[Ranker]] = {
     "reasoning": ReasoningRanker,
     "direct": DirectRanker,
-    "popular": PopularRanker,
-    "sasrec": SasrecRanker,
+    "popular": PopularServed,
+    "sasrec": SasrecServed,
+    "content": ContentServed,
 }
 LAST_RESORT_RANKER = "popular"
 """Answers when the configured fallback ranker cannot (e.g. sasrec without a checkpoint): needs only the catalog."""
 RANKER_NAMES: tuple[str, ...] = tuple(RANKERS)
 
-__all__ = ["LAST_RESORT_RANKER", "RANKERS", "RANKER_NAMES", "RankQuery", "Ranked", "Ranker", "check_ranker_settings"]
+__all__ = ["LAST_RESORT_RANKER", "RANKERS", "RANKER_NAMES", "CannotRank", "RankQuery", "Ranked", "Ranker",
+           "check_ranker_settings"]
 
 
 def check_ranker_settings(default_ranker: str, fallback_ranker: str) -> None:

@@ -1,11 +1,15 @@
-"""What every ranker receives and returns, and the interface the dispatch (`service.recommend`) calls."""
+"""What every served ranker receives and returns, and the interface the dispatch (`service.recommend`) calls.
+
+A served ranker wraps a ranker core of `model.rankers` (the same class the evaluation harness measures) with
+what serving needs: the app's current catalog and index, caching and deadlines (`service.rankers.llm`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from model.prompts import HistoryLine
+from model.rankers.base import UserHistory
 
 if TYPE_CHECKING:
     from service.state import AppState
@@ -15,16 +19,11 @@ if TYPE_CHECKING:
 class RankQuery:
     """A validated /recommend request, resolved against the catalog."""
 
-    history: tuple[HistoryLine, ...]
-    """Every history entry as the prompts show it (catalog display title, or the title the client sent)."""
-    history_ids: tuple[str | None, ...]
-    """Catalog item id of each history entry (None for a title-only entry), oldest first."""
+    history: UserHistory
     exclude: frozenset[str]
     """Item ids that must not be returned."""
     k: int
     reasoning_tokens: int
-    now: int
-    """Request time, unix seconds (prompts show history ages relative to it)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,11 @@ class Ranked:
     """What the client should know about this ranking (e.g. items the ranker cannot score)."""
 
 
+class CannotRank(Exception):
+    """The ranker has nothing to rank with for this history (e.g. SASRec knows none of its items): the fallback
+    ranker answers instead, and the response says why (`fallback: "cannot_rank"`)."""
+
+
 class Ranker(Protocol):
     """One ranker per app, built by its class from the app state. `uses_engine`: may time out or fail (the
     fallback ranker must not)."""
@@ -47,5 +51,5 @@ class Ranker(Protocol):
 
     async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
         """Rank for `query`; add per-stage milliseconds to `timings_ms`; raise `EngineFailure` if the engine
-        timed out or failed."""
+        timed out or failed, `CannotRank` if there is nothing to rank with."""
         ...

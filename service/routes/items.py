@@ -10,7 +10,12 @@ from service.admin import add_items, remove_item
 from service.deps import Admin, Slot, State, Store
 from service.errors import ApiError
 from service.schemas import (
-    MAX_ID_CHARS, AddItemsRequest, AddItemsResponse, ItemOut, RemoveItemResponse, error_responses,
+    MAX_ID_CHARS,
+    AddItemsRequest,
+    AddItemsResponse,
+    ItemOut,
+    RemoveItemResponse,
+    error_responses,
 )
 
 router = APIRouter(tags=["items"])

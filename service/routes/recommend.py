@@ -1,4 +1,4 @@
-"""POST /recommend: items for a history, best first, with the reasoning behind them (DESIGN.md section 3)."""
+"""POST /recommend: items for a history, best first, with the reasoning behind them (docs/design.md section 3)."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def test_searches_race_with_writes(kind):
     extra = rng.standard_normal((120, dim)).astype(np.float32)
     base_ids = [f"b{i}" for i in range(len(base))]
     index = ItemIndex.build(base_ids, base, kind=kind, options=IndexOptions(hnsw_m=8, ef_construction=32))
-    unit = {**dict(zip(base_ids, base)), **{f"x{i}": v for i, v in enumerate(extra)}}
+    unit = {**dict(zip(base_ids, base, strict=False)), **{f"x{i}": v for i, v in enumerate(extra)}}
     unit = {item_id: v / np.linalg.norm(v) for item_id, v in unit.items()}
     base_unit = np.stack([unit[b] for b in base_ids])
     writing = threading.Event()

@@ -30,7 +30,7 @@ def data() -> tuple[list[str], np.ndarray, np.ndarray, ItemIndex]:
 
 
 def recall(approx: list[list[tuple[str, float]]], exact: list[list[tuple[str, float]]]) -> float:
-    hits = [len({i for i, _ in a} & {i for i, _ in e}) / len(e) for a, e in zip(approx, exact)]
+    hits = [len({i for i, _ in a} & {i for i, _ in e}) / len(e) for a, e in zip(approx, exact, strict=False)]
     return float(np.mean(hits))
 
 
@@ -53,7 +53,7 @@ def test_ivf_with_one_probe_still_returns_exactly_k_despite_exclusions(data):
     index = ItemIndex.build(ids[:400], items[:400], kind="ivf", options=IndexOptions(nlist=10, nprobe=1))
     exclude = [{i for i, _ in result} for result in flat.search(queries[:20], 300)]
     results = index.search(queries[:20], 50, exclude=exclude)
-    for result, excluded in zip(results, exclude):
+    for result, excluded in zip(results, exclude, strict=False):
         allowed = 400 - len(excluded & set(ids[:400]))
         assert len(result) == min(50, allowed)
         assert not excluded & {i for i, _ in result}

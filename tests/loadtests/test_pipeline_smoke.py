@@ -12,7 +12,7 @@ from pathlib import Path
 
 from model.loading import load_model
 from model.transformers_engine import TransformersEngine
-from trainer.index_job import IndexJobConfig, build_index
+from trainer.train.index import IndexJobConfig, build_index
 
 
 def test_smoke_profile_writes_a_report_without_errors(tmp_path: Path, monkeypatch) -> None:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from engine_doubles import GatedEngine, StepObserver
 
-from model.batching import Deadline, DeadlineExpired, EngineClosed, MicroBatchingEngine
-from model.engine import Reasoning
+from model.batching import EngineClosed, MicroBatchingEngine
+from model.engine import Deadline, DeadlineExpired, Reasoning
 
 PROMPTS = [
     "[Toy Story (1995)] (5)\n[Heat (1995)] (4)",
@@ -58,9 +58,9 @@ def test_concurrent_decodes_equal_single_calls(tiny_engine, observer):
     budgets = [3, 12, 7, 10]
     engine = MicroBatchingEngine(tiny_engine, window_s=LONG_WINDOW_S, max_batch=4, observer=observer)
     try:
-        futures = [engine.submit("reason", [(p,)], (n,)) for p, n in zip(PROMPTS, budgets)]
+        futures = [engine.submit("reason", [(p,)], (n,)) for p, n in zip(PROMPTS, budgets, strict=False)]
         generated = engine.submit("generate", [(PROMPTS[0], "<a>"), (PROMPTS[2], "")], (6, "</a>"))
-        for prompt, n, future in zip(PROMPTS, budgets, futures):
+        for prompt, n, future in zip(PROMPTS, budgets, futures, strict=False):
             assert_same_reasoning(future.result()[0], tiny_engine.reason([prompt], n)[0])
         assert generated.result() == tiny_engine.generate([PROMPTS[0], PROMPTS[2]], ["<a>", ""], 6, "</a>")
     finally:
@@ -120,7 +120,7 @@ def test_other_calls_are_batched_per_method_and_parameters(gated, tiny_engine):
         blocker.result()
         vectors = np.concatenate([f.result() for f in embeds])
         assert np.allclose(vectors, tiny_engine.embed_direct(PROMPTS[:3]), atol=1e-5)
-        for prompt, future in zip(PROMPTS[:2], reasons):
+        for prompt, future in zip(PROMPTS[:2], reasons, strict=False):
             assert_same_reasoning(future.result()[0], tiny_engine.reason([prompt], 4)[0])
         assert other_budget.result()[0].generated_tokens == 6
     finally:
@@ -169,7 +169,7 @@ def test_close_fails_queued_calls_finishes_the_running_one_and_refuses_new_ones(
 def test_sync_calls_with_several_rows_or_none(batching, tiny_engine):
     assert batching.reason([], 4) == [] and batching.embed_items([]).shape == (0, tiny_engine.hidden_size)
     results = batching.reason(PROMPTS, 4)  # one call with several rows: each row decodes in the batch
-    for prompt, got in zip(PROMPTS, results):
+    for prompt, got in zip(PROMPTS, results, strict=False):
         assert_same_reasoning(got, tiny_engine.reason([prompt], 4)[0])
     probs = batching.choice_probs(PROMPTS[:2], ["a", "b"], ["1", "2"])
     assert np.allclose(probs, tiny_engine.choice_probs(PROMPTS[:2], ["a", "b"], ["1", "2"]), atol=1e-6)

@@ -50,7 +50,7 @@ def test_render_matches_chat_template_continue_final_message(tiny_engine):
 
 def test_reason_batch_equals_single_calls(tiny_engine):
     batch = tiny_engine.reason(PROMPTS, max_new_tokens=12)
-    for prompt, batched in zip(PROMPTS, batch):
+    for prompt, batched in zip(PROMPTS, batch, strict=False):
         single = tiny_engine.reason([prompt], max_new_tokens=12)[0]
         assert single.text == batched.text
         assert cosine(single.vector, batched.vector) > 0.9999
@@ -58,7 +58,7 @@ def test_reason_batch_equals_single_calls(tiny_engine):
 
 
 def test_reason_vector_is_the_vector_of_the_retokenized_text(tiny_engine):
-    for prompt, result in zip(PROMPTS, tiny_engine.reason(PROMPTS, max_new_tokens=8)):
+    for prompt, result in zip(PROMPTS, tiny_engine.reason(PROMPTS, max_new_tokens=8), strict=False):
         assert cosine(result.vector, full_pass_vector(tiny_engine, prompt, result.text)) > 0.9999
 
 
@@ -98,7 +98,7 @@ def test_budget_end_appends_the_marker_and_feeds_it_on_the_cache():
 def test_end_of_turn_stops_generation_and_mixed_batches_agree():
     engine = scripted_engine(["Ġuser", "Ġrating", "Ġhistory"])
     results = engine.reason(["some history", "another one"], max_new_tokens=30)
-    for prompt, result in zip(["some history", "another one"], results):
+    for prompt, result in zip(["some history", "another one"], results, strict=False):
         assert result.text == " user rating history" and result.generated_tokens == 3 and not result.wrote_marker
         assert cosine(result.vector, full_pass_vector(engine, prompt, result.text)) > 0.9999
 
@@ -112,7 +112,7 @@ def test_zero_budget_reasoning_is_the_direct_vector(tiny_engine):
 def test_embeddings_batch_equals_single(tiny_engine):
     batched = tiny_engine.embed_items(PROMPTS)
     assert batched.shape == (len(PROMPTS), tiny_engine.hidden_size) and batched.dtype == np.float32
-    for prompt, vector in zip(PROMPTS, batched):
+    for prompt, vector in zip(PROMPTS, batched, strict=False):
         assert cosine(tiny_engine.embed_items([prompt])[0], vector) > 0.9999
     assert not np.allclose(batched[0], batched[1])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.prompts import ANSWER_MARKER, HistoryLine, item_prompt, user_prompt
 from indexer.catalog import Item
+from model.prompts import ANSWER_MARKER, HistoryLine, item_prompt, user_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +33,16 @@ def batched(real_engine, prompts):
 
 
 def test_kv_cache_vector_equals_a_fresh_full_pass_over_the_retokenized_text(real_engine, prompts, batched):
-    full = real_engine._last_hidden([real_engine.render(p, r.text + ANSWER_MARKER) for p, r in zip(prompts, batched)])
-    for result, vector in zip(batched, full):
+    texts = [real_engine.render(p, r.text + ANSWER_MARKER) for p, r in zip(prompts, batched, strict=False)]
+    full = real_engine._last_hidden(texts)
+    for result, vector in zip(batched, full, strict=False):
         assert result.text, "the real model should write some reasoning"
         assert cosine(result.vector, vector) >= 0.999
     assert real_engine.stats["kv_shortcut"] >= 1
 
 
 def test_batch_of_four_equals_four_single_calls(real_engine, prompts, batched):
-    for prompt, result in zip(prompts, batched):
+    for prompt, result in zip(prompts, batched, strict=False):
         single = real_engine.reason([prompt], max_new_tokens=32)[0]
         assert single.text == result.text
         assert cosine(single.vector, result.vector) >= 0.999
@@ -52,6 +53,6 @@ def test_item_vectors_batch_equals_single_and_differ_between_items(real_engine):
     texts = [item_prompt(i) for i in items]
     batched = real_engine.embed_items(texts)
     assert batched.shape == (2, 576)
-    for text, vector in zip(texts, batched):
+    for text, vector in zip(texts, batched, strict=False):
         assert cosine(real_engine.embed_items([text])[0], vector) >= 0.999
     assert cosine(batched[0], batched[1]) < 0.999

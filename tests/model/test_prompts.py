@@ -1,12 +1,13 @@
-"""Prompt templates: coarse ages, the history cap, item fields and the rating format."""
+"""Prompt templates: absolute months, the shared instruction prefix, the history cap, item fields and the rating
+format."""
 
 from __future__ import annotations
 
 from indexer.catalog import Item
 from model.prompts import (
     MAX_HISTORY_LINES,
+    USER_INSTRUCTION,
     HistoryLine,
-    coarse_age,
     direct_rating_prompt,
     item_prompt,
     rating_prompt,
@@ -16,30 +17,22 @@ from model.prompts import (
 DAY = 86400
 
 
-def test_coarse_age_buckets():
-    assert coarse_age(0) == "1h ago"
-    assert coarse_age(5 * 3600 + 1700) == "5h ago"
-    assert coarse_age(3 * DAY + 4 * 3600) == "3d ago"
-    assert coarse_age(20 * DAY) == "2w ago"
-    assert coarse_age(100 * DAY) == "3mo ago"
-    assert coarse_age(3 * 365 * DAY) == "3y ago"
-
-
-def test_user_prompt_keeps_the_twenty_most_recent_in_order_with_ages():
-    history = [HistoryLine(f"Movie {i}", 4.0, 1000 + i * DAY) for i in range(30)]
-    prompt = user_prompt(history, now=1000 + 40 * DAY)
+def test_user_prompt_keeps_the_twenty_most_recent_in_order_with_months():
+    history = [HistoryLine(f"Movie {i}", 4.0, 951_868_800 + i * 40 * DAY) for i in range(30)]  # from 2000-03-01
+    prompt = user_prompt(history)
     assert "Movie 9]" not in prompt and "Movie 10]" in prompt and "Movie 29]" in prompt
     assert prompt.index("Movie 10]") < prompt.index("Movie 29]")
-    assert prompt.count("\n[") + prompt.count(": [") == MAX_HISTORY_LINES
-    assert "11d ago: [Movie 29] (4)" in prompt
+    assert prompt.count("] (4)") == MAX_HISTORY_LINES
+    assert "2003-05 [Movie 29] (4)" in prompt  # 2000-03-01 + 1160 days = 2003-05-05
     assert "<answer>" in prompt and "</answer>" in prompt
 
 
-def test_user_prompt_without_timestamps_has_no_ages_and_is_stable():
+def test_user_prompt_puts_the_instruction_first_and_ends_with_the_last_line():
     history = [HistoryLine("Heat (1995)", None), HistoryLine("Alien (1979)", 4.5)]
-    prompt = user_prompt(history, now=123)
-    assert "[Heat (1995)]\n[Alien (1979)] (4.5)" in prompt and "ago" not in prompt
-    assert prompt == user_prompt(history, now=999999)
+    prompt = user_prompt(history)
+    assert prompt == USER_INSTRUCTION + "[Heat (1995)]\n[Alien (1979)] (4.5)"
+    # a longer history only appends lines: the prompt of a prefix is a prefix of the prompt
+    assert user_prompt([*history, HistoryLine("Big (1988)", 3)]).startswith(prompt + "\n")
 
 
 def test_item_prompt_fields_and_description_cut():

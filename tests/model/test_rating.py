@@ -6,7 +6,8 @@ import pytest
 
 from model.rating import parse_rating_output, predict_ratings
 
-GOOD = "<analyze user>likes sci-fi</analyze user>\n<analyze item>a space film</analyze item>\n<match>good</match>\n<rate>4</rate>"
+GOOD = ("<analyze user>likes sci-fi</analyze user>\n<analyze item>a space film</analyze item>\n<match>good</match>\n"
+        "<rate>4</rate>")
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,8 @@ def test_guided_prediction_always_parses(tiny_engine, reasoning):
     for p in predictions:
         assert 1.0 <= p.rating <= 5.0
         assert abs(sum(p.probabilities) - 1.0) < 1e-5
-        assert parse_rating_output(p.text, require_reasoning=reasoning) == max(range(5), key=lambda i: p.probabilities[i]) + 1
+        likeliest = max(range(5), key=lambda i: p.probabilities[i]) + 1
+        assert parse_rating_output(p.text, require_reasoning=reasoning) == likeliest
         assert (p.generated_tokens > 0) == reasoning
 
 

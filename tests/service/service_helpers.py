@@ -55,7 +55,6 @@ class FaultyEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.fingerprint = inner.fingerprint
-        self.item_fingerprint = inner.item_fingerprint
         self.hidden_size = inner.hidden_size
         self.delay_s = 0.0
         self.error: Exception | None = None

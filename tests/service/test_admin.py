@@ -3,16 +3,6 @@ and a user-side adapter that serves the base model's index and encodes added ite
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import numpy as np
-import torch
-
-from indexer.store import ItemStore
-from model.loading import ADAPTER_META, load_model
-from model.prompts import item_prompt
-from model.transformers_engine import TransformersEngine
 from service_helpers import SHARED_REDIS, admin_headers, assert_error, history, tiny_settings
 
 NEW_ITEM = {
@@ -127,35 +117,3 @@ def test_ids_with_inner_spaces_work_end_to_end(gateway):
     deleted = gateway.client.delete("/admin/items/Toy Story (1995) remake", headers=admin_headers())
     assert deleted.status_code == 200, deleted.text
 
-
-def write_user_side_adapter(folder: Path) -> Path:
-    """A LoRA adapter for the tiny model with random (non-zero) weights, marked as trained for user prompts only
-    (what `reasonrec train-cl --frozen-items` writes into its metadata)."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(0)
-    lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(load_model("tiny").model, lora).save_pretrained(folder)
-    (folder / ADAPTER_META).write_text(json.dumps({"config": {"frozen_items": True}}))
-    return folder
-
-
-def test_a_user_side_adapter_serves_the_base_index_and_adds_items_with_the_base_model(serve, index_dir, tiny_engine,
-                                                                                      redis_prefix, tmp_path):
-    adapter = write_user_side_adapter(tmp_path / "adapter")
-    gateway = serve(tiny_settings(index_dir, adapter=adapter, redis_url=SHARED_REDIS, cache_prefix=redis_prefix))
-    answer = gateway.client.post("/recommend", json={"history": history("2", "4"), "k": 5})
-    assert answer.status_code == 200, answer.text  # the base model's index is this adapter's index
-    assert answer.json()["model"]["adapter_hash"] and len(answer.json()["items"]) == 5
-    added = gateway.client.post("/admin/items", json={"items": [NEW_ITEM]}, headers=admin_headers())
-    assert added.status_code == 200, added.text
-    gateway.stop()
-
-    stored = ItemStore.load(index_dir, expect=tiny_engine.fingerprint)
-    item = stored.get("new-1")
-    base_vector = tiny_engine.embed_items([item_prompt(item)])
-    adapter_vector = TransformersEngine(load_model("tiny", adapter)).embed_items([item_prompt(item)])
-    assert not np.allclose(base_vector, adapter_vector, atol=1e-4)  # the adapter does change item vectors...
-    expected = ItemStore.load(index_dir)
-    expected.add_items([item], base_vector, upsert=True)  # ...but the gateway encoded the item with the base model
-    np.testing.assert_allclose(stored.vectors_of(["new-1"]), expected.vectors_of(["new-1"]), atol=1e-5)

@@ -47,7 +47,8 @@ def routes() -> set[str]:
 @pytest.fixture(scope="module")
 def metric_samples() -> set[str]:
     """Every sample name the gateway's metrics can produce (counter `_total`, histogram `_bucket`, ...)."""
-    suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created")}
+    suffixes = {"counter": ("_total", "_created"), "gauge": ("",),
+                "histogram": ("_bucket", "_sum", "_count", "_created")}
     return {f"{m.name}{s}" for m in Metrics().registry.collect() for s in suffixes[m.type]}
 
 
@@ -113,7 +114,8 @@ def test_autoscaler_scales_the_gateway_on_an_exported_metric(metric_samples):
     kustomization = load_yaml(DEPLOY / "k8s" / "kustomization.yaml")[0]
     assert {r["name"] for r in kustomization["replicas"]} == {"gateway", "vllm-generate", "vllm-pool"}
     listed = set(kustomization["resources"])
-    assert listed == {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml", "prometheus-adapter-values.yaml"}
+    not_listed = {"kustomization.yaml", "prometheus-adapter-values.yaml"}
+    assert listed == {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - not_listed
 
 
 def test_dashboard_uses_exported_metrics_and_the_provisioned_datasource(metric_samples, routes):

@@ -9,6 +9,8 @@ import redis
 from pydantic import ValidationError
 from service_helpers import SHARED_REDIS, history, popular_order, tiny_settings
 
+from model.prompts import TEMPLATE_VERSION
+
 
 def test_reasoning_then_the_same_call_is_cached(gateway, catalog, redis_prefix):
     body = {"history": history("3", "7", "12"), "k": 5}
@@ -18,7 +20,7 @@ def test_reasoning_then_the_same_call_is_cached(gateway, catalog, redis_prefix):
     assert data["ranker"] == "reasoning" and data["fallback"] is None and data["cached"] is False
     assert isinstance(data["reasoning"], str) and data["reasoning"]
     assert data["model"] == {"id": "tiny-llama", "weights_hash": data["model"]["weights_hash"], "adapter_hash": None,
-                             "template_version": "v1"}
+                             "template_version": TEMPLATE_VERSION}
     assert data["index_version"] == 1
     ids = [item["item_id"] for item in data["items"]]
     assert len(ids) == 5 and len(set(ids)) == 5 and not {"3", "7", "12"} & set(ids)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from service_helpers import admin_headers, assert_error, history, popular_order, tiny_settings
 
 from model.sasrec import SasrecConfig, SasrecNet, SasrecScorer
-from service_helpers import admin_headers, assert_error, history, popular_order, tiny_settings
 
 UNSEEN = {"7", "8"}  # catalog items the checkpoint never saw in training
 GONE = "999"  # an item the checkpoint knows that the catalog does not have

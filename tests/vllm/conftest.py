@@ -74,7 +74,8 @@ def real_servers(tmp_path_factory) -> Iterator[RealServers]:
         for role in ("generate", "pool"):
             port = free_port()
             urls[role] = f"http://127.0.0.1:{port}"
-            processes[role] = launch(os.environ[VLLM_PYTHON_ENV], role, model_dir, port, (logs / f"{role}.log").open("wb"))
+            log = (logs / f"{role}.log").open("wb")
+            processes[role] = launch(os.environ[VLLM_PYTHON_ENV], role, model_dir, port, log)
         for role, process in processes.items():
             wait_healthy(urls[role], process)
         yield RealServers(urls["generate"], urls["pool"], model_dir)

@@ -13,7 +13,7 @@ from indexer.catalog import Catalog
 from model.engine import Engine
 from model.prompts import HistoryLine, display_title, item_prompt, user_prompt
 from model.rating import RATING_CHOICES
-from trainer.data import Dataset, Interaction, load_dataset
+from trainer.data.datasets import Dataset, Interaction, load_dataset
 
 HISTORY_LEN = 10
 CATALOG_SIZE = 200
@@ -69,7 +69,7 @@ def measure(vllm: Engine, reference: Engine, users: list[str], items: list[str],
     """Compare reasoning text and vectors, direct vectors, item vectors and rating probabilities."""
     report = Parity(prompts=len(users), reasoning_tokens=tokens, items=len(items))
     ours, theirs = vllm.reason(users, tokens), reference.reason(users, tokens)
-    for index, (a, b) in enumerate(zip(ours, theirs)):
+    for index, (a, b) in enumerate(zip(ours, theirs, strict=False)):
         if a.text == b.text:
             report.text_matches += 1
         else:
@@ -92,6 +92,7 @@ def _min_cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _where_they_part(index: int, ours: str, theirs: str) -> dict[str, Any]:
-    common = next((i for i, (x, y) in enumerate(zip(ours, theirs)) if x != y), min(len(ours), len(theirs)))
+    pairs = enumerate(zip(ours, theirs, strict=False))
+    common = next((i for i, (x, y) in pairs if x != y), min(len(ours), len(theirs)))
     return {"prompt": index, "same_chars": common, "vllm": ours[common:common + 60],
             "transformers": theirs[common:common + 60]}

@@ -100,7 +100,8 @@ def _app(standin: StandIn) -> FastAPI:
         with torch.inference_mode():
             for index, ids in enumerate(prompts):
                 generated, logits = _greedy(model, tokenizer, ids, body, end_ids)
-                choice: dict[str, Any] = {"index": index, "text": tokenizer.decode(generated), "finish_reason": "length"}
+                choice: dict[str, Any] = {"index": index, "text": tokenizer.decode(generated),
+                                          "finish_reason": "length"}
                 if body.get("return_token_ids"):
                     choice["token_ids"] = generated
                 if body.get("logprobs") is not None:

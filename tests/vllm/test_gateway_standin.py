@@ -63,7 +63,8 @@ def test_vllm_gateway_answers_as_the_transformers_gateway(vllm_gateway, model_di
             assert ours["reasoning"] == theirs["reasoning"]
         rated = gateway.client.post("/rate", json={"history": BODY["history"], "item_id": "7"}).json()
         assert rated["fallback"] is None and rated["rating"] == pytest.approx(
-            reference.client.post("/rate", json={"history": BODY["history"], "item_id": "7"}).json()["rating"], abs=1e-4)
+            reference.client.post("/rate", json={"history": BODY["history"], "item_id": "7"}).json()["rating"],
+            abs=1e-4)
     finally:
         reference.stop()
     assert all(s.calls["/v1/completions"] + s.calls["/v1/embeddings"] > 0 for s in servers)

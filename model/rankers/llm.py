@@ -1,0 +1,79 @@
+"""The language-model rankers: `reasoning` (think up to `<answer>`, the vector there) and `direct` (the assistant
+turn is just `<answer>`: one forward pass), as docs/design.md ("Vectors") defines them.
+
+Two stages. `encode` runs the engine on user prompts (the slow part: the service caches and coalesces it under
+a deadline, the evaluation caches it on disk); `search` ranks the item index with the resulting user vectors,
+history excluded (plus, with a popularity prior, w x log(1 + the item's interaction count): `indexer.prior`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from indexer.store import ItemStore
+from model.engine import Engine
+from model.prompts import user_prompt
+from model.rankers.base import Ranked, UserHistory
+
+LLM_MODES = ("direct", "reasoning")
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the engine stage yields for one user prompt."""
+
+    vector: np.ndarray
+    """float32 (hidden,), the final hidden state at `<answer>`."""
+    reasoning: str | None = None
+    """The reasoning text before `<answer>` (reasoning mode only)."""
+    generated_tokens: int = 0
+    wrote_marker: bool = False
+    """True when the model wrote `<answer>` itself (reasoning mode)."""
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the vector, as JSON (what caches store beside it)."""
+        return {"reasoning": self.reasoning, "generated_tokens": self.generated_tokens,
+                "wrote_marker": self.wrote_marker}
+
+    @classmethod
+    def from_meta(cls, vector: np.ndarray, meta: Mapping[str, Any]) -> UserState:
+        return cls(vector, meta.get("reasoning"), int(meta.get("generated_tokens", 0)),
+                   bool(meta.get("wrote_marker", False)))
+
+
+class LlmRanker:
+    """User vectors from the engine, ranked by the item index."""
+
+    uses_engine: ClassVar[bool] = True
+
+    def __init__(self, mode: str, engine: Engine) -> None:
+        if mode not in LLM_MODES:
+            raise ValueError(f"LLM ranker mode must be one of {', '.join(LLM_MODES)}, got {mode!r}")
+        self.name = self.mode = mode
+        self.engine = engine
+
+    @staticmethod
+    def prompt(history: UserHistory) -> str:
+        return user_prompt(history.lines)
+
+    def settings(self, reasoning_tokens: int) -> dict[str, Any]:
+        """Everything besides the prompt that changes the engine's output (part of every cache key)."""
+        return {"greedy": True, "max_new_tokens": reasoning_tokens} if self.mode == "reasoning" else {"greedy": True}
+
+    def encode(self, prompts: Sequence[str], reasoning_tokens: int) -> list[UserState]:
+        """The engine stage: one `UserState` per prompt."""
+        if self.mode == "direct":
+            return [UserState(vector) for vector in self.engine.embed_direct(list(prompts))]
+        return [UserState(r.vector, r.text, r.generated_tokens, r.wrote_marker)
+                for r in self.engine.reason(list(prompts), reasoning_tokens)]
+
+    @staticmethod
+    def search(store: ItemStore, vectors: np.ndarray, k: int, exclude: Sequence[Collection[str]],
+               popularity_prior: float = 0.0, counts: Mapping[str, int] | None = None) -> list[Ranked]:
+        """The search stage: the k best items per user vector (rows of `vectors`), never one of that row's
+        `exclude`; `counts` are the prior's interaction counts (default: the catalog's rating counts)."""
+        return store.search(np.asarray(vectors, dtype=np.float32), k, exclude, popularity_prior, counts)

