@@ -16,7 +16,7 @@ import numpy as np
 from loadtests.gateway import busy_note, machine
 from loadtests.requests import default_path, write_requests
 from model.prompts import HistoryLine, display_title, user_prompt
-from trainer.data.datasets import load_dataset
+from trainer.data import load_dataset
 
 RESULTS = Path("docs/results")
 

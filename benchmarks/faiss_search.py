@@ -29,11 +29,11 @@ import faiss
 import numpy as np
 
 from benchmarks.common import Report, percentile
-from indexer.index import IndexOptions, ItemIndex, _default_nlist
+from indexer.index import IndexOptions, ItemIndex, default_nlist
 from model.loading import load_model
 from model.prompts import item_prompt
 from model.transformers_engine import TransformersEngine
-from trainer.data.datasets import load_dataset
+from trainer.data import load_dataset
 
 DIM = 576
 K = 10
@@ -51,7 +51,7 @@ def random_vectors(n: int, seed: int) -> np.ndarray:
 def build_cost(kind: str, n: int) -> float:
     """Relative build cost, to scale a measured build time to another size."""
     if kind == "ivf":
-        return n * _default_nlist(n)
+        return n * default_nlist(n)
     if kind == "hnsw":
         return n * math.log(n)
     return n
@@ -62,7 +62,7 @@ def build(kind: str, ids: list[str], data: np.ndarray, chunk: int = 50_000) -> I
     IVF keeps its default nlist for `n` items but trains on the first 40 x nlist vectors (FAISS asks for 39-256
     per list)."""
     if kind == "ivf":
-        nlist = _default_nlist(len(ids))
+        nlist = default_nlist(len(ids))
         first = min(len(ids), 40 * nlist)
         index = ItemIndex.build(ids[:first], data[:first], kind="ivf", options=IndexOptions(nlist=nlist))
     else:

@@ -63,7 +63,7 @@ class IndexOptions:
             raise ValueError(f"IndexOptions.nlist must be >= 1 or None, got {self.nlist}")
 
 
-def _default_nlist(n: int) -> int:
+def default_nlist(n: int) -> int:
     return max(1, min(round(4 * n**0.5), n // 39))
 
 
@@ -133,7 +133,7 @@ class ItemIndex:
         return c
 
     def _train_ivf(self, x: np.ndarray) -> None:
-        nlist = self.options.nlist or _default_nlist(len(x))
+        nlist = self.options.nlist or default_nlist(len(x))
         if len(x) < nlist:
             raise ValueError(f"an IVF index with nlist={nlist} needs at least {nlist} training vectors, got {len(x)}")
         self._faiss = _empty_faiss("ivf", self.dim, self.options, nlist)

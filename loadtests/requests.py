@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from model.paths import artifacts_dir
-from trainer.data.datasets import Dataset, Interaction, load_dataset
+from trainer.data import load_dataset
+from trainer.data.datasets import Dataset, Interaction
 
 
 def default_path(dataset: str) -> Path:

@@ -49,7 +49,7 @@ def predict_ratings(
         for tag in RATING_TAGS[:-1]:
             answers = [a + f"<{tag}>" for a in answers]
             outs = engine.generate(prompts, answers, max_tokens_per_tag, stop=f"</{tag}>")
-            answers = [a + _tag_content(o.text) + f"</{tag}>\n" for a, o in zip(answers, outs, strict=False)]
+            answers = [a + tag_content(o.text) + f"</{tag}>\n" for a, o in zip(answers, outs, strict=False)]
             tokens = [t + o.generated_tokens for t, o in zip(tokens, outs, strict=False)]
     answers = [a + "<rate>" for a in answers]
     probs = engine.choice_probs(prompts, answers, RATING_CHOICES)
@@ -65,7 +65,7 @@ def predict_ratings(
     ]
 
 
-def _tag_content(generated: str) -> str:
+def tag_content(generated: str) -> str:
     """What the model wrote inside a tag, cut at the first `<` (the small model writes later tags early, or
     misspelled closing tags), never empty, so the guided answer always has the four-tag format."""
     return generated.split("<", 1)[0].strip() or "-"

@@ -43,7 +43,7 @@ def _set_threads(threads: int | None) -> None:
 def cmd_data(args: argparse.Namespace) -> int:
     import time
 
-    from trainer.data.datasets import load_dataset
+    from trainer.data import load_dataset
 
     start = time.perf_counter()
     ds = load_dataset(args.dataset, args.data_path)

@@ -44,9 +44,9 @@ def test_guided_prediction_always_parses(tiny_engine, reasoning):
 
 
 def test_stray_tags_written_by_the_model_are_cut_so_the_answer_parses():
-    from model.rating import _tag_content
+    from model.rating import tag_content
 
-    assert _tag_content(" likes space <analyze item> stray <rate>5</rate>") == "likes space"
-    assert _tag_content("<match>") == "-"
-    assert _tag_content("  plain text  ") == "plain text"
-    assert _tag_content("tastes</analyve user></analyze user>") == "tastes"
+    assert tag_content(" likes space <analyze item> stray <rate>5</rate>") == "likes space"
+    assert tag_content("<match>") == "-"
+    assert tag_content("  plain text  ") == "plain text"
+    assert tag_content("tastes</analyve user></analyze user>") == "tastes"

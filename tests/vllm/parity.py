@@ -13,7 +13,8 @@ from indexer.catalog import Catalog
 from model.engine import Engine
 from model.prompts import HistoryLine, display_title, item_prompt, user_prompt
 from model.rating import RATING_CHOICES
-from trainer.data.datasets import Dataset, Interaction, load_dataset
+from trainer.data import load_dataset
+from trainer.data.datasets import Dataset, Interaction
 
 HISTORY_LEN = 10
 CATALOG_SIZE = 200

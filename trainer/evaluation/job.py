@@ -31,7 +31,8 @@ from model.rankers.content import ContentRanker
 from model.rankers.popular import PopularRanker
 from model.rankers.sasrec import SasrecRanker
 from model.sasrec import SasrecScorer, is_finished
-from trainer.data.datasets import Dataset, load_dataset
+from trainer.data import load_dataset
+from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, make_split, test_parts
 from trainer.data.splits import Example, Split, sample_examples
 from trainer.evaluation.harness import CoreRanker, EvalRanker, RankingResult, rank_examples

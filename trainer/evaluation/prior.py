@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trainer.data.datasets import load_dataset
+from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.data.splits import sample_examples
 from trainer.evaluation.harness import rank_examples

@@ -27,7 +27,7 @@ from indexer.store import ItemStore
 from model.engine import Engine
 from model.paths import index_dir_for
 from model.prompts import item_prompt
-from trainer.data.datasets import DATASETS, load_dataset
+from trainer.data import DATASETS, load_dataset
 from trainer.evaluation.genre_overlap import genre_overlap
 
 if TYPE_CHECKING:

@@ -28,7 +28,8 @@ from indexer.catalog import Catalog
 from model.paths import sasrec_dir
 from model.rankers.sasrec import SasrecRanker
 from model.sasrec import META_FILE, PAD, SasrecConfig, SasrecNet, SasrecScorer, is_finished, right_padded
-from trainer.data.datasets import Dataset, load_dataset
+from trainer.data import load_dataset
+from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, check_same_run, make_split, test_parts
 from trainer.data.splits import Split
 from trainer.evaluation.harness import CoreRanker, rank_examples

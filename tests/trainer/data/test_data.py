@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from indexer.catalog import Item
-from trainer.data.datasets import DATASETS, DataFormatError, Dataset, Interaction, load_dataset, load_ml1m, make_dataset
+from trainer.data import DATASETS, load_dataset
+from trainer.data.datasets import DataFormatError, Dataset, Interaction, load_ml1m, make_dataset
 from trainer.data.splits import (
     ColdSplit,
     Example,
@@ -335,7 +336,7 @@ def test_cold_items_ml100k(ml100k: Dataset) -> None:
 
 
 def test_cold_items_do_not_depend_on_hash_seed(ml100k: Dataset) -> None:
-    code = ("from trainer.data.datasets import load_dataset; from trainer.data.splits import cold_items; "
+    code = ("from trainer.data import load_dataset; from trainer.data.splits import cold_items; "
             "print(sorted(cold_items(load_dataset('ml-100k'), seed=3).test_items))")
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,

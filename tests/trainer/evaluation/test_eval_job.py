@@ -15,7 +15,7 @@ from trainer_helpers import write_cycle_ml1m
 from indexer.store import ItemStore
 from model.prompts import item_prompt
 from model.transformers_engine import TransformersEngine
-from trainer.data.datasets import load_dataset
+from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.data.splits import cold_items, train_catalog
 from trainer.evaluation.job import EvalConfig, run_eval

@@ -43,7 +43,8 @@ from model.paths import index_dir_for
 from model.prompts import RATING_TEMPLATE_VERSION
 from model.transformers_engine import TransformersEngine
 from trainer.batch_cache import BatchCache
-from trainer.data.datasets import Dataset, load_dataset
+from trainer.data import load_dataset
+from trainer.data.datasets import Dataset
 from trainer.data.protocols import check_same_run, make_split
 from trainer.data.splits import ColdSplit, Example, Split, sample_examples
 from trainer.evaluation.harness import rank_examples

@@ -23,7 +23,7 @@ from model.loading import load_model
 from model.prompts import TEMPLATE_VERSION
 from model.transformers_engine import TransformersEngine
 from trainer.config_args import load_recipe
-from trainer.data.datasets import load_dataset
+from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.evaluation.job import EvalConfig, run_eval
 from trainer.train.contrastive.config import ContrastiveConfig

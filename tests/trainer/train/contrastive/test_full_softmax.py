@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from trainer_helpers import write_cycle_ml1m
 
 import trainer.train.contrastive.job as contrastive
-from trainer.data.datasets import load_dataset
+from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.train.contrastive.job import ADAPTER_META, train_contrastive, validation_examples
 from trainer.train.contrastive.loss import ItemTable, draw_items, history_mask, item_side_term, table_logits

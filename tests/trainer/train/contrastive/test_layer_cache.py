@@ -19,7 +19,7 @@ import trainer.train.contrastive.layer_cache as layer_cache
 from model.loading import load_model
 from model.prompts import item_prompt
 from model.transformers_engine import TransformersEngine
-from trainer.data.datasets import load_dataset
+from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.train.contrastive.config import ContrastiveConfig
 from trainer.train.contrastive.job import ADAPTER_META, train_contrastive
