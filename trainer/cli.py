@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from trainer.config_args import add_config_args, config_from_args  # noqa: E402  (the environment comes first)
+from trainer.config_args import Help, add_config_args, config_from_args  # noqa: E402  (the environment comes first)
 
 
 def _command_line() -> str:
@@ -143,14 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.train.index import IndexJobConfig
     from trainer.train.sasrec import SasrecTrainConfig
 
-    parser = argparse.ArgumentParser(prog="reasonrec", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="reasonrec", description=__doc__, formatter_class=Help)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int], config: type | None = None,
                 **config_options: tuple[str, ...]) -> argparse.ArgumentParser:
-        job = sub.add_parser(name, help=help_text, description=help_text)
+        job = sub.add_parser(name, help=help_text, description=help_text, formatter_class=Help)
         if config is not None:
             add_config_args(job, config, **config_options)
             job.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

