@@ -115,6 +115,10 @@ bench-gateway: index  ## gateway overhead share on the reasoning path -> docs/re
 bench-faiss: setup  ## Flat vs IVF vs HNSW at 10k/100k/1M items -> docs/results/bench_faiss_search.*
 	$(BIN)/python -m benchmarks.faiss_search
 
+.PHONY: bench-cuts
+bench-cuts: setup  ## direct vectors of history cuts, shared forward vs per prompt -> docs/results/bench_cut_states.*
+	$(BIN)/python -m benchmarks.cut_states
+
 bench: bench-engine bench-decode bench-gateway bench-faiss  ## every benchmark (about an hour on 2 busy cores)
 
 # --- vLLM ---

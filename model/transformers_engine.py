@@ -6,7 +6,8 @@ chat-rendered [user][assistant: ... `<answer>`]. For reasoning, the canonical us
 (one token when the model wrote `<answer>` itself, the marker's tokens when the budget ran out), which is exact
 when the re-tokenized ids start with the ids already in the cache. When they do not (BPE merges across the
 boundary), a fresh full pass is run instead. Batches are left-padded with explicit position ids, so a batch
-gives the same results as single calls up to float rounding.
+gives the same results as single calls up to float rounding. The `direct` vectors of many cuts of one history
+window share one forward (`direct_states_of_cuts`, `model.cut_states`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.cut_states import cut_prompt, plan_window, shared_forward
 from model.engine import Generation, Reasoning
 from model.loading import LoadedModel, load_model
-from model.prompts import ANSWER_MARKER, render_chat
+from model.prompts import ANSWER_MARKER, HistoryLine, render_chat
 
 
 @dataclass
@@ -51,7 +53,7 @@ class TransformersEngine:
         self._lock = threading.Lock()
         ends = (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
         self._end_ids = {i for i in ends if i is not None}
-        self.stats = {"kv_shortcut": 0, "full_pass": 0}
+        self.stats = {"kv_shortcut": 0, "full_pass": 0, "cut_shortcut": 0, "cut_full_pass": 0}
 
     # ---- rendering -------------------------------------------------------------------------------------------
 
@@ -78,6 +80,42 @@ class TransformersEngine:
     def embed_items(self, item_texts: Sequence[str]) -> np.ndarray:
         """Item vectors: [user: item prompt][assistant: `<answer>`]."""
         return self._last_hidden([self.render(text, ANSWER_MARKER) for text in item_texts])
+
+    def direct_states_of_cuts(
+        self, histories: Sequence[Sequence[HistoryLine]], cuts: Sequence[Sequence[int]], windows_per_pass: int = 4
+    ) -> list[np.ndarray]:
+        """`direct` vectors of many cuts of each history window: for window i an array (len(cuts[i]), hidden)
+        whose row j is `embed_direct([user_prompt(histories[i][:cuts[i][j]])])[0]` (to float rounding).
+
+        The trick (`model.cut_states`; DESIGN: docs/design.md section 2): a cut's prompt is a textual prefix of
+        its window's, so one causal forward over the window's tokens fills a KV cache, and one more feeds one copy
+        of the turn's closing per cut, each masked to see the cache only up to the end of its line k, at the
+        positions a full pass would give it. Windows of similar token length share both forwards
+        (`windows_per_pass`, right-padded). A cut whose
+        tokens are not (window ids up to line k) + (closing ids) gets a plain full pass instead; `stats` counts
+        both kinds (`cut_shortcut`, `cut_full_pass`).
+        """
+        if len(histories) != len(cuts):
+            raise ValueError(f"{len(histories)} histories but {len(cuts)} cut lists")
+        plans = [plan_window(self.tokenizer, h, c) for h, c in zip(histories, cuts, strict=True)]
+        results = [np.zeros((len(c), self.hidden_size), dtype=np.float32) for c in cuts]
+        order = sorted(range(len(plans)), key=lambda i: len(plans[i].window_ids)
+                       + len(plans[i].closing_ids) * len(plans[i].shortcut))
+        for start in range(0, len(order), max(1, windows_per_pass)):
+            chunk = order[start : start + max(1, windows_per_pass)]
+            with self._lock, torch.inference_mode():
+                states = shared_forward(self._decoder, [plans[i] for i in chunk], self.tokenizer.pad_token_id,
+                                        self.hidden_size)
+            for i, rows in zip(chunk, states, strict=True):
+                results[i][plans[i].shortcut] = rows
+        missing = [(i, j) for i, plan in enumerate(plans) for j, m in enumerate(plan.prefix_lengths) if m is None]
+        self.stats["cut_shortcut"] += sum(len(plan.shortcut) for plan in plans)
+        self.stats["cut_full_pass"] += len(missing)
+        if missing:
+            full = self.embed_direct([cut_prompt(histories[i], cuts[i][j]) for i, j in missing])
+            for (i, j), vector in zip(missing, full, strict=True):
+                results[i][j] = vector
+        return results
 
     def answer_states(self, texts: Sequence[str]) -> torch.Tensor:
         """Differentiable vectors of [user: text][assistant: `<answer>`] for training (contrastive LoRA): one
