@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
@@ -20,10 +20,6 @@ class Item:
     avg_rating: float | None = None
     rating_count: int = 0
     description: str | None = None
-
-    def without_ratings(self) -> Item:
-        """The item as a brand-new one reads: no average rating, no rating count (its prompt has no rating line)."""
-        return replace(self, avg_rating=None, rating_count=0)
 
     def to_json(self) -> dict:
         # built field by field: dataclasses.asdict deep-copies and was most of the cost of saving a catalog

@@ -1,6 +1,9 @@
-"""The FAISS item index: cosine search over item vectors keyed by string item ids, safe to share between threads.
+"""The FAISS item index: cosine or inner-product search over item vectors keyed by string item ids, safe to share
+between threads.
 
-Scores are cosine similarities (docs/design.md section 2): vectors are L2-normalized and searched by inner product.
+Metric "cosine" (the language model's raw states, docs/design.md section 2): vectors are L2-normalized and searched
+by inner product. Metric "ip": vectors are searched as they are (the item table's [v, b] rows, whose inner product
+with [u, 1] is the ranker's score u . v + b).
 The default kind "flat" is `IndexIDMap2(IndexFlatIP)`, exact. For large catalogs, "ivf" (`IndexIVFFlat`, inner
 product, trained on the vectors given to `build`, `nprobe` lists searched) and "hnsw" (`IndexHNSWFlat`, inner
 product) are approximate. FAISS cannot remove from an HNSW graph, so removing (or upserting) an item in an
@@ -23,7 +26,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import faiss
 import numpy as np
@@ -38,6 +41,8 @@ META_FILE = "index.json"
 CENTER_FILE = "center.npy"
 
 SearchResult = list[tuple[str, float]]
+Metric = Literal["cosine", "ip"]
+METRICS: tuple[str, ...] = get_args(Metric)
 
 
 @dataclass(frozen=True)
@@ -92,12 +97,15 @@ class ItemIndex:
 
     def __init__(
         self, dim: int, *, kind: IndexKind = "flat", center: np.ndarray | None = None,
-        options: IndexOptions | None = None,
+        options: IndexOptions | None = None, metric: Metric = "cosine",
     ) -> None:
         _check_kind(kind)
         if dim < 1:
             raise ValueError(f"index dim must be >= 1, got {dim}")
+        if metric not in METRICS or (metric == "ip" and center is not None):
+            raise ValueError(f"index metric must be one of {METRICS} (no center with ip), got {metric!r}")
         self.dim = dim
+        self.metric: Metric = metric
         self.kind: IndexKind = kind
         self.options = options or IndexOptions()
         self.center = None if center is None else self._checked_center(center)
@@ -111,7 +119,7 @@ class ItemIndex:
     @classmethod
     def build(
         cls, item_ids: Sequence[str], vectors: np.ndarray, *, kind: IndexKind = "flat", center: bool = False,
-        options: IndexOptions | None = None,
+        options: IndexOptions | None = None, metric: Metric = "cosine",
     ) -> ItemIndex:
         """Index `vectors` (n, dim) under `item_ids`; `center` stores their mean; "ivf" trains on them."""
         x = np.asarray(vectors, dtype=np.float32)
@@ -119,7 +127,8 @@ class ItemIndex:
             raise ValueError(f"item vectors must be a 2-D array (n, dim), got shape {x.shape}")
         if center and len(x) < 2:
             raise ValueError(f"centering needs at least 2 item vectors for their mean, got {len(x)}; pass center=False")
-        index = cls(x.shape[1], kind=kind, center=x.mean(axis=0, dtype=np.float64) if center else None, options=options)
+        index = cls(x.shape[1], kind=kind, center=x.mean(axis=0, dtype=np.float64) if center else None,
+                    options=options, metric=metric)
         if kind == "ivf":
             index._train_ivf(index._prepare(x, "item vectors", item_ids))
         index.add(item_ids, x)
@@ -146,11 +155,14 @@ class ItemIndex:
     # ---- vectors in, vectors out -------------------------------------------------------------------------
 
     def _prepare(self, vectors: np.ndarray, what: str, names: Sequence[str] | None = None) -> np.ndarray:
-        """Check shape and values, subtract the center, L2-normalize; a new float32 C-contiguous array."""
+        """Check shape and values; for cosine subtract the center and L2-normalize; a new float32 C-contiguous
+        array."""
         x = np.array(vectors, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{what} must have shape (n, {self.dim}), got {x.shape}")
         self._reject_rows(~np.isfinite(x).all(axis=1), f"{what} contain NaN or infinite values", names)
+        if self.metric == "ip":
+            return np.ascontiguousarray(x)
         if self.center is not None:
             x -= self.center
         norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -319,7 +331,7 @@ class ItemIndex:
         with self._lock.read():
             faiss.write_index(self._faiss, str(folder / INDEX_FILE))
             fsync_file(folder / INDEX_FILE)
-            meta = {"kind": self.kind, "dim": self.dim, "options": asdict(self.options),
+            meta = {"kind": self.kind, "dim": self.dim, "metric": self.metric, "options": asdict(self.options),
                     "next_id": self._next_id, "ids": list(self._int_of.items())}
             write_json(folder / META_FILE, meta)
             if self.center is not None:
@@ -333,7 +345,8 @@ class ItemIndex:
         meta = _read_meta(folder / META_FILE)
         center = _read_center(folder / CENTER_FILE) if (folder / CENTER_FILE).exists() else None
         try:
-            index = cls(meta["dim"], kind=meta["kind"], center=center, options=IndexOptions(**meta["options"]))
+            index = cls(meta["dim"], kind=meta["kind"], center=center, options=IndexOptions(**meta["options"]),
+                        metric=meta.get("metric", "cosine"))
         except (TypeError, ValueError) as exc:
             raise CorruptIndexError(f"{folder / META_FILE} or {folder / CENTER_FILE}: {exc}") from exc
         index._faiss = _read_faiss(folder / INDEX_FILE, meta["kind"], meta["dim"], len(meta["ids"]))

@@ -58,6 +58,13 @@ def check_fingerprint(stored: ModelFingerprint, expected: ModelFingerprint, wher
             raise ManifestMismatchError(f.name, getattr(stored, f.name), getattr(expected, f.name), where)
 
 
+def check_table(manifest: Manifest, expected: str | None, where: str = "the index") -> None:
+    """Raise `ManifestMismatchError` when the index holds the rows of another item table than `expected` (its
+    hash; None = no table: the raw states of the model)."""
+    if manifest.table != expected:
+        raise ManifestMismatchError("table", manifest.table, expected, where)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -87,6 +94,10 @@ class Manifest:
     """When this version was made (ISO 8601, UTC)."""
     dataset: str | None = None
     """The dataset the catalog came from, when known."""
+    metric: str = "cosine"
+    """"cosine" (raw language-model states) or "ip" (item-table rows [v, b], `model.item_table`)."""
+    table: str | None = None
+    """Hash of the item-table artifact whose rows the index holds (metric "ip"); None for raw states."""
 
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
@@ -99,10 +110,10 @@ class Manifest:
     @classmethod
     def first(
         cls, fingerprint: ModelFingerprint, *, dim: int, count: int, kind: IndexKind, centered: bool,
-        dataset: str | None = None,
+        dataset: str | None = None, metric: str = "cosine", table: str | None = None,
     ) -> Manifest:
         """The manifest of a freshly built index (version 1)."""
-        return cls(fingerprint, dim, count, kind, centered, 1, _version_id(1), _now(), dataset)
+        return cls(fingerprint, dim, count, kind, centered, 1, _version_id(1), _now(), dataset, metric, table)
 
     def bumped(self, *, count: int) -> Manifest:
         """The manifest of the next version, after a change that leaves `count` items."""

@@ -60,12 +60,15 @@ class ItemStore:
     def create(
         cls, catalog: Catalog, vectors: np.ndarray, fingerprint: ModelFingerprint, *, kind: IndexKind = "flat",
         center: bool = True, dataset: str | None = None, options: IndexOptions | None = None,
+        table: str | None = None,
     ) -> ItemStore:
-        """Index `vectors` (one row per catalog item, in catalog order) as version 1."""
-        index = ItemIndex.build(catalog.ids(), vectors, kind=kind, center=center, options=options)
-        manifest = Manifest.first(
-            fingerprint, dim=index.dim, count=len(index), kind=kind, centered=center, dataset=dataset
-        )
+        """Index `vectors` (one row per catalog item, in catalog order) as version 1. With `table` (the hash of an
+        item-table artifact) the rows are that table's [v, b] and are searched by plain inner product."""
+        metric = "ip" if table is not None else "cosine"
+        index = ItemIndex.build(catalog.ids(), vectors, kind=kind, center=center and table is None, options=options,
+                                metric=metric)
+        manifest = Manifest.first(fingerprint, dim=index.dim, count=len(index), kind=kind, centered=index.centered,
+                                  dataset=dataset, metric=metric, table=table)
         return cls(Catalog(dict(catalog.items)), index, manifest)
 
     # ---- reads ---------------------------------------------------------------------------------------------
@@ -199,10 +202,10 @@ def _check_consistent(catalog: Catalog, index: ItemIndex, manifest: Manifest) ->
     if set(catalog.ids()) != set(index.ids()):
         missing = sorted(set(catalog.ids()) ^ set(index.ids()))[:10]
         raise ValueError(f"catalog and index hold different item ids (e.g. {missing})")
-    stored = (manifest.count, manifest.dim, manifest.kind, manifest.centered)
-    actual = (len(index), index.dim, index.kind, index.centered)
+    stored = (manifest.count, manifest.dim, manifest.kind, manifest.centered, manifest.metric)
+    actual = (len(index), index.dim, index.kind, index.centered, index.metric)
     if stored != actual:
-        raise ValueError(f"manifest says (count, dim, kind, centered) = {stored}, the index has {actual}")
+        raise ValueError(f"manifest says (count, dim, kind, centered, metric) = {stored}, the index has {actual}")
 
 
 def _version_number(name: str) -> int | None:

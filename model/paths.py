@@ -6,6 +6,7 @@ One gitignored folder, `./artifacts` by default, moved with the environment vari
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from indexer.manifest import ModelFingerprint
@@ -16,10 +17,11 @@ def artifacts_dir() -> Path:
     return Path(os.environ.get("REASONREC_ARTIFACTS", "artifacts")).expanduser().resolve()
 
 
-def index_dir_for(dataset: str, fingerprint: ModelFingerprint, chosen: Path | None = None) -> Path:
-    """The index folder of a dataset for one model+adapter+template: `chosen` when one is given (a flag or
-    `REASONREC_INDEX_DIR`), else the default where `reasonrec index` writes and the service looks. The one rule every
-    command and the service follow.
+def index_dir_for(dataset: str, fingerprint: ModelFingerprint, chosen: Path | None = None,
+                  table: str | None = None) -> Path:
+    """The index folder of a dataset for one model+adapter+template (+ item table: `table` is its hash): `chosen`
+    when one is given (a flag or `REASONREC_INDEX_DIR`), else the default where `reasonrec index` writes and the
+    service looks. The one rule every command and the service follow.
 
     One default folder per fingerprint, so an index built by another model, adapter or template is never picked up.
     """
@@ -28,7 +30,26 @@ def index_dir_for(dataset: str, fingerprint: ModelFingerprint, chosen: Path | No
     name = f"{fingerprint.model_id}-{fingerprint.weights_hash}"
     if fingerprint.adapter_hash:
         name += f"-lora-{fingerprint.adapter_hash}"
-    return artifacts_dir() / "indexes" / dataset / f"{name}-tpl{fingerprint.template_version}"
+    name += f"-tpl{fingerprint.template_version}" + (f"-table-{table}" if table else "")
+    return artifacts_dir() / "indexes" / dataset / name
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "deploy" / "artifacts"
+"""Small trained artifacts committed with the repository (each with a manifest naming the command that made it),
+so that `make serve` answers with them on a fresh machine without training first."""
+
+
+def finished_or_shipped(trained: Path, shipped: Path, is_done: Callable[[Path], bool]) -> Path | None:
+    """The locally trained artifact when its run is done, else the shipped one when there is one, else None."""
+    for folder in (trained, shipped):
+        if is_done(folder):
+            return folder
+    return None
+
+
+def table_dir(dataset: str, protocol: str = "leave-one-out", seed: int = 0) -> Path:
+    """Where `reasonrec train-table` writes a dataset's item-table artifact, and where the service looks for it."""
+    return artifacts_dir() / "tables" / f"{dataset}-{protocol}-seed{seed}"
 
 
 def sasrec_dir(dataset: str, protocol: str = "leave-one-out", seed: int = 0) -> Path:

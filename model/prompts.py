@@ -85,14 +85,14 @@ def user_prompt(history: Sequence[HistoryLine]) -> str:
 
 
 def item_prompt(item: Item) -> str:
-    """The item prompt: the item's attributes, asking for a summary of its key attributes."""
+    """The item prompt: the item's content (title, genres, year, description), asking for a summary of its key
+    attributes. No rating statistics: an item nobody has rated yet reads like any other, and no held-out rating
+    can leak into an item's vector (its popularity is the item table's business, `model.item_table`)."""
     lines = [f"Title: {display_title(item)}"]
     if item.genres:
         lines.append(f"Genres: {', '.join(item.genres)}")
     if item.year is not None:
         lines.append(f"Year: {item.year}")
-    if item.avg_rating is not None and item.rating_count:
-        lines.append(f"Average rating: {item.avg_rating:.1f}/5 from {item.rating_count} ratings")
     if item.description:
         words = item.description.split()
         cut = " ".join(words[:MAX_DESCRIPTION_WORDS]) + (" ..." if len(words) > MAX_DESCRIPTION_WORDS else "")

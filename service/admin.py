@@ -1,6 +1,7 @@
 """Hot-adding and removing items behind the /admin routes (docs/design.md section 3).
 
-Each new item is encoded with the item prompt by the engine (in a worker thread), added to the store (write
+Each new item is encoded (in a worker thread: its content rows through the item table's g when the service has a
+table, else the model's raw item state, `AppState.item_vectors`), added to the store (write
 lock: searchable when the call returns), and the store is saved as a new version folder (atomic, fsynced), so
 the change survives a restart; every change bumps `index_version`. Upserting an id keeps its rating statistics,
 which come from interaction data, not from the admin. Encoding has no deadline and no fallback (about 6
@@ -23,7 +24,6 @@ from indexer.catalog import Catalog, Item
 from indexer.errors import DuplicateItemError, UnknownItemError
 from indexer.manifest import Manifest
 from indexer.store import ItemStore
-from model.prompts import item_prompt
 from service.catalog_sync import CatalogChange
 from service.errors import ApiError
 from service.schemas import AddItemsResponse, NewItem, RemoveItemResponse
@@ -73,7 +73,7 @@ async def add_items(state: AppState, store: ItemStore, new_items: Sequence[NewIt
     check_new_ids(new_items, catalog, upsert)
     items = [to_item(new, catalog.get(new.item_id)) for new in new_items]
     with state.metrics.stage("encode_item"):
-        vectors = await asyncio.to_thread(state.engine.embed_items, [item_prompt(item) for item in items])
+        vectors = await asyncio.to_thread(state.item_vectors, items)
     if state.sync is not None:
         manifest = await publish(state, CatalogChange("add", tuple(items), vectors))
         return AddItemsResponse(added=len(items), index_version=manifest.version)

@@ -17,8 +17,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from model.engine import Engine
-from model.paths import index_dir_for, sasrec_dir
+from model.paths import SHIPPED, finished_or_shipped, index_dir_for, sasrec_dir, table_dir
 from model.sasrec import finished_checkpoint
+from model.table_artifact import TableArtifact, finished_table
 from service.context import LOG_CONFIG, stamp_log_records
 from service.errors import install_error_handlers
 from service.metrics import Metrics
@@ -66,19 +67,36 @@ Prepare = Callable[[Settings, Engine, Path], None]
 engine and the index folder it must fill."""
 
 
-def serve(settings: Settings | None = None, prepare: Prepare | None = None) -> None:
-    """Load the engine once, let `prepare` build missing artifacts, use the dataset's finished SASRec+ checkpoint
-    when none is configured, then run the gateway with uvicorn until interrupted (logs carry request ids)."""
-    settings = settings or Settings()
-    engine = load_engine(settings)
-    if prepare is not None:
-        prepare(settings, engine, index_dir_for(settings.dataset, engine.fingerprint, settings.index_dir))
+def default_artifacts(settings: Settings, engine: Engine) -> Settings:
+    """Settings with the dataset's SASRec+ checkpoint and item table filled in where none is configured: the ones
+    trained here when finished, else the ones shipped with the repository (`model.paths.SHIPPED`); a table only
+    when it was trained on the served model's states."""
+    updates: dict[str, Path | None] = {}
     if settings.sasrec_checkpoint is None:
-        checkpoint = finished_checkpoint(sasrec_dir(settings.dataset))
-        if checkpoint is None:
+        updates["sasrec_checkpoint"] = finished_or_shipped(
+            sasrec_dir(settings.dataset), SHIPPED / settings.dataset / "sasrec", lambda f: bool(finished_checkpoint(f)))
+        if updates["sasrec_checkpoint"] is None:
             log.warning("no finished SASRec+ checkpoint for %s: the sasrec ranker is off and the fallback is popular "
                         "(train it with `reasonrec train-sasrec --dataset %s`)", settings.dataset, settings.dataset)
-        settings = settings.model_copy(update={"sasrec_checkpoint": checkpoint})
+    if settings.table is None:
+        table = finished_or_shipped(table_dir(settings.dataset), SHIPPED / settings.dataset / "table", finished_table)
+        if table is not None and TableArtifact.load(table).fingerprint == engine.fingerprint:
+            updates["table"] = table
+        else:
+            log.warning("no item table for %s and %s: the direct and reasoning rankers rank by the cosine of raw "
+                        "states (train one with `reasonrec train-table --dataset %s`)", settings.dataset,
+                        engine.fingerprint.model_id, settings.dataset)
+    return settings.model_copy(update=updates)
+
+
+def serve(settings: Settings | None = None, prepare: Prepare | None = None) -> None:
+    """Load the engine once, fill in the default artifacts (`default_artifacts`), let `prepare` build a missing
+    index, then run the gateway with uvicorn until interrupted (logs carry request ids)."""
+    engine = load_engine(settings or Settings())
+    settings = default_artifacts(settings or Settings(), engine)
+    if prepare is not None:
+        table = TableArtifact.load(settings.table).table_hash if settings.table else None
+        prepare(settings, engine, index_dir_for(settings.dataset, engine.fingerprint, settings.index_dir, table))
     base = f"http://{settings.host}:{settings.port}"
     print(f"\nserving on {base}  (docs: {base}/docs)\ntry:\n  curl -s {base}/recommend -H 'content-type: "
           "application/json' -d '{\"history\": [{\"item_id\": \"1\", \"rating\": 5}, {\"item_id\": \"50\", "

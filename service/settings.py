@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     model: str = Field("smollm2", description='Model to serve: "smollm2" (default), "tiny" (tests) or a HF folder.')
     adapter: Path | None = Field(None, description="Optional peft LoRA adapter folder applied on top of the model.")
     dataset: str = Field("ml-100k", description="Dataset whose index is served when index_dir is not set.")
+    table: Path | None = Field(None, description=(
+        "Item-table artifact folder (`reasonrec train-table`): the direct and reasoning rankers score "
+        "u = s(history) + f(state) against its rows. `reasonrec serve` uses the dataset's finished one when this "
+        "is unset; without one they rank by the cosine of the model's raw states."))
     index_dir: Path | None = Field(
         None,
         description="Index root folder (holds CURRENT); default: artifacts/indexes/<dataset>/<model fingerprint>.",

@@ -16,20 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
+import numpy as np
 from redis.exceptions import RedisError
 
+from indexer.catalog import Item
 from indexer.errors import CorruptIndexError
-from indexer.manifest import ManifestMismatchError
+from indexer.manifest import ManifestMismatchError, check_table
 from indexer.store import CURRENT_FILE, ItemStore
 from model.batching import MicroBatchingEngine
 from model.engine import Engine
+from model.item_features import ContentFeaturizer
 from model.merge import model_folder
 from model.paths import index_dir_for
+from model.prompts import item_prompt
+from model.table_artifact import TableArtifact
 from model.transformers_engine import load_engine as load_transformers_engine
 from model.vllm_engine import VllmEngine, VllmTimeouts
 from service.cache import Cache, make_cache
@@ -76,6 +82,8 @@ class AppState:
     store: ItemStore | None = None
     index_problem: str = "the index has not been loaded yet"
     rankers: dict[str, Ranker] = field(default_factory=dict)
+    table: TableArtifact | None = None
+    featurizer: ContentFeaturizer | None = None
     sync: CatalogSync | None = None
     _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _failed_at: tuple[int, int] | None = None  # (mtime_ns, size) of the CURRENT file that failed to load
@@ -124,6 +132,7 @@ class AppState:
             return None  # the same index that failed before: do not reload it on every probe
         try:
             store = ItemStore.load(self.index_dir, expect=self.engine.fingerprint)
+            check_table(store.manifest, self.table.table_hash if self.table else None)
         except (CorruptIndexError, ManifestMismatchError, OSError) as exc:
             self._failed_at = marker
             self.index_problem = str(exc)
@@ -131,6 +140,13 @@ class AppState:
             return None
         log.info("loaded index %s (%d items) from %s", store.manifest.version_id, len(store), self.index_dir)
         return store
+
+    def item_vectors(self, items: Sequence[Item]) -> np.ndarray:
+        """What the index holds for new items: the table's content rows [g(c), g_b(c)] when there is a table (a
+        hot-added item has no residual), else the model's raw item states. Blocking: call it in a worker thread."""
+        if self.table is None or self.featurizer is None:
+            return self.engine.embed_items([item_prompt(item) for item in items])
+        return self.table.content_rows(self.featurizer.features(items))
 
     async def close(self) -> None:
         await self.cache.close()
@@ -156,6 +172,24 @@ def load_engine(settings: Settings) -> Engine:
     )
 
 
+def load_table(settings: Settings, engine: Engine) -> tuple[TableArtifact | None, ContentFeaturizer | None]:
+    """The configured item table and the featurizer of new items' content (loads MiniLM when the table reads it);
+    an error when the table was trained on another language model's states."""
+    if settings.table is None:
+        return None, None
+    table = TableArtifact.load(settings.table)
+    if (table.spec.llm or table.has_head) and table.fingerprint != engine.fingerprint:
+        raise ValueError(f"REASONREC_TABLE={settings.table} was trained on the states of {table.fingerprint}, not of "
+                         f"the served model {engine.fingerprint}; train one for this model with "
+                         "`reasonrec train-table`")
+    text_encoder = None
+    if table.spec.minilm:
+        from model.minilm import MiniLMEncoder
+
+        text_encoder = MiniLMEncoder()
+    return table, ContentFeaturizer(table.spec, engine, text_encoder, table.center)
+
+
 async def start_state(settings: Settings, metrics: Metrics, engine: Engine | None = None) -> AppState:
     """Load the engine (unless given), open the cache, try the index; see the module docstring."""
     workers = ThreadPoolExecutor(
@@ -167,11 +201,13 @@ async def start_state(settings: Settings, metrics: Metrics, engine: Engine | Non
         engine = await asyncio.to_thread(load_engine, settings)
     if isinstance(engine, MicroBatchingEngine):
         engine.observer = metrics
-    index_dir = index_dir_for(settings.dataset, engine.fingerprint, settings.index_dir)
+    table, featurizer = await asyncio.to_thread(load_table, settings, engine)
+    index_dir = index_dir_for(settings.dataset, engine.fingerprint, settings.index_dir,
+                              table.table_hash if table else None)
     cache = make_cache(settings, metrics)
     state = AppState(
         settings, metrics, engine, cache, index_dir, InflightLimiter(settings.max_inflight, metrics),
-        Coalescer(cache, metrics),
+        Coalescer(cache, metrics), table=table, featurizer=featurizer,
     )
     state.rankers = {name: cls(state) for name, cls in RANKERS.items()}
     if settings.catalog_sync:

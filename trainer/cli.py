@@ -4,6 +4,7 @@
     reasonrec index --dataset ml-100k              # encode its catalog into a FAISS index (resumable)
     reasonrec serve                                # build what is missing, then serve on 127.0.0.1:8000
     reasonrec train-sasrec --dataset ml-1m         # the SASRec+ production ranker (resumable)
+    reasonrec train-table --dataset ml-1m          # the served ranker: item table, encoder, heads (resumable)
     reasonrec train-cl --dataset ml-1m             # contrastive LoRA on the language model (resumable)
     reasonrec eval --dataset ml-1m                 # every ranker, one harness, reports in docs/results
     reasonrec tune-prior --dataset ml-1m           # the popularity prior's weight, on validation users
@@ -89,6 +90,18 @@ def cmd_train_sasrec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_table(args: argparse.Namespace) -> int:
+    from trainer.train.table import TableTrainConfig, train_table
+
+    config = config_from_args(TableTrainConfig, args)
+    artifact = train_table(config)
+    heads = artifact.meta.get("heads", {})
+    print(f"item table {config.folder}: best epoch {artifact.meta['best_epoch']} of {artifact.meta['epochs']}, valid "
+          f"NDCG@10 of s alone {artifact.meta['metrics']['valid_s'].get('NDCG@10', float('nan')):.4f}"
+          + "".join(f", {name} {m['NDCG@10']:.4f}" for name, m in heads.items() if isinstance(m, dict)))
+    return 0
+
+
 def cmd_train_cl(args: argparse.Namespace) -> int:
     from trainer.train.contrastive.config import ContrastiveConfig
     from trainer.train.contrastive.job import train_contrastive
@@ -142,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.train.contrastive.config import ContrastiveConfig
     from trainer.train.index import IndexJobConfig
     from trainer.train.sasrec import SasrecTrainConfig
+    from trainer.train.table import TableTrainConfig
 
     parser = argparse.ArgumentParser(prog="reasonrec", description=__doc__, formatter_class=Help)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -173,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-build", action="store_true", help="do not build a missing index")
 
     command("train-sasrec", "train the SASRec+ production ranker (resumable)", cmd_train_sasrec, SasrecTrainConfig)
+    command("train-table", "train the served ranker's item table, encoder and heads (resumable)", cmd_train_table,
+            TableTrainConfig)
 
     cl = command("train-cl", "contrastive LoRA alignment of user and item vectors (resumable)", cmd_train_cl,
                  ContrastiveConfig)
@@ -184,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("eval", "evaluate rankers on one split; write docs/results reports", cmd_eval, EvalConfig)
 
     tune = command("tune-prior", "choose the popularity prior's weight on validation users", cmd_tune_prior,
-                   EvalConfig, skip=("rankers", "ratings", "sasrec_checkpoint", "reencode", "llm_users",
+                   EvalConfig, skip=("rankers", "ratings", "sasrec_checkpoint", "llm_users",
                                      "reasoning_users", "reasoning_tokens", "popularity_prior", "bootstrap",
                                      "bootstrap_seed", "trec_dir"))
     tune.add_argument("--valid-users", type=int, default=300, help="seeded validation users (300)")

@@ -1,9 +1,12 @@
-"""The language-model rankers: `reasoning` (think up to `<answer>`, the vector there) and `direct` (the assistant
-turn is just `<answer>`: one forward pass), as docs/design.md ("Vectors") defines them.
+"""The language-model rankers: `reasoning` (think up to `<answer>`, the state there) and `direct` (the assistant
+turn is just `<answer>`: one forward pass), as docs/design.md section 2 defines them.
 
-Two stages. `encode` runs the engine on user prompts (the slow part: the service caches and coalesces it under
-a deadline, the evaluation caches it on disk); `search` ranks the item index with the resulting user vectors,
-history excluded (plus, with a popularity prior, w x log(1 + the item's interaction count): `indexer.prior`).
+Two stages. `encode` runs the engine on user prompts and yields the model's state `h` (the slow part: the service
+caches and coalesces it under a deadline, the evaluation caches it on disk); `search` ranks the item index with
+it, history excluded. With an item table (`model.item_table`, the served default) the user vector is
+`u = s(history) + f(h)` searched against the table's rows (`model.rankers.table`; `head="alone"` ranks with f(h)
+alone, the ablation); without one, `h` itself is searched by cosine against the raw item states (the "no table"
+ablation), plus, with a popularity prior, w x log(1 + the item's interaction count) (`indexer.prior`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import numpy as np
 
 from indexer.store import ItemStore
 from model.engine import Engine
+from model.item_features import ContentFeaturizer
 from model.prompts import user_prompt
 from model.rankers.base import Ranked, UserHistory
+from model.rankers.table import HeadUse, history_rows, queries, user_vectors
+from model.table_artifact import TableArtifact
 
 LLM_MODES = ("direct", "reasoning")
 
@@ -50,11 +56,14 @@ class LlmRanker:
 
     uses_engine: ClassVar[bool] = True
 
-    def __init__(self, mode: str, engine: Engine) -> None:
+    def __init__(self, mode: str, engine: Engine, table: TableArtifact | None = None,
+                 featurizer: ContentFeaturizer | None = None, head: HeadUse = "residual") -> None:
         if mode not in LLM_MODES:
             raise ValueError(f"LLM ranker mode must be one of {', '.join(LLM_MODES)}, got {mode!r}")
+        if table is not None and not table.has_head:
+            head = "none"
         self.name = self.mode = mode
-        self.engine = engine
+        self.engine, self.table, self.featurizer, self.head = engine, table, featurizer, head
 
     @staticmethod
     def prompt(history: UserHistory) -> str:
@@ -71,9 +80,14 @@ class LlmRanker:
         return [UserState(r.vector, r.text, r.generated_tokens, r.wrote_marker)
                 for r in self.engine.reason(list(prompts), reasoning_tokens)]
 
-    @staticmethod
-    def search(store: ItemStore, vectors: np.ndarray, k: int, exclude: Sequence[Collection[str]],
-               popularity_prior: float = 0.0, counts: Mapping[str, int] | None = None) -> list[Ranked]:
-        """The search stage: the k best items per user vector (rows of `vectors`), never one of that row's
-        `exclude`; `counts` are the prior's interaction counts (default: the catalog's rating counts)."""
-        return store.search(np.asarray(vectors, dtype=np.float32), k, exclude, popularity_prior, counts)
+    def search(self, store: ItemStore, histories: Sequence[UserHistory], states: np.ndarray, k: int,
+               exclude: Sequence[Collection[str]], popularity_prior: float = 0.0,
+               counts: Mapping[str, int] | None = None) -> list[Ranked]:
+        """The search stage: the k best items per user (history and state `states` row), never one of that row's
+        `exclude`; without a table `counts` are the prior's interaction counts (default: the catalog's)."""
+        states = np.asarray(states, dtype=np.float32)
+        if self.table is None:
+            return store.search(states, k, exclude, popularity_prior, counts)
+        max_len = self.table.model.config.max_len
+        rows = [history_rows(store, h, max_len, self.featurizer, self.table) for h in histories]
+        return store.search(queries(user_vectors(self.table, rows, states, self.head)), k, exclude)

@@ -1,11 +1,12 @@
 """The served language-model rankers, `reasoning` and `direct`: the cores of `model.rankers.llm` behind the cache.
 
 User prompt -> cache lookup -> on a miss the core's engine stage in a worker thread under the request deadline ->
-cache {reasoning, vector} -> the core's search stage over the current index (plus the popularity prior when
-`popularity_prior` is set). Identical concurrent requests share one engine computation, whose result is cached
-even if it comes after the deadline (`service.coalesce`). The cache key covers the model fingerprint, the mode,
-the engine settings and the prompt, never the index version: a cached user vector is searched against whatever
-the index holds now.
+cache {reasoning, state} -> the core's search stage over the current index: with the item table (the default when
+one is configured) u = s(history) + f(state) against the table's rows, else the state by cosine (plus the
+popularity prior when `popularity_prior` is set). Identical concurrent requests share one engine computation,
+whose result is cached even if it comes after the deadline (`service.coalesce`). The cache key covers the model
+fingerprint, the mode, the engine settings and the prompt, never the index version or the table: a cached state
+is searched against whatever the index holds now.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class ServedLlmRanker:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
-        self.core = LlmRanker(self.mode, state.engine)
+        self.core = LlmRanker(self.mode, state.engine, state.table, state.featurizer)
 
     async def compute(self, prompt: str, query: RankQuery, deadline: Deadline) -> CacheEntry:
         out = (await call_engine(lambda: self.core.encode([prompt], query.reasoning_tokens), deadline))[0]
@@ -51,8 +52,8 @@ class ServedLlmRanker:
         user = UserState.from_meta(entry.vector, entry.meta)
         store = state.ready_store()
         with state.metrics.stage("search", timings_ms):
-            results = await asyncio.to_thread(self.core.search, store, user.vector[None, :], query.k, [query.exclude],
-                                              state.settings.popularity_prior)
+            results = await asyncio.to_thread(self.core.search, store, [query.history], user.vector[None, :], query.k,
+                                              [query.exclude], state.settings.popularity_prior)
         return Ranked(results[0], user.reasoning, cached)
 
 

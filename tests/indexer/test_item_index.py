@@ -169,3 +169,16 @@ def test_ids_and_vectors_of(vectors):
     assert index.ids() == ["item0", "item1", "item2", "item3", "item4", "x"]
     np.testing.assert_allclose(index.vectors_of(["x", "item2"]), unit(vectors[[5, 2]]), atol=1e-6)
     assert index.vectors_of([]).shape == (0, vectors.shape[1])
+
+
+def test_an_inner_product_index_searches_the_vectors_as_they_are(tmp_path) -> None:
+    rows = np.array([[1.0, 0.0, 0.5], [3.0, 0.0, -2.0], [0.0, 1.0, 0.0]], dtype=np.float32)
+    index = ItemIndex.build(["a", "b", "c"], rows, metric="ip")
+    user = np.array([[1.0, 0.5, 1.0]], dtype=np.float32)  # [u, 1]: u . v + b
+    assert index.search(user, k=3)[0] == [("a", pytest.approx(1.5)), ("b", pytest.approx(1.0)),
+                                          ("c", pytest.approx(0.5))]
+    np.testing.assert_allclose(index.vectors_of(["b"]), rows[1:2])  # not normalized
+    index.save(tmp_path)
+    assert ItemIndex.load(tmp_path).search(user, k=1)[0][0][0] == "a"
+    with pytest.raises(ValueError, match="no center with ip"):
+        ItemIndex(3, metric="ip", center=np.zeros(3))

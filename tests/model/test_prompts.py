@@ -39,7 +39,7 @@ def test_item_prompt_fields_and_description_cut():
     item = Item("1", "Toy Story", ("Animation", "Comedy"), 1995, 4.146, 2077, " ".join(["word"] * 150))
     prompt = item_prompt(item)
     assert "Title: Toy Story (1995)" in prompt and "Genres: Animation, Comedy" in prompt
-    assert "Average rating: 4.1/5 from 2077 ratings" in prompt
+    assert "Average" not in prompt and "2077" not in prompt  # content only, never rating statistics
     assert prompt.count("word") == 100 and "..." in prompt
     bare = item_prompt(Item("2", "Unknown thing"))
     assert "Genres" not in bare and "Average" not in bare and "Year" not in bare

@@ -8,12 +8,7 @@ rankers on fixed, seeded user samples (nested: the reasoning sample is drawn fro
 ranker is also reported on those samples for paired comparisons. For leave-one-out, rating prediction is
 evaluated too (`trainer.evaluation.ratings`).
 
-Item prompts and leakage: the index built by `reasonrec index` shows each item's average rating and rating
-count over *all* interactions. Items whose interactions are all held out (the cold items) are re-encoded from
-the training split's catalog (`train_catalog`: no ratings, as a brand-new item) through the service's hot-add
-path, so their prompt carries no held-out information (`--reencode cold`, the default). The other items keep
-statistics that include the held-out validation/test targets (the report states that share);
-`--reencode all` re-encodes every item from training statistics instead (about 11 minutes for ML-1M).
+Item prompts hold content only (no rating statistics), so no held-out rating reaches an item's vector.
 """
 
 from __future__ import annotations
@@ -42,10 +37,11 @@ from trainer.evaluation.report import write_report, write_trec
 from trainer.machine import machine_line
 
 log = logging.getLogger(__name__)
-DEFAULT_RANKERS: tuple[str, ...] = ("sasrec", "popular", "content", "direct", "reasoning")
-RANKERS: tuple[str, ...] = (*DEFAULT_RANKERS, "direct-zero-shot")
-LLM_RANKERS = ("direct", "reasoning", "direct-zero-shot")
-REENCODE = ("cold", "all")
+DEFAULT_RANKERS: tuple[str, ...] = ("sasrec", "popular", "content", "table", "table-content", "direct", "head",
+                                    "reasoning")
+RANKERS: tuple[str, ...] = (*DEFAULT_RANKERS, "direct-cosine", "direct-zero-shot")
+LLM_RANKERS = ("direct", "head", "reasoning", "direct-cosine", "direct-zero-shot")
+TABLE_RANKERS = ("table", "table-content")
 ZERO_SHOT = "direct-zero-shot"
 """The base model's `direct` ranker beside an adapter's (only with --adapter), on the same user sample."""
 _SAMPLE_NAMES = ("direct-sample", "reasoning-sample")
@@ -58,8 +54,11 @@ class EvalConfig(SplitConfig):
     """What `reasonrec eval` evaluates."""
 
     rankers: tuple[str, ...] = DEFAULT_RANKERS
-    """Rankers to evaluate, any of sasrec, popular, content, direct, reasoning, direct-zero-shot (with --adapter:
-    the base model without it, for a trained-vs-zero-shot row on the same sample)."""
+    """Rankers to evaluate: sasrec, popular, content, table (s alone), table-content (g(c) only), direct (the
+    served s + f(h)), head (f(h) alone), reasoning, direct-cosine (raw states, no table), direct-zero-shot (with
+    --adapter: the base model's cosine ranking)."""
+    table: Path | None = None
+    """Item-table artifact; default the one `reasonrec train-table` writes for this protocol (seed 0) when done."""
     sasrec_checkpoint: Path | None = None
     """SASRec+ checkpoint folder; default the one `reasonrec train-sasrec` writes for this protocol (seed 0)."""
     model: str = "smollm2"
@@ -68,9 +67,7 @@ class EvalConfig(SplitConfig):
     """Optional peft LoRA adapter on the LLM (its index must be built with the same adapter)."""
     index_dir: Path | None = None
     """Item index of the LLM; default the one `reasonrec index` builds for this model and adapter."""
-    reencode: str = "cold"
-    """Items re-encoded from training-split item prompts: cold (the held-out cold items) or all."""
-    llm_users: int = 300
+    llm_users: int = 1000
     """Seeded users per test part for the direct ranker and direct ratings."""
     reasoning_users: int = 100
     """Seeded users per test part for the reasoning ranker and reasoning ratings (a subset of the above)."""
@@ -97,7 +94,7 @@ class EvalConfig(SplitConfig):
     """Disk cache of LLM vectors and ratings (resumable); default `artifacts/eval-cache`."""
 
     def __post_init__(self) -> None:
-        for name in ("sasrec_checkpoint", "adapter", "index_dir", "trec_dir", "cache_dir"):
+        for name in ("sasrec_checkpoint", "table", "adapter", "index_dir", "trec_dir", "cache_dir"):
             value = getattr(self, name)
             setattr(self, name, Path(value) if value is not None else None)
         self.out_dir = Path(self.out_dir)
@@ -107,8 +104,6 @@ class EvalConfig(SplitConfig):
             raise ValueError(f"--rankers must name some of {', '.join(RANKERS)}; unknown: {unknown}")
         if ZERO_SHOT in self.rankers and self.adapter is None:
             raise ValueError(f"--rankers {ZERO_SHOT} compares against an adapter: pass --adapter too")
-        if self.reencode not in REENCODE:
-            raise ValueError(f"--reencode must be one of {', '.join(REENCODE)}, got {self.reencode!r}")
         if self.llm_users < 1 or not 1 <= self.reasoning_users <= self.llm_users:
             raise ValueError("--llm-users must be >= 1 and --reasoning-users in [1, --llm-users]")
         if not 0 <= self.popularity_prior < float("inf"):
@@ -172,7 +167,8 @@ def run_eval(config: EvalConfig, command: str) -> list[Path]:
 
 
 def _needs_llm(config: EvalConfig) -> bool:
-    return any(r in LLM_RANKERS for r in config.rankers) or (config.ratings and config.protocol == "leave-one-out")
+    return (any(r in LLM_RANKERS + TABLE_RANKERS for r in config.rankers)
+            or (config.ratings and config.protocol == "leave-one-out"))
 
 
 def _ranker(name: str, config: EvalConfig, ds: Dataset, split: Split, candidates: list[str],
@@ -195,7 +191,12 @@ def _ranker(name: str, config: EvalConfig, ds: Dataset, split: Split, candidates
     assert llm is not None
     if name == ZERO_SHOT:
         info[name] = {"model": llm.describe()}
-        return llm.ranker("direct"), "direct-sample"
+        return llm.ranker("direct-cosine"), "direct-sample"
+    if name in TABLE_RANKERS:
+        if llm.table is None:
+            raise ValueError(f"--rankers {name} needs an item table: train one with `reasonrec train-table "
+                             f"--dataset {config.dataset} --protocol {config.protocol}` or pass --table")
+        return llm.table_ranker(residuals=name == "table"), "all"
     return llm.ranker(name), "reasoning-sample" if name == "reasoning" else "direct-sample"
 
 

@@ -19,15 +19,19 @@ from tqdm import tqdm
 from indexer.catalog import Catalog, Item
 from indexer.store import ItemStore
 from model.engine import Engine
-from model.paths import artifacts_dir, index_dir_for
+from model.paths import artifacts_dir, table_dir
 from model.prompts import item_prompt
 from model.rankers.llm import LlmRanker, UserState
+from model.rankers.table import TableRanker
+from model.table_artifact import TableArtifact, finished_table
 from model.transformers_engine import TransformersEngine, load_engine
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset
-from trainer.data.splits import ColdSplit, Example, Split, train_catalog
-from trainer.evaluation.harness import user_history
+from trainer.data.splits import Example, Split, train_catalog
+from trainer.evaluation.harness import CoreRanker, user_history
 from trainer.evaluation.ratings import baseline_predictions, llm_predictions, rated, summarize
+from trainer.train.index import table_rows
+from trainer.train.table import item_states
 
 if TYPE_CHECKING:
     from trainer.evaluation.job import EvalConfig, _Samples
@@ -66,7 +70,8 @@ class LlmEvalRanker:
         if self.core.mode == "reasoning":
             self.generated_tokens += [s.generated_tokens for s in states]
             self.wrote_marker += [s.wrote_marker for s in states]
-        results = self.core.search(self.store, np.stack([s.vector for s in states]), len(self.store),
+        histories = [user_history(e, self.catalog) for e in examples]
+        results = self.core.search(self.store, histories, np.stack([s.vector for s in states]), len(self.store),
                                    [{x.item_id for x in e.history} for e in examples], self.popularity_prior,
                                    self.counts)
         out = np.full((len(examples), len(self.column)), -np.inf)
@@ -95,15 +100,6 @@ def encode_items(items: Sequence[Item], engine: Engine, cache: BatchCache, batch
     return np.concatenate(vectors)
 
 
-def reencode_items(store: ItemStore, items: Sequence[Item], engine: Engine, cache_dir: Path | None = None,
-                   batch_size: int = 16) -> None:
-    """Encode `items` with their item prompts and upsert them into `store` (in memory; nothing is saved), through
-    the same hot-add path the service uses (`ItemStore.add_items`, stored mean unchanged)."""
-    cache = BatchCache(cache_dir, {"items": engine.fingerprint.to_json()})
-    if items:
-        store.add_items(list(items), encode_items(items, engine, cache, batch_size, "re-encoding items"), upsert=True)
-
-
 class LlmContext:
     """Engine, index and training-split catalog for the LLM rankers and ratings of one evaluation."""
 
@@ -114,35 +110,70 @@ class LlmContext:
         self.candidates = candidates
         self.train_catalog = train_catalog(ds.catalog, split)
         self.cache_dir = config.cache_dir or artifacts_dir() / "eval-cache"
-        self.reencoded: list[str] = []
 
     @cached_property
     def engine(self) -> TransformersEngine:
         return load_engine(self.config.model, self.config.adapter, batch_size=self.config.llm_batch_size)
 
     @cached_property
-    def index_dir(self):
-        return index_dir_for(self.config.dataset, self.engine.fingerprint, self.config.index_dir)
+    def item_states(self) -> np.ndarray:
+        """The model's raw states of every candidate's item prompt (cached on disk, shared with train-table)."""
+        return item_states([self.ds.catalog[i] for i in self.candidates], self.engine, self.feature_cache)
+
+    @property
+    def feature_cache(self) -> Path:
+        return artifacts_dir() / "table-cache" / self.ds.name
 
     @cached_property
     def store(self) -> ItemStore:
-        """The model's item index, with the items named by `--reencode` re-encoded from training statistics."""
-        store = ItemStore.load(self.index_dir, expect=self.engine.fingerprint)
-        cold = ([i for i in self.candidates if i in self.split.cold_items] if isinstance(self.split, ColdSplit)
-                else [])
-        self.reencoded = ([i for i in self.candidates if i in self.train_catalog]
-                          if self.config.reencode == "all" else cold)
-        reencode_items(store, [self.train_catalog[i] for i in self.reencoded], self.engine, self.cache_dir / "items",
-                       batch_size=16)
-        return store
+        """The raw states' index: `--index-dir` when given (as `reasonrec index` built it), else built in memory
+        from the cached item states (centered, cosine)."""
+        if self.config.index_dir is not None:
+            return ItemStore.load(self.config.index_dir, expect=self.engine.fingerprint)
+        catalog = Catalog({i: self.ds.catalog[i] for i in self.candidates})
+        return ItemStore.create(catalog, self.item_states, self.engine.fingerprint, dataset=self.ds.name)
 
-    def ranker(self, mode: str, popularity_prior: float | None = None) -> LlmEvalRanker:
-        """The LLM ranker of `mode`, with the config's popularity prior unless another weight is given."""
+    @cached_property
+    def table(self) -> TableArtifact | None:
+        """The item table of this split (`--table`, else train-table's folder when it finished), or None."""
+        folder = self.config.table or table_dir(self.config.dataset, self.config.protocol)
+        if not finished_table(folder):
+            if self.config.table is not None:
+                raise FileNotFoundError(f"--table {folder} is not a finished `reasonrec train-table` artifact")
+            return None
+        table = TableArtifact.load(folder)
+        if table.meta.get("config", {}).get("protocol") != self.config.protocol:
+            raise ValueError(f"the item table {folder} was trained on another split than {self.config.protocol}")
+        return table
+
+    @cached_property
+    def table_store(self) -> ItemStore:
+        """The table's rows for every candidate, as `reasonrec index --table` builds the served index."""
+        assert self.table is not None
+        items = [self.ds.catalog[i] for i in self.candidates]
+        return ItemStore.create(Catalog({i.item_id: i for i in items}), table_rows(self.table, items, self.item_states),
+                                self.engine.fingerprint, dataset=self.ds.name, table=self.table.table_hash)
+
+    def ranker(self, name: str, popularity_prior: float | None = None) -> LlmEvalRanker:
+        """The LLM ranker called `name`: `direct`/`reasoning` (over the table when there is one, else by cosine),
+        `head` (f(h) alone over the table), `direct-cosine` (the raw states by cosine, with the config's
+        popularity prior unless another weight is given)."""
         weight = self.config.popularity_prior if popularity_prior is None else popularity_prior
-        return LlmEvalRanker(LlmRanker(mode, self.engine), self.store, self.ds.catalog, self.candidates,
+        mode = "reasoning" if name == "reasoning" else "direct"
+        table = None if name == "direct-cosine" or self.table is None else self.table
+        if name == "head" and table is None:
+            raise ValueError("--rankers head needs an item table (reasonrec train-table)")
+        core = LlmRanker(mode, self.engine, table, head="alone" if name == "head" else "residual")
+        core.name = name
+        return LlmEvalRanker(core, self.table_store if table else self.store, self.ds.catalog, self.candidates,
                              reasoning_tokens=self.config.reasoning_tokens, cache_dir=self.cache_dir / "users",
-                             batch_size=2 * self.config.llm_batch_size, popularity_prior=weight,
+                             batch_size=2 * self.config.llm_batch_size, popularity_prior=0.0 if table else weight,
                              counts=self.training_counts)
+
+    def table_ranker(self, residuals: bool) -> CoreRanker:
+        """s(history) alone over the table (`residuals=False`: every item's content part only)."""
+        assert self.table is not None
+        return CoreRanker(TableRanker(self.table, self.table_store, residuals), self.ds.catalog, self.candidates)
 
     @cached_property
     def training_counts(self) -> dict[str, int]:
@@ -155,28 +186,23 @@ class LlmContext:
         return f"LLM {fp.model_id} (weights {fp.weights_hash}{adapter}, templates {fp.template_version})"
 
     def notes(self) -> list[str]:
-        out = [f"LLM rankers: user vector from the engine, searched in the index {self.index_dir} through "
-               "ItemStore.search (centered with the index's stored mean, then cosine), history excluded; prompts "
-               "show the 20 most recent history items with ratings and months."]
+        out = ["LLM rankers: the model's final state h at `<answer>` (prompts show the 20 most recent history "
+               "items with ratings and months); history excluded."]
+        if "table" in self.__dict__ and self.table is not None:
+            heads = self.table.meta.get("heads", {})
+            out.append(f"Item table {self.table.meta.get('config', {})} ({self.table.table_hash}): item row [v, b] = "
+                       f"[g(c) + e, g_b(c) + e_b], content features {self.table.spec.describe()}; `table` ranks with "
+                       "u = s(history) alone, `table-content` with every item's content part g(c) only (no "
+                       "residuals), `direct`/`reasoning` with u = s(history) + f(h), `head` with u = f(h) alone (a "
+                       f"head trained without s); score u . v + b. Heads trained on {heads.get('samples')} cut "
+                       "states of training users (direct prompts).")
+        if "store" in self.__dict__:
+            out.append("direct-cosine: h by cosine against the raw item states (centered with their mean): no table.")
         if self.config.popularity_prior:
             out.append(f"LLM rankers add a popularity prior to the cosine: {self.config.popularity_prior} x log(1 + "
                        "the item's number of training interactions) (indexer.prior; the weight is chosen on "
                        "validation users, not on these).")
-        if "store" in self.__dict__:  # only when an LLM ranker ran
-            out.append(self._leak_note())
         return out
-
-    def _leak_note(self) -> str:
-        """How much held-out information the item prompts that were *not* re-encoded carry."""
-        reencoded = set(self.reencoded)
-        kept = [i for i in self.candidates if i not in reencoded]
-        full = sum(self.ds.catalog[i].rating_count for i in kept)
-        held_out = full - sum(self.train_catalog[i].rating_count for i in kept)
-        shown = "cold items then show no rating statistics, like a brand-new item"
-        return (f"Item prompts: {len(self.reencoded)} items were re-encoded from the training split's catalog "
-                f"(--reencode {self.config.reencode}; {shown}); the other {len(kept)} keep the index's statistics "
-                f"over all ratings, of which {held_out} ({held_out / max(full, 1):.2%}) are held-out "
-                "validation/test ratings.")
 
 
 def rating_section(config: EvalConfig, split: Split, llm: LlmContext | None, samples: _Samples) -> dict:

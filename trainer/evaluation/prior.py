@@ -1,6 +1,6 @@
 """Choose the weight of the popularity prior (`indexer.prior`) on validation users: `reasonrec tune-prior`.
 
-The LLM's `direct` ranker (base model or adapter, through its served index, as `reasonrec eval` runs it) ranks
+The LLM's `direct-cosine` ranker (base model or adapter: raw states by cosine, no item table) ranks
 a seeded sample of validation examples once per weight of `PRIOR_WEIGHTS`; the user vectors are computed once
 and taken from the evaluation's disk cache afterwards. The weight with the best NDCG@10 is the one to pass to
 `reasonrec eval --popularity-prior` and to serve as `REASONREC_POPULARITY_PRIOR`; choosing it on validation
@@ -41,11 +41,12 @@ def tune_prior(config: EvalConfig, valid_users: int, command: str) -> list[Path]
     llm = LlmContext(replace(config, rankers=("direct",)), ds, split, candidates)
     rows = []
     for weight in PRIOR_WEIGHTS:
-        ranking = rank_examples(llm.ranker("direct", weight), valid, candidates, desc=f"prior {weight}")
+        ranking = rank_examples(llm.ranker("direct-cosine", weight), valid, candidates, desc=f"prior {weight}")
         metrics = mean_metrics(ranking.per_query())
         rows.append({"weight": weight, **{m: metrics[m] for m in ("HR@10", "NDCG@10", "HR@20", "MRR")}})
     best = max(rows, key=lambda row: row["NDCG@10"])
-    report = {"command": command, "model": llm.describe(), "index": shown_path(llm.index_dir), "dataset": ds.name,
+    index = shown_path(config.index_dir) if config.index_dir else "the raw item states (cached), centered"
+    report = {"command": command, "model": llm.describe(), "index": index, "dataset": ds.name,
               "protocol": split.protocol, "valid_users": len(valid), "sample_seed": config.sample_seed,
               "best_weight": best["weight"], "rows": rows,
               "machine": machine_line(),

@@ -1,5 +1,8 @@
 """The index job: encode a dataset's catalog with the model (item prompt, docs/design.md section 2) into a FAISS
-item index folder, batched, with a progress bar, resumable after an interruption.
+item index folder, batched, with a progress bar, resumable after an interruption. With an item table
+(`model.table_artifact`, `--table`) the index holds the table's rows [v, b] instead of the raw states: each
+catalog item's content features (its state, and MiniLM's text vector when the table reads it) go through the
+table, with the trained residual for the items it has one for, and the index is searched by inner product.
 
 Vectors are written in fixed-size chunks to `<out>.partial/` (with a small job file naming the model and the
 catalog, so chunks from another model or catalog are never reused); a rerun skips finished chunks. When every
@@ -19,14 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from indexer.catalog import Catalog
+from indexer.catalog import Catalog, Item
 from indexer.manifest import INDEX_KINDS
 from indexer.store import ItemStore
 from model.engine import Engine
+from model.item_features import combine
 from model.paths import index_dir_for
 from model.prompts import item_prompt
+from model.table_artifact import TableArtifact
 from trainer.data import DATASETS, load_dataset
 from trainer.evaluation.genre_overlap import genre_overlap
 
@@ -52,6 +58,8 @@ class IndexJobConfig:
     """FAISS index kind: flat (exact), ivf or hnsw (approximate, for large catalogs)."""
     center: bool = True
     """Subtract the mean item vector before normalizing (the stored mean is used for users too)."""
+    table: Path | None = None
+    """Item-table artifact (`reasonrec train-table`): index its rows instead of the raw states."""
 
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
@@ -76,8 +84,10 @@ def build_index(config: IndexJobConfig, engine: Engine) -> IndexJobResult:
     """Encode the catalog (resuming finished chunks) and save the index; a no-op when it is up to date."""
     start = time.perf_counter()
     catalog = load_dataset(config.dataset, config.data_path).catalog
-    out = index_dir_for(config.dataset, engine.fingerprint, config.out_dir)
-    if _up_to_date(out, catalog, engine):
+    table = TableArtifact.load(config.table) if config.table is not None else None
+    table_hash = table.table_hash if table is not None else None
+    out = index_dir_for(config.dataset, engine.fingerprint, config.out_dir, table_hash)
+    if _up_to_date(out, catalog, engine, table_hash):
         return IndexJobResult(out, len(catalog), 0, time.perf_counter() - start, skipped=True)
     partial = out.with_name(out.name + ".partial")
     _prepare_partial(partial, catalog, engine)
@@ -95,22 +105,45 @@ def build_index(config: IndexJobConfig, engine: Engine) -> IndexJobResult:
             bar.update(len(chunk))
     chunks = (len(items) + config.chunk_size - 1) // config.chunk_size
     vectors = np.concatenate([np.load(partial / f"chunk-{n:05d}.npy") for n in range(chunks)])
-    store = ItemStore.create(
-        catalog, vectors, engine.fingerprint, kind=config.kind, center=config.center, dataset=config.dataset
-    )
+    if table is not None:
+        vectors = table_rows(table, items, vectors)
+    store = ItemStore.create(catalog, vectors, engine.fingerprint, kind=config.kind, center=config.center,
+                             dataset=config.dataset, table=table_hash)
     store.save(out)
-    overlap = genre_overlap(store)
+    overlap = genre_overlap(store) if table is None else None  # a table's rows are not compared item to item
     if overlap is not None:
         log.info("genre overlap of 10 nearest items: %s", overlap.describe())
     shutil.rmtree(partial)
     return IndexJobResult(out, len(items), encoded, time.perf_counter() - start, skipped=False)
 
 
-def _up_to_date(out: Path, catalog: Catalog, engine: Engine) -> bool:
+def table_rows(table: TableArtifact, items: list[Item], states: np.ndarray) -> np.ndarray:
+    """The table's [v, b] row of each item from its raw item state: trained rows for the table's items, the
+    content part alone for the others."""
+    text = None
+    if table.spec.minilm:
+        from model.minilm import MiniLMEncoder, item_text
+
+        text = MiniLMEncoder().encode([item_text(item) for item in items])
+    features = combine(table.spec, states, text, table.center)
+    code = table.code_of
+    in_table = np.zeros((table.model.config.n_items + 1, features.shape[1]), dtype=np.float32)
+    rows_of = {code[item.item_id]: row for row, item in enumerate(items) if item.item_id in code}
+    in_table[list(rows_of)] = features[list(rows_of.values())]
+    with torch.inference_mode():
+        trained = table.model.table(torch.from_numpy(in_table)).numpy()
+    rows = table.content_rows(features)
+    for table_code, row in rows_of.items():
+        rows[row] = trained[table_code]
+    return rows
+
+
+def _up_to_date(out: Path, catalog: Catalog, engine: Engine, table: str | None) -> bool:
     if not ItemStore.exists(out):
         return False
     stored = ItemStore.load(out)
-    return stored.manifest.fingerprint == engine.fingerprint and set(stored.catalog.ids()) >= set(catalog.ids())
+    return (stored.manifest.fingerprint == engine.fingerprint and stored.manifest.table == table
+            and set(stored.catalog.ids()) >= set(catalog.ids()))
 
 
 def _prepare_partial(partial: Path, catalog: Catalog, engine: Engine) -> None:
@@ -136,4 +169,4 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
 def prepare_index(settings: Settings, engine: Engine, index_dir: Path) -> None:
     """What `reasonrec serve` runs before serving: build the served dataset's index if it is missing."""
     print(f"checking the {settings.dataset} index at {index_dir} (built once if missing)", flush=True)
-    build_index(IndexJobConfig(dataset=settings.dataset, out_dir=index_dir), engine)
+    build_index(IndexJobConfig(dataset=settings.dataset, out_dir=index_dir, table=settings.table), engine)

@@ -8,21 +8,17 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 from trainer_helpers import write_cycle_ml1m
 
-from indexer.store import ItemStore
-from model.prompts import item_prompt
 from model.transformers_engine import TransformersEngine
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
-from trainer.data.splits import cold_items, train_catalog
 from trainer.evaluation.job import EvalConfig, run_eval
-from trainer.evaluation.llm import reencode_items
 from trainer.evaluation.prior import PRIOR_WEIGHTS, tune_prior
 from trainer.train.index import IndexJobConfig, build_index
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
+from trainer.train.table import TableTrainConfig, train_table
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +32,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_engine: TransformersEng
         train_sasrec(SasrecTrainConfig(dataset="ml-1m-zip", data_path=data, protocol=protocol, max_len=12, hidden=16,
                                        blocks=1, dropout=0.0, lr=5e-3, batch_size=16, max_epochs=3,
                                        out_dir=paths[protocol]))
+    paths["table"] = tmp / "table"
+    with pytest.MonkeyPatch.context() as patch:  # the table job's caches go to the test's folder too
+        patch.setenv("REASONREC_ARTIFACTS", str(tmp / "artifacts"))
+        train_table(TableTrainConfig(dataset="ml-1m-zip", data_path=data, model="tiny", minilm_features=False, dim=16,
+                                     content_hidden=32, max_len=12, blocks=1, dropout=0.0, lr=5e-3, batch_size=16,
+                                     max_epochs=4, valid_users=0, head_users=10, head_epochs=2,
+                                     out_dir=paths["table"]), tiny_engine)
     return paths
 
 
@@ -76,14 +79,12 @@ def test_leave_one_out_report_has_every_ranker_ratings_and_trec_files(world: dic
     assert len({line.split()[0] for line in run}) == 8 and all(len(line.split()) == 6 for line in run)
 
 
-def test_cold_protocol_reports_parts_and_reencodes_cold_items(world: dict[str, Path]) -> None:
+def test_cold_protocol_reports_cold_warm_and_all_parts(world: dict[str, Path]) -> None:
     report = json.loads(run_eval(config_for(world, "cold-items"), "test")[0].read_text())
     parts = {(r["ranker"], r["part"]) for r in report["rows"] if r["own"]}
     assert {("sasrec", p) for p in ("cold", "warm", "all")} <= parts
     sasrec_cold = next(r for r in report["rows"] if r["own"] and r["ranker"] == "sasrec" and r["part"] == "cold")
     assert sasrec_cold["metrics"]["HR@20"]["mean"] == 0.0  # SASRec cannot score cold items
-    n_cold = len(cold_items(load_dataset("ml-1m-zip", world["data"])).cold_items)
-    assert any(f"{n_cold} items were re-encoded" in note for note in report["notes"])
     assert "ratings" not in report
 
 
@@ -143,20 +144,6 @@ def test_rerun_takes_llm_vectors_from_the_cache(world: dict[str, Path], monkeypa
     assert [r["metrics"] for r in first["rows"]] == [r["metrics"] for r in second["rows"]]
 
 
-def test_reencoded_cold_items_carry_no_rating_statistics(world: dict[str, Path], tiny_engine) -> None:
-    ds = load_dataset("ml-1m-zip", world["data"])
-    split = cold_items(ds)
-    catalog = train_catalog(ds.catalog, split)
-    store = ItemStore.load(world["index"])
-    cold = sorted(split.cold_items)[:3]
-    assert all(store.get(i).rating_count > 0 for i in cold)  # the index was built from all ratings
-    reencode_items(store, [catalog[i] for i in cold], tiny_engine)
-    assert all(store.get(i).rating_count == 0 and store.get(i).avg_rating is None for i in cold)
-    fresh = tiny_engine.embed_items([item_prompt(catalog[cold[0]])])
-    ranked = store.search(fresh, k=1)[0]  # searched with the stored mean, the new vector is its own best match
-    assert ranked[0][0] == cold[0] and np.isclose(ranked[0][1], 1.0, atol=1e-5)
-
-
 def test_cli_train_and_eval_commands(world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from trainer.cli import main
 
@@ -169,3 +156,19 @@ def test_cli_train_and_eval_commands(world: dict[str, Path], tmp_path: Path, cap
     assert (tmp_path / "out" / "ml-1m-zip-leave-one-out.md").is_file()
     assert main(["eval", *data, "--rankers", "sasrec,bogus"]) == 2
     assert "--rankers" in capsys.readouterr().err
+
+
+def test_the_table_rankers_report_s_alone_content_only_the_served_sum_and_the_head_alone(
+        world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REASONREC_ARTIFACTS", str(world["root"] / "artifacts"))
+    config = config_for(world, "leave-one-out", rankers=("popular", "table", "table-content", "direct", "head"),
+                        table=world["table"], ratings=False, out_dir=world["root"] / "table-results", trec_dir=None)
+    report = json.loads(run_eval(config, "table")[0].read_text())
+    own = {r["ranker"]: r for r in report["rows"] if r["own"]}
+    assert {"table", "table-content", "direct", "head"} <= set(own)
+    assert own["table"]["users"] == 40 and own["direct"]["users"] == 8  # cheap rankers on everyone
+    assert own["table"]["metrics"]["HR@10"]["mean"] > own["popular"]["metrics"]["HR@10"]["mean"]
+    assert any("u = s(history) + f(h)" in note for note in report["notes"])
+    with pytest.raises(FileNotFoundError, match="--table"):
+        run_eval(config_for(world, "leave-one-out", rankers=("head",), table=world["root"] / "none", ratings=False),
+                 "no table")

@@ -1,0 +1,122 @@
+"""The item-table artifact: what `reasonrec train-table` writes and the index job, the service and the evaluation
+load (docs/design.md section 2).
+
+A folder with `table.safetensors` (the `model.item_table.TableModel` weights, with the head on the language
+model's state when one was trained), `head-alone.safetensors` (the ablation head `f(h)` trained without `s`,
+when trained), `center.npy` (the mean language-model item state the content features are centered with) and
+`table.json`: the network shape, the item ids in code order, the content features used, the language model's
+fingerprint, the data and split, the metrics and the command. The artifact is small (about 2 MB for ML-100k):
+the items' content features are recomputed from their text, not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from indexer.manifest import ModelFingerprint
+from model.item_features import FeatureSpec
+from model.item_table import TableConfig, TableModel
+
+WEIGHTS_FILE = "table.safetensors"
+ALONE_HEAD_FILE = "head-alone.safetensors"
+CENTER_FILE = "center.npy"
+META_FILE = "table.json"
+
+
+def alone_head(config: TableConfig) -> nn.Module:
+    """The head of the `f(h)`-alone ablation: the same shape as the table's head."""
+    return nn.Sequential(nn.LayerNorm(config.state_dim), nn.Linear(config.state_dim, config.dim))
+
+
+@dataclass
+class TableArtifact:
+    model: TableModel
+    item_ids: list[str]
+    """Item id of each code 1..n (code = position + 1)."""
+    spec: FeatureSpec
+    center: np.ndarray | None
+    fingerprint: ModelFingerprint | None
+    """The language model of the content features and of the head's states (None: MiniLM features only)."""
+    meta: dict
+    alone: nn.Module | None = None
+
+    @property
+    def code_of(self) -> dict[str, int]:
+        return {item_id: code for code, item_id in enumerate(self.item_ids, start=1)}
+
+    @property
+    def has_head(self) -> bool:
+        return self.model.head is not None
+
+    def save(self, folder: Path, meta: dict) -> None:
+        """Write every file atomically (weights first, `table.json` last: a folder with it is complete)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_safetensors(folder / WEIGHTS_FILE, self.model.state_dict())
+        if self.alone is not None:
+            _atomic_safetensors(folder / ALONE_HEAD_FILE, self.alone.state_dict())
+        if self.center is not None:
+            tmp = folder / (CENTER_FILE + ".tmp.npy")
+            np.save(tmp, self.center.astype(np.float32))
+            tmp.replace(folder / CENTER_FILE)
+        self.meta = {**meta, "network": asdict(self.model.config), "item_ids": self.item_ids,
+                     "features": asdict(self.spec),
+                     "fingerprint": self.fingerprint.to_json() if self.fingerprint else None,
+                     "weights_sha256": file_hash(folder / WEIGHTS_FILE)}
+        tmp = folder / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.meta, indent=1), encoding="utf-8")
+        tmp.replace(folder / META_FILE)
+
+    @classmethod
+    def load(cls, folder: Path) -> TableArtifact:
+        folder = Path(folder)
+        if not (folder / META_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{folder} is not an item-table artifact (needs {META_FILE} and {WEIGHTS_FILE}); "
+                                    "train one with `reasonrec train-table`")
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        config = TableConfig(**meta["network"])
+        model = TableModel(config, torch.zeros(config.n_items, dtype=torch.bool))
+        model.load_state_dict(load_file(folder / WEIGHTS_FILE))
+        model.eval()
+        alone = None
+        if (folder / ALONE_HEAD_FILE).is_file():
+            alone = alone_head(config)
+            alone.load_state_dict(load_file(folder / ALONE_HEAD_FILE))
+            alone.eval()
+        center = np.load(folder / CENTER_FILE) if (folder / CENTER_FILE).is_file() else None
+        fingerprint = ModelFingerprint.from_json(meta["fingerprint"]) if meta.get("fingerprint") else None
+        return cls(model, list(meta["item_ids"]), FeatureSpec(**meta["features"]), center, fingerprint, meta, alone)
+
+    def content_rows(self, features: np.ndarray) -> np.ndarray:
+        """[g(c), g_b(c)] (n, dim + 1) of items outside the table (hot-added items, titles outside the catalog):
+        their content part alone, as a cold item has no residual."""
+        with torch.inference_mode():
+            return self.model.content_rows(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
+
+    @property
+    def table_hash(self) -> str:
+        """Identifies the trained weights (index manifests and cache keys carry it)."""
+        return str(self.meta.get("weights_sha256", ""))[:12]
+
+
+def finished_table(folder: Path) -> bool:
+    """Whether `folder` holds the artifact of a finished `reasonrec train-table` run."""
+    meta = folder / META_FILE
+    return meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("status") == "done"
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _atomic_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, tmp)
+    tmp.replace(path)

@@ -1,0 +1,102 @@
+"""The gateway with an item table (`REASONREC_TABLE`): direct answers u = s(history) + f(h) against the table's
+rows exactly as the ranker core computes it, a hot-added item is placed through g by its text (a twin of an
+existing item lands next to it), titles outside the catalog enter through their text, and an index of another
+table is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from service_helpers import admin_headers, history, tiny_settings
+
+from indexer.catalog import Catalog
+from indexer.store import ItemStore
+from model.item_features import ContentFeaturizer, FeatureSpec
+from model.item_table import TableConfig, TableModel
+from model.prompts import item_prompt
+from model.rankers.base import UserHistory
+from model.rankers.llm import LlmRanker
+from model.table_artifact import TableArtifact
+from model.transformers_engine import TransformersEngine
+from trainer.train.index import table_rows
+
+
+def make_table(engine: TransformersEngine, catalog: Catalog, folder: Path, seed: int = 0) -> TableArtifact:
+    """An untrained table with a head over the catalog (LLM item states only), saved as `train-table` would."""
+    torch.manual_seed(seed)
+    items = list(catalog)
+    config = TableConfig(len(items), engine.hidden_size, engine.hidden_size, dim=8, content_hidden=16, max_len=20)
+    model = TableModel(config, torch.ones(len(items), dtype=torch.bool)).eval()
+    torch.nn.init.normal_(model.head[1].weight, std=0.1)  # a head that changes the ranking
+    center = engine.embed_items([item_prompt(i) for i in items]).mean(axis=0)
+    table = TableArtifact(model, [i.item_id for i in items], FeatureSpec(llm=True, minilm=False), center,
+                          engine.fingerprint, {})
+    table.save(folder, {"status": "done", "config": {"protocol": "leave-one-out"}})
+    return TableArtifact.load(folder)
+
+
+@pytest.fixture
+def served_table(tiny_engine, catalog, tmp_path) -> tuple[TableArtifact, Path, Path]:
+    table = make_table(tiny_engine, catalog, tmp_path / "table")
+    items = list(catalog)
+    rows = table_rows(table, items, tiny_engine.embed_items([item_prompt(i) for i in items]))
+    ItemStore.create(catalog, rows, tiny_engine.fingerprint, table=table.table_hash).save(tmp_path / "index")
+    return table, tmp_path / "table", tmp_path / "index"
+
+
+def test_direct_ranks_with_the_table_as_the_core_computes_it(serve, tiny_engine, served_table) -> None:
+    table, folder, index = served_table
+    server = serve(tiny_settings(index, table=folder), tiny_engine)
+    body = {"history": history("3", "7", "12"), "k": 5, "ranker": "direct"}
+    data = server.client.post("/recommend", json=body).json()
+    assert data["ranker"] == "direct" and data["fallback"] is None, data
+    store = ItemStore.load(index)
+    user = UserHistory.of_items([("3", 4.0, None), ("7", 4.0, None), ("12", 4.0, None)], store.catalog)
+    core = LlmRanker("direct", tiny_engine, table)
+    states = tiny_engine.embed_direct([core.prompt(
+        UserHistory(tuple(type(line)(line.title, line.rating, ts) for line, ts in
+                          zip(user.lines, (1_700_000_000, 1_700_003_600, 1_700_007_200), strict=True)),
+                    user.item_ids))])
+    expected = core.search(store, [user], states, 5, [{"3", "7", "12"}])[0]
+    assert [(i["item_id"], pytest.approx(i["score"], abs=1e-4)) for i in data["items"]] == expected
+    without_head = LlmRanker("direct", tiny_engine, table, head="none").search(store, [user], states, 5,
+                                                                                [{"3", "7", "12"}])[0]
+    assert [i for i, _ in without_head] != [i["item_id"] for i in data["items"]]  # f(h) changes the ranking
+
+
+def test_a_hot_added_twin_is_placed_by_its_text_next_to_its_original(serve, tiny_engine, served_table,
+                                                                      catalog) -> None:
+    table, folder, index = served_table
+    server = serve(tiny_settings(index, table=folder), tiny_engine)
+    original = catalog["5"]
+    twin = {"item_id": "twin-5", "title": original.title, "genres": list(original.genres), "year": original.year}
+    assert server.client.post("/admin/items", json={"items": [twin]}, headers=admin_headers()).status_code == 200
+    server.stop()
+    store = ItemStore.load(index)
+    featurizer = ContentFeaturizer(table.spec, tiny_engine, None, table.center)
+    np.testing.assert_allclose(store.vectors_of(["twin-5"]), table.content_rows(featurizer.features([original])),
+                               atol=1e-5)  # the content part of its original's row: no residual
+    vectors = store.vectors_of(store.catalog.ids())[:, :-1]
+    units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = store.catalog.ids()
+    nearest = [ids[j] for j in np.argsort(-(units @ units[ids.index("5")]))[1:6]]
+    assert "twin-5" in nearest
+
+
+def test_a_title_outside_the_catalog_enters_through_its_text(serve, tiny_engine, served_table) -> None:
+    _, folder, index = served_table
+    server = serve(tiny_settings(index, table=folder), tiny_engine)
+    body = {"history": [{"title": "A Film Nobody Indexed (1999)", "rating": 5}], "k": 3, "ranker": "direct"}
+    data = server.client.post("/recommend", json=body).json()
+    assert data["ranker"] == "direct" and len(data["items"]) == 3, data
+
+
+def test_an_index_of_another_table_is_refused(serve, tiny_engine, catalog, served_table, tmp_path) -> None:
+    _, _, index = served_table
+    other = make_table(tiny_engine, catalog, tmp_path / "other", seed=1)
+    server = serve(tiny_settings(index, table=tmp_path / "other"), tiny_engine)
+    ready = server.client.get("/readyz")
+    assert ready.status_code == 503 and "table" in ready.text and other.table_hash in ready.text

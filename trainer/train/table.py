@@ -1,0 +1,331 @@
+"""The item-table job (`reasonrec train-table`): the served ranker's item table, sequence encoder and head
+(`model.item_table`; docs/design.md section 2 and 5).
+
+1. Content features of every catalog item (`model.item_features`): the language model's item states and MiniLM
+   text vectors, cached on disk (`trainer.batch_cache`) under the model's fingerprint.
+2. The table and the encoder `s`: every user's most recent `max_len + 1` training items per epoch, full softmax
+   cross-entropy at every position over the items seen in training (as SASRec+), the residuals of a random
+   `residual_dropout` share of the items dropped at each step (DropoutNet), Adam, early stopping on validation
+   NDCG@10 (full ranking over every item, history excluded, cold items included through g). Resumable per epoch.
+3. The heads on the language model's `direct` state (`trainer.train.table_head`), when `head` is on.
+The artifact (`model.table_artifact`) goes to `artifacts/tables/<dataset>-<protocol>-seed<seed>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from indexer.catalog import Catalog
+from indexer.manifest import ModelFingerprint
+from indexer.store import ItemStore
+from model.engine import Engine
+from model.item_features import FeatureSpec, combine
+from model.item_table import TableConfig, TableModel, scores
+from model.minilm import MiniLMEncoder, item_text
+from model.paths import artifacts_dir, table_dir
+from model.prompts import TEMPLATE_VERSION, item_prompt
+from model.rankers.table import TableRanker
+from model.sasrec import PAD, is_finished, right_padded
+from model.table_artifact import META_FILE, TableArtifact
+from trainer.batch_cache import BatchCache
+from trainer.data import load_dataset
+from trainer.data.datasets import Dataset
+from trainer.data.protocols import SplitConfig, check_same_run, make_split
+from trainer.data.splits import Split
+from trainer.evaluation.harness import CoreRanker, rank_examples
+from trainer.evaluation.metrics import mean_metrics
+from trainer.machine import machine_line
+
+log = logging.getLogger(__name__)
+RESUME_FILE = "resume.pt"
+ITEM_BATCH = 16
+
+
+@dataclass
+class TableTrainConfig(SplitConfig):
+    """What `reasonrec train-table` trains (defaults: the recipe measured on ML-1M, docs/results/)."""
+
+    model: str = "smollm2"
+    """Language model of the content features and the head's states: smollm2, tiny or an HF folder."""
+    llm_features: bool = True
+    """Feed g the language model's item states."""
+    minilm_features: bool = True
+    """Feed g the MiniLM text vectors."""
+    head: bool = True
+    """Train the heads on the language model's direct states (`trainer.train.table_head`)."""
+    dim: int = 64
+    """Width of item and user vectors."""
+    content_hidden: int = 256
+    """Hidden width of the content map g."""
+    max_len: int = 200
+    """Most recent items per training sequence and per encoded history."""
+    blocks: int = 2
+    """Self-attention blocks of the encoder."""
+    heads: int = 1
+    """Attention heads."""
+    dropout: float = 0.1
+    """Dropout in the encoder and g (SASRec+'s 0.1)."""
+    residual_dropout: float = 0.3
+    """Share of the items whose residual is dropped at each step, so g alone must place them (DropoutNet)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_size: int = 128
+    """Users per step."""
+    max_epochs: int = 60
+    """At most this many epochs."""
+    patience: int = 5
+    """Stop after this many epochs without a better validation NDCG@10."""
+    valid_users: int = 1000
+    """Seeded validation users per epoch (0 = all)."""
+    head_users: int = 1500
+    """Seeded training users whose last window of 20 training items gives the heads' samples (one per cut)."""
+    head_lr: float = 1e-3
+    """AdamW learning rate of the heads."""
+    head_weight_decay: float = 1e-2
+    """AdamW weight decay of the heads."""
+    head_epochs: int = 40
+    """At most this many passes over the heads' samples."""
+    seed: int = 0
+    """Seed of the initialization, dropout, the order of users and the user samples."""
+    out_dir: Path | None = None
+    """Artifact folder; default `artifacts/tables/<dataset>-<protocol>-seed<seed>`."""
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
+        super().__post_init__()
+        if not 0 <= self.residual_dropout < 1:
+            raise ValueError(f"--residual-dropout must be in [0, 1), got {self.residual_dropout}")
+        if min(self.lr, self.head_lr) <= 0 or self.head_weight_decay < 0:
+            raise ValueError("--lr and --head-lr must be positive, --head-weight-decay >= 0")
+        if min(self.batch_size, self.max_epochs, self.patience, self.head_epochs) < 1 or self.valid_users < 0:
+            raise ValueError("--batch-size, --max-epochs, --patience, --head-epochs must be >= 1, --valid-users >= 0")
+        if self.head and not self.llm_features and self.model == "":
+            raise ValueError("--head needs a language model (--model)")
+        self.spec  # noqa: B018  (checks that some content feature is on)
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return FeatureSpec(llm=self.llm_features, minilm=self.minilm_features)
+
+    @property
+    def folder(self) -> Path:
+        return self.out_dir or table_dir(self.dataset, self.protocol, self.seed)
+
+    def fingerprint(self) -> dict:
+        """Everything that decides the result (not where it is written or when training stops)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+                if k not in ("out_dir", "max_epochs", "patience")}
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    best_ndcg: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    seconds: float = 0.0
+    history: list | None = None
+
+
+def train_table(config: TableTrainConfig, engine: Engine | None = None) -> TableArtifact:
+    """Train (or resume, or return the finished artifact); `engine` is the language model when the caller has it
+    loaded (else it is loaded when the features or the heads need it)."""
+    folder = config.folder
+    done = _finished(folder, config)
+    if done is not None:
+        return done
+    ds = load_dataset(config.dataset, config.data_path)
+    split = make_split(ds, config.protocol, config.cold_frac, config.split_seed)
+    if engine is None and (config.llm_features or config.head):
+        from model.transformers_engine import load_engine
+
+        engine = load_engine(config.model)
+    items = list(ds.catalog)
+    center, content = item_features(items, config.spec, engine, artifacts_dir() / "table-cache" / ds.name)
+    warm_ids = {x.item_id for history in split.train.values() for x in history}
+    warm = torch.tensor([item.item_id in warm_ids for item in items])
+    torch.manual_seed(config.seed)
+    network = TableConfig(len(items), content.shape[1], engine.hidden_size if config.head and engine else 0,
+                          config.dim, config.content_hidden, config.max_len, config.blocks, config.heads,
+                          config.dropout)
+    artifact = TableArtifact(TableModel(network, warm), [item.item_id for item in items], config.spec, center,
+                             engine.fingerprint if engine is not None else None, {})
+    features = torch.from_numpy(np.vstack([np.zeros((1, content.shape[1]), np.float32), content]))
+    _train_encoder(config, artifact, features, ds, split, folder)
+    if config.head:
+        from trainer.train.table_head import train_heads
+
+        assert engine is not None
+        artifact = TableArtifact.load(folder)
+        train_heads(config, artifact, features, ds, split, engine, folder)
+    artifact = TableArtifact.load(folder)
+    artifact.save(folder, {**artifact.meta, "status": "done"})
+    (folder / RESUME_FILE).unlink(missing_ok=True)
+    return artifact
+
+
+def item_states(items: list, engine: Engine, cache: Path) -> np.ndarray:
+    """The language model's raw item states (n, hidden) of `items`, cached on disk per batch of prompts."""
+    batches = BatchCache(cache / "llm-items", {"items": engine.fingerprint.to_json()})
+    return np.concatenate([batches.get_or_compute([item_prompt(i) for i in items[first : first + ITEM_BATCH]],
+                                                  engine.embed_items)
+                           for first in tqdm(range(0, len(items), ITEM_BATCH), desc="item states", unit="batch")])
+
+
+def item_features(items: list, spec: FeatureSpec, engine: Engine | None, cache: Path
+                  ) -> tuple[np.ndarray | None, np.ndarray]:
+    """(center of the LLM item states or None, content features (n, width)) of `items`, cached per batch."""
+    llm, center = None, None
+    if spec.llm:
+        assert engine is not None
+        llm = item_states(items, engine, cache)
+        center = llm.mean(axis=0).astype(np.float32)
+    text = None
+    if spec.minilm:
+        texts = [item_text(i) for i in items]
+        text = BatchCache(cache / "minilm-items", {"minilm": "all-MiniLM-L6-v2"}).get_or_compute(
+            texts, lambda batch: MiniLMEncoder().encode(batch))
+    return center, combine(spec, llm, text, center)
+
+
+def table_store(artifact: TableArtifact, features: torch.Tensor, catalog: Catalog) -> ItemStore:
+    """An in-memory item index of the table's rows, as `reasonrec index` builds it for serving."""
+    with torch.inference_mode():
+        rows = artifact.model.table(features)[1:].numpy()
+    return ItemStore.create(Catalog({i: catalog[i] for i in artifact.item_ids}), rows, table_fingerprint(artifact),
+                            table=artifact.table_hash or "training")
+
+
+def table_fingerprint(artifact: TableArtifact) -> ModelFingerprint:
+    """What a table index's manifest names as its model: the language model of the features, or MiniLM alone."""
+    return artifact.fingerprint or ModelFingerprint("all-MiniLM-L6-v2", "minilm", None, TEMPLATE_VERSION)
+
+
+def _train_encoder(config: TableTrainConfig, artifact: TableArtifact, features: torch.Tensor, ds: Dataset,
+                   split: Split, folder: Path) -> None:
+    model = artifact.model
+    code = artifact.code_of
+    sequences = [[code[x.item_id] for x in h][-config.max_len - 1:] for h in split.train.values() if len(h) >= 2]
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    order_gen = torch.Generator().manual_seed(config.seed)
+    state = _resume(folder, config, model, optimizer, order_gen)
+    valid = split.valid if not config.valid_users else _sample(split.valid, config.valid_users, config.seed)
+    log.info("training the item table on %s/%s: %d users, %d items (%d warm), epoch %d of at most %d", ds.name,
+             split.protocol, len(sequences), len(code), int(model.warm.sum()), state.epoch, config.max_epochs)
+    while state.epoch < config.max_epochs and state.bad_epochs < config.patience:
+        start = time.perf_counter()
+        loss = _epoch(config, model, features, optimizer, sequences, order_gen, state.epoch + 1)
+        metrics = _validate(artifact, features, ds, valid)
+        state.epoch += 1
+        state.seconds += time.perf_counter() - start
+        state.history = [*(state.history or []), {"epoch": state.epoch, "loss": loss,
+                                                  "seconds": round(state.seconds, 1), **metrics}]
+        improved = metrics["NDCG@10"] > state.best_ndcg
+        state.bad_epochs = 0 if improved else state.bad_epochs + 1
+        if improved:
+            state.best_ndcg, state.best_epoch = metrics["NDCG@10"], state.epoch
+            artifact.save(folder, _meta(config, ds, split, state, "training"))
+        _save_resume(folder, config, model, optimizer, order_gen, state)
+        tqdm.write(f"epoch {state.epoch}: loss {loss:.4f}, valid NDCG@10 {metrics['NDCG@10']:.4f} HR@10 "
+                   f"{metrics['HR@10']:.4f} (best {state.best_ndcg:.4f} at epoch {state.best_epoch}), "
+                   f"{time.perf_counter() - start:.0f} s")
+    best = TableArtifact.load(folder)
+    best.save(folder, {**_meta(config, ds, split, state, "encoder done"), **_kept(best.meta)})
+
+
+def _kept(meta: dict) -> dict:
+    return {k: meta[k] for k in ("heads",) if k in meta}
+
+
+def _epoch(config: TableTrainConfig, model: TableModel, features: torch.Tensor, optimizer: torch.optim.Optimizer,
+           sequences: list[list[int]], order_gen: torch.Generator, epoch: int) -> float:
+    """One pass over the users in a seeded order; each step drops the residuals of a fresh random item share."""
+    model.train()
+    order = torch.randperm(len(sequences), generator=order_gen).tolist()
+    not_warm = ~model.warm[1:]
+    total, steps = 0.0, 0
+    for first in tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False):
+        batch = [sequences[i] for i in order[first : first + config.batch_size]]
+        inputs, labels = right_padded([s[:-1] for s in batch]), right_padded([s[1:] for s in batch])
+        keep = torch.rand(len(model.warm)) >= config.residual_dropout
+        table = model.table(features, keep)
+        hidden = model.encode(table[inputs, :-1], (inputs != PAD).sum(dim=1))
+        real = labels != PAD
+        logits = scores(hidden[real], table[1:]).masked_fill(not_warm, float("-inf"))
+        loss = F.cross_entropy(logits, labels[real] - 1)  # column j is item code j + 1
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, steps = total + loss.detach().item(), steps + 1
+    return total / max(steps, 1)
+
+
+def _validate(artifact: TableArtifact, features: torch.Tensor, ds: Dataset, examples: list) -> dict[str, float]:
+    """Mean metrics of s alone on `examples`, full ranking over every item (cold ones through g)."""
+    artifact.model.eval()
+    store = table_store(artifact, features, ds.catalog)
+    ranker = CoreRanker(TableRanker(artifact, store), ds.catalog, artifact.item_ids, batch_size=256)
+    return mean_metrics(rank_examples(ranker, examples, artifact.item_ids, desc="validating").per_query())
+
+
+def _sample(examples: list, n: int, seed: int) -> list:
+    from trainer.data.splits import sample_examples
+
+    return sample_examples(examples, n, seed)
+
+
+def _meta(config: TableTrainConfig, ds: Dataset, split: Split, state: _State, status: str) -> dict:
+    return {
+        "status": status, "model": "item table g(c) + e with a SASRec encoder (full softmax, DropoutNet)",
+        "config": config.fingerprint(),
+        "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
+                 "interactions": ds.n_interactions},
+        "split": {"protocol": split.protocol, "valid_examples": len(split.valid), "test_examples": len(split.test)},
+        "seed": config.seed, "epochs": state.epoch, "best_epoch": state.best_epoch,
+        "train_seconds": round(state.seconds, 1), "history": state.history or [],
+        "metrics": {"valid_s": next((h for h in state.history or [] if h["epoch"] == state.best_epoch), {})},
+        "machine": machine_line(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _finished(folder: Path, config: TableTrainConfig) -> TableArtifact | None:
+    path = folder / META_FILE
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    check_same_run(folder, meta.get("config", {}), config.fingerprint(), "item-table")
+    return TableArtifact.load(folder) if is_finished(meta) else None
+
+
+def _resume(folder: Path, config: TableTrainConfig, model: TableModel, optimizer: torch.optim.Optimizer,
+            order_gen: torch.Generator) -> _State:
+    path = folder / RESUME_FILE
+    if not path.is_file():
+        return _State()
+    saved = torch.load(path, weights_only=True)
+    check_same_run(folder, saved["config"], config.fingerprint(), "item-table")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    order_gen.set_state(saved["order_rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    log.info("resuming %s after epoch %d", folder, saved["state"]["epoch"])
+    return _State(**saved["state"])
+
+
+def _save_resume(folder: Path, config: TableTrainConfig, model: TableModel, optimizer: torch.optim.Optimizer,
+                 order_gen: torch.Generator, state: _State) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (RESUME_FILE + ".tmp")
+    torch.save({"config": config.fingerprint(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "order_rng": order_gen.get_state(), "torch_rng": torch.get_rng_state(), "state": asdict(state)}, tmp)
+    tmp.replace(folder / RESUME_FILE)
