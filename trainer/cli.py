@@ -49,7 +49,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     ds = load_dataset(args.dataset, args.data_path)
     print(f"{ds.name}: {len(ds.catalog)} items, {len(ds.histories)} users, {ds.n_interactions} interactions "
-          f"(loaded in {time.perf_counter() - start:.1f} s)")
+          f"(loaded in {time.perf_counter() - start:.1f} s)"
+          + (f"; dropped {len(ds.dropped_items)} item(s) without a usable title: {', '.join(ds.dropped_items)}"
+             if ds.dropped_items else ""))
     return 0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import gc
 import importlib.util
+import logging
 import math
 import re
 import zipfile
@@ -32,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from indexer.catalog import Catalog, Item
+
+log = logging.getLogger(__name__)
 
 
 class DataFormatError(ValueError):
@@ -61,6 +64,8 @@ class Dataset:
     name: str
     catalog: Catalog
     histories: dict[str, list[Interaction]]
+    dropped_items: tuple[str, ...] = ()
+    """Items dropped when loading because they have no usable title (`usable_title`), with their interactions."""
 
     @property
     def n_interactions(self) -> int:
@@ -86,20 +91,36 @@ def gc_paused(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
 # --- building ------------------------------------------------------------------------------------------
 
 
+def usable_title(title: str) -> bool:
+    """A title a prompt can show: not empty and not a placeholder (ML-100k's item 267 is titled "unknown")."""
+    return bool(title.strip()) and title.strip().lower() not in UNUSABLE_TITLES
+
+
+UNUSABLE_TITLES = frozenset({"unknown", "unkonwn", "n/a", "none", "null"})
+
+
 def make_dataset(name: str, items: Iterable[Item], interactions: Iterable[Interaction]) -> Dataset:
     """Group `interactions` by user (first-seen order), sort and de-duplicate each history, and fill
-    `avg_rating`/`rating_count` of `items` from them. Every interaction's item must be among `items`."""
-    catalog = Catalog.of(items)
+    `avg_rating`/`rating_count` of `items` from them. Every interaction's item must be among `items`. Items
+    without a usable title are dropped with their interactions (logged; `Dataset.dropped_items`)."""
+    items = list(items)
+    dropped = tuple(item.item_id for item in items if not usable_title(item.title))
+    catalog = Catalog.of(item for item in items if usable_title(item.title))
     interactions = list(interactions)
-    unknown = set(map(attrgetter("item_id"), interactions)).difference(catalog.items)
+    unknown = set(map(attrgetter("item_id"), interactions)).difference(catalog.items).difference(dropped)
     if unknown:
         raise ValueError(f"{name}: interactions name {len(unknown)} item(s) not in the catalog, e.g. "
                          f"{sorted(unknown)[:3]}")
+    if dropped:
+        gone = set(dropped)
+        interactions = [x for x in interactions if x.item_id not in gone]
+        log.info("%s: dropped %d item(s) without a usable title (%s) and their interactions", name, len(dropped),
+                 ", ".join(dropped[:5]))
     grouped: dict[str, list[Interaction]] = defaultdict(list)
     for interaction in interactions:
         grouped[interaction.user_id].append(interaction)
     histories = {user: _chronological_unique(history) for user, history in grouped.items()}
-    return Dataset(name=name, catalog=with_item_stats(catalog, histories), histories=histories)
+    return Dataset(name=name, catalog=with_item_stats(catalog, histories), histories=histories, dropped_items=dropped)
 
 
 def _chronological_unique(history: list[Interaction]) -> list[Interaction]:

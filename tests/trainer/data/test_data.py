@@ -51,7 +51,10 @@ def ml1m() -> Dataset:
 
 
 def test_ml100k_counts_items_and_order(ml100k: Dataset) -> None:
-    assert (len(ml100k.catalog), len(ml100k.histories), ml100k.n_interactions) == (1682, 943, 100_000)
+    # item 267 has no title ("unkonwn") in the source: it is dropped with its 9 ratings
+    assert (len(ml100k.catalog), len(ml100k.histories), ml100k.n_interactions) == (1681, 943, 99_991)
+    assert ml100k.dropped_items == ("267",) and "267" not in ml100k.catalog
+    assert all(x.item_id != "267" for history in ml100k.histories.values() for x in history)
     assert _is_chronological(ml100k)
     toy = ml100k.catalog["1"]
     assert (toy.title, toy.genres, toy.year) == ("Toy Story", ("Animation", "Children's", "Comedy"), 1995)
@@ -62,7 +65,6 @@ def test_ml100k_counts_items_and_order(ml100k: Dataset) -> None:
                if row[1] == "1"]
     assert toy.rating_count == len(ratings) == 452
     assert toy.avg_rating == round(sum(ratings) / len(ratings), 2)
-    assert ml100k.catalog["267"].year is None  # release_year 'unkonwn' in the source
     assert ml100k.catalog["1373"].genres == ()  # genre 'unknown' means none
 
 
