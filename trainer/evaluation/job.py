@@ -29,11 +29,12 @@ from model.sasrec import SasrecScorer, is_finished
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, make_split, test_parts
-from trainer.data.splits import Example, Split, sample_examples
+from trainer.data.splits import ColdSplit, Example, Split, sample_examples
 from trainer.evaluation.harness import CoreRanker, EvalRanker, RankingResult, rank_examples
 from trainer.evaluation.llm import LlmContext, LlmEvalRanker, rating_section, training_counts
 from trainer.evaluation.metrics import bootstrap_ci, mean_metrics
 from trainer.evaluation.report import write_report, write_trec
+from trainer.evaluation.twins import twin_check
 from trainer.machine import machine_line
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class EvalConfig(SplitConfig):
     --adapter: the base model's cosine ranking)."""
     table: Path | None = None
     """Item-table artifact; default the one `reasonrec train-table` writes for this protocol (seed 0) when done."""
+    twins: int = 100
+    """With the table ranker: items given a hot-added twin for the twin check (`trainer.evaluation.twins`); 0 = no
+    check."""
     sasrec_checkpoint: Path | None = None
     """SASRec+ checkpoint folder; default the one `reasonrec train-sasrec` writes for this protocol (seed 0)."""
     model: str = "smollm2"
@@ -159,6 +163,10 @@ def run_eval(config: EvalConfig, command: str) -> list[Path]:
             info[name].update(ranker.stats())
         log.info("%s: %d users in %.1f s", name, info[name]["users"], info[name]["seconds"])
     report = _ranking_report(config, ds, split, samples, results, info, llm, command, started)
+    if "table" in config.rankers and config.twins and llm is not None:
+        states = dict(zip(candidates, llm.item_states, strict=True))
+        warm_test = split.test_warm if isinstance(split, ColdSplit) else split.test
+        report["twins"] = twin_check(llm.table, llm.table_store, states, ds.catalog, warm_test, config.twins)
     if config.ratings and config.protocol == "leave-one-out":
         report["ratings"] = rating_section(config, split, llm, samples)
     if config.trec_dir:

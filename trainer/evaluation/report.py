@@ -65,6 +65,12 @@ def render_markdown(report: dict, chart_name: str) -> str:
         rows = [r for r in report["rows"] if r["sample"] == sample["name"]]
         lines += ["", f"## Paired: every ranker on the {sample['name']} ({sample['description']})", ""]
         lines += _table(rows, PAIRED_METRICS, ("ranker", "part", "users"))
+    if report.get("twins"):
+        twins = report["twins"]
+        lines += ["", "## Hot-added twins", "", twins["note"], "",
+                  f"| items | pairs | twin in top {twins['k']} | original in top {twins['k']} |", "|---|---|---|---|",
+                  f"| {twins['items']} | {twins['pairs']} | {twins['twin_in_top_k']:.3f} | "
+                  f"{twins['original_in_top_k']:.3f} |"]
     if report.get("ratings"):
         lines += ["", "## Ratings (leave-one-out test targets)", "", report["ratings"]["note"], ""]
         lines += _table(report["ratings"]["rows"], RATING_METRICS, ("predictor", "sample", "users"))

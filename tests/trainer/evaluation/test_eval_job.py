@@ -162,13 +162,17 @@ def test_the_table_rankers_report_s_alone_content_only_the_served_sum_and_the_he
         world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REASONREC_ARTIFACTS", str(world["root"] / "artifacts"))
     config = config_for(world, "leave-one-out", rankers=("popular", "table", "table-content", "direct", "head"),
-                        table=world["table"], ratings=False, out_dir=world["root"] / "table-results", trec_dir=None)
+                        table=world["table"], ratings=False, out_dir=world["root"] / "table-results", trec_dir=None,
+                        twins=5)
     report = json.loads(run_eval(config, "table")[0].read_text())
     own = {r["ranker"]: r for r in report["rows"] if r["own"]}
     assert {"table", "table-content", "direct", "head"} <= set(own)
     assert own["table"]["users"] == 40 and own["direct"]["users"] == 8  # cheap rankers on everyone
     assert own["table"]["metrics"]["HR@10"]["mean"] > own["popular"]["metrics"]["HR@10"]["mean"]
     assert any("u = s(history) + f(h)" in note for note in report["notes"])
+    twins = report["twins"]
+    assert twins["items"] == 5 and 5 * 5 <= twins["pairs"] <= 5 * twins["users_per_item"]
+    assert 0 <= twins["twin_in_top_k"] <= 1 and 0 <= twins["original_in_top_k"] <= 1
     with pytest.raises(FileNotFoundError, match="--table"):
         run_eval(config_for(world, "leave-one-out", rankers=("head",), table=world["root"] / "none", ratings=False),
                  "no table")
