@@ -1,11 +1,12 @@
 """The hot-add twin check of the item table (docs/design.md section 2): is an item added through g by its text alone
 recommended where its original is?
 
-For `n_items` seeded warm items (held by at least `MIN_HOLDERS` test users), a twin (same text, new id) is added
-to a copy of the table's index the way the service hot-adds an item: its content row [g(c), g_b(c)], no residual. For up to `users_per_item` test users whose
-history holds the original, s(history) ranks every item (twins included) with their history excluded except the
-original; the check counts how often the twin and how often the original land in the top `k`. A twin that is in
-the top k about as often as its original is placed by its text where its users are.
+For `n_items` seeded warm items (held by at least `MIN_HOLDERS` test users), a twin (same text, new id) is added to
+a copy of the table's index the way the service hot-adds an item: its content row [g(c), g_b(c)], no residual. For
+up to `users_per_item` test users whose history holds the original, s(history) ranks every item (twins included)
+with their history excluded except the original; the check counts how often the twin and how often the original land
+in the top `k`. A twin that is in the top k about as often as its original is placed by its text where its users
+are.
 """
 
 from __future__ import annotations
