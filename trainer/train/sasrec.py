@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,9 +34,9 @@ from trainer.data.splits import Split
 from trainer.evaluation.harness import CoreRanker, rank_examples
 from trainer.evaluation.metrics import mean_metrics
 from trainer.machine import machine_line
+from trainer.train.epochs import EpochRun, EpochState, run_epochs
 
 log = logging.getLogger(__name__)
-RESUME_FILE = "resume.pt"
 
 
 @dataclass
@@ -86,18 +85,6 @@ class SasrecTrainConfig(SplitConfig):
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k != "out_dir"}
 
 
-@dataclass
-class _State:
-    """Training progress that `resume.pt` carries besides the tensors."""
-
-    epoch: int = 0
-    best_ndcg: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    seconds: float = 0.0
-    history: list | None = None
-
-
 def train_sasrec(config: SasrecTrainConfig, ds: Dataset | None = None) -> SasrecScorer:
     """Train (or resume, or return the finished checkpoint) and return the best model's scorer. `ds` is the
     already loaded `config.dataset`, if the caller has it."""
@@ -115,27 +102,17 @@ def train_sasrec(config: SasrecTrainConfig, ds: Dataset | None = None) -> Sasrec
                                  config.dropout))
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     order_gen = torch.Generator().manual_seed(config.seed)
-    state = _resume(folder, config, net, optimizer, order_gen)
-    log.info("training SASRec+ on %s/%s: %d users, %d items, epoch %d of at most %d", ds.name, split.protocol,
-             len(sequences), len(vocab), state.epoch, config.max_epochs)
-    while state.epoch < config.max_epochs and state.bad_epochs < config.patience:
-        start = time.perf_counter()
-        loss = _epoch(net, optimizer, sequences, config.batch_size, order_gen, state.epoch + 1)
-        valid = _validate(net, vocab, split, ds.catalog)
-        state.epoch += 1
-        state.seconds += time.perf_counter() - start
-        state.history = [*(state.history or []), {"epoch": state.epoch, "loss": loss, **valid}]
-        improved = valid["NDCG@10"] > state.best_ndcg
-        state.bad_epochs = 0 if improved else state.bad_epochs + 1
-        if improved:
-            state.best_ndcg, state.best_epoch = valid["NDCG@10"], state.epoch
-            SasrecScorer(net, vocab).save(folder, _meta(config, ds, split, state, "training"))
-            net.train()
-        _save_resume(folder, config, net, optimizer, order_gen, state)
-        tqdm.write(f"epoch {state.epoch}: loss {loss:.4f}, valid NDCG@10 {valid['NDCG@10']:.4f} HR@10 "
-                   f"{valid['HR@10']:.4f} (best {state.best_ndcg:.4f} at epoch {state.best_epoch}), "
-                   f"{time.perf_counter() - start:.0f} s")
-    return _finish(folder, config, ds, split, state)
+    run = EpochRun(folder, config.fingerprint(), "SASRec", net, optimizer, order_gen, ignore=STOPPING_LIMITS)
+    log.info("training SASRec+ on %s/%s: %d users, %d items, at most %d epochs", ds.name, split.protocol,
+             len(sequences), len(vocab), config.max_epochs)
+
+    def save_best(state: EpochState) -> None:
+        SasrecScorer(net, vocab).save(folder, _meta(config, ds, split, state, "training"))
+
+    state = run_epochs(run, config.max_epochs, config.patience,
+                       lambda epoch: _epoch(net, optimizer, sequences, config.batch_size, order_gen, epoch),
+                       lambda: _validate(net, vocab, split, ds.catalog), save_best)
+    return _finish(run, config, ds, split, state)
 
 
 def _vocabulary(ds: Dataset, split: Split) -> list[str]:
@@ -176,7 +153,7 @@ def _test_metrics(scorer: SasrecScorer, split: Split, catalog: Catalog) -> dict[
             for part, examples in test_parts(split).items()}
 
 
-def _meta(config: SasrecTrainConfig, ds: Dataset, split: Split, state: _State, status: str) -> dict:
+def _meta(config: SasrecTrainConfig, ds: Dataset, split: Split, state: EpochState, status: str) -> dict:
     return {
         "status": status, "model": "SASRec+ (full softmax cross-entropy)", "config": config.fingerprint(),
         "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
@@ -210,37 +187,14 @@ def _check_same_config(folder: Path, stored: dict, config: SasrecTrainConfig) ->
     check_same_run(folder, stored, config.fingerprint(), "SASRec", ignore=STOPPING_LIMITS)
 
 
-def _resume(folder: Path, config: SasrecTrainConfig, net: SasrecNet, optimizer: torch.optim.Optimizer,
-            order_gen: torch.Generator) -> _State:
-    path = folder / RESUME_FILE
-    if not path.is_file():
-        return _State()
-    saved = torch.load(path, weights_only=True)
-    _check_same_config(folder, saved["config"], config)
-    net.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    order_gen.set_state(saved["order_rng"])
-    torch.set_rng_state(saved["torch_rng"])
-    log.info("resuming %s after epoch %d", folder, saved["state"]["epoch"])
-    return _State(**saved["state"])
-
-
-def _save_resume(folder: Path, config: SasrecTrainConfig, net: SasrecNet, optimizer: torch.optim.Optimizer,
-                 order_gen: torch.Generator, state: _State) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (RESUME_FILE + ".tmp")
-    torch.save({"config": config.fingerprint(), "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "order_rng": order_gen.get_state(), "torch_rng": torch.get_rng_state(), "state": asdict(state)}, tmp)
-    tmp.replace(folder / RESUME_FILE)
-
-
-def _finish(folder: Path, config: SasrecTrainConfig, ds: Dataset, split: Split, state: _State) -> SasrecScorer:
+def _finish(run: EpochRun, config: SasrecTrainConfig, ds: Dataset, split: Split, state: EpochState) -> SasrecScorer:
     """Load the best model, add its test metrics to the metadata and mark the run done."""
+    folder = run.folder
     scorer = SasrecScorer.load(folder)
     meta = _meta(config, ds, split, state, "done")
     meta["metrics"]["test"] = _test_metrics(scorer, split, ds.catalog)
     meta["stopped"] = ("early stopping" if state.bad_epochs >= config.patience
                        else f"max epochs ({config.max_epochs})")
     scorer.save(folder, meta)
-    (folder / RESUME_FILE).unlink(missing_ok=True)
+    run.done()
     return scorer

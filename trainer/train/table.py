@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,13 +40,13 @@ from trainer.batch_cache import BatchCache
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, check_same_run, make_split
-from trainer.data.splits import Split
+from trainer.data.splits import Split, sample_examples
 from trainer.evaluation.harness import CoreRanker, rank_examples
 from trainer.evaluation.metrics import mean_metrics
 from trainer.machine import machine_line
+from trainer.train.epochs import RESUME_FILE, EpochRun, EpochState, run_epochs
 
 log = logging.getLogger(__name__)
-RESUME_FILE = "resume.pt"
 ITEM_BATCH = 16
 
 
@@ -125,16 +124,6 @@ class TableTrainConfig(SplitConfig):
         """Everything that decides the result (not where it is written or when training stops)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
                 if k not in ("out_dir", "max_epochs", "patience")}
-
-
-@dataclass
-class _State:
-    epoch: int = 0
-    best_ndcg: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    seconds: float = 0.0
-    history: list | None = None
 
 
 def train_table(config: TableTrainConfig, engine: Engine | None = None) -> TableArtifact:
@@ -218,27 +207,14 @@ def _train_encoder(config: TableTrainConfig, artifact: TableArtifact, features: 
     sequences = [[code[x.item_id] for x in h][-config.max_len - 1:] for h in split.train.values() if len(h) >= 2]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     order_gen = torch.Generator().manual_seed(config.seed)
-    state = _resume(folder, config, model, optimizer, order_gen)
-    valid = split.valid if not config.valid_users else _sample(split.valid, config.valid_users, config.seed)
-    log.info("training the item table on %s/%s: %d users, %d items (%d warm), epoch %d of at most %d", ds.name,
-             split.protocol, len(sequences), len(code), int(model.warm.sum()), state.epoch, config.max_epochs)
-    while state.epoch < config.max_epochs and state.bad_epochs < config.patience:
-        start = time.perf_counter()
-        loss = _epoch(config, model, features, optimizer, sequences, order_gen, state.epoch + 1)
-        metrics = _validate(artifact, features, ds, valid)
-        state.epoch += 1
-        state.seconds += time.perf_counter() - start
-        state.history = [*(state.history or []), {"epoch": state.epoch, "loss": loss,
-                                                  "seconds": round(state.seconds, 1), **metrics}]
-        improved = metrics["NDCG@10"] > state.best_ndcg
-        state.bad_epochs = 0 if improved else state.bad_epochs + 1
-        if improved:
-            state.best_ndcg, state.best_epoch = metrics["NDCG@10"], state.epoch
-            artifact.save(folder, _meta(config, ds, split, state, "training"))
-        _save_resume(folder, config, model, optimizer, order_gen, state)
-        tqdm.write(f"epoch {state.epoch}: loss {loss:.4f}, valid NDCG@10 {metrics['NDCG@10']:.4f} HR@10 "
-                   f"{metrics['HR@10']:.4f} (best {state.best_ndcg:.4f} at epoch {state.best_epoch}), "
-                   f"{time.perf_counter() - start:.0f} s")
+    run = EpochRun(folder, config.fingerprint(), "item-table", model, optimizer, order_gen)
+    valid = split.valid if not config.valid_users else sample_examples(split.valid, config.valid_users, config.seed)
+    log.info("training the item table on %s/%s: %d users, %d items (%d warm), at most %d epochs", ds.name,
+             split.protocol, len(sequences), len(code), int(model.warm.sum()), config.max_epochs)
+    state = run_epochs(run, config.max_epochs, config.patience,
+                       lambda epoch: _epoch(config, model, features, optimizer, sequences, order_gen, epoch),
+                       lambda: _validate(artifact, features, ds, valid),
+                       lambda state: artifact.save(folder, _meta(config, ds, split, state, "training")))
     best = TableArtifact.load(folder)
     best.save(folder, {**_meta(config, ds, split, state, "encoder done"), **_kept(best.meta)})
 
@@ -278,13 +254,7 @@ def _validate(artifact: TableArtifact, features: torch.Tensor, ds: Dataset, exam
     return mean_metrics(rank_examples(ranker, examples, artifact.item_ids, desc="validating").per_query())
 
 
-def _sample(examples: list, n: int, seed: int) -> list:
-    from trainer.data.splits import sample_examples
-
-    return sample_examples(examples, n, seed)
-
-
-def _meta(config: TableTrainConfig, ds: Dataset, split: Split, state: _State, status: str) -> dict:
+def _meta(config: TableTrainConfig, ds: Dataset, split: Split, state: EpochState, status: str) -> dict:
     return {
         "status": status, "model": "item table g(c) + e with a SASRec encoder (full softmax, DropoutNet)",
         "config": config.fingerprint(),
@@ -305,27 +275,3 @@ def _finished(folder: Path, config: TableTrainConfig) -> TableArtifact | None:
     meta = json.loads(path.read_text(encoding="utf-8"))
     check_same_run(folder, meta.get("config", {}), config.fingerprint(), "item-table")
     return TableArtifact.load(folder) if is_finished(meta) else None
-
-
-def _resume(folder: Path, config: TableTrainConfig, model: TableModel, optimizer: torch.optim.Optimizer,
-            order_gen: torch.Generator) -> _State:
-    path = folder / RESUME_FILE
-    if not path.is_file():
-        return _State()
-    saved = torch.load(path, weights_only=True)
-    check_same_run(folder, saved["config"], config.fingerprint(), "item-table")
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    order_gen.set_state(saved["order_rng"])
-    torch.set_rng_state(saved["torch_rng"])
-    log.info("resuming %s after epoch %d", folder, saved["state"]["epoch"])
-    return _State(**saved["state"])
-
-
-def _save_resume(folder: Path, config: TableTrainConfig, model: TableModel, optimizer: torch.optim.Optimizer,
-                 order_gen: torch.Generator, state: _State) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (RESUME_FILE + ".tmp")
-    torch.save({"config": config.fingerprint(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "order_rng": order_gen.get_state(), "torch_rng": torch.get_rng_state(), "state": asdict(state)}, tmp)
-    tmp.replace(folder / RESUME_FILE)
