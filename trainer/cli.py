@@ -96,7 +96,7 @@ def cmd_train_table(args: argparse.Namespace) -> int:
     from trainer.train.table import TableTrainConfig, train_table
 
     config = config_from_args(TableTrainConfig, args)
-    artifact = train_table(config)
+    artifact = train_table(config, command=_command_line())
     heads = artifact.meta.get("heads", {})
     print(f"item table {config.folder}: best epoch {artifact.meta['best_epoch']} of {artifact.meta['epochs']}, valid "
           f"NDCG@10 of s alone {artifact.meta['metrics']['valid_s'].get('NDCG@10', float('nan')):.4f}"

@@ -126,9 +126,9 @@ class TableTrainConfig(SplitConfig):
                 if k not in ("out_dir", "max_epochs", "patience")}
 
 
-def train_table(config: TableTrainConfig, engine: Engine | None = None) -> TableArtifact:
+def train_table(config: TableTrainConfig, engine: Engine | None = None, command: str = "") -> TableArtifact:
     """Train (or resume, or return the finished artifact); `engine` is the language model when the caller has it
-    loaded (else it is loaded when the features or the heads need it)."""
+    loaded (else it is loaded when the features or the heads need it); `command` is recorded in the manifest."""
     folder = config.folder
     done = _finished(folder, config)
     if done is not None:
@@ -158,7 +158,7 @@ def train_table(config: TableTrainConfig, engine: Engine | None = None) -> Table
         artifact = TableArtifact.load(folder)
         train_heads(config, artifact, features, ds, split, engine, folder)
     artifact = TableArtifact.load(folder)
-    artifact.save(folder, {**artifact.meta, "status": "done"})
+    artifact.save(folder, {**artifact.meta, "status": "done", "command": command})
     (folder / RESUME_FILE).unlink(missing_ok=True)
     return artifact
 
