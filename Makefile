@@ -57,20 +57,35 @@ EVAL_ARGS ?=
 CL_PROTOCOL ?= leave-one-out
 CL_ADAPTER := artifacts/adapters/ml-1m-$(CL_PROTOCOL)-cl-seed0
 
-# `make -j2 eval` runs two one-thread jobs side by side (the two SASRec+ runs, then the two evaluations).
-.PHONY: sasrec-loo sasrec-cold index-ml1m eval-loo eval-cold
+# `make -j2 eval` runs two one-thread jobs side by side (the two SASRec+ runs, the two tables, the two evaluations).
+# The evaluation builds the LLM's item states itself (cached under artifacts/table-cache, shared with train-table).
+.PHONY: sasrec-loo sasrec-cold table-loo table-cold eval-loo eval-cold ship-ml100k
 sasrec-loo: setup
 	$(BIN)/reasonrec train-sasrec --dataset ml-1m --threads $(THREADS)
 sasrec-cold: setup
 	$(BIN)/reasonrec train-sasrec --dataset ml-1m --protocol cold-items --threads $(THREADS)
-index-ml1m: setup
-	$(BIN)/reasonrec index --dataset ml-1m --threads $(THREADS)
-eval-loo: sasrec-loo index-ml1m
+table-loo: setup
+	$(BIN)/reasonrec train-table --dataset ml-1m --threads $(THREADS) --head-users 500
+table-cold: setup
+	$(BIN)/reasonrec train-table --dataset ml-1m --protocol cold-items --threads $(THREADS) --no-head
+eval-loo: sasrec-loo table-loo
 	$(BIN)/reasonrec eval --dataset ml-1m --protocol leave-one-out --threads $(THREADS) $(EVAL_ARGS)
-eval-cold: sasrec-cold index-ml1m
-	$(BIN)/reasonrec eval --dataset ml-1m --protocol cold-items --threads $(THREADS) $(EVAL_ARGS)
+eval-cold: sasrec-cold table-cold
+	$(BIN)/reasonrec eval --dataset ml-1m --protocol cold-items --threads $(THREADS) \
+		--rankers sasrec,popular,content,table,table-content $(EVAL_ARGS)
 
-eval: eval-loo eval-cold  ## SASRec+ (both protocols), the LLM index, every ranker on ML-1M -> docs/results/ml-1m-*
+eval: eval-loo eval-cold  ## SASRec+ and the item table (both protocols), every ranker on ML-1M -> docs/results/ml-1m-*
+
+# The small artifacts `make serve` uses on a fresh machine (deploy/artifacts/ml-100k, committed with their
+# manifests): SASRec+ and the item table trained on ML-100k leave-one-out, then copied there.
+SHIPPED := deploy/artifacts/ml-100k
+ship-ml100k: setup  ## retrain the ML-100k artifacts shipped with the repository (about an hour on 2 cores)
+	$(BIN)/reasonrec train-sasrec --dataset ml-100k --threads $(THREADS)
+	$(BIN)/reasonrec train-table --dataset ml-100k --threads $(THREADS) --head-users 400
+	rm -rf $(SHIPPED)/sasrec $(SHIPPED)/table && mkdir -p $(SHIPPED)/sasrec $(SHIPPED)/table
+	cp artifacts/sasrec/ml-100k-leave-one-out-seed0/model.safetensors artifacts/sasrec/ml-100k-leave-one-out-seed0/meta.json $(SHIPPED)/sasrec/
+	cp artifacts/tables/ml-100k-leave-one-out-seed0/table.* artifacts/tables/ml-100k-leave-one-out-seed0/head-alone.safetensors \
+		artifacts/tables/ml-100k-leave-one-out-seed0/center.npy $(SHIPPED)/table/
 
 # The adapter is trained on the protocol's own training split (a cold-item run never sees the cold items), so
 # each protocol has its own: make train-cl CL_PROTOCOL=cold-items. Needs `make eval`'s SASRec+ checkpoints.
