@@ -49,7 +49,8 @@ def redis_prefix() -> Iterator[str]:
     try:
         client.ping()
     except redis.RedisError as exc:
-        pytest.fail(f"these tests need a Redis server at {SHARED_REDIS} (e.g. apt-get install redis-server): {exc}")
+        pytest.fail(f"these tests need a Redis at {SHARED_REDIS} (REASONREC_TEST_REDIS_URL), or the redis-server "
+                    f"binary to start one (apt-get install -y redis-server): {exc}")
     yield prefix
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
     if keys:

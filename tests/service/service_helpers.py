@@ -4,6 +4,7 @@ index, real uvicorn servers on free loopback ports (each in a thread), a fault-i
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ from model.prompts import item_prompt
 from service.main import create_app
 from service.settings import Settings
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
+SHARED_REDIS = os.environ.get("REASONREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # tests/conftest.py
 ADMIN_TOKEN = "test-admin-token"
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "Animation", "Western")
 
