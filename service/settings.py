@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         description="Deadline of an engine call; past it the fallback ranker answers (or the estimate). 64 reasoning "
         "tokens take ~8 s on 2 idle CPU cores with SmolLM2-135M, several times that on a busy machine.",
     )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body of the public routes (a /recommend or /rate body "
+        "with 200 long history entries is ~100 kB); over it: 413, and the body is not read.",
+    )
+    max_admin_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest /admin body, checked after the admin token (1,000 items "
+        "with 5,000-character descriptions are ~6 MB); over it: 413, and the body is not read.",
+    )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the /admin routes; unset: the admin routes answer 403."
     )
