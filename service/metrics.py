@@ -53,6 +53,12 @@ class Metrics:
             "reasonrec_late_results",
             "Engine results that came after every waiting request had fallen back, cached for the retry.", registry=r,
         )
+        self.catalog_sync_skipped = Counter(
+            "reasonrec_catalog_sync_skipped",
+            "Catalog-sync stream entries this replica skipped, by reason: malformed (fields, JSON, item values), "
+            "vectors (size or values), rejected (refused by the index). Each is logged with its stream id.",
+            ["reason"], registry=r,
+        )
         self.engine_batch_rows = Histogram(
             "reasonrec_engine_batch_rows", "Rows per engine batch (method=decode: per continuous decode step).",
             ["method"], buckets=BATCH_BUCKETS, registry=r,

@@ -160,12 +160,14 @@ class RateResponse(BaseModel):
 
 
 class ItemOut(BaseModel):
-    item_id: str
+    """An item as the catalog holds it; also the check applied to items arriving through catalog sync."""
+
+    item_id: str = Field(min_length=1)
     title: str
     genres: list[str]
     year: int | None
-    avg_rating: float | None
-    rating_count: int
+    avg_rating: float | None = Field(allow_inf_nan=False)
+    rating_count: int = Field(ge=0)
     description: str | None
 
 

@@ -107,6 +107,10 @@ class AppState:
             self.index_problem = f"catalog sync cannot read the shared changes from Redis ({type(exc).__name__}: {exc})"
             log.error("%s", self.index_problem)
             return False
+        except Exception as exc:  # a bug while replaying must cost readiness (503), not every request (500)
+            self.index_problem = f"catalog sync could not replay the shared changes ({type(exc).__name__}: {exc})"
+            log.exception("%s", self.index_problem)
+            return False
         return True
 
     def _try_load_index(self) -> ItemStore | None:
