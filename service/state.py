@@ -78,6 +78,8 @@ class AppState:
     rankers: dict[str, Ranker] = field(default_factory=dict)
     sync: CatalogSync | None = None
     _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    admin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Admin writes run one at a time (service.admin: a failed save reloads the store from disk)."""
     _failed_at: tuple[int, int] | None = None  # (mtime_ns, size) of the CURRENT file that failed to load
 
     def ready_store(self) -> ItemStore:
@@ -85,6 +87,11 @@ class AppState:
         if self.store is None:
             raise ApiError(503, f"the item index is not ready: {self.index_problem}")
         return self.store
+
+    def replace_store(self, store: ItemStore) -> None:
+        """Serve `store` from now on (requests that already hold the old one finish with it)."""
+        self.store = store
+        self.metrics.index_items.set(len(store))
 
     async def ensure_index(self) -> ItemStore | None:
         """The store, loading it first if it is not loaded yet and an index (a new one, if the last failed) exists."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from fastapi import FastAPI
 from service_helpers import SHARED_REDIS, FaultyEngine, Server, build_index, make_catalog, start_server, tiny_settings
 
 from indexer.catalog import Catalog
@@ -60,11 +61,11 @@ def redis_prefix() -> Iterator[str]:
 
 @pytest.fixture
 def serve() -> Iterator[ServerFactory]:
-    """serve(settings, engine=None) -> a running Server; every one still running is stopped after the test."""
+    """serve(settings, engine=None, app=None) -> a running Server; every one still running is stopped after the test."""
     running: list[Server] = []
 
-    def factory(settings: Settings, engine: Engine | None = None) -> Server:
-        server = start_server(settings, engine)
+    def factory(settings: Settings, engine: Engine | None = None, app: FastAPI | None = None) -> Server:
+        server = start_server(settings, engine, app)
         running.append(server)
         return server
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import uvicorn
+from fastapi import FastAPI
 
 from indexer.catalog import Catalog, Item
 from indexer.store import ItemStore
@@ -119,14 +120,15 @@ class Server:
         return 0.0
 
 
-def start_server(settings: Settings, engine: Engine | None) -> Server:
-    """Start the app for `settings` under uvicorn in a thread, on a free loopback port; wait until it serves."""
+def start_server(settings: Settings, engine: Engine | None, app: FastAPI | None = None) -> Server:
+    """Start the app for `settings` (or `app`, built by the caller) under uvicorn in a thread, on a free loopback
+    port; wait until it serves."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings, engine=engine), log_config=None, lifespan="on", timeout_graceful_shutdown=5
+        app or create_app(settings, engine=engine), log_config=None, lifespan="on", timeout_graceful_shutdown=5
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
