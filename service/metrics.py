@@ -34,7 +34,8 @@ class Metrics:
             ["stage"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.cache_total = Counter(
-            "reasonrec_cache", "Cache lookups by result: hit, miss, error (cache unusable, went on uncached).",
+            "reasonrec_cache", "Cache lookups by result: hit, miss, invalid (a value that is not a usable entry: "
+            "ignored and recomputed), error (cache unusable, went on uncached).",
             ["result"], registry=r,
         )
         self.fallback_total = Counter(

@@ -134,7 +134,8 @@ class RecommendResponse(BaseModel):
     reasoning: str | None
     ranker: str = Field(description="The ranker that answered (the fallback ranker when `fallback` is set).")
     cached: bool
-    fallback: str | None = Field(description='Why the fallback ranker answered ("timeout", "engine_error"), or null.')
+    fallback: str | None = Field(description='Why the fallback ranker answered ("timeout", "engine_error", '
+                                 '"cannot_score"), or null.')
     notes: list[str] = Field(
         default_factory=list, description="What the ranker could not do (e.g. sasrec cannot score hot-added items)."
     )

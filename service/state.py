@@ -140,6 +140,11 @@ class AppState:
             self.index_problem = str(exc)
             log.error("cannot load the index at %s: %s", self.index_dir, exc)
             return None
+        except Exception as exc:  # a damage the checks above did not foresee: still 503 (not ready), never a 500
+            self._failed_at = marker
+            self.index_problem = f"the index at {self.index_dir} cannot be loaded ({type(exc).__name__}: {exc})"
+            log.exception("cannot load the index at %s", self.index_dir)
+            return None
         log.info("loaded index %s (%d items) from %s", store.manifest.version_id, len(store), self.index_dir)
         return store
 

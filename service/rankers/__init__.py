@@ -7,7 +7,7 @@ and the fallback pick it up from here. A ranker with `uses_engine = False` may s
 
 from __future__ import annotations
 
-from service.rankers.base import Ranked, Ranker, RankQuery
+from service.rankers.base import CannotRank, Ranked, Ranker, RankQuery
 from service.rankers.llm import DirectRanker, ReasoningRanker
 from service.rankers.popular import PopularRanker
 from service.rankers.sasrec import SasrecRanker
@@ -22,7 +22,10 @@ LAST_RESORT_RANKER = "popular"
 """Answers when the configured fallback ranker cannot (e.g. sasrec without a checkpoint): needs only the catalog."""
 RANKER_NAMES: tuple[str, ...] = tuple(RANKERS)
 
-__all__ = ["LAST_RESORT_RANKER", "RANKERS", "RANKER_NAMES", "RankQuery", "Ranked", "Ranker", "check_ranker_settings"]
+__all__ = [
+    "LAST_RESORT_RANKER", "RANKERS", "RANKER_NAMES", "CannotRank", "RankQuery", "Ranked", "Ranker",
+    "check_ranker_settings",
+]
 
 
 def check_ranker_settings(default_ranker: str, fallback_ranker: str) -> None:

@@ -27,6 +27,15 @@ class RankQuery:
     """Request time, unix seconds (prompts show history ages relative to it)."""
 
 
+class CannotRank(Exception):
+    """This ranker cannot rank this query (e.g. sasrec knows no item of the history, or the engine failed); the
+    next ranker of the fallback chain answers and the response's `fallback` says `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Ranked:
     items: list[tuple[str, float]]
@@ -46,6 +55,6 @@ class Ranker(Protocol):
     def __init__(self, state: AppState) -> None: ...
 
     async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
-        """Rank for `query`; add per-stage milliseconds to `timings_ms`; raise `EngineFailure` if the engine
-        timed out or failed."""
+        """Rank for `query`; add per-stage milliseconds to `timings_ms`; raise `CannotRank` (e.g. `EngineFailure`
+        when the engine timed out or failed) to hand the query to the fallback ranker."""
         ...

@@ -47,12 +47,13 @@ class LlmRanker(ABC):
         state = self.state
         prompt = user_prompt(query.history, query.now)
         key = cache_key(state.engine.fingerprint, self.mode, self.sampling(query), prompt)
+        store = state.ready_store()
         entry, cached = await state.coalescer.get(
-            key, lambda deadline: self.compute(prompt, query, deadline), stage=self.stage,
+            key, lambda deadline: self.compute(prompt, query, deadline),
+            accept=lambda found: found.vector is not None and store.searchable(found.vector), stage=self.stage,
             timeout_s=state.settings.request_timeout_s, timings_ms=timings_ms,
         )
-        assert entry.vector is not None, "an LLM ranker's cache entry always holds the user vector"
-        store = state.ready_store()
+        assert entry.vector is not None, "accepted entries hold a searchable user vector"
         with state.metrics.stage("search", timings_ms):
             results = await asyncio.to_thread(store.search, entry.vector[None, :], query.k, [query.exclude],
                                               state.settings.popularity_prior)

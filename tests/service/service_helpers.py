@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -52,7 +52,8 @@ def popular_order(catalog: Catalog) -> list[str]:
 
 class FaultyEngine:
     """Fault injection around a real engine: `delay_s` sleeps before every call, `error` is raised instead of
-    answering, `garble` replaces generated text (to produce unparseable ratings). Change them at any time."""
+    answering, `garble` replaces generated text (to produce unparseable ratings), `user_vector` replaces every
+    user vector (e.g. NaN, as a broken model gives). Change them at any time."""
 
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
@@ -62,6 +63,7 @@ class FaultyEngine:
         self.delay_s = 0.0
         self.error: Exception | None = None
         self.garble: str | None = None
+        self.user_vector: np.ndarray | None = None
 
     def _fault(self) -> None:
         if self.delay_s:
@@ -71,11 +73,13 @@ class FaultyEngine:
 
     def reason(self, user_texts: Sequence[str], max_new_tokens: int) -> list[Reasoning]:
         self._fault()
-        return self.inner.reason(user_texts, max_new_tokens)
+        out = self.inner.reason(user_texts, max_new_tokens)
+        return out if self.user_vector is None else [replace(r, vector=self.user_vector.copy()) for r in out]
 
     def embed_direct(self, user_texts: Sequence[str]) -> np.ndarray:
         self._fault()
-        return self.inner.embed_direct(user_texts)
+        out = self.inner.embed_direct(user_texts)
+        return out if self.user_vector is None else np.tile(self.user_vector, (len(out), 1))
 
     def embed_items(self, item_texts: Sequence[str]) -> np.ndarray:
         self._fault()
