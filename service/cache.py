@@ -133,12 +133,13 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, url: str, prefix: str, ttl_s: int, timeout_s: float) -> None:
+    def __init__(self, url: str, prefix: str, ttl_s: int, timeout_s: float, password: str | None = None) -> None:
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+            url, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
         )
 
     async def _bounded(self, call: Any) -> Any:
@@ -218,7 +219,8 @@ def make_cache(settings: Settings, metrics: Metrics) -> Cache:
     """Redis when `redis_url` is set, else the in-process LRU."""
     if settings.redis_url:
         backend: Backend = RedisBackend(
-            settings.redis_url, settings.cache_prefix, settings.cache_ttl_s, settings.cache_timeout_s
+            settings.redis_url, settings.cache_prefix, settings.cache_ttl_s, settings.cache_timeout_s,
+            settings.redis_secret(),
         )
     else:
         backend = LruBackend(settings.cache_size, float(settings.cache_ttl_s))

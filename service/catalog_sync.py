@@ -140,11 +140,11 @@ def parse_vectors(raw: bytes, raw_dim: bytes, count: int, dim: int) -> np.ndarra
 class CatalogSync:
     """Keeps one replica's store in step with the shared stream; `attach` once the base index is loaded."""
 
-    def __init__(self, redis_url: str, prefix: str, metrics: Metrics) -> None:
+    def __init__(self, redis_url: str, prefix: str, metrics: Metrics, password: str | None = None) -> None:
         self.prefix = prefix
         self.metrics = metrics
         self.redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=WATCH_BLOCK_MS / 1000 + 5, socket_connect_timeout=2
+            redis_url, password=password, socket_timeout=WATCH_BLOCK_MS / 1000 + 5, socket_connect_timeout=2
         )
         self.store: ItemStore | None = None
         self.key = ""

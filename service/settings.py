@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis URL (e.g. redis://127.0.0.1:6379/0); unset: an in-process LRU cache."
     )
+    redis_password: SecretStr | None = Field(
+        None, description="Password of the Redis user (AUTH; the user name goes in the URL: "
+        "redis://reasonrec@host:6379/0); kept out of REASONREC_REDIS_URL so it shows in no log or settings dump.",
+    )
     cache_prefix: str = Field("reasonrec:", max_length=64, description="Prefix of every Redis key this service writes.")
     cache_ttl_s: int = Field(24 * 3600, ge=1, description="Lifetime of a cached reasoning or rating, in seconds.")
     cache_size: int = Field(10_000, ge=1, description="Entries kept by the in-process LRU cache (no Redis).")
@@ -114,6 +118,10 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `serve` binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port `serve` binds.")
+
+    def redis_secret(self) -> str | None:
+        """The Redis password in clear, for the Redis clients only."""
+        return self.redis_password.get_secret_value() if self.redis_password is not None else None
 
     @field_validator("vllm_generate_urls", "vllm_pool_urls", mode="before")
     @classmethod

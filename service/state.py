@@ -191,7 +191,7 @@ async def start_state(settings: Settings, metrics: Metrics, engine: Engine | Non
     )
     state.rankers = {name: cls(state) for name, cls in RANKERS.items()}
     if settings.catalog_sync:
-        state.sync = CatalogSync(str(settings.redis_url), settings.cache_prefix, metrics)
+        state.sync = CatalogSync(str(settings.redis_url), settings.cache_prefix, metrics, settings.redis_secret())
     await state.ensure_index()
     if state.store is None:
         log.warning("serving without an index: %s", state.index_problem)
