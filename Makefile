@@ -13,7 +13,7 @@ ADAPTER_FLAG := $(if $(ADAPTER),--adapter $(ADAPTER),)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast test-slow index serve clean-venv eval train-cl
+.PHONY: setup test test-fast test-slow index serve clean-venv eval train-cl fuzz faults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: setup  ## fast suite on the tiny model, then the slow tests on the real Sm
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# The fast suite runs a short fuzz profile and quick fault checks; these are the long runs, which write their
+# figures (with this command and the machine) into docs/results/reliability.md and .json.
+fuzz: setup  ## schemathesis over the running gateway's OpenAPI spec, >= 1,000 cases -> docs/results/reliability.*
+	REASONREC_FUZZ=long REASONREC_RELIABILITY_COMMAND="make fuzz" $(BIN)/python -m pytest -q tests/service/test_fuzz_api.py
 
 index: setup  ## encode a dataset's catalog into artifacts/indexes/<dataset> (DATASET=ml-100k|ml-1m)
 	$(BIN)/reasonrec index --dataset $(DATASET) $(ADAPTER_FLAG)

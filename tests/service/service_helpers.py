@@ -5,15 +5,20 @@ index, real uvicorn servers on free loopback ports (each in a thread), a fault-i
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
+import redis
+import torch
 import uvicorn
 from fastapi import FastAPI
 
@@ -21,6 +26,7 @@ from indexer.catalog import Catalog, Item
 from indexer.store import ItemStore
 from model.engine import Engine, Generation, Reasoning
 from model.prompts import item_prompt
+from model.sasrec import SasrecConfig, SasrecNet, SasrecScorer
 from service.main import create_app
 from service.settings import Settings
 
@@ -44,6 +50,14 @@ def build_index(engine: Engine, catalog: Catalog, root: Path) -> Path:
     vectors = engine.embed_items([item_prompt(item) for item in catalog])
     ItemStore.create(catalog, vectors, engine.fingerprint, dataset="ml-test").save(root)
     return root
+
+
+def write_sasrec_checkpoint(folder: Path, vocabulary: Sequence[str]) -> Path:
+    """An untrained (seeded) small SASRec checkpoint over `vocabulary`, as `reasonrec train-sasrec` saves one."""
+    torch.manual_seed(0)
+    net = SasrecNet(SasrecConfig(n_items=len(vocabulary), max_len=16, hidden=16))
+    SasrecScorer(net, list(vocabulary)).save(folder, {"dataset": "test"})
+    return folder
 
 
 def popular_order(catalog: Catalog) -> list[str]:
@@ -144,6 +158,25 @@ def start_server(settings: Settings, engine: Engine | None, app: FastAPI | None 
         time.sleep(0.01)
     url = f"http://127.0.0.1:{port}"
     return Server(url, httpx.Client(base_url=url, timeout=60), server, thread)
+
+
+@contextmanager
+def private_prefix(name: str = "test") -> Iterator[str]:
+    """A private key prefix on the shared test Redis; every key under it is deleted afterwards."""
+    prefix = f"reasonrec-{name}-{secrets.token_hex(6)}:"
+    client = redis.Redis.from_url(SHARED_REDIS, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"these tests need a Redis at {SHARED_REDIS} (REASONREC_TEST_REDIS_URL), or the redis-server "
+                    f"binary to start one (apt-get install -y redis-server): {exc}")
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 def tiny_settings(index_dir: Path, **overrides: object) -> Settings:

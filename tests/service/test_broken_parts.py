@@ -10,22 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-import torch
-from service_helpers import SHARED_REDIS, assert_error, history, popular_order, tiny_settings
+from service_helpers import SHARED_REDIS, assert_error, history, popular_order, tiny_settings, write_sasrec_checkpoint
 
 from indexer.store import CURRENT_FILE, ItemStore
-from model.sasrec import SasrecConfig, SasrecNet, SasrecScorer
 
 UNSEEN = ("7", "8")  # catalog items the checkpoint never saw
 
 
 @pytest.fixture
 def checkpoint(catalog, tmp_path) -> Path:
-    torch.manual_seed(0)
-    vocabulary = [i for i in catalog.ids() if i not in UNSEEN]
-    folder = tmp_path / "sasrec"
-    SasrecScorer(SasrecNet(SasrecConfig(n_items=len(vocabulary), max_len=16, hidden=16)), vocabulary).save(folder, {})
-    return folder
+    return write_sasrec_checkpoint(tmp_path / "sasrec", [i for i in catalog.ids() if i not in UNSEEN])
 
 
 def popular_ids(catalog, exclude: str, k: int) -> list[str]:
