@@ -40,6 +40,10 @@ test-fast: setup
 fuzz: setup  ## schemathesis over the running gateway's OpenAPI spec, >= 1,000 cases -> docs/results/reliability.*
 	REASONREC_FUZZ=long REASONREC_RELIABILITY_COMMAND="make fuzz" $(BIN)/python -m pytest -q tests/service/test_fuzz_api.py
 
+faults: setup  ## Redis restarts, a hanging engine, kill -9, a full disk, two replicas -> docs/results/reliability.*
+	REASONREC_FAULTS=full REASONREC_RELIABILITY_COMMAND="make faults" $(BIN)/python -m pytest -q -s -rs \
+		tests/service/test_fault_injection.py
+
 index: setup  ## encode a dataset's catalog into artifacts/indexes/<dataset> (DATASET=ml-100k|ml-1m)
 	$(BIN)/reasonrec index --dataset $(DATASET) $(ADAPTER_FLAG)
 

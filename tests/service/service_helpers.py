@@ -130,12 +130,17 @@ class Server:
 
     def metric(self, name: str, **labels: str) -> float:
         """Current value of one sample in /metrics (0 when absent)."""
-        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in self.client.get("/metrics").text.splitlines():
-            sample, _, value = line.rpartition(" ")
-            if sample == (f"{name}{{{wanted}}}" if labels else name):
-                return float(value)
-        return 0.0
+        return metric_value(self.client.get("/metrics").text, name, **labels)
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in exposition.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == (f"{name}{{{wanted}}}" if labels else name):
+            return float(value)
+    return 0.0
 
 
 def start_server(settings: Settings, engine: Engine | None, app: FastAPI | None = None) -> Server:
