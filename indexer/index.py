@@ -160,11 +160,8 @@ class ItemIndex:
 
     def searchable(self, query: np.ndarray) -> bool:
         """Whether one query vector can be searched: shape (dim,), finite, and not zero (once centered)."""
-        q = np.asarray(query)
-        if q.shape != (self.dim,):
-            return False
         try:
-            self._prepare(q[None, :], "query")
+            self._prepare(np.asarray(query).reshape(1, -1), "query")
         except ValueError:
             return False
         return True
@@ -365,19 +362,16 @@ def _read_meta(path: Path) -> dict:
         raise CorruptIndexError(f"missing index file {path}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise CorruptIndexError(f"{path}: not an index id map ({exc!r})") from exc
-    if not _is_count(meta["next_id"]) or not isinstance(meta["ids"], list) or not all(map(_is_id_pair, meta["ids"])):
+    next_id, ids = meta["next_id"], meta["ids"]
+    if type(next_id) is not int or next_id < 0 or not isinstance(ids, list) or not all(map(_is_id_pair, ids)):
         raise CorruptIndexError(f"{path}: the id map must be a list of [item id, FAISS id >= 0] pairs and next_id "
                                 "a count")
     return meta
 
 
-def _is_count(value: object) -> bool:
-    return type(value) is int and value >= 0
-
-
 def _is_id_pair(pair: object) -> bool:
-    return isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and bool(pair[0]) \
-        and _is_count(pair[1])
+    return isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and pair[0] != "" \
+        and type(pair[1]) is int and pair[1] >= 0
 
 
 def _read_center(path: Path) -> np.ndarray:

@@ -34,7 +34,7 @@ from reliability_report import record
 from service_helpers import ADMIN_TOKEN, admin_headers, history, metric_value
 from small_disk import SmallDisk
 
-from indexer.store import ItemStore
+from indexer.store import TMP_PREFIX, VERSIONS_DIR, ItemStore
 
 PROFILE = os.environ.get("REASONREC_FAULTS", "quick")
 FULL = PROFILE == "full"
@@ -191,24 +191,41 @@ def add_batch(url: str, ids: list[str], outcome: dict[str, object]) -> None:
         outcome["error"] = type(exc).__name__
 
 
+def kill_while_saving(gateway: GatewayProcess, versions: Path, timeout_s: float) -> bool:
+    """kill -9 the gateway as soon as it writes a version folder (a temporary one appears); True if it was caught
+    in the act, False if the save never started in time (killed then anyway)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(path.name.startswith(TMP_PREFIX) for path in versions.iterdir()):
+            gateway.kill()
+            return True
+        time.sleep(0.0005)
+    gateway.kill()
+    return False
+
+
 def test_kill_9_in_the_middle_of_an_admin_add_loses_and_duplicates_nothing(pristine_index, tmp_path):
-    rounds, batch = (12, 20) if FULL else (1, 10)
+    rounds, batch = (12, 20) if FULL else (2, 10)
     index = index_copy(pristine_index, tmp_path)
     gateway = GatewayProcess({"REASONREC_INDEX_DIR": str(index), "REASONREC_ADMIN_TOKEN": ADMIN_TOKEN},
                              tmp_path / "gateway.log").start()
     rng = random.Random(0)
     batches: list[tuple[list[str], dict[str, object]]] = []
+    caught_saving = 0
     try:
         gateway.wait_ready()
         start = time.monotonic()
         add_batch(gateway.url, [f"warmup-{i}" for i in range(batch)], {})
-        add_s = time.monotonic() - start  # how long an add takes here: the kill lands anywhere in [0, 1.5 x that]
-        for round_number in range(rounds):
+        add_s = time.monotonic() - start  # how long an add takes here
+        for round_number in range(rounds):  # even rounds: kill at a random moment; odd ones: while it saves
             ids, outcome = [f"r{round_number}-{i}" for i in range(batch)], {}
             adder = threading.Thread(target=add_batch, args=(gateway.url, ids, outcome))
             adder.start()
-            time.sleep(rng.uniform(0, 1.5 * add_s))
-            gateway.kill()
+            if round_number % 2:
+                caught_saving += kill_while_saving(gateway, index / VERSIONS_DIR, timeout_s=10 * add_s + 5)
+            else:
+                time.sleep(rng.uniform(0, 1.5 * add_s))
+                gateway.kill()
             adder.join()
             batches.append((ids, outcome))
             gateway.start().wait_ready()  # the index loads (else not ready, and this fails)
@@ -222,8 +239,9 @@ def test_kill_9_in_the_middle_of_an_admin_add_loses_and_duplicates_nothing(prist
     duplicated = store.manifest.count - len(store.catalog)  # vectors beyond one per catalog id
     saved = sum(n == batch for n in present)
     figure(fault="kill -9 during an admin add", sent=rounds, failed=partial, lost=lost, duplicated=duplicated,
-           what=f"{rounds} adds of {batch} items, SIGKILL at a random moment (an add takes ~{add_s:.2f} s), restart",
-           other={"batches saved": saved, "not saved": rounds - saved,
+           what=f"{rounds} adds of {batch} items (~{add_s:.2f} s each), SIGKILL at a random moment or while the "
+           "version folder is written, restart",
+           other={"killed while saving": caught_saving, "batches saved": saved, "not saved": rounds - saved,
                   "acknowledged": sum(outcome.get("status") == 200 for _, outcome in batches),
                   "half-saved": partial, "index loads": "yes"},
            target="each batch once or not at all; 0 lost", met=partial == 0 and lost == 0 and duplicated == 0)
