@@ -9,9 +9,10 @@ a real tmpfs. Each scenario prints its figures (requests sent, failed, items los
   after a restart;
 - two replicas, one admin add: visible on the other within 1 s.
 
-`REASONREC_FAULTS=quick` (default; part of `make test`) runs the hang, kill -9 and full-disk scenarios briefly (the
-Redis outage and the two replicas are covered there in process by test_redis_outage.py and test_catalog_sync.py);
-`full` (`make faults`) runs all five, longer, and writes the figures into docs/results/reliability.md and .json.
+`REASONREC_FAULTS=quick` (default; part of `make test`) runs one kill -9 while the index is saved and the full disk
+(the Redis outage, the engine timeout and the two replicas are covered there by test_redis_outage.py,
+test_faults.py and test_catalog_sync.py); `full` (`make faults`) runs all five, longer, and writes the figures
+into docs/results/reliability.md and .json.
 The hang is judged by the server's own answer time (`x-total-time`); the client's is reported beside it.
 """
 
@@ -137,6 +138,7 @@ def test_redis_killed_and_restarted_under_load_fails_no_request(pristine_index, 
     assert ready == 200
 
 
+@pytest.mark.skipif(not FULL, reason="make faults (REASONREC_FAULTS=full); in process: test_faults.py")
 def test_a_hanging_engine_is_answered_by_the_fallback_within_the_deadline(pristine_index, tmp_path):
     deadline_s, rounds = 2.0, (12 if FULL else 2)
     gateway = GatewayProcess({
@@ -205,7 +207,7 @@ def kill_while_saving(gateway: GatewayProcess, versions: Path, timeout_s: float)
 
 
 def test_kill_9_in_the_middle_of_an_admin_add_loses_and_duplicates_nothing(pristine_index, tmp_path):
-    rounds, batch = (12, 20) if FULL else (2, 10)
+    rounds, batch = (12, 20) if FULL else (1, 10)
     index = index_copy(pristine_index, tmp_path)
     gateway = GatewayProcess({"REASONREC_INDEX_DIR": str(index), "REASONREC_ADMIN_TOKEN": ADMIN_TOKEN},
                              tmp_path / "gateway.log").start()
@@ -217,11 +219,11 @@ def test_kill_9_in_the_middle_of_an_admin_add_loses_and_duplicates_nothing(prist
         start = time.monotonic()
         add_batch(gateway.url, [f"warmup-{i}" for i in range(batch)], {})
         add_s = time.monotonic() - start  # how long an add takes here
-        for round_number in range(rounds):  # even rounds: kill at a random moment; odd ones: while it saves
+        for round_number in range(rounds):  # odd rounds (and the quick one): kill while it saves; even: anytime
             ids, outcome = [f"r{round_number}-{i}" for i in range(batch)], {}
             adder = threading.Thread(target=add_batch, args=(gateway.url, ids, outcome))
             adder.start()
-            if round_number % 2:
+            if round_number % 2 or not FULL:
                 caught_saving += kill_while_saving(gateway, index / VERSIONS_DIR, timeout_s=10 * add_s + 5)
             else:
                 time.sleep(rng.uniform(0, 1.5 * add_s))
