@@ -226,7 +226,7 @@ def test_kill_9_in_the_middle_of_an_admin_add_loses_and_duplicates_nothing(prist
             if round_number % 2 or not FULL:
                 caught_saving += kill_while_saving(gateway, index / VERSIONS_DIR, timeout_s=10 * add_s + 5)
             else:
-                time.sleep(rng.uniform(0, 1.5 * add_s))
+                time.sleep(rng.uniform(0, 3 * add_s))  # before, during or after the save
                 gateway.kill()
             adder.join()
             batches.append((ids, outcome))
