@@ -115,6 +115,8 @@ def test_redis_killed_and_restarted_under_load_fails_no_request(pristine_index, 
     }, tmp_path / "gateway.log").start()
     try:
         gateway.wait_ready()
+        for path, body in request_mix():  # warm the cache: under load most requests then read Redis
+            assert httpx.post(gateway.url + path, json=body, timeout=120).status_code == 200
         with Load(gateway.url, workers) as load:
             for _ in range(outages):
                 time.sleep(between_s)
