@@ -13,7 +13,7 @@ ADAPTER_FLAG := $(if $(ADAPTER),--adapter $(ADAPTER),)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast test-slow lint index serve clean-venv eval train-cl
+.PHONY: setup test test-fast test-slow lint index serve clean-venv eval train-cl fuzz faults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ test-fast: setup
 
 lint: setup  ## ruff: lint and import order over the whole tree
 	$(BIN)/ruff check .
+
+# The fast suite runs a short fuzz profile and quick fault checks; these are the long runs, which write their
+# figures (with this command and the machine) into docs/results/reliability.md and .json.
+fuzz: setup  ## schemathesis over the running gateway's OpenAPI spec, >= 1,000 cases -> docs/results/reliability.*
+	REASONREC_FUZZ=long REASONREC_RELIABILITY_COMMAND="make fuzz" $(BIN)/python -m pytest -q tests/service/test_fuzz_api.py
+
+faults: setup  ## Redis restarts, a hanging engine, kill -9, a full disk, two replicas -> docs/results/reliability.*
+	REASONREC_FAULTS=full REASONREC_RELIABILITY_COMMAND="make faults" $(BIN)/python -m pytest -q -s -rs \
+		tests/service/test_fault_injection.py
 
 index: setup  ## encode a dataset's catalog into artifacts/indexes/<dataset> (DATASET=ml-100k|ml-1m)
 	$(BIN)/reasonrec index --dataset $(DATASET) $(ADAPTER_FLAG)

@@ -170,6 +170,14 @@ class ItemIndex:
         self._reject_rows(norms[:, 0] == 0, zero_length, names)
         return np.ascontiguousarray(x / norms, dtype=np.float32)
 
+    def searchable(self, query: np.ndarray) -> bool:
+        """Whether one query vector can be searched: shape (dim,), finite, and not zero (once centered)."""
+        try:
+            self._prepare(np.asarray(query).reshape(1, -1), "query")
+        except ValueError:
+            return False
+        return True
+
     @staticmethod
     def _reject_rows(bad: np.ndarray, problem: str, names: Sequence[str] | None) -> None:
         if not bad.any():
@@ -365,9 +373,18 @@ def _read_meta(path: Path) -> dict:
         _ = (meta["kind"], meta["dim"], meta["options"], meta["next_id"], meta["ids"])
     except FileNotFoundError as exc:
         raise CorruptIndexError(f"missing index file {path}") from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise CorruptIndexError(f"{path}: not an index id map ({exc!r})") from exc
+    next_id, ids = meta["next_id"], meta["ids"]
+    if type(next_id) is not int or next_id < 0 or not isinstance(ids, list) or not all(map(_is_id_pair, ids)):
+        raise CorruptIndexError(f"{path}: the id map must be a list of [item id, FAISS id >= 0] pairs and next_id "
+                                "a count")
     return meta
+
+
+def _is_id_pair(pair: object) -> bool:
+    return isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and pair[0] != "" \
+        and type(pair[1]) is int and pair[1] >= 0
 
 
 def _read_center(path: Path) -> np.ndarray:

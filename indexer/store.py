@@ -112,6 +112,10 @@ class ItemStore:
             self._last_prior = cached  # one assignment: concurrent readers see an old or a new tuple, never a mix
         return cached[2]
 
+    def searchable(self, query: np.ndarray) -> bool:
+        """Whether `query` (one user vector) can be searched: the right size, finite, not zero once centered."""
+        return self._index.searchable(query)
+
     @property
     def center(self) -> np.ndarray | None:
         """The mean item vector subtracted from items and queries before normalizing (None: not centered)."""

@@ -18,7 +18,8 @@ Serving API (docs/design.md section 3, ranker `sasrec`):
     scorer.cannot_score(candidate_ids)           # ids it has never seen (e.g. hot-added items)
 
 The scorer knows only the items of its training data (its vocabulary); it cannot score any other item, and
-history entries it does not know are skipped (`Scores.ignored_history` says which).
+history entries it does not know are skipped (`Scores.ignored_history` says which). `top_k` raises
+`CannotScoreError` for a history without any item it knows, so a caller can fall back.
 """
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ def finished_checkpoint(folder: Path) -> Path | None:
     return folder if is_finished(json.loads(meta.read_text(encoding="utf-8"))) else None
 
 
+class CannotScoreError(ValueError):
+    """A history the scorer cannot score: it knows none of its items."""
+
+
 @dataclass(frozen=True)
 class Scores:
     """Scores of every item the scorer knows, for one history."""
@@ -243,9 +248,12 @@ class SasrecScorer:
         return Scores(self.item_ids, self.score_batch([history])[0], tuple(self.cannot_score(history)))
 
     def top_k(self, history: Sequence[str], k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
-        """The k best known items (id, score), best first, never one of `exclude`."""
+        """The k best known items (id, score), best first, never one of `exclude`; raises `CannotScoreError` when
+        no history item is in the vocabulary (every score would be 0: an order that means nothing)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if not self.codes(history):
+            raise CannotScoreError(f"none of the {len(history)} history item(s) is in the vocabulary")
         scores = self.score_batch([history])[0]
         banned = [self._code[i] - 1 for i in exclude if i in self._code]
         scores[banned] = -np.inf

@@ -5,9 +5,10 @@ version), the mode, the sampling parameters and the prompt; never over the index
 vector stays valid when items are added. A value is a JSON header line followed by the raw float32 bytes of
 the vector, if any (`encode`/`decode`).
 
-A cache never fails a request: `Cache` counts every lookup (`reasonrec_cache_total{result=hit|miss|error}`)
-and turns backend errors into misses. After a Redis error the backend is skipped (counted as an error) for
-`REDIS_RETRY_AFTER_S`, so a dead or blackholed Redis costs one socket timeout per second, not one per request.
+A cache never fails a request: `Cache` counts every lookup (`reasonrec_cache_total{result}`: hit, miss,
+invalid, error) and turns backend errors, and values its caller cannot use, into misses. After a Redis error
+the backend is skipped (counted as an error) for `REDIS_RETRY_AFTER_S`, so a dead or blackholed Redis costs one
+socket timeout per second, not one per request.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +46,10 @@ class CacheEntry:
 
     meta: dict[str, Any]
     vector: np.ndarray | None = None
+
+
+Accept = Callable[[CacheEntry], bool]
+"""Whether a cache entry is one its user can serve (a cached value is only as trustworthy as Redis's access)."""
 
 
 @dataclass(frozen=True)
@@ -128,12 +134,13 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, url: str, prefix: str, ttl_s: int, timeout_s: float) -> None:
+    def __init__(self, url: str, prefix: str, ttl_s: int, timeout_s: float, password: str | None = None) -> None:
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+            url, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
         )
 
     async def _bounded(self, call: Any) -> Any:
@@ -162,18 +169,26 @@ class Cache:
         self.metrics = metrics
         self._skip_until = 0.0
 
-    async def get(self, key: str) -> CacheEntry | None:
+    async def get(self, key: str, accept: Accept = lambda entry: True) -> CacheEntry | None:
+        """The entry under `key`, or None. A value that does not decode, or that `accept` refuses (its caller could
+        not use it: e.g. a vector of another size, planted by whoever reached Redis), is ignored: counted as
+        `invalid`, logged, and recomputed by the caller, whose result replaces it."""
         data = await self._call("get", self.backend.get, key)
         if data is _FAILED:
             self.metrics.cache_total.labels("error").inc()
             return None
-        entry = None
-        if data is not None:
-            try:
-                entry = decode(data)
-            except ValueError as exc:
-                log.warning("ignoring cache value under key %s: %s", key, exc)
-        self.metrics.cache_total.labels("hit" if entry is not None else "miss").inc()
+        if data is None:
+            self.metrics.cache_total.labels("miss").inc()
+            return None
+        try:
+            entry = decode(data)
+            if not accept(entry):
+                raise ValueError("its fields or vector are not what this lookup uses")
+        except ValueError as exc:
+            log.warning("ignoring cache value under key %s: %s", key, exc)
+            self.metrics.cache_total.labels("invalid").inc()
+            return None
+        self.metrics.cache_total.labels("hit").inc()
         return entry
 
     async def set(self, key: str, entry: CacheEntry) -> None:
@@ -205,7 +220,8 @@ def make_cache(settings: Settings, metrics: Metrics) -> Cache:
     """Redis when `redis_url` is set, else the in-process LRU."""
     if settings.redis_url:
         backend: Backend = RedisBackend(
-            settings.redis_url, settings.cache_prefix, settings.cache_ttl_s, settings.cache_timeout_s
+            settings.redis_url, settings.cache_prefix, settings.cache_ttl_s, settings.cache_timeout_s,
+            settings.redis_secret(),
         )
     else:
         backend = LruBackend(settings.cache_size, float(settings.cache_ttl_s))

@@ -32,6 +32,7 @@ from typing import Literal
 
 import numpy as np
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from indexer.catalog import Item
@@ -39,6 +40,7 @@ from indexer.errors import UnknownItemError
 from indexer.manifest import Manifest
 from indexer.store import ItemStore
 from service.metrics import Metrics
+from service.schemas import ItemOut
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +73,78 @@ class CatalogChange:
         }
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> CatalogChange:
-        op = fields[b"op"].decode()
-        if op == "remove":
-            return cls("remove", item_id=fields[b"item_id"].decode())
-        if op != "add":
-            raise ValueError(f"unknown catalog change {op!r}")
-        items = tuple(Item.from_json(data) for data in json.loads(fields[b"items"]))
-        vectors = np.frombuffer(fields[b"vectors"], dtype="<f4").reshape(len(items), int(fields[b"dim"]))
-        return cls("add", items=items, vectors=vectors.astype(np.float32))
+    def from_fields(cls, fields: dict[bytes, bytes], dim: int) -> CatalogChange:
+        """Parse and check a stream entry for an index of `dim`; raises `BadEntry` naming what is wrong."""
+        try:
+            op = fields[b"op"].decode()
+            if op == "remove":
+                return cls("remove", item_id=fields[b"item_id"].decode())
+            if op != "add":
+                raise BadEntry("malformed", f"unknown catalog change {op!r}")
+            items = parse_items(fields[b"items"])
+            return cls("add", items=items, vectors=parse_vectors(fields[b"vectors"], fields[b"dim"], len(items), dim))
+        except BadEntry:
+            raise
+        except (KeyError, ValueError) as exc:  # a missing field, bytes that are not UTF-8 or not a number
+            raise BadEntry("malformed", f"{type(exc).__name__}: {exc}") from exc
+
+
+SkipReason = Literal["malformed", "vectors", "rejected"]
+
+
+class BadEntry(ValueError):
+    """A stream entry that cannot be applied; `reason` labels `reasonrec_catalog_sync_skipped_total`."""
+
+    def __init__(self, reason: SkipReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason: SkipReason = reason
+
+
+def parse_items(raw: bytes) -> tuple[Item, ...]:
+    """The items of an add: a non-empty JSON list of what `GET /items/{id}` answers (`ItemOut`), checked field by
+    field. Fields this version does not know (written by a newer one) are dropped with a warning."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadEntry("malformed", f"items are not JSON ({exc})") from exc
+    if not isinstance(data, list) or not data:
+        raise BadEntry("malformed", "items must be a non-empty JSON list")
+    items = []
+    for position, entry in enumerate(data):
+        try:
+            checked = ItemOut.model_validate(entry)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise BadEntry("malformed", f"items[{position}]{'.' + where if where else ''}: {first['msg']}") from exc
+        unknown = sorted(set(entry) - set(ItemOut.model_fields))
+        if unknown:
+            log.warning("catalog sync: item %r has fields this version does not know, dropped: %s",
+                        checked.item_id, ", ".join(unknown))
+        items.append(Item.from_json(checked.model_dump()))
+    return tuple(items)
+
+
+def parse_vectors(raw: bytes, raw_dim: bytes, count: int, dim: int) -> np.ndarray:
+    """float32 (count, dim) from little-endian bytes; the size must match the index and every value be finite."""
+    stored_dim = int(raw_dim)
+    if stored_dim != dim or len(raw) != 4 * count * dim:
+        raise BadEntry("vectors", f"{len(raw)} bytes of vectors of dim {stored_dim} for {count} item(s); the index "
+                       f"needs dim {dim}, {4 * count * dim} bytes")
+    vectors = np.frombuffer(raw, dtype="<f4").reshape(count, dim).astype(np.float32)
+    if not np.isfinite(vectors).all():
+        raise BadEntry("vectors", "the vectors hold NaN or infinite values")
+    return vectors
 
 
 class CatalogSync:
     """Keeps one replica's store in step with the shared stream; `attach` once the base index is loaded."""
 
-    def __init__(self, redis_url: str, prefix: str, metrics: Metrics) -> None:
+    def __init__(self, redis_url: str, prefix: str, metrics: Metrics, password: str | None = None) -> None:
         self.prefix = prefix
         self.metrics = metrics
         self.redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=WATCH_BLOCK_MS / 1000 + 5, socket_connect_timeout=2
+            redis_url, password=password, socket_timeout=WATCH_BLOCK_MS / 1000 + 5, socket_connect_timeout=2
         )
         self.store: ItemStore | None = None
         self.key = ""
@@ -119,7 +174,7 @@ class CatalogSync:
             while True:
                 entries = await self.redis.xrange(self.key, min=f"({self.last_id}", count=PAGE)
                 for entry_id, fields in entries:
-                    await asyncio.to_thread(_apply, store, entry_id.decode(), fields)
+                    await asyncio.to_thread(self._apply, store, entry_id.decode(), fields)
                     self.last_id = entry_id.decode()
                 if len(entries) < PAGE:
                     break
@@ -133,13 +188,36 @@ class CatalogSync:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await asyncio.wait_for(self.redis.aclose(), CLOSE_TIMEOUT_S)
 
+    def problem(self) -> str | None:
+        """Why this replica no longer follows the shared catalog (its watcher stopped), or None."""
+        watcher = self._watcher
+        if watcher is None or not watcher.done():
+            return None
+        cause = "it was cancelled" if watcher.cancelled() else repr(watcher.exception())
+        return f"catalog sync stopped watching the shared changes ({cause}); restart the replica"
+
+    def _apply(self, store: ItemStore, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        """Apply one entry; one that cannot be applied is skipped, counted and logged (by every replica alike, so
+        they stay equal). Runs in a worker thread."""
+        try:
+            apply_change(store, CatalogChange.from_fields(fields, store.manifest.dim))
+        except BadEntry as exc:
+            self._skip(entry_id, exc.reason, exc)
+        except (ValueError, TypeError, KeyError) as exc:  # the store refused it, e.g. an empty id or a zero vector
+            self._skip(entry_id, "rejected", exc)
+
+    def _skip(self, entry_id: str, reason: SkipReason, exc: Exception) -> None:
+        self.metrics.catalog_sync_skipped.labels(reason).inc()
+        log.error("catalog sync: skipping stream entry %s of %s (%s): %s", entry_id, self.key, reason, exc)
+
     def _attached(self) -> ItemStore:
         if self.store is None:
             raise RuntimeError("catalog sync is not attached to a store yet")
         return self.store
 
     async def _watch(self) -> None:
-        """Block on the stream (XREAD) and catch up whenever it grows; keep going through Redis outages."""
+        """Block on the stream (XREAD) and catch up whenever it grows; keep going through Redis outages and any
+        other error (logged): a watcher that died would leave the replica serving a stale catalog unnoticed."""
         while True:
             try:
                 if await self.redis.xread({self.key: self.last_id}, count=1, block=WATCH_BLOCK_MS):
@@ -147,15 +225,12 @@ class CatalogSync:
             except (RedisError, OSError) as exc:
                 log.warning("catalog sync: %s: %s; serving the catalog as it is, retrying", type(exc).__name__, exc)
                 await asyncio.sleep(RETRY_S)
+            except Exception:
+                log.exception("catalog sync: unexpected error while following %s; retrying", self.key)
+                await asyncio.sleep(RETRY_S)
 
 
-def _apply(store: ItemStore, entry_id: str, fields: dict[bytes, bytes]) -> None:
-    """Apply one entry; one that cannot be applied (foreign or malformed) is logged and skipped by every replica."""
-    try:
-        change = CatalogChange.from_fields(fields)
-    except (KeyError, ValueError) as exc:
-        log.error("catalog sync: skipping stream entry %s: %r", entry_id, exc)
-        return
+def apply_change(store: ItemStore, change: CatalogChange) -> None:
     if change.op == "add":
         store.add_items(list(change.items), change.vectors, upsert=True)
         return

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from model.engine import Deadline
-from service.cache import Cache, CacheEntry
+from service.cache import Accept, Cache, CacheEntry
 from service.engine_calls import EngineFailure
 from service.metrics import Metrics
 
@@ -54,21 +54,23 @@ class Coalescer:
         return len(self._flights)
 
     async def get(
-        self, key: str, compute: Compute, *, stage: str, timeout_s: float, timings_ms: dict[str, float]
+        self, key: str, compute: Compute, *, accept: Accept, stage: str, timeout_s: float, timings_ms: dict[str, float]
     ) -> tuple[CacheEntry, bool]:
         """(entry, cached): the cached entry, else the result of the computation for `key` (joined or started).
 
-        Time spent waiting for the computation is added to `timings_ms[stage]`; raises `EngineFailure` when the
-        wait passes `timeout_s` ("timeout") or the computation failed (its reason).
+        `accept` says whether an entry is usable; a cached one it refuses is recomputed, a computed one it refuses
+        is not cached and fails as "engine_error" (e.g. a NaN vector from a broken model). Time spent waiting for
+        the computation is added to `timings_ms[stage]`; raises `EngineFailure` when the wait passes `timeout_s`
+        ("timeout") or the computation failed (its reason).
         """
         if key not in self._flights:
             with self.metrics.stage("cache", timings_ms):
-                entry = await self.cache.get(key)
+                entry = await self.cache.get(key, accept)
             if entry is not None:
                 return entry, True
         give_up_at = time.monotonic() + timeout_s
         with self.metrics.stage(stage, timings_ms):
-            flight = self._join(key, compute, give_up_at)
+            flight = self._join(key, compute, accept, give_up_at)
             try:
                 entry = await asyncio.wait_for(asyncio.shield(flight.task), timeout=give_up_at - time.monotonic())
             except TimeoutError as exc:
@@ -76,21 +78,24 @@ class Coalescer:
                 raise EngineFailure("timeout") from exc
         return entry, False
 
-    def _join(self, key: str, compute: Compute, give_up_at: float) -> _Flight:
+    def _join(self, key: str, compute: Compute, accept: Accept, give_up_at: float) -> _Flight:
         flight = self._flights.get(key)
         if flight is not None:
             flight.deadline.extend(give_up_at)
             self.metrics.coalesced.inc()
             return flight
         deadline = Deadline(give_up_at)
-        flight = _Flight(asyncio.create_task(self._fly(key, compute, deadline)), deadline)
+        flight = _Flight(asyncio.create_task(self._fly(key, compute, accept, deadline)), deadline)
         flight.task.add_done_callback(_retrieve)
         self._flights[key] = flight
         return flight
 
-    async def _fly(self, key: str, compute: Compute, deadline: Deadline) -> CacheEntry:
+    async def _fly(self, key: str, compute: Compute, accept: Accept, deadline: Deadline) -> CacheEntry:
         try:
             entry = await compute(deadline)
+            if not accept(entry):
+                log.error("the engine answered something unusable (e.g. a NaN vector); not cached, falling back")
+                raise EngineFailure("engine_error")
             await self.cache.set(key, entry)
             if deadline.expired():
                 self.metrics.late_results.inc()

@@ -4,7 +4,6 @@ bearer-token check and the in-flight slot.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from fastapi import Depends, Header, Request
 
 from indexer.store import ItemStore
 from service.errors import ApiError
+from service.guard import admin_refusal
 from service.state import AppState
 
 
@@ -32,17 +32,11 @@ Store = Annotated[ItemStore, Depends(get_store)]
 
 
 def require_admin(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
-    """403 when no admin token is configured (secure by default), 401 for a missing or wrong bearer token."""
-    secret = state.settings.admin_token
-    if secret is None:
-        raise ApiError(403, "the admin routes are disabled: set REASONREC_ADMIN_TOKEN to enable them")
-    scheme, _, token = (authorization or "").partition(" ")
-    expected = secret.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected):
-        raise ApiError(
-            401, "missing or wrong admin token: send the header Authorization: Bearer <REASONREC_ADMIN_TOKEN>",
-            param="Authorization", headers={"WWW-Authenticate": "Bearer"},
-        )
+    """The admin token check of `service.guard` (which runs it before the body is read), repeated here so the
+    OpenAPI document shows the header and no admin route can be served without it."""
+    refusal = admin_refusal(state.settings.admin_token, authorization)
+    if refusal is not None:
+        raise refusal
 
 
 async def inflight_slot(state: State) -> AsyncIterator[None]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Literal, TypeVar
 
 from model.engine import Deadline, DeadlineExpired, current_deadline
+from service.rankers.base import CannotRank
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,9 @@ T = TypeVar("T")
 FailureReason = Literal["timeout", "engine_error"]
 
 
-class EngineFailure(Exception):
-    """The engine did not answer in time, or raised; `reason` is what the response's `fallback` says."""
+class EngineFailure(CannotRank):
+    """The engine did not answer in time, or raised (or answered something unusable); `reason` is what the
+    response's `fallback` says."""
 
     def __init__(self, reason: FailureReason) -> None:
         super().__init__(reason)

@@ -23,6 +23,7 @@ ERROR_TYPES: dict[int, str] = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "payload_too_large",
     422: "invalid_request",
     429: "too_many_requests",
     500: "internal_error",
@@ -41,6 +42,13 @@ class ApiError(Exception):
         self.message = message
         self.param = param
         self.headers = headers
+
+
+class BodyTooLarge(Exception):
+    """A request body past its size limit, found while reading it (`service.guard`); answered with 413."""
+
+    def __init__(self, limit: int, setting: str) -> None:
+        super().__init__(f"the request body is over the limit of {limit} bytes ({setting})")
 
 
 def error_type(status: int) -> str:
@@ -99,8 +107,25 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, message, param)
 
 
+def unparseable_body(cause: BaseException | None) -> tuple[int, str] | None:
+    """(status, message) for a body FastAPI could not read or parse for a reason other than JSON syntax (it
+    answers those with a bare 400 "There was an error parsing the body"), or None for another cause."""
+    if isinstance(cause, BodyTooLarge):
+        return 413, str(cause)
+    if isinstance(cause, RecursionError):
+        return 400, "the body is nested too deeply to parse (arrays or objects inside each other)"
+    if isinstance(cause, UnicodeDecodeError):
+        return 400, f"the body is not valid UTF-8 (byte {cause.start}: {cause.reason})"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return 400, "the body holds an integer with more digits than can be parsed (over 4300 digits)"
+    return None
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    unparseable = unparseable_body(exc.__cause__) if exc.status_code == 400 else None
+    if unparseable is not None:
+        return error_response(*unparseable)
     if exc.status_code == 404 and exc.detail == HTTPStatus(404).phrase:
         message = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 405:

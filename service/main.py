@@ -22,6 +22,7 @@ from model.sasrec import finished_checkpoint
 from model.table_artifact import TableArtifact, finished_table
 from service.context import LOG_CONFIG, stamp_log_records
 from service.errors import install_error_handlers
+from service.guard import RequestGuard
 from service.metrics import Metrics
 from service.middleware import RequestContextMiddleware
 from service.rankers import check_ranker_settings
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     app = FastAPI(title="reasonrec", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(RequestGuard, settings=settings)  # inside the request context: refusals carry its id
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for router in ROUTERS:
         app.include_router(router)

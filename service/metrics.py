@@ -34,7 +34,8 @@ class Metrics:
             ["stage"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.cache_total = Counter(
-            "reasonrec_cache", "Cache lookups by result: hit, miss, error (cache unusable, went on uncached).",
+            "reasonrec_cache", "Cache lookups by result: hit, miss, invalid (a value that is not a usable entry: "
+            "ignored and recomputed), error (cache unusable, went on uncached).",
             ["result"], registry=r,
         )
         self.fallback_total = Counter(
@@ -52,6 +53,12 @@ class Metrics:
         self.late_results = Counter(
             "reasonrec_late_results",
             "Engine results that came after every waiting request had fallen back, cached for the retry.", registry=r,
+        )
+        self.catalog_sync_skipped = Counter(
+            "reasonrec_catalog_sync_skipped",
+            "Catalog-sync stream entries this replica skipped, by reason: malformed (fields, JSON, item values), "
+            "vectors (size or values), rejected (refused by the index). Each is logged with its stream id.",
+            ["reason"], registry=r,
         )
         self.engine_batch_rows = Histogram(
             "reasonrec_engine_batch_rows", "Rows per engine batch (method=decode: per continuous decode step).",

@@ -37,6 +37,15 @@ def estimate_rating(item: Item, history: UserHistory) -> float:
     return min(5.0, max(1.0, float(value if value is not None else NEUTRAL_RATING)))
 
 
+def usable_rating(entry: CacheEntry) -> bool:
+    """Whether a cached or computed entry holds what a response needs: a finite rating 1..5, the reasoning text
+    (or null) and the parsed flag."""
+    meta = entry.meta
+    rating = meta.get("rating")
+    return (isinstance(rating, (int, float)) and not isinstance(rating, bool) and 1.0 <= rating <= 5.0
+            and isinstance(meta.get("reasoning"), (str, type(None))) and isinstance(meta.get("parsed"), bool))
+
+
 async def predict(state: AppState, prompt: str, reasoning: bool, estimate: float, deadline: Deadline) -> CacheEntry:
     """Guided rating in a worker thread; an answer without one valid `<rate>` keeps its text, takes the estimate."""
     tokens_per_tag = state.settings.rating_tokens_per_tag
@@ -65,7 +74,8 @@ async def rate(state: AppState, store: ItemStore, body: RateRequest) -> RateResp
     cached, fallback = False, None
     try:
         entry, cached = await state.coalescer.get(
-            key, lambda deadline: predict(state, prompt, reasoning, estimate, deadline), stage="rating",
+            key, lambda deadline: predict(state, prompt, reasoning, estimate, deadline), accept=usable_rating,
+            stage="rating",
             timeout_s=state.settings.request_timeout_s, timings_ms=timings,
         )
     except EngineFailure as failure:

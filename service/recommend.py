@@ -1,10 +1,9 @@
 """POST /recommend behind the route: resolve the request, dispatch to its ranker, fall back, build the response.
 
-When a ranker that uses the engine raises `EngineFailure` (deadline passed, or the engine raised), or a ranker
-cannot rank for the history at all (`CannotRank`: e.g. SASRec knows none of its items), the fallback ranker
-(`REASONREC_FALLBACK_RANKER`, SASRec by default; `popular` when that has no checkpoint or cannot rank either)
-answers instead; the response says so in `fallback` and `reasonrec_fallback_total{reason}` counts it. Stage
-timings of both attempts are kept.
+When a ranker cannot rank a query (`CannotRank`: the engine timed out or failed, or sasrec knows no item of the
+history), the fallback ranker (`REASONREC_FALLBACK_RANKER`, SASRec by default; `popular` when that has no usable
+checkpoint or cannot rank the query either) answers instead; the response says so in `fallback` and
+`reasonrec_fallback_total{reason}` counts it. Stage timings of every attempt are kept.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import time
 
 from indexer.store import ItemStore
-from service.engine_calls import EngineFailure
 from service.errors import ApiError
 from service.history import resolve_history
 from service.rankers import LAST_RESORT_RANKER, CannotRank, Ranked, RankQuery
@@ -49,25 +47,28 @@ def build_query(body: RecommendRequest, store: ItemStore, settings: Settings) ->
 async def rank_with_fallback(
     state: AppState, name: str, query: RankQuery, timings_ms: dict[str, float]
 ) -> tuple[str, Ranked, str | None]:
-    """(name of the ranker that answered, its answer, fallback reason or None)."""
-    try:
-        return name, await state.rankers[name].rank(query, timings_ms), None
-    except EngineFailure as failure:
-        reason = failure.reason
-    except CannotRank:
-        reason = "cannot_rank"
-    state.metrics.fallback_total.labels(reason).inc()
-    for fallback in dict.fromkeys((state.settings.fallback_ranker, LAST_RESORT_RANKER)):
-        if fallback == name:
-            continue
+    """(name of the ranker that answered, its answer, fallback reason or None).
+
+    The chain is the requested ranker, the fallback ranker, then `popular`: a ranker that cannot rank the query
+    (`CannotRank`: the engine timed out or failed, sasrec knows no history item) hands it on, and so does a
+    fallback ranker that is not available (503, e.g. sasrec without a usable checkpoint). The reason is the
+    first one given."""
+    chain = list(dict.fromkeys((name, state.settings.fallback_ranker, LAST_RESORT_RANKER)))
+    reason: str | None = None
+    for position, ranker in enumerate(chain):
+        last = position == len(chain) - 1
         try:
-            return fallback, await state.rankers[fallback].rank(query, timings_ms), reason
-        except CannotRank:
-            continue
-        except ApiError as unavailable:
-            if unavailable.status != 503 or fallback == LAST_RESORT_RANKER:
+            return ranker, await state.rankers[ranker].rank(query, timings_ms), reason
+        except CannotRank as cannot:
+            if last:
                 raise
-    raise ApiError(503, f"no ranker can answer for this history (the {name} ranker: {reason})")
+            if reason is None:
+                reason = cannot.reason
+                state.metrics.fallback_total.labels(reason).inc()
+        except ApiError as unavailable:
+            if position == 0 or unavailable.status != 503 or last:
+                raise
+    raise AssertionError("unreachable: the last ranker of the chain answers or raises")
 
 
 async def recommend(state: AppState, store: ItemStore, body: RecommendRequest) -> RecommendResponse:

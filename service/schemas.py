@@ -135,8 +135,8 @@ class RecommendResponse(BaseModel):
     reasoning: str | None
     ranker: str = Field(description="The ranker that answered (the fallback ranker when `fallback` is set).")
     cached: bool
-    fallback: str | None = Field(
-        description='Why the fallback ranker answered ("timeout", "engine_error", "cannot_rank"), or null.')
+    fallback: str | None = Field(description='Why the fallback ranker answered ("timeout", "engine_error", '
+                                 '"cannot_score"), or null.')
     notes: list[str] = Field(
         default_factory=list, description="What the ranker could not do (e.g. sasrec cannot score hot-added items)."
     )
@@ -162,12 +162,14 @@ class RateResponse(BaseModel):
 
 
 class ItemOut(BaseModel):
-    item_id: str
+    """An item as the catalog holds it; also the check applied to items arriving through catalog sync."""
+
+    item_id: str = Field(min_length=1)
     title: str
     genres: list[str]
     year: int | None
-    avg_rating: float | None
-    rating_count: int
+    avg_rating: float | None = Field(allow_inf_nan=False)
+    rating_count: int = Field(ge=0)
     description: str | None
 
 

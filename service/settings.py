@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis URL (e.g. redis://127.0.0.1:6379/0); unset: an in-process LRU cache."
     )
+    redis_password: SecretStr | None = Field(
+        None, description="Password of the Redis user (AUTH; the user name goes in the URL: "
+        "redis://reasonrec@host:6379/0); kept out of REASONREC_REDIS_URL so it shows in no log or settings dump.",
+    )
     cache_prefix: str = Field("reasonrec:", max_length=64, description="Prefix of every Redis key this service writes.")
     cache_ttl_s: int = Field(24 * 3600, ge=1, description="Lifetime of a cached reasoning or rating, in seconds.")
     cache_size: int = Field(10_000, ge=1, description="Entries kept by the in-process LRU cache (no Redis).")
@@ -104,11 +108,23 @@ class Settings(BaseSettings):
         description="Deadline of an engine call; past it the fallback ranker answers (or the estimate). 64 reasoning "
         "tokens take ~8 s on 2 idle CPU cores with SmolLM2-135M, several times that on a busy machine.",
     )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body of the public routes (a /recommend or /rate body "
+        "with 200 long history entries is ~100 kB); over it: 413, and the body is not read.",
+    )
+    max_admin_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest /admin body, checked after the admin token (1,000 items "
+        "with 5,000-character descriptions are ~6 MB); over it: 413, and the body is not read.",
+    )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the /admin routes; unset: the admin routes answer 403."
     )
     host: str = Field("127.0.0.1", description="Address `serve` binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port `serve` binds.")
+
+    def redis_secret(self) -> str | None:
+        """The Redis password in clear, for the Redis clients only."""
+        return self.redis_password.get_secret_value() if self.redis_password is not None else None
 
     @field_validator("vllm_generate_urls", "vllm_pool_urls", mode="before")
     @classmethod

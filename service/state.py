@@ -86,6 +86,8 @@ class AppState:
     featurizer: ContentFeaturizer | None = None
     sync: CatalogSync | None = None
     _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    admin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Admin writes run one at a time (service.admin: a failed save reloads the store from disk)."""
     _failed_at: tuple[int, int] | None = None  # (mtime_ns, size) of the CURRENT file that failed to load
 
     def ready_store(self) -> ItemStore:
@@ -93,6 +95,11 @@ class AppState:
         if self.store is None:
             raise ApiError(503, f"the item index is not ready: {self.index_problem}")
         return self.store
+
+    def replace_store(self, store: ItemStore) -> None:
+        """Serve `store` from now on (requests that already hold the old one finish with it)."""
+        self.store = store
+        self.metrics.index_items.set(len(store))
 
     async def ensure_index(self) -> ItemStore | None:
         """The store, loading it first if it is not loaded yet and an index (a new one, if the last failed) exists."""
@@ -114,6 +121,10 @@ class AppState:
         except (RedisError, OSError) as exc:
             self.index_problem = f"catalog sync cannot read the shared changes from Redis ({type(exc).__name__}: {exc})"
             log.error("%s", self.index_problem)
+            return False
+        except Exception as exc:  # a bug while replaying must cost readiness (503), not every request (500)
+            self.index_problem = f"catalog sync could not replay the shared changes ({type(exc).__name__}: {exc})"
+            log.exception("%s", self.index_problem)
             return False
         return True
 
@@ -137,6 +148,11 @@ class AppState:
             self._failed_at = marker
             self.index_problem = str(exc)
             log.error("cannot load the index at %s: %s", self.index_dir, exc)
+            return None
+        except Exception as exc:  # a damage the checks above did not foresee: still 503 (not ready), never a 500
+            self._failed_at = marker
+            self.index_problem = f"the index at {self.index_dir} cannot be loaded ({type(exc).__name__}: {exc})"
+            log.exception("cannot load the index at %s", self.index_dir)
             return None
         log.info("loaded index %s (%d items) from %s", store.manifest.version_id, len(store), self.index_dir)
         return store
@@ -211,7 +227,7 @@ async def start_state(settings: Settings, metrics: Metrics, engine: Engine | Non
     )
     state.rankers = {name: cls(state) for name, cls in RANKERS.items()}
     if settings.catalog_sync:
-        state.sync = CatalogSync(str(settings.redis_url), settings.cache_prefix, metrics)
+        state.sync = CatalogSync(str(settings.redis_url), settings.cache_prefix, metrics, settings.redis_secret())
     await state.ensure_index()
     if state.store is None:
         log.warning("serving without an index: %s", state.index_problem)

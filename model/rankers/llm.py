@@ -80,6 +80,13 @@ class LlmRanker:
         return [UserState(r.vector, r.text, r.generated_tokens, r.wrote_marker)
                 for r in self.engine.reason(list(prompts), reasoning_tokens)]
 
+    def usable(self, store: ItemStore, state: np.ndarray) -> bool:
+        """Whether a (cached or computed) state can rank: with a table a finite vector of the model's width, else
+        one the raw index can search (finite, not zero once centered)."""
+        if self.table is None:
+            return store.searchable(state)
+        return state.shape == (self.engine.hidden_size,) and bool(np.isfinite(state).all())
+
     def search(self, store: ItemStore, histories: Sequence[UserHistory], states: np.ndarray, k: int,
                exclude: Sequence[Collection[str]], popularity_prior: float = 0.0,
                counts: Mapping[str, int] | None = None) -> list[Ranked]:

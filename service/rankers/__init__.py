@@ -22,8 +22,10 @@ LAST_RESORT_RANKER = "popular"
 """Answers when the configured fallback ranker cannot (e.g. sasrec without a checkpoint): needs only the catalog."""
 RANKER_NAMES: tuple[str, ...] = tuple(RANKERS)
 
-__all__ = ["LAST_RESORT_RANKER", "RANKERS", "RANKER_NAMES", "CannotRank", "RankQuery", "Ranked", "Ranker",
-           "check_ranker_settings"]
+__all__ = [
+    "LAST_RESORT_RANKER", "RANKERS", "RANKER_NAMES", "CannotRank", "RankQuery", "Ranked", "Ranker",
+    "check_ranker_settings",
+]
 
 
 def check_ranker_settings(default_ranker: str, fallback_ranker: str) -> None:

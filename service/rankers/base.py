@@ -26,6 +26,15 @@ class RankQuery:
     reasoning_tokens: int
 
 
+class CannotRank(Exception):
+    """This ranker cannot rank this query (e.g. sasrec knows no item of the history, or the engine failed); the
+    next ranker of the fallback chain answers and the response's `fallback` says `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Ranked:
     items: list[tuple[str, float]]
@@ -34,11 +43,6 @@ class Ranked:
     cached: bool = False
     notes: tuple[str, ...] = ()
     """What the client should know about this ranking (e.g. items the ranker cannot score)."""
-
-
-class CannotRank(Exception):
-    """The ranker has nothing to rank with for this history (e.g. SASRec knows none of its items): the fallback
-    ranker answers instead, and the response says why (`fallback: "cannot_rank"`)."""
 
 
 class Ranker(Protocol):
@@ -50,6 +54,6 @@ class Ranker(Protocol):
     def __init__(self, state: AppState) -> None: ...
 
     async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
-        """Rank for `query`; add per-stage milliseconds to `timings_ms`; raise `EngineFailure` if the engine
-        timed out or failed, `CannotRank` if there is nothing to rank with."""
+        """Rank for `query`; add per-stage milliseconds to `timings_ms`; raise `CannotRank` (e.g. `EngineFailure`
+        when the engine timed out or failed) to hand the query to the fallback ranker."""
         ...

@@ -5,9 +5,10 @@ is the fallback of the LLM rankers.
 
 - `popular`: catalog rating counts, ties by item id.
 - `sasrec`: the checkpoint of `REASONREC_SASREC_CHECKPOINT`, loaded on first use (503 naming what to do when
-  there is none or it cannot be read). Catalog items it never saw (hot-added ones) cannot be scored and history
+  there is none or it cannot be read, whatever the error: a corrupt file raises whatever its reader raises; not
+  read again until the folder changes). Catalog items it never saw (hot-added ones) cannot be scored and history
   entries it never saw are skipped: the response's `notes` say how many; a history with nothing it knows raises
-  `CannotRank`, so the fallback answers instead of an arbitrary order.
+  `CannotRank("cannot_score")`, so the fallback answers instead of an arbitrary order.
 - `content`: MiniLM text vectors (`model.minilm`, loaded on first use), each item encoded once; hot-added items
   are encoded when the catalog that holds them is first ranked.
 """
@@ -15,8 +16,10 @@ is the fallback of the LLM rankers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -33,6 +36,8 @@ from service.rankers.base import CannotRank, Ranked, RankQuery
 
 if TYPE_CHECKING:
     from service.state import AppState
+
+log = logging.getLogger(__name__)
 
 
 class ServedScoreRanker(ABC):
@@ -63,8 +68,8 @@ class ServedScoreRanker(ABC):
     def _rank(self, catalog: Catalog, query: RankQuery) -> tuple[ScoreRanker, list[tuple[str, float]]]:
         core, gone = self.core(catalog)
         scores = core.scores([query.history])[0]
-        if not np.isfinite(scores).any():
-            raise CannotRank(f"{core.name} cannot rank for this history")
+        if not np.isfinite(scores).any():  # e.g. SASRec knows no item of the history
+            raise CannotRank("cannot_score")
         return core, top_k_of(scores, core.item_ids, query.k, query.exclude | gone)
 
     async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
@@ -83,6 +88,8 @@ class SasrecServed(ServedScoreRanker):
     def __init__(self, state: AppState) -> None:
         super().__init__(state)
         self._scorer: SasrecScorer | None = None
+        self._failed: tuple[tuple[tuple[str, int], ...], str] | None = None
+        """(files and mtimes, error) of the last failed load: the same files are not read again."""
 
     def scorer(self) -> SasrecScorer:
         """The loaded scorer, or a 503 naming what to do (no checkpoint configured, or it cannot be read)."""
@@ -91,11 +98,21 @@ class SasrecServed(ServedScoreRanker):
             if path is None:
                 raise ApiError(503, "the sasrec ranker has no checkpoint: train one with `reasonrec train-sasrec "
                                "--dataset <dataset>` and set REASONREC_SASREC_CHECKPOINT", param="ranker")
-            try:
-                self._scorer = SasrecScorer.load(path)
-            except (OSError, ValueError, KeyError) as exc:
-                raise ApiError(503, f"the sasrec checkpoint cannot be loaded: {exc}", param="ranker") from exc
+            self._scorer = self._load(path)
         return self._scorer
+
+    def _load(self, path: Path) -> SasrecScorer:
+        files = sorted(f for f in path.glob("*") if f.is_file()) if path.is_dir() else []
+        marker = tuple((f.name, f.stat().st_mtime_ns) for f in files)
+        if self._failed is not None and self._failed[0] == marker:
+            raise ApiError(503, self._failed[1], param="ranker")
+        try:
+            return SasrecScorer.load(path)
+        except Exception as exc:
+            message = f"the sasrec checkpoint cannot be loaded: {type(exc).__name__}: {exc}"
+            log.error("%s (%s)", message, path)
+            self._failed = (marker, message)
+            raise ApiError(503, message, param="ranker") from exc
 
     def build(self, catalog: Catalog) -> ScoreRanker:
         return SasrecRanker(self.scorer())

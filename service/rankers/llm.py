@@ -44,13 +44,14 @@ class ServedLlmRanker:
         state = self.state
         prompt = self.core.prompt(query.history)
         key = cache_key(state.engine.fingerprint, self.mode, self.core.settings(query.reasoning_tokens), prompt)
+        store = state.ready_store()
         entry, cached = await state.coalescer.get(
-            key, lambda deadline: self.compute(prompt, query, deadline), stage=self.stage,
+            key, lambda deadline: self.compute(prompt, query, deadline),
+            accept=lambda found: found.vector is not None and self.core.usable(store, found.vector), stage=self.stage,
             timeout_s=state.settings.request_timeout_s, timings_ms=timings_ms,
         )
-        assert entry.vector is not None, "an LLM ranker's cache entry always holds the user vector"
+        assert entry.vector is not None, "accepted entries hold a usable state"
         user = UserState.from_meta(entry.vector, entry.meta)
-        store = state.ready_store()
         with state.metrics.stage("search", timings_ms):
             results = await asyncio.to_thread(self.core.search, store, [query.history], user.vector[None, :], query.k,
                                               [query.exclude], state.settings.popularity_prior)

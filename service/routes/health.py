@@ -28,6 +28,9 @@ async def readyz(state: State) -> ReadyResponse:
     store = await state.ensure_index()
     if store is None:
         raise ApiError(503, f"not ready: index: {state.index_problem}")
+    sync_problem = state.sync.problem() if state.sync is not None else None
+    if sync_problem is not None:
+        raise ApiError(503, f"not ready: {sync_problem}")
     cache = await state.cache.state()
     fp = state.engine.fingerprint
     return ReadyResponse(

@@ -33,7 +33,7 @@ async def get_item(item_id: ItemIdPath, store: Store) -> ItemOut:
 
 @router.post(
     "/admin/items", response_model=AddItemsResponse, dependencies=[Admin, Slot],
-    responses=error_responses(401, 403, 409, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 409, 413, 422, 429, 503),
 )
 async def post_items(body: AddItemsRequest, state: State, store: Store) -> AddItemsResponse:
     """Encode and index new items; searchable when this returns, persisted, `index_version` bumped."""

@@ -11,7 +11,8 @@ from service.schemas import RateRequest, RateResponse, error_responses
 router = APIRouter(tags=["rate"])
 
 
-@router.post("/rate", response_model=RateResponse, dependencies=[Slot], responses=error_responses(422, 429, 503))
+@router.post("/rate", response_model=RateResponse, dependencies=[Slot],
+             responses=error_responses(400, 413, 422, 429, 503))
 async def post_rate(body: RateRequest, state: State, store: Store) -> RateResponse:
     """Predict a rating 1..5 (expected value under the model); `parsed: false` marks an average-based estimate."""
     return await rate(state, store, body)

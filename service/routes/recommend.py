@@ -13,7 +13,7 @@ router = APIRouter(tags=["recommend"])
 
 @router.post(
     "/recommend", response_model=RecommendResponse, dependencies=[Slot],
-    responses=error_responses(422, 429, 503),
+    responses=error_responses(400, 413, 422, 429, 503),
 )
 async def post_recommend(body: RecommendRequest, request: Request, state: State, store: Store) -> RecommendResponse:
     """Rank items for the history with the requested ranker; on engine timeout/failure the fallback ranker

@@ -4,14 +4,22 @@ end of each test, a private key prefix on the shared Redis (cleaned up), and the
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
-from service_helpers import SHARED_REDIS, FaultyEngine, Server, build_index, make_catalog, start_server, tiny_settings
+from fastapi import FastAPI
+from service_helpers import (
+    SHARED_REDIS,
+    FaultyEngine,
+    Server,
+    build_index,
+    make_catalog,
+    private_prefix,
+    start_server,
+    tiny_settings,
+)
 
 from indexer.catalog import Catalog
 from model.engine import Engine
@@ -44,26 +52,17 @@ def faulty_engine(tiny_engine) -> FaultyEngine:
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
     """A private key prefix on the shared Redis; every key under it is deleted afterwards."""
-    prefix = f"reasonrec-test-{secrets.token_hex(6)}:"
-    client = redis.Redis.from_url(SHARED_REDIS, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"these tests need a Redis server at {SHARED_REDIS} (e.g. apt-get install redis-server): {exc}")
-    yield prefix
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with private_prefix() as prefix:
+        yield prefix
 
 
 @pytest.fixture
 def serve() -> Iterator[ServerFactory]:
-    """serve(settings, engine=None) -> a running Server; every one still running is stopped after the test."""
+    """serve(settings, engine=None, app=None) -> a running Server; every one still running is stopped after the test."""
     running: list[Server] = []
 
-    def factory(settings: Settings, engine: Engine | None = None) -> Server:
-        server = start_server(settings, engine)
+    def factory(settings: Settings, engine: Engine | None = None, app: FastAPI | None = None) -> Server:
+        server = start_server(settings, engine, app)
         running.append(server)
         return server
 

@@ -4,25 +4,33 @@ index, real uvicorn servers on free loopback ports (each in a thread), a fault-i
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
+import redis
+import torch
 import uvicorn
+from fastapi import FastAPI
 
 from indexer.catalog import Catalog, Item
 from indexer.store import ItemStore
 from model.engine import Engine, Generation, Reasoning
 from model.prompts import item_prompt
+from model.sasrec import SasrecConfig, SasrecNet, SasrecScorer
 from service.main import create_app
 from service.settings import Settings
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
+SHARED_REDIS = os.environ.get("REASONREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # tests/conftest.py
 ADMIN_TOKEN = "test-admin-token"
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "Animation", "Western")
 
@@ -44,13 +52,22 @@ def build_index(engine: Engine, catalog: Catalog, root: Path) -> Path:
     return root
 
 
+def write_sasrec_checkpoint(folder: Path, vocabulary: Sequence[str]) -> Path:
+    """An untrained (seeded) small SASRec checkpoint over `vocabulary`, as `reasonrec train-sasrec` saves one."""
+    torch.manual_seed(0)
+    net = SasrecNet(SasrecConfig(n_items=len(vocabulary), max_len=16, hidden=16))
+    SasrecScorer(net, list(vocabulary)).save(folder, {"dataset": "test"})
+    return folder
+
+
 def popular_order(catalog: Catalog) -> list[str]:
     return [item.item_id for item in sorted(catalog, key=lambda item: (-item.rating_count, item.item_id))]
 
 
 class FaultyEngine:
     """Fault injection around a real engine: `delay_s` sleeps before every call, `error` is raised instead of
-    answering, `garble` replaces generated text (to produce unparseable ratings). Change them at any time."""
+    answering, `garble` replaces generated text (to produce unparseable ratings), `user_vector` replaces every
+    user vector (e.g. NaN, as a broken model gives). Change them at any time."""
 
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
@@ -59,6 +76,7 @@ class FaultyEngine:
         self.delay_s = 0.0
         self.error: Exception | None = None
         self.garble: str | None = None
+        self.user_vector: np.ndarray | None = None
 
     def _fault(self) -> None:
         if self.delay_s:
@@ -68,11 +86,13 @@ class FaultyEngine:
 
     def reason(self, user_texts: Sequence[str], max_new_tokens: int) -> list[Reasoning]:
         self._fault()
-        return self.inner.reason(user_texts, max_new_tokens)
+        out = self.inner.reason(user_texts, max_new_tokens)
+        return out if self.user_vector is None else [replace(r, vector=self.user_vector.copy()) for r in out]
 
     def embed_direct(self, user_texts: Sequence[str]) -> np.ndarray:
         self._fault()
-        return self.inner.embed_direct(user_texts)
+        out = self.inner.embed_direct(user_texts)
+        return out if self.user_vector is None else np.tile(self.user_vector, (len(out), 1))
 
     def embed_items(self, item_texts: Sequence[str]) -> np.ndarray:
         self._fault()
@@ -109,22 +129,28 @@ class Server:
 
     def metric(self, name: str, **labels: str) -> float:
         """Current value of one sample in /metrics (0 when absent)."""
-        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in self.client.get("/metrics").text.splitlines():
-            sample, _, value = line.rpartition(" ")
-            if sample == (f"{name}{{{wanted}}}" if labels else name):
-                return float(value)
-        return 0.0
+        return metric_value(self.client.get("/metrics").text, name, **labels)
 
 
-def start_server(settings: Settings, engine: Engine | None) -> Server:
-    """Start the app for `settings` under uvicorn in a thread, on a free loopback port; wait until it serves."""
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in exposition.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == (f"{name}{{{wanted}}}" if labels else name):
+            return float(value)
+    return 0.0
+
+
+def start_server(settings: Settings, engine: Engine | None, app: FastAPI | None = None) -> Server:
+    """Start the app for `settings` (or `app`, built by the caller) under uvicorn in a thread, on a free loopback
+    port; wait until it serves."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings, engine=engine), log_config=None, lifespan="on", timeout_graceful_shutdown=5
+        app or create_app(settings, engine=engine), log_config=None, lifespan="on", timeout_graceful_shutdown=5
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -136,6 +162,25 @@ def start_server(settings: Settings, engine: Engine | None) -> Server:
         time.sleep(0.01)
     url = f"http://127.0.0.1:{port}"
     return Server(url, httpx.Client(base_url=url, timeout=60), server, thread)
+
+
+@contextmanager
+def private_prefix(name: str = "test") -> Iterator[str]:
+    """A private key prefix on the shared test Redis; every key under it is deleted afterwards."""
+    prefix = f"reasonrec-{name}-{secrets.token_hex(6)}:"
+    client = redis.Redis.from_url(SHARED_REDIS, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"these tests need a Redis at {SHARED_REDIS} (REASONREC_TEST_REDIS_URL), or the redis-server "
+                    f"binary to start one (apt-get install -y redis-server): {exc}")
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 def tiny_settings(index_dir: Path, **overrides: object) -> Settings:

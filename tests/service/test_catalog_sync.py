@@ -4,87 +4,32 @@ and a restarted replica comes back with every change."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import (
-    ADMIN_TOKEN,
-    SHARED_REDIS,
-    admin_headers,
-    history,
-    tiny_settings,
-)
+from private_redis import free_port
+from processes import GatewayProcess, replica
+from service_helpers import admin_headers, tiny_settings
 
 PROPAGATION_S = 1.0
 
 
-class Replica:
-    """One gateway process (`uvicorn service.main:create_app --factory`), configured by environment."""
-
-    def __init__(self, index_dir: Path, redis_prefix: str, log: Path) -> None:
-        self.env = {
-            **os.environ, "REASONREC_MODEL": "tiny", "REASONREC_INDEX_DIR": str(index_dir),
-            "REASONREC_REDIS_URL": SHARED_REDIS, "REASONREC_CACHE_PREFIX": redis_prefix,
-            "REASONREC_CATALOG_SYNC": "true", "REASONREC_ADMIN_TOKEN": ADMIN_TOKEN,
-        }
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> Replica:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory", "--port", str(port)]
-        self.process = subprocess.Popen(command, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        return self
-
-    def wait_ready(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(self.log.read_text()[-3000:])
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"the replica did not stop on SIGTERM: {self.log.read_text()[-2000:]}") from None
-
-    def item_ids(self) -> set[str]:
-        body = {"history": history("2"), "k": 100, "ranker": "direct", "exclude_history": False}
-        return {i["item_id"] for i in httpx.post(self.url + "/recommend", json=body, timeout=30).json()["items"]}
-
-
 @pytest.fixture
-def replicas(pristine_index, redis_prefix, tmp_path) -> Iterator[list[Replica]]:
+def replicas(pristine_index, redis_prefix, tmp_path) -> Iterator[list[GatewayProcess]]:
     """Two replicas, each with its own copy of the same base index (like two pods), sharing Redis."""
     started = []
     for name in ("a", "b"):
         index = Path(shutil.copytree(pristine_index, tmp_path / f"index-{name}"))
-        started.append(Replica(index, redis_prefix, tmp_path / f"{name}.log").start())
-    for replica in started:
-        replica.wait_ready()
+        started.append(replica(index, redis_prefix, tmp_path / f"{name}.log").start())
+    for one in started:
+        one.wait_ready()
     yield started
-    for replica in started:
-        replica.stop()
+    for one in started:
+        one.stop()
 
 
 def wait_for(check, timeout_s: float = PROPAGATION_S) -> float:
@@ -123,9 +68,3 @@ def test_without_redis_a_synced_replica_is_not_ready(serve, index_dir, tiny_engi
     server = serve(tiny_settings(index_dir, redis_url=dead, catalog_sync=True), tiny_engine)
     ready = server.client.get("/readyz")
     assert ready.status_code == 503 and "catalog sync" in ready.json()["error"]["message"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -6,48 +6,15 @@ Runs a private `redis-server` on a free port (never the shared one on 6379) and 
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-import redis
+from private_redis import free_port, private_redis, stop_redis
 from service_helpers import history, tiny_settings
 
 from service.cache import REDIS_RETRY_AFTER_S
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def private_redis(port: int) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        client.close()
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def test_requests_survive_redis_going_away(serve, index_dir, tiny_engine):
@@ -58,8 +25,7 @@ def test_requests_survive_redis_going_away(serve, index_dir, tiny_engine):
         server = serve(settings, tiny_engine)
         assert server.client.post("/recommend", json=body).json()["cached"] is False
         assert server.client.post("/recommend", json=body).json()["cached"] is True
-        proc.kill()
-        proc.wait(timeout=10)
+        stop_redis(proc)
 
         for _ in range(4):
             response = server.client.post("/recommend", json=body)

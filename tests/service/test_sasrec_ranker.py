@@ -6,10 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from service_helpers import admin_headers, assert_error, history, popular_order, tiny_settings
+from service_helpers import (
+    admin_headers,
+    assert_error,
+    history,
+    popular_order,
+    tiny_settings,
+    write_sasrec_checkpoint,
+)
 
-from model.sasrec import SasrecConfig, SasrecNet, SasrecScorer
+from model.sasrec import SasrecScorer
 
 UNSEEN = {"7", "8"}  # catalog items the checkpoint never saw in training
 GONE = "999"  # an item the checkpoint knows that the catalog does not have
@@ -17,11 +23,7 @@ GONE = "999"  # an item the checkpoint knows that the catalog does not have
 
 @pytest.fixture()
 def checkpoint(catalog, tmp_path) -> Path:
-    torch.manual_seed(0)
-    vocabulary = [i for i in catalog.ids() if i not in UNSEEN] + [GONE]
-    SasrecScorer(SasrecNet(SasrecConfig(n_items=len(vocabulary), max_len=16, hidden=16)), vocabulary).save(
-        tmp_path / "sasrec", {"dataset": "test"})
-    return tmp_path / "sasrec"
+    return write_sasrec_checkpoint(tmp_path / "sasrec", [i for i in catalog.ids() if i not in UNSEEN] + [GONE])
 
 
 def test_sasrec_ranks_like_its_scorer_and_says_what_it_cannot_score(serve, index_dir, checkpoint, tiny_engine):
