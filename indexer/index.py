@@ -21,7 +21,6 @@ When many threads search at once on few cores, FAISS's own OpenMP threads oversu
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -33,6 +32,7 @@ import numpy as np
 
 from indexer.durable import fsync_file, write_json
 from indexer.errors import CorruptIndexError, DuplicateItemError, UnknownItemError, show_ids
+from indexer.index_files import read_center, read_faiss, read_meta
 from indexer.manifest import INDEX_KINDS, IndexKind
 from indexer.rwlock import ReadWriteLock
 
@@ -350,14 +350,14 @@ class ItemIndex:
     @classmethod
     def load(cls, folder: Path) -> ItemIndex:
         """Read what `save` wrote; raises `CorruptIndexError` naming the file when something is off."""
-        meta = _read_meta(folder / META_FILE)
-        center = _read_center(folder / CENTER_FILE) if (folder / CENTER_FILE).exists() else None
+        meta = read_meta(folder / META_FILE)
+        center = read_center(folder / CENTER_FILE) if (folder / CENTER_FILE).exists() else None
         try:
             index = cls(meta["dim"], kind=meta["kind"], center=center, options=IndexOptions(**meta["options"]),
                         metric=meta.get("metric", "cosine"))
         except (TypeError, ValueError) as exc:
             raise CorruptIndexError(f"{folder / META_FILE} or {folder / CENTER_FILE}: {exc}") from exc
-        index._faiss = _read_faiss(folder / INDEX_FILE, meta["kind"], meta["dim"], len(meta["ids"]))
+        index._faiss = read_faiss(folder / INDEX_FILE, meta["kind"], meta["dim"], len(meta["ids"]))
         index._int_of = {item_id: i for item_id, i in meta["ids"]}
         index._str_of = {i: item_id for item_id, i in meta["ids"]}
         index._next_id = meta["next_id"]
@@ -365,55 +365,3 @@ class ItemIndex:
         if not unique or any(i >= index._next_id for i in index._str_of):
             raise CorruptIndexError(f"{folder / META_FILE}: the id map repeats an id or has one >= next_id")
         return index
-
-
-def _read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        _ = (meta["kind"], meta["dim"], meta["options"], meta["next_id"], meta["ids"])
-    except FileNotFoundError as exc:
-        raise CorruptIndexError(f"missing index file {path}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise CorruptIndexError(f"{path}: not an index id map ({exc!r})") from exc
-    next_id, ids = meta["next_id"], meta["ids"]
-    if type(next_id) is not int or next_id < 0 or not isinstance(ids, list) or not all(map(_is_id_pair, ids)):
-        raise CorruptIndexError(f"{path}: the id map must be a list of [item id, FAISS id >= 0] pairs and next_id "
-                                "a count")
-    return meta
-
-
-def _is_id_pair(pair: object) -> bool:
-    return isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and pair[0] != "" \
-        and type(pair[1]) is int and pair[1] >= 0
-
-
-def _read_center(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CorruptIndexError(f"{path}: not a center vector ({exc})") from exc
-
-
-def _is_kind(index: faiss.Index, kind: IndexKind) -> bool:
-    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        return False
-    if kind == "ivf":
-        return isinstance(index, faiss.IndexIVFFlat)
-    inner = faiss.IndexHNSWFlat if kind == "hnsw" else faiss.IndexFlat
-    return isinstance(index, faiss.IndexIDMap2) and isinstance(faiss.downcast_index(index.index), inner)
-
-
-def _read_faiss(path: Path, kind: IndexKind, dim: int, count: int) -> faiss.Index:
-    if not path.exists():
-        raise CorruptIndexError(f"missing index file {path}")
-    try:
-        index = faiss.read_index(str(path))
-    except RuntimeError as exc:
-        raise CorruptIndexError(f"{path}: FAISS cannot read it ({exc})") from exc
-    if not _is_kind(index, kind):
-        raise CorruptIndexError(f"{path}: a {type(index).__name__} is not an inner-product {kind!r} index")
-    if index.d != dim or index.ntotal != count:
-        raise CorruptIndexError(
-            f"{path}: holds {index.ntotal} vectors of dim {index.d}, the id map says {count} of dim {dim}"
-        )
-    return index
