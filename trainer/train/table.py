@@ -108,9 +108,7 @@ class TableTrainConfig(SplitConfig):
             raise ValueError("--lr and --head-lr must be positive, --head-weight-decay >= 0")
         if min(self.batch_size, self.max_epochs, self.patience, self.head_epochs) < 1 or self.valid_users < 0:
             raise ValueError("--batch-size, --max-epochs, --patience, --head-epochs must be >= 1, --valid-users >= 0")
-        if self.head and not self.llm_features and self.model == "":
-            raise ValueError("--head needs a language model (--model)")
-        self.spec  # noqa: B018  (checks that some content feature is on)
+        FeatureSpec(llm=self.llm_features, minilm=self.minilm_features)  # raises when no content feature is on
 
     @property
     def spec(self) -> FeatureSpec:
@@ -215,12 +213,7 @@ def _train_encoder(config: TableTrainConfig, artifact: TableArtifact, features: 
                        lambda epoch: _epoch(config, model, features, optimizer, sequences, order_gen, epoch),
                        lambda: _validate(artifact, features, ds, valid),
                        lambda state: artifact.save(folder, _meta(config, ds, split, state, "training")))
-    best = TableArtifact.load(folder)
-    best.save(folder, {**_meta(config, ds, split, state, "encoder done"), **_kept(best.meta)})
-
-
-def _kept(meta: dict) -> dict:
-    return {k: meta[k] for k in ("heads",) if k in meta}
+    TableArtifact.load(folder).save(folder, _meta(config, ds, split, state, "encoder done"))
 
 
 def _epoch(config: TableTrainConfig, model: TableModel, features: torch.Tensor, optimizer: torch.optim.Optimizer,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +36,9 @@ from trainer.data.datasets import Dataset, Interaction
 from trainer.data.splits import Example, Split, sample_examples
 from trainer.evaluation.harness import rank_examples, user_history
 from trainer.evaluation.metrics import mean_metrics
+
+if TYPE_CHECKING:
+    from trainer.train.table import TableTrainConfig
 
 log = logging.getLogger(__name__)
 BATCH = 256
@@ -64,8 +69,8 @@ class _FixedVectors:
         return users @ self.rows[:, :-1].T + self.rows[:, -1]
 
 
-def train_heads(config, artifact: TableArtifact, features: torch.Tensor, ds: Dataset, split: Split,
-                engine: Engine, folder) -> None:
+def train_heads(config: TableTrainConfig, artifact: TableArtifact, features: torch.Tensor, ds: Dataset,
+                split: Split, engine: Engine, folder: Path) -> None:
     """Train the served head and the ablation head; save them into the artifact with their validation metrics."""
     from trainer.train.table import table_store
 
@@ -143,7 +148,7 @@ def _evaluate(data: HeadData, rows: np.ndarray, item_ids: list[str], head: nn.Mo
     return {k: v for k, v in mean_metrics(result.per_query()).items() if k in ("HR@10", "NDCG@10", "MRR")}
 
 
-def _fit(config, head: nn.Module, data: dict[str, HeadData], rows: np.ndarray, item_ids: list[str],
+def _fit(config: TableTrainConfig, head: nn.Module, data: dict[str, HeadData], rows: np.ndarray, item_ids: list[str],
          use: str) -> dict[str, float]:
     """Train `head` (its parameters only) with early stopping; it ends with its best validation weights, which
     may be its initial ones (epoch 0: the served head starts at zero, i.e. s alone)."""
