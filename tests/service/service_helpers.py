@@ -52,11 +52,12 @@ def build_index(engine: Engine, catalog: Catalog, root: Path) -> Path:
     return root
 
 
-def write_sasrec_checkpoint(folder: Path, vocabulary: Sequence[str]) -> Path:
-    """An untrained (seeded) small SASRec checkpoint over `vocabulary`, as `reasonrec train-sasrec` saves one."""
+def write_sasrec_checkpoint(folder: Path, vocabulary: Sequence[str], status: str | None = None) -> Path:
+    """An untrained (seeded) small SASRec checkpoint over `vocabulary`, as `reasonrec train-sasrec` saves one
+    (with `status` in its metadata when given: "done" for a finished run)."""
     torch.manual_seed(0)
     net = SasrecNet(SasrecConfig(n_items=len(vocabulary), max_len=16, hidden=16))
-    SasrecScorer(net, list(vocabulary)).save(folder, {"dataset": "test"})
+    SasrecScorer(net, list(vocabulary)).save(folder, {"dataset": "test"} | ({"status": status} if status else {}))
     return folder
 
 

@@ -1,0 +1,53 @@
+"""What `reasonrec serve` fills in when nothing is configured (`service.main.default_artifacts`): the dataset's
+SASRec+ checkpoint and item table trained here when finished, else the ones shipped with the repository, and a
+table only when it was trained on the served model's states."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from service_helpers import write_sasrec_checkpoint
+from test_table_serving import make_table
+
+from model.sasrec import META_FILE
+from model.transformers_engine import TransformersEngine
+from service.main import default_artifacts
+from service.settings import Settings
+
+
+@pytest.fixture
+def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    monkeypatch.setenv("REASONREC_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setattr("service.main.SHIPPED", tmp_path / "shipped")
+    return {"trained_sasrec": tmp_path / "artifacts" / "sasrec" / "ml-test-leave-one-out-seed0",
+            "trained_table": tmp_path / "artifacts" / "tables" / "ml-test-leave-one-out-seed0",
+            "shipped_sasrec": tmp_path / "shipped" / "ml-test" / "sasrec",
+            "shipped_table": tmp_path / "shipped" / "ml-test" / "table"}
+
+
+def test_nothing_found_leaves_both_unset(places, tiny_engine: TransformersEngine) -> None:
+    settings = default_artifacts(Settings(model="tiny", dataset="ml-test"), tiny_engine)
+    assert settings.sasrec_checkpoint is None and settings.table is None
+
+
+def test_shipped_artifacts_serve_a_fresh_machine_and_trained_ones_win(places, tiny_engine, catalog) -> None:
+    write_sasrec_checkpoint(places["shipped_sasrec"], catalog.ids(), status="done")
+    make_table(tiny_engine, catalog, places["shipped_table"])
+    settings = default_artifacts(Settings(model="tiny", dataset="ml-test"), tiny_engine)
+    assert (settings.sasrec_checkpoint, settings.table) == (places["shipped_sasrec"], places["shipped_table"])
+    write_sasrec_checkpoint(places["trained_sasrec"], catalog.ids(), status="done")
+    make_table(tiny_engine, catalog, places["trained_table"])
+    settings = default_artifacts(Settings(model="tiny", dataset="ml-test"), tiny_engine)
+    assert (settings.sasrec_checkpoint, settings.table) == (places["trained_sasrec"], places["trained_table"])
+
+
+def test_unfinished_runs_and_other_models_tables_are_not_used(places, tiny_engine, catalog) -> None:
+    write_sasrec_checkpoint(places["trained_sasrec"], catalog.ids(), status="training")
+    make_table(tiny_engine, catalog, places["trained_table"])
+    another_model = SimpleNamespace(fingerprint=replace(tiny_engine.fingerprint, model_id="another-model"))
+    settings = default_artifacts(Settings(model="tiny", dataset="ml-test"), another_model)
+    assert settings.sasrec_checkpoint is None and settings.table is None  # unfinished; another model's states
+    assert (places["trained_sasrec"] / META_FILE).is_file()
