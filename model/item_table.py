@@ -58,12 +58,17 @@ class TableConfig:
 
 
 class ContentMap(nn.Module):
-    """g: content features (n, content_dim) -> item vectors and biases (n, dim + 1)."""
+    """g: content features (n, content_dim) -> item vectors and biases (n, dim + 1). Its output layer starts at
+    zero, so training starts from SASRec's own initialization (residuals N(0, .02)) and g learns what content adds:
+    with a random g the table learned markedly slower than SASRec+ on ML-1M (validation NDCG@10 .107 against .140
+    after 9 epochs)."""
 
     def __init__(self, config: TableConfig) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(config.content_dim, config.content_hidden), nn.GELU(),
                                  nn.Dropout(config.dropout), nn.Linear(config.content_hidden, config.dim + 1))
+        nn.init.zeros_(self.net[-1].weight)  # g starts at 0: the table starts as SASRec's item embeddings
+        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, content: torch.Tensor) -> torch.Tensor:
         return self.net(content)

@@ -31,6 +31,7 @@ def make_table(engine: TransformersEngine, catalog: Catalog, folder: Path, seed:
     config = TableConfig(len(items), engine.hidden_size, engine.hidden_size, dim=8, content_hidden=16, max_len=20)
     model = TableModel(config, torch.ones(len(items), dtype=torch.bool)).eval()
     torch.nn.init.normal_(model.head[1].weight, std=0.1)  # a head that changes the ranking
+    torch.nn.init.normal_(model.content_map.net[-1].weight, std=1.0)  # a g that places items (residuals: .02)
     center = engine.embed_items([item_prompt(i) for i in items]).mean(axis=0)
     table = TableArtifact(model, [i.item_id for i in items], FeatureSpec(llm=True, minilm=False), center,
                           engine.fingerprint, {})

@@ -74,7 +74,7 @@ class TableTrainConfig(SplitConfig):
     """Attention heads."""
     dropout: float = 0.1
     """Dropout in the encoder and g (SASRec+'s 0.1)."""
-    residual_dropout: float = 0.3
+    residual_dropout: float = 0.1
     """Share of the items whose residual is dropped at each step, so g alone must place them (DropoutNet)."""
     lr: float = 1e-3
     """Adam learning rate."""

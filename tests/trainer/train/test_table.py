@@ -29,7 +29,7 @@ from trainer.train.table import TableTrainConfig, item_features, table_store, tr
 
 def tiny_table_config(data: Path, out: Path, **overrides: object) -> TableTrainConfig:
     settings: dict = dict(dataset="ml-1m-zip", data_path=data, model="tiny", minilm_features=False, dim=16,
-                          content_hidden=32, max_len=12, blocks=1, dropout=0.0, lr=5e-3, batch_size=16, max_epochs=8,
+                          content_hidden=32, max_len=12, blocks=1, dropout=0.0, lr=1e-2, batch_size=16, max_epochs=10,
                           patience=8, valid_users=0, head_users=12, head_epochs=3, out_dir=out)
     return TableTrainConfig(**{**settings, **overrides})
 
