@@ -107,18 +107,8 @@ class SasrecNet(nn.Module):
         self.blocks = nn.ModuleList(
             CausalBlock(config.hidden, config.heads, config.dropout) for _ in range(config.blocks))
         self.final_norm = nn.LayerNorm(config.hidden, eps=1e-8)
-        self.apply(self._init_weights)
+        self.apply(init_weights)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        """Normal(0, 0.02) weights and zero biases, as the paper's code (and GPT-2) do."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Hidden states (batch, length, hidden); position t depends only on ids[:, :t + 1]."""
@@ -134,6 +124,17 @@ class SasrecNet(nn.Module):
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores (..., n_items) of items 1..n_items (column j is item id j + 1) for hidden states (..., hidden)."""
         return hidden @ self.item_emb.weight[1:].T
+
+
+def init_weights(module: nn.Module) -> None:
+    """Normal(0, 0.02) weights and zero biases, as the paper's code (and GPT-2) do; padding rows zero."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
 
 
 def right_padded(sequences: Sequence[Sequence[int]]) -> torch.Tensor:
