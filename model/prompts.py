@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 TEMPLATE_VERSION = "v2"
-RATING_TEMPLATE_VERSION = "r3"
+RATING_TEMPLATE_VERSION = "r4"
 ANSWER_MARKER = "<answer>"
 MAX_HISTORY_LINES = 20
 MAX_DESCRIPTION_WORDS = 100
@@ -104,36 +104,43 @@ def item_prompt(item: Item) -> str:
     )
 
 
-def _rating_context(history: Sequence[HistoryLine], item: Item) -> str:
+def rating_history_block(history: Sequence[HistoryLine]) -> str:
+    """The start of both rating prompts: the history (up to 20 lines) and the user's average. It holds nothing of
+    the target item, so the states of one history serve every target item of it (`model.rating_states`)."""
     rated = [h.rating for h in history[-MAX_HISTORY_LINES:] if h.rating is not None]
     user_avg = f"{sum(rated) / len(rated):.2f}" if rated else "unknown"
+    return ("A user's rating history, oldest first (ratings out of 5):\n" + "\n".join(_history_lines(history))
+            + f"\nThe user's average rating: {user_avg}\n\n")
+
+
+def rating_item_block(item: Item) -> str:
+    """The end of both rating prompts: the target item and its average rating."""
     item_avg = f"{item.avg_rating:.2f}" if item.avg_rating is not None else "unknown"
-    return (
-        "A user's rating history, oldest first (ratings out of 5):\n"
-        + "\n".join(_history_lines(history))
-        + f"\nThe user's average rating: {user_avg}\n\n"
-        f"Target item: {display_title(item)}"
-        + (f" ({', '.join(item.genres)})" if item.genres else "")
-        + f"\nThe item's average rating: {item_avg}\n\n"
-    )
+    genres = f" ({', '.join(item.genres)})" if item.genres else ""
+    return f"Target item: {display_title(item)}{genres}\nThe item's average rating: {item_avg}"
+
+
+RATING_INSTRUCTION = (
+    "Predict the user's rating of the target item below, step by step. First describe the user's tastes inside "
+    "<analyze user></analyze user>, then the target item's characteristics inside <analyze item></analyze item>, "
+    "then how well the two match inside <match></match>, and finally give a whole number from 1 to 5 inside "
+    "<rate></rate>.\n\n"
+)
+DIRECT_RATING_INSTRUCTION = (
+    "Predict the user's rating of the target item below. Answer only with a whole number from 1 to 5 inside "
+    "<rate></rate>.\n\n"
+)
 
 
 def rating_prompt(history: Sequence[HistoryLine], item: Item) -> str:
-    """RecZero-style rating prompt: four tags in order, the last holding an integer rating 1..5."""
-    return _rating_context(history, item) + (
-        "Predict the user's rating of the target item, step by step. First describe the user's tastes inside "
-        "<analyze user></analyze user>, then the target item's characteristics inside <analyze item></analyze item>, "
-        "then how well the two match inside <match></match>, and finally give a whole number from 1 to 5 inside "
-        "<rate></rate>."
-    )
+    """RecZero-style rating prompt: four tags in order, the last holding an integer rating 1..5. The history
+    comes first, the target item last (after the instruction)."""
+    return rating_history_block(history) + RATING_INSTRUCTION + rating_item_block(item)
 
 
 def direct_rating_prompt(history: Sequence[HistoryLine], item: Item) -> str:
-    """The direct variant: no reasoning, only `<rate>N</rate>`."""
-    return _rating_context(history, item) + (
-        "Predict the user's rating of the target item. Answer only with a whole number from 1 to 5 inside "
-        "<rate></rate>."
-    )
+    """The direct variant: no reasoning, only `<rate>N</rate>`; the same order (history, instruction, item)."""
+    return rating_history_block(history) + DIRECT_RATING_INSTRUCTION + rating_item_block(item)
 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, user_text: str, assistant_text: str = "") -> str:

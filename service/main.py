@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from model.engine import Engine
 from model.paths import SHIPPED, finished_or_shipped, index_dir_for, sasrec_dir, table_dir
+from model.rating_model import finished_rating_model, rating_dir
 from model.sasrec import finished_checkpoint
 from model.table_artifact import TableArtifact, finished_table
 from service.context import LOG_CONFIG, stamp_log_records
@@ -70,9 +71,9 @@ engine and the index folder it must fill."""
 
 
 def default_artifacts(settings: Settings, engine: Engine) -> Settings:
-    """Settings with the dataset's SASRec+ checkpoint and item table filled in where none is configured: the ones
-    trained here when finished, else the ones shipped with the repository (`model.paths.SHIPPED`); a table only
-    when it was trained on the served model's states."""
+    """Settings with the dataset's SASRec+ checkpoint, item table and rating model filled in where none is
+    configured: the ones trained here when finished, else the ones shipped with the repository
+    (`model.paths.SHIPPED`); a table only when it was trained on the served model's states."""
     updates: dict[str, Path | None] = {}
     if settings.sasrec_checkpoint is None:
         updates["sasrec_checkpoint"] = finished_or_shipped(
@@ -88,6 +89,12 @@ def default_artifacts(settings: Settings, engine: Engine) -> Settings:
             log.warning("no item table for %s and %s: the direct and reasoning rankers rank by the cosine of raw "
                         "states (train one with `reasonrec train-table --dataset %s`)", settings.dataset,
                         engine.fingerprint.model_id, settings.dataset)
+    if settings.rating_model is None:
+        updates["rating_model"] = finished_or_shipped(
+            rating_dir(settings.dataset), SHIPPED / settings.dataset / "rating", finished_rating_model)
+        if updates["rating_model"] is None:
+            log.warning("no rating model for %s: /rate uses the guided LLM rating (train one with `reasonrec "
+                        "train-rating --dataset %s`)", settings.dataset, settings.dataset)
     return settings.model_copy(update=updates)
 
 

@@ -1,5 +1,12 @@
-"""POST /rate behind the route: rating prompt -> cache -> guided rating (RecZero tags) -> response.
+"""POST /rate behind the route: the rating model with grounded reasoning, or the guided LLM rating.
 
+With a rating model (`REASONREC_RATING_MODEL`, filled in by `reasonrec serve`; `REASONREC_RATE_WITH=model`), the
+user is folded in from the history and the rating is the model's (`model.rating_model`, microseconds); the
+`reasoning` mode wraps it in the four RecZero tags written from the data (`model.rating_reasons`: every claim
+true, the `<match>` verdict agreeing with the number), the `direct` mode in `<rate>N</rate>`; `parsed` is true.
+Nothing is cached: it costs less than a cache lookup.
+
+Otherwise (no rating model, or `REASONREC_RATE_WITH=llm`: the ablation) the guided LLM rating:
 `model.rating.predict_ratings` guides the format (each tag is opened for the model, and the rating is read
 from its probabilities over 1..5 after `<rate>`), so the answer normally holds exactly one valid
 `<rate>N</rate>` and `rating` is the expected value. The answer counts as parsed when it has the full format
@@ -14,12 +21,14 @@ from __future__ import annotations
 
 import time
 
-from indexer.catalog import Item
+from indexer.catalog import Catalog, Item
 from indexer.store import ItemStore
 from model.engine import Deadline
 from model.prompts import direct_rating_prompt, rating_prompt
 from model.rankers.base import UserHistory
 from model.rating import parse_rating_output, predict_ratings
+from model.rating_model import RatingModel
+from model.rating_reasons import grounded_reasoning, rounded
 from service.cache import CacheEntry, cache_key
 from service.engine_calls import EngineFailure, call_engine
 from service.errors import ApiError
@@ -58,6 +67,16 @@ async def predict(state: AppState, prompt: str, reasoning: bool, estimate: float
     return CacheEntry({"rating": pred.rating if parsed else estimate, "reasoning": pred.text, "parsed": parsed})
 
 
+def model_rating(model: RatingModel, history: UserHistory, catalog: Catalog, item: Item, reasoning: bool
+                 ) -> tuple[float, str]:
+    """The rating model's rating of `item` for a user folded in from `history`, and its answer text."""
+    user_bias, user_factors = model.fold_in(history.item_ids, [line.rating for line in history.lines])
+    rating = float(model.predict(user_bias, user_factors, [item.item_id])[0])
+    if reasoning:
+        return rating, grounded_reasoning(history, catalog, item, model.mean, rating)
+    return rating, f"<rate>{rounded(rating)}</rate>"
+
+
 async def rate(state: AppState, store: ItemStore, body: RateRequest) -> RateResponse:
     start = time.perf_counter()
     catalog = store.catalog
@@ -65,6 +84,12 @@ async def rate(state: AppState, store: ItemStore, body: RateRequest) -> RateResp
     if item is None:
         raise ApiError(422, f"item_id: unknown item id {body.item_id!r}", param="item_id")
     history = resolve_history(body.history, catalog)
+    if state.rating is not None and state.settings.rate_with == "model":
+        rating, text = model_rating(state.rating, history, catalog, item, body.mode == "reasoning")
+        elapsed = (time.perf_counter() - start) * 1000.0
+        return RateResponse(rating=rating, reasoning=text, parsed=True, cached=False, fallback=None,
+                            model=ModelInfo.of(state.engine.fingerprint),
+                            timings_ms=RateTimings(rating=elapsed, total=elapsed))
     reasoning = body.mode == "reasoning"
     prompt = (rating_prompt if reasoning else direct_rating_prompt)(history.lines, item)
     params = {"greedy": True, "max_tokens_per_tag": state.settings.rating_tokens_per_tag if reasoning else None}

@@ -95,9 +95,18 @@ class Settings(BaseSettings):
         None, description="SASRec+ checkpoint folder (`reasonrec train-sasrec`); unset: the sasrec ranker answers "
         "503 and the fallback is popular. `reasonrec serve` sets it to the dataset's default checkpoint.",
     )
-    default_reasoning_tokens: int = Field(64, ge=1, description="Reasoning token budget when a request gives none.")
+    default_reasoning_tokens: int = Field(
+        48, ge=1, description="Reasoning token budget when a request gives none: room for the grounded reasoning of a "
+        "`reasonrec train-reasoning` adapter (at most 42 tokens with `<answer>`), so the cap is the exception.")
     max_reasoning_tokens: int = Field(256, ge=1, description="Largest max_reasoning_tokens a request may ask for.")
     rating_tokens_per_tag: int = Field(32, ge=1, le=512, description="Token budget of each reasoning tag in /rate.")
+    rating_model: Path | None = Field(None, description=(
+        "Rating-model folder (`reasonrec train-rating`): /rate answers with its rating and grounded four-tag "
+        "reasoning. `reasonrec serve` uses the dataset's finished one (else the shipped one) when this is unset; "
+        "without one /rate uses the guided LLM rating."))
+    rate_with: Literal["model", "llm"] = Field("model", description=(
+        "What answers /rate: `model` (the rating model when one is configured) or `llm` (the guided LLM rating "
+        "read from the token probabilities after <rate>, kept as an ablation)."))
 
     # ---- limits and serving ----------------------------------------------------------------------------------
     max_inflight: int = Field(

@@ -35,6 +35,7 @@ from model.item_features import ContentFeaturizer
 from model.merge import model_folder
 from model.paths import index_dir_for
 from model.prompts import item_prompt
+from model.rating_model import RatingModel
 from model.table_artifact import TableArtifact
 from model.transformers_engine import load_engine as load_transformers_engine
 from model.vllm_engine import VllmEngine, VllmTimeouts
@@ -84,6 +85,7 @@ class AppState:
     rankers: dict[str, Ranker] = field(default_factory=dict)
     table: TableArtifact | None = None
     featurizer: ContentFeaturizer | None = None
+    rating: RatingModel | None = None
     sync: CatalogSync | None = None
     _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     admin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -206,6 +208,18 @@ def load_table(settings: Settings, engine: Engine) -> tuple[TableArtifact | None
     return table, ContentFeaturizer(table.spec, engine, text_encoder, table.center)
 
 
+def load_rating_model(settings: Settings) -> RatingModel | None:
+    """The configured rating model (`settings.rating_model`), None when unset; an error for one with a head on
+    the language model's state (an evaluation ablation, `reasonrec train-rating --head`; not served)."""
+    if settings.rating_model is None:
+        return None
+    rating = RatingModel.load(settings.rating_model)
+    if rating.uses_head:
+        raise ValueError(f"REASONREC_RATING_MODEL={settings.rating_model} has a head on the language model's state "
+                         "(an evaluation ablation): serve a model trained without --head")
+    return rating
+
+
 async def start_state(settings: Settings, metrics: Metrics, engine: Engine | None = None) -> AppState:
     """Load the engine (unless given), open the cache, try the index; see the module docstring."""
     workers = ThreadPoolExecutor(
@@ -224,6 +238,7 @@ async def start_state(settings: Settings, metrics: Metrics, engine: Engine | Non
     state = AppState(
         settings, metrics, engine, cache, index_dir, InflightLimiter(settings.max_inflight, metrics),
         Coalescer(cache, metrics), table=table, featurizer=featurizer,
+        rating=await asyncio.to_thread(load_rating_model, settings),
     )
     state.rankers = {name: cls(state) for name, cls in RANKERS.items()}
     if settings.catalog_sync:

@@ -6,6 +6,10 @@
     reasonrec train-sasrec --dataset ml-1m         # the SASRec+ production ranker (resumable)
     reasonrec train-table --dataset ml-1m          # the served ranker: item table, encoder, heads (resumable)
     reasonrec train-cl --dataset ml-1m             # contrastive LoRA on the language model (resumable)
+    reasonrec train-rating --dataset ml-1m         # the rating model /rate serves (resumable)
+    reasonrec eval-rating --dataset ml-1m          # the rating report: baselines, MF, the served model, ablations
+    reasonrec train-reasoning --dataset ml-1m      # reasoning SFT on program-written rationales (resumable)
+    reasonrec eval-reasoning --adapter DIR         # marker rate, faithfulness, next-genre match of the reasoning
     reasonrec eval --dataset ml-1m                 # every ranker, one harness, reports in docs/results
     reasonrec tune-prior --dataset ml-1m           # the popularity prior's weight, on validation users
     reasonrec merge-adapter --adapter DIR          # base + LoRA in one folder, for the vLLM servers
@@ -19,7 +23,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -104,6 +108,29 @@ def cmd_train_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_written(paths: Iterable[Path]) -> None:
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def cmd_train_rating(args: argparse.Namespace) -> int:
+    from trainer.train.rating import RatingTrainConfig, train_rating
+
+    config = config_from_args(RatingTrainConfig, args)
+    meta = train_rating(config, _command_line()).meta
+    test = meta["metrics"]["test"]
+    print(f"rating model {config.folder}: reg_factor {meta['chosen']['reg_factor']:g}, {meta['chosen']['sweeps']} "
+          f"sweeps; test RMSE {test['RMSE']:.4f}, MAE {test['MAE']:.4f}")
+    return 0
+
+
+def cmd_eval_rating(args: argparse.Namespace) -> int:
+    from trainer.evaluation.rating_eval import RatingEvalConfig, run_rating_eval
+
+    _print_written(run_rating_eval(config_from_args(RatingEvalConfig, args), _command_line()))
+    return 0
+
+
 def cmd_train_cl(args: argparse.Namespace) -> int:
     from trainer.train.contrastive.config import ContrastiveConfig
     from trainer.train.contrastive.job import train_contrastive
@@ -111,18 +138,34 @@ def cmd_train_cl(args: argparse.Namespace) -> int:
 
     config = config_from_args(ContrastiveConfig, args, args.recipe)
     folder = train_contrastive(config)
-    for path in write_training_report(folder, Path("docs/results/cl"), _command_line(), args.report_name):
-        print(f"wrote {path}")
+    _print_written(write_training_report(folder, Path("docs/results/cl"), _command_line(), args.report_name))
     print(f"adapter {folder}; build its index with `reasonrec index --dataset {config.dataset} --adapter {folder}`, "
           f"evaluate with `reasonrec eval --adapter {folder}`, serve with REASONREC_ADAPTER={folder}")
+    return 0
+
+
+def cmd_train_reasoning(args: argparse.Namespace) -> int:
+    from trainer.train.reasoning_sft import ReasoningSftConfig, train_reasoning
+
+    config = config_from_args(ReasoningSftConfig, args, args.recipe)
+    folder = train_reasoning(config)
+    print(f"adapter {folder}; evaluate its reasoning with `reasonrec eval-reasoning --dataset {config.dataset} "
+          f"--adapter {folder}`, build its index with `reasonrec index --dataset {config.dataset} --adapter "
+          f"{folder}`, serve with REASONREC_ADAPTER={folder}")
+    return 0
+
+
+def cmd_eval_reasoning(args: argparse.Namespace) -> int:
+    from trainer.evaluation.reasoning_eval import ReasoningEvalConfig, run_reasoning_eval
+
+    _print_written(run_reasoning_eval(config_from_args(ReasoningEvalConfig, args), _command_line()))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from trainer.evaluation.job import EvalConfig, run_eval
 
-    for path in run_eval(config_from_args(EvalConfig, args), _command_line()):
-        print(f"wrote {path}")
+    _print_written(run_eval(config_from_args(EvalConfig, args), _command_line()))
     return 0
 
 
@@ -131,8 +174,7 @@ def cmd_tune_prior(args: argparse.Namespace) -> int:
     from trainer.evaluation.prior import tune_prior
 
     config = config_from_args(EvalConfig, args, rankers=("direct",), ratings=False)
-    for path in tune_prior(config, args.valid_users, _command_line()):
-        print(f"wrote {path}")
+    _print_written(tune_prior(config, args.valid_users, _command_line()))
     return 0
 
 
@@ -154,8 +196,12 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from trainer.evaluation.job import EvalConfig
+    from trainer.evaluation.rating_eval import RatingEvalConfig
+    from trainer.evaluation.reasoning_eval import ReasoningEvalConfig
     from trainer.train.contrastive.config import ContrastiveConfig
     from trainer.train.index import IndexJobConfig
+    from trainer.train.rating import RatingTrainConfig
+    from trainer.train.reasoning_sft import ReasoningSftConfig
     from trainer.train.sasrec import SasrecTrainConfig
     from trainer.train.table import TableTrainConfig
 
@@ -199,7 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--report-name", default=None,
                     help="file name (no suffix) of the report in docs/results/cl (<dataset>-<protocol>-training)")
 
+    reasoning = command("train-reasoning", "reasoning SFT: LoRA on program-written grounded rationales (resumable)",
+                        cmd_train_reasoning, ReasoningSftConfig)
+    reasoning.add_argument("--recipe", type=Path, default=None,
+                           help="TOML file of settings (e.g. trainer/recipes/reasoning-gpu.toml); flags override it")
+    command("eval-reasoning", "the model's own reasoning: marker rate, faithfulness, next-genre match, latency",
+            cmd_eval_reasoning, ReasoningEvalConfig)
+
     command("eval", "evaluate rankers on one split; write docs/results reports", cmd_eval, EvalConfig)
+    command("train-rating", "train the rating model that /rate serves (resumable)", cmd_train_rating,
+            RatingTrainConfig)
+    command("eval-rating", "the rating report on the rating protocol; writes docs/results", cmd_eval_rating,
+            RatingEvalConfig)
 
     tune = command("tune-prior", "choose the popularity prior's weight on validation users", cmd_tune_prior,
                    EvalConfig, skip=("rankers", "ratings", "sasrec_checkpoint", "llm_users",

@@ -38,6 +38,8 @@ class ServedLlmRanker:
     async def compute(self, prompt: str, query: RankQuery, deadline: Deadline) -> CacheEntry:
         out = (await call_engine(lambda: self.core.encode([prompt], query.reasoning_tokens), deadline))[0]
         self.state.metrics.generated_tokens.inc(out.generated_tokens)
+        if self.mode == "reasoning" and not out.wrote_marker:
+            self.state.metrics.reasoning_budget_capped.inc()
         return CacheEntry(out.meta(), out.vector)
 
     async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:

@@ -12,26 +12,14 @@ from pathlib import Path
 
 from model.paths import artifacts_dir
 from trainer.data.protocols import SplitConfig
+from trainer.train.lora import LoraSettings
 
 
 @dataclass
-class ContrastiveConfig(SplitConfig):
+class ContrastiveConfig(SplitConfig, LoraSettings):
     """What `reasonrec train-cl` trains; the defaults are the full-softmax recipe measured on ML-1M with two CPU
-    cores (`docs/training-cl.md`)."""
+    cores (`docs/training-cl.md`); the LoRA settings are `trainer.train.lora.LoraSettings`'."""
 
-    model: str = "smollm2"
-    """Base LLM: smollm2, tiny or a local Hugging Face model folder."""
-    lora_r: int = 8
-    """LoRA rank (dimensions of each low-rank update)."""
-    lora_alpha: int = 16
-    """LoRA scaling numerator: the update is scaled by alpha / r."""
-    lora_dropout: float = 0.05
-    """Dropout probability on the LoRA input."""
-    lora_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    """Names of the linear layers that get a LoRA update."""
-    lora_top_layers: int = 4
-    """Number of top decoder layers that get LoRA; 0 = all layers. The layers below run without autograd records,
-    so a step costs about a no-grad forward plus this many layers' training."""
     temperature: float = 0.05
     """Softmax temperature on the centered cosine similarities of user and item vectors."""
     item_draws: int = 32
@@ -74,9 +62,9 @@ class ContrastiveConfig(SplitConfig):
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
-        self.lora_modules = tuple(self.lora_modules)
         super().__post_init__()
-        at_least_one = {"lora_r": self.lora_r, "batch_size": self.batch_size, "steps": self.steps,
+        self.check_lora()
+        at_least_one = {"batch_size": self.batch_size, "steps": self.steps,
                         "recent_targets": self.recent_targets,
                         "item_batch_size": self.item_batch_size, "valid_users": self.valid_users,
                         "valid_every": self.valid_every, "item_draws": self.item_draws}
@@ -86,8 +74,6 @@ class ContrastiveConfig(SplitConfig):
         for name in ("temperature", "lr", "checkpoint_minutes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")
-        if self.lora_top_layers < 0:
-            raise ValueError("--lora-top-layers must be >= 0 (0 = all layers)")
         if self.warmup_steps < 0:
             raise ValueError("--warmup-steps must be >= 0")
         if self.sample_pool < 0 or (self.sample_pool and self.lora_top_layers < 1):

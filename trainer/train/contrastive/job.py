@@ -56,6 +56,7 @@ from trainer.train.contrastive.config import ContrastiveConfig, describe_recipe
 from trainer.train.contrastive.layer_cache import LowerLayerCache
 from trainer.train.contrastive.loss import ItemTable, draw_items, history_mask, item_side_term, table_logits
 from trainer.train.contrastive.samples import TrainingSamples
+from trainer.train.lora import add_lora
 
 log = logging.getLogger(__name__)
 RESUME_FILE = "resume.pt"
@@ -95,7 +96,6 @@ class _TableRanker:
 def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> Path:
     """Train (or resume, or find done) the adapter; returns its folder."""
     from accelerate import Accelerator
-    from peft import LoraConfig, get_peft_model
 
     folder = config.adapter_dir
     if _steps_done(folder, config) >= config.steps:
@@ -112,10 +112,7 @@ def train_contrastive(config: ContrastiveConfig, ds: Dataset | None = None) -> P
         loaded.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     layers = loaded.model.config.num_hidden_layers
     top = config.lora_top_layers
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.lora_modules),
-                      layers_to_transform=list(range(layers - top, layers)) if 0 < top < layers else None)
-    peft_model = get_peft_model(loaded.model, lora)
+    peft_model = add_lora(loaded.model, config)
     peft_model.to(accelerator.device)
     engine = TransformersEngine(loaded, batch_size=config.item_batch_size)
     # with a sample pool, prompts pass the frozen layers once; the top layers run per use

@@ -1,0 +1,63 @@
+"""A reasoning adapter served through the gateway (REASONREC_ADAPTER): `/recommend` with `ranker: reasoning`
+returns the reasoning the adapter was taught, and a reasoning the budget cuts is counted in
+`reasonrec_reasoning_budget_capped_total`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from service_helpers import build_index, history, tiny_settings
+
+from model.loading import load_model
+from model.prompts import ANSWER_MARKER
+from model.rankers.base import UserHistory
+from model.transformers_engine import load_engine
+from trainer.reasoning.packing import WindowSample, pack_window
+from trainer.train.reasoning_sft import ReasoningSftConfig, add_lora, train_packed
+
+RATIONALE = "Mostly Drama (60%). Next: likely a 1990s Western."
+HISTORIES = (("3", "7", "12"), ("5", "9"), ("20", "21", "22", "23"))
+
+
+@pytest.fixture(scope="module")
+def adapter(catalog, tmp_path_factory) -> Path:
+    """A tiny-model LoRA adapter taught to answer the three histories with RATIONALE + `<answer>`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny steps are far faster on one thread when the cores are shared
+    try:
+        loaded = load_model("tiny")
+        rows = []
+        for ids in HISTORIES:
+            entries = [(e["item_id"], e["rating"], e["timestamp"]) for e in history(*ids)]
+            lines = UserHistory.of_items(entries, catalog).lines
+            rows.append(pack_window(loaded.tokenizer, WindowSample(lines, (len(lines),), (RATIONALE + ANSWER_MARKER,))))
+        model = add_lora(loaded.model, ReasoningSftConfig(model="tiny", lora_top_layers=0))
+        train_packed(model, rows, steps=80, lr=1e-2, pad_id=loaded.tokenizer.pad_token_id, rows_per_step=3)
+        folder = tmp_path_factory.mktemp("reasoning-adapter")
+        model.save_pretrained(folder)
+    finally:
+        torch.set_num_threads(threads)
+    return folder
+
+
+def test_served_reasoning_is_the_taught_one_and_cut_ones_are_counted(serve, catalog, adapter, tmp_path):
+    engine = load_engine("tiny", adapter)
+    index = build_index(engine, catalog, tmp_path / "index")
+    server = serve(tiny_settings(index, adapter=adapter, default_reasoning_tokens=48, max_reasoning_tokens=64))
+    capped = "reasonrec_reasoning_budget_capped_total"
+
+    data = server.client.post("/recommend", json={"history": history(*HISTORIES[0]), "ranker": "reasoning"}).json()
+    assert data["fallback"] is None and data["reasoning"] == RATIONALE
+    assert data["model"]["adapter_hash"] == engine.fingerprint.adapter_hash is not None
+    assert len(data["items"]) == 10 and not set(HISTORIES[0]) & {item["item_id"] for item in data["items"]}
+    assert server.metric(capped) == 0
+
+    cut = server.client.post("/recommend", json={"history": history(*HISTORIES[2]), "ranker": "reasoning",
+                                                 "max_reasoning_tokens": 6}).json()
+    assert cut["fallback"] is None and RATIONALE.startswith(cut["reasoning"]) and cut["reasoning"] != RATIONALE
+    assert server.metric(capped) == 1
+    again = server.client.post("/recommend", json={"history": history(*HISTORIES[2]), "ranker": "reasoning",
+                                                   "max_reasoning_tokens": 6}).json()
+    assert again["cached"] is True and server.metric(capped) == 1  # a cached answer is not counted again

@@ -1,0 +1,103 @@
+"""The checker: is a reasoning text true of the history it was written for? Used on the generator's rationales (a
+test: every claim it writes must pass) and on the model's own reasoning (the evaluation's faithfulness).
+
+A text is read back sentence by sentence with the generator's templates (`trainer.reasoning.claims.parse`); each
+claim is then verified against the window's facts (`trainer.reasoning.facts`): a genre or decade share within
+`SHARE_TOLERANCE` points of the true share and among the dominant ones, the user's mean and the global mean within
+their tolerances and the direction word right, a recent shift that really happened, favourites that are in the
+window with its highest rating. Sentences no template reads are counted apart (`Parsed.unparsed`), not as false
+claims; the closing prediction is scored against the next item (`prediction_matches`), not against the history.
+Supervision checked by a program stands in for the teacher model that R2ec ("Towards Large Recommender Models with
+Reasoning") distils its reasoning from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from indexer.catalog import Item
+from trainer.reasoning.claims import (
+    Claim,
+    DecadeShare,
+    EraShift,
+    Favourite,
+    GenreGain,
+    GenreShare,
+    Parsed,
+    Prediction,
+    RatingTendency,
+    SteadyGenre,
+    parse,
+)
+from trainer.reasoning.facts import (
+    GLOBAL_TOLERANCE,
+    MEAN_TOLERANCE,
+    SHARE_TOLERANCE,
+    SHIFT_MIN,
+    HistoryFacts,
+    decade_of,
+)
+
+
+def claim_holds(claim: Claim, facts: HistoryFacts) -> bool:
+    """Whether one claim is true of the window `facts` describes."""
+    match claim:
+        case GenreShare(genre, pct):
+            return genre in facts.top_genres and abs(100 * facts.genre_share(genre) - pct) <= SHARE_TOLERANCE
+        case DecadeShare(decade, pct):
+            return decade in facts.top_decades and abs(100 * facts.decade_share(decade) - pct) <= SHARE_TOLERANCE
+        case RatingTendency(direction, user_mean, global_mean):
+            return (facts.mean_rating is not None and direction == facts.rating_direction
+                    and abs(user_mean - facts.mean_rating) <= MEAN_TOLERANCE
+                    and abs(global_mean - facts.global_mean) <= GLOBAL_TOLERANCE)
+        case GenreGain(genre):
+            return facts.genre_gain(genre) >= SHIFT_MIN
+        case SteadyGenre(genre):
+            return genre in facts.steady_genres()
+        case EraShift(direction):
+            return facts.era_shift == direction
+        case Favourite(title):
+            return facts.favourite_named(title)
+    raise TypeError(f"not a claim: {claim!r}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A text checked against one history."""
+
+    parsed: Parsed
+    verdicts: tuple[bool, ...]
+    """One per `parsed.claims`: whether it holds."""
+
+    @property
+    def claims(self) -> int:
+        return len(self.verdicts)
+
+    @property
+    def true_claims(self) -> int:
+        return sum(self.verdicts)
+
+    @property
+    def false_claims(self) -> list[Claim]:
+        return [c for c, ok in zip(self.parsed.claims, self.verdicts, strict=True) if not ok]
+
+    @property
+    def faithful(self) -> bool:
+        """Every claim holds and every sentence was read (a text with no claims is not faithful)."""
+        return self.claims > 0 and all(self.verdicts) and not self.parsed.unparsed
+
+
+def check_text(text: str, facts: HistoryFacts, genres: dict[str, str] | None = None) -> Check:
+    """Read `text` back (genre names matched through `genres`, lowercase -> catalog spelling) and verify every
+    claim against `facts`."""
+    parsed = parse(text, genres)
+    return Check(parsed, tuple(claim_holds(claim, facts) for claim in parsed.claims))
+
+
+def prediction_matches(prediction: Prediction | None, target: Item) -> tuple[bool, bool]:
+    """(genre right, decade right) of a prediction for the item that came next; a missing part is wrong."""
+    if prediction is None:
+        return False, False
+    genre = prediction.genre is not None and prediction.genre in target.genres
+    decade = prediction.decade is not None and prediction.decade == decade_of(target.year)
+    return genre, decade

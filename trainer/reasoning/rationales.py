@@ -1,0 +1,188 @@
+"""Grounded rationales written by a program: for a cut point (a history and the item that came next), a short
+analysis that is true of the history, a hindsight conclusion about the next item, then `<answer>`.
+
+What a rationale says, in this order (the middle sentences shuffled, each phrased by one of several templates of
+`trainer.reasoning.claims`, all choices drawn from a generator seeded per example):
+1. the dominant genre or two of the window with their shares ("Mostly Drama (60%) and Comedy (35%)");
+2. the dominant decade(s) with shares; the user's mean rating against the training split's global mean; a recent
+   shift (a genre gained in the last `RECENT` entries, a genre kept, older or newer films); one or two favourites,
+   by title, among the entries rated the window's highest rating;
+3. a conclusion in words a model could have predicted: the next item's genre (of its genres, the one most present
+   in the window) and its decade ("Next: likely a 1990s Thriller"), true of the next item by construction.
+Shares are rounded to 5 points, means to one decimal; everything is checked by `trainer.reasoning.checker` with the
+same facts (`trainer.reasoning.facts`), and the tests check that every claim written passes. A token budget
+(`MAX_RATIONALE_TOKENS`, the marker included) is met by dropping optional parts in a fixed order, so the served
+reasoning budget (about 48 tokens) fits. This is the supervision of the reasoning SFT (`reasonrec
+train-reasoning`), standing in for the teacher model of R2ec ("Towards Large Recommender Models with Reasoning").
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from indexer.catalog import Item
+from model.prompts import ANSWER_MARKER
+from trainer.data.splits import Example
+from trainer.reasoning.claims import Claim, Prediction, parse, render
+from trainer.reasoning.facts import SHIFT_MIN, HistoryFacts, ReasoningContext, decade_of, natural_title
+
+MAX_RATIONALE_TOKENS = 42
+"""Tokens of rationale + `<answer>` the generator keeps within when it is given a token counter (the served budget,
+`service.settings.Settings.default_reasoning_tokens`, is 48: room for a model that writes a little longer)."""
+_DRAWS = 4
+"""Template draws tried for one set of parts before an optional part is dropped."""
+
+_DROP_FIRST = ("favourite_2", "decade_2", "genre_2")
+"""Optional parts dropped first while the rationale is over its token budget; then whole sentences of
+`_DROP_LATER`, in an order drawn per example (so rationales differ in what they keep)."""
+_DROP_LATER = ("shift", "favourites", "decades", "rating")
+
+
+@dataclass(frozen=True)
+class Rationale:
+    """A written rationale: its text (no marker), the claims it makes and its prediction."""
+
+    text: str
+    claims: tuple[Claim, ...]
+    prediction: Prediction | None
+
+    @property
+    def assistant_text(self) -> str:
+        """What the assistant turn holds in training: the rationale, then `<answer>`."""
+        return self.text + ANSWER_MARKER
+
+
+def _pct(share: float) -> int:
+    return int(5 * round(20 * share))
+
+
+def _short_title(title: str) -> bool:
+    return '"' not in title and len(title.split()) <= 5
+
+
+class _Parts:
+    """The optional and required pieces of one rationale, each as (template kind, slot values)."""
+
+    def __init__(self, facts: HistoryFacts, target: Item | None, rng: random.Random) -> None:
+        self.facts, self.rng = facts, rng
+        self.genres = facts.top_genres[: 1 + (rng.random() < 0.6)]
+        self.decades = facts.top_decades[: 1 + (rng.random() < 0.3)]
+        names = [natural_title(e.item.title) for e in facts.favourites if _short_title(e.item.title)]
+        self.favourites = list(dict.fromkeys(names))[: 1 + (rng.random() < 0.5)]
+        self.shift = self._shift()
+        self.rating = facts.mean_rating is not None
+        self.prediction = self._prediction(target)
+
+    def _shift(self) -> tuple[str, dict[str, object]] | None:
+        facts = self.facts
+        options: list[tuple[str, dict[str, object]]] = []
+        gains = {g: facts.genre_gain(g) for g in facts.genre_counts(facts.recent)}
+        best = max(gains, key=lambda g: (gains[g], g), default=None)
+        if best is not None and gains[best] >= SHIFT_MIN:
+            options.append(("gain", {"g0": best}))
+        if facts.era_shift is not None:
+            options.append(("era", {"era": facts.era_shift}))
+        if not options and facts.steady_genres():
+            options.append(("steady", {"g0": facts.steady_genres()[0]}))
+        return self.rng.choice(options) if options else None
+
+    def _prediction(self, target: Item | None) -> dict[str, object] | None:
+        if target is None or not target.genres:
+            return None
+        genre = max(target.genres, key=lambda g: (self.facts.genre_share(g), -target.genres.index(g)))
+        decade = decade_of(target.year)
+        return {"g0": genre} if decade is None else {"g0": genre, "d0": decade}
+
+    def drop(self, part: str) -> bool:
+        """Remove one optional part; False when there was nothing to remove."""
+        lists = {"favourite_2": (self.favourites, 1), "decade_2": (self.decades, 1), "genre_2": (self.genres, 1),
+                 "favourites": (self.favourites, 0), "decades": (self.decades, 0)}
+        if part in lists:
+            values, keep = lists[part]
+            if len(values) <= keep:
+                return False
+            del values[keep:]
+            return True
+        present = bool(getattr(self, part))
+        setattr(self, part, None if part == "shift" else False)
+        return present
+
+    def sentences(self, order: list[str], rng: random.Random) -> list[str]:
+        facts = self.facts
+        middle: dict[str, tuple[str, dict[str, object]] | None] = {
+            "decades": ("decades", {k: v for i, d in enumerate(self.decades)
+                                    for k, v in ((f"d{i}", d), (f"p{i}", _pct(facts.decade_share(d))))})
+            if self.decades else None,
+            "rating": ("rating", {"dir": facts.rating_direction, "mean": f"{facts.mean_rating:.1f}",
+                                  "avg": f"{facts.global_mean:.1f}"}) if self.rating else None,
+            "shift": self.shift,
+            "favourites": ("favourites", {f"t{i}": t for i, t in enumerate(self.favourites)})
+            if self.favourites else None,
+        }
+        genres = {k: v for i, g in enumerate(self.genres) for k, v in ((f"g{i}", g), (f"p{i}", _pct(
+            facts.genre_share(g))))}
+        parts = [("genres", genres)] if genres else []
+        parts += [part for name in order if (part := middle[name]) is not None]
+        parts += [("prediction", self.prediction)] if self.prediction else []
+        return [render(kind, values, rng) for kind, values in parts]
+
+
+def write_rationale(facts: HistoryFacts, target: Item | None, rng: random.Random,
+                    count_tokens: Callable[[str], int] | None = None,
+                    max_tokens: int = MAX_RATIONALE_TOKENS) -> Rationale:
+    """A rationale of the window `facts` describes, concluding on `target` (the next item; None: no conclusion).
+    With `count_tokens` (text -> tokens) optional parts are dropped until rationale + `<answer>` fits `max_tokens`
+    (the dominant genre and the conclusion always stay)."""
+    parts = _Parts(facts, target, rng)
+    order = ["decades", "rating", "shift", "favourites"]
+    rng.shuffle(order)
+    later = list(_DROP_LATER)
+    rng.shuffle(later)
+    state = rng.getstate()
+    drops = iter(_DROP_FIRST + tuple(later))
+    while True:
+        rng.setstate(state)  # the same template draws for what is left after a drop
+        texts = [". ".join(parts.sentences(order, rng)) + "." for _ in range(_DRAWS if count_tokens else 1)]
+        fitting = [t for t in texts if count_tokens is None or count_tokens(t + ANSWER_MARKER) <= max_tokens]
+        if fitting:
+            text = fitting[0]
+            break
+        if not any(parts.drop(part) for part in drops):
+            text = min(texts, key=len)
+            break
+    parsed = parse(text)
+    return Rationale(text, parsed.claims, parsed.prediction)
+
+
+def example_facts(example: Example, context: ReasoningContext) -> HistoryFacts:
+    """The facts of the window the user prompt of `example` shows."""
+    return context.facts([x.item_id for x in example.history], [x.rating for x in example.history])
+
+
+def example_rng(example: Example, seed: int) -> random.Random:
+    """The generator of one example's phrasing: a function of the seed, the user and the cut point only."""
+    return random.Random(f"{seed}:{example.user_id}:{len(example.history)}:{example.target.item_id}")
+
+
+def rationale_for(example: Example, context: ReasoningContext, seed: int = 0,
+                  count_tokens: Callable[[str], int] | None = None,
+                  max_tokens: int = MAX_RATIONALE_TOKENS) -> Rationale:
+    """The rationale of one example (history and next item), phrased by a generator seeded with `seed` and the
+    example, so the same example always gets the same text."""
+    return write_rationale(example_facts(example, context), context.catalog[example.target.item_id],
+                           example_rng(example, seed), count_tokens, max_tokens)
+
+
+def teacher_forced_text(example: Example, context: ReasoningContext, seed: int = 0,
+                        count_tokens: Callable[[str], int] | None = None,
+                        max_tokens: int = MAX_RATIONALE_TOKENS) -> str:
+    """The assistant text of `example` in reasoning SFT, rationale + `<answer>`: the states after it are what a
+    head on reasoning states trains on (render with `model.prompts.render_chat(tokenizer, user prompt, text)`)."""
+    return rationale_for(example, context, seed, count_tokens, max_tokens).assistant_text
+
+
+def token_counter(tokenizer: object) -> Callable[[str], int]:
+    """text -> its number of tokens (no special tokens) for a Hugging Face tokenizer."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
