@@ -191,7 +191,8 @@ def _ranker(name: str, config: EvalConfig, ds: Dataset, split: Split, candidates
         info["sasrec"] = {"checkpoint": str(folder), "epochs": scorer.meta.get("epochs"),
                            "best_epoch": scorer.meta.get("best_epoch"),
                            "train_seconds": scorer.meta.get("train_seconds"),
-                           "network": scorer.meta.get("network"), "vocabulary": len(scorer.item_ids)}
+                           "network": scorer.meta.get("network"), "vocabulary": len(scorer.item_ids),
+                           "history": scorer.meta.get("history", [])}
         return CoreRanker(SasrecRanker(scorer), ds.catalog, candidates), "all"
     if name == "content":
         return CoreRanker(ContentRanker(MiniLMEncoder(), [ds.catalog[i] for i in candidates]), ds.catalog,
@@ -204,6 +205,7 @@ def _ranker(name: str, config: EvalConfig, ds: Dataset, split: Split, candidates
         if llm.table is None:
             raise ValueError(f"--rankers {name} needs an item table: train one with `reasonrec train-table "
                              f"--dataset {config.dataset} --protocol {config.protocol}` or pass --table")
+        info[name] = {"history": llm.table.meta.get("history", [])}
         return llm.table_ranker(residuals=name == "table"), "all"
     return llm.ranker(name), "reasoning-sample" if name == "reasoning" else "direct-sample"
 

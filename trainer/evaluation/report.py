@@ -29,13 +29,30 @@ def shown_path(path: Path) -> str:
 
 
 def write_report(report: dict, out_dir: Path, stem: str) -> list[Path]:
-    """`<stem>.json`, `<stem>.md` and `<stem>.png` in `out_dir`; returns their paths."""
+    """`<stem>.json`, `<stem>.md`, `<stem>.png` and, when trained rankers record their epochs,
+    `<stem>-training.png` in `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
+    curves = training_curves(report)
+    training_png = out_dir / f"{stem}-training.png" if curves else None
     paths[0].write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    paths[1].write_text(render_markdown(report, paths[2].name), encoding="utf-8")
+    paths[1].write_text(render_markdown(report, paths[2].name, training_png.name if training_png else None),
+                        encoding="utf-8")
     plot_rankers(report, paths[2])
+    if training_png is not None:
+        plot_training(curves, report["title"], training_png)
+        paths.append(training_png)
     return paths
+
+
+def training_curves(report: dict) -> dict[str, list[dict]]:
+    """Each trained ranker's epochs (`seconds`, `NDCG@10`) as its training job recorded them; the two table
+    rankers share one run, shown once as "item table"."""
+    curves: dict[str, list[dict]] = {}
+    for name, info in report["rankers"].items():
+        if info.get("history"):
+            curves["item table" if name.startswith("table") else name] = info["history"]
+    return curves
 
 
 def _cell(metric: dict) -> str:
@@ -55,7 +72,7 @@ def own_rows(report: dict) -> list[dict]:
     return [row for row in report["rows"] if row.get("own")]
 
 
-def render_markdown(report: dict, chart_name: str) -> str:
+def render_markdown(report: dict, chart_name: str, training_chart: str | None = None) -> str:
     lines = [f"# {report['title']}", "", *[f"- **{k}**: {v}" for k, v in report["header"].items()], ""]
     lines += ["## Ranking: every ranker on its own users", "",
               f"Mean over users with a 95% percentile bootstrap interval ({report['bootstrap']} resamples of users). "
@@ -74,7 +91,11 @@ def render_markdown(report: dict, chart_name: str) -> str:
     if report.get("ratings"):
         lines += ["", "## Ratings (leave-one-out test targets)", "", report["ratings"]["note"], ""]
         lines += _table(report["ratings"]["rows"], RATING_METRICS, ("predictor", "sample", "users"))
-    lines += ["", f"![rankers]({chart_name})", "", *_run_times(report), "", "## Notes", "",
+    lines += ["", f"![rankers]({chart_name})", ""]
+    if training_chart:
+        lines += ["Validation NDCG@10 of the trained rankers against their training time (each job's own epochs, "
+                  "wall seconds on the machine that trained it):", "", f"![training]({training_chart})", ""]
+    lines += [*_run_times(report), "", "## Notes", "",
               *[f"- {note}" for note in report["notes"]], ""]
     return "\n".join(lines)
 
@@ -121,6 +142,25 @@ def plot_rankers(report: dict, path: Path) -> None:
     if len(parts) > 1:
         axes[0].legend(title="part")
     fig.suptitle(report["title"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training(curves: dict[str, list[dict]], title: str, path: Path) -> None:
+    """Validation NDCG@10 against cumulative training seconds, one line per trained ranker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, epochs in curves.items():
+        ax.plot([e["seconds"] / 60 for e in epochs], [e["NDCG@10"] for e in epochs], marker=".", label=name)
+    ax.set_xlabel("training time (minutes)")
+    ax.set_ylabel("validation NDCG@10")
+    ax.legend()
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -75,6 +75,8 @@ def test_leave_one_out_report_has_every_ranker_ratings_and_trec_files(world: dic
                    "**machine**", "**date**", "| sasrec | all | all | 40 |", "## Ratings"):
         assert needle in markdown
     assert paths[2].stat().st_size > 1000
+    assert paths[3].name.endswith("-training.png") and paths[3].stat().st_size > 1000
+    assert "![training](" in markdown and report["rankers"]["sasrec"]["history"][0]["epoch"] == 1
     run = (world["root"] / "trec" / "ml-1m-zip-leave-one-out" / "direct-all.run").read_text().splitlines()
     assert len({line.split()[0] for line in run}) == 8 and all(len(line.split()) == 6 for line in run)
 
@@ -164,8 +166,10 @@ def test_the_table_rankers_report_s_alone_content_only_the_served_sum_and_the_he
     config = config_for(world, "leave-one-out", rankers=("popular", "table", "table-content", "direct", "head"),
                         table=world["table"], ratings=False, out_dir=world["root"] / "table-results", trec_dir=None,
                         twins=5)
-    report = json.loads(run_eval(config, "table")[0].read_text())
+    paths = run_eval(config, "table")
+    report = json.loads(paths[0].read_text())
     own = {r["ranker"]: r for r in report["rows"] if r["own"]}
+    assert [p.name for p in paths][-1].endswith("-training.png") and report["rankers"]["table"]["history"]
     assert {"table", "table-content", "direct", "head"} <= set(own)
     assert own["table"]["users"] == 40 and own["direct"]["users"] == 8  # cheap rankers on everyone
     assert own["table"]["metrics"]["HR@10"]["mean"] > own["popular"]["metrics"]["HR@10"]["mean"]
