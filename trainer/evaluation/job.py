@@ -75,8 +75,8 @@ class EvalConfig(SplitConfig):
     """Seeded users per test part for the direct ranker and direct ratings."""
     reasoning_users: int = 100
     """Seeded users per test part for the reasoning ranker and reasoning ratings (a subset of the above)."""
-    reasoning_tokens: int = 64
-    """Token budget of the reasoning ranker."""
+    reasoning_tokens: int = 48
+    """Token budget of the reasoning ranker (the service's default, `REASONREC_DEFAULT_REASONING_TOKENS`)."""
     popularity_prior: float = 0.0
     """Weight w of the popularity prior of the LLM rankers (`indexer.prior`): score = cosine + w x log(1 + the
     item's number of training interactions); 0 = plain cosine, as the service's default."""

@@ -42,7 +42,7 @@ class LlmEvalRanker:
     stage over every item of the store (so the full ranking is the service's search with k = all items)."""
 
     def __init__(self, core: LlmRanker, store: ItemStore, catalog: Catalog, candidates: Sequence[str],
-                 reasoning_tokens: int = 64, cache_dir: Path | None = None, batch_size: int = 16,
+                 reasoning_tokens: int = 48, cache_dir: Path | None = None, batch_size: int = 16,
                  popularity_prior: float = 0.0, counts: Mapping[str, int] | None = None) -> None:
         self.core, self.store, self.catalog = core, store, catalog
         self.name, self.batch_size, self.reasoning_tokens = core.name, batch_size, reasoning_tokens
