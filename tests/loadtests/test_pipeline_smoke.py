@@ -29,10 +29,10 @@ def test_smoke_profile_writes_a_report_without_errors(tmp_path: Path, monkeypatc
     report = json.loads((out / "latency.json").read_text())
     runs = {r["scenario"]: r for r in report["runs"]}
     assert set(runs) == {"production", "reasoning-warm", "direct", "reasoning-uncached"}
-    assert report["meta"]["production_ranker"] == "popular"  # no SASRec checkpoint in these artifacts
+    assert report["meta"]["production_ranker"] == "sasrec"  # the ML-100k checkpoint shipped in deploy/artifacts
     for run in runs.values():
         assert run["k6"]["ok"] > 0 and run["k6"]["error_rate"] == 0.0, run
     assert runs["reasoning-warm"]["k6"]["cached_rate"] == 1.0
     assert runs["reasoning-uncached"]["k6"]["cached_rate"] == 0.0
-    assert "| production | popular |" in (out / "latency.md").read_text()
+    assert "| production | sasrec |" in (out / "latency.md").read_text()
     assert (out / "latency.png").stat().st_size > 1000
