@@ -33,7 +33,7 @@ from trainer.data.splits import ColdSplit, Example, Split, sample_examples
 from trainer.evaluation.harness import CoreRanker, EvalRanker, RankingResult, rank_examples
 from trainer.evaluation.llm import LlmContext, LlmEvalRanker, rating_section, training_counts
 from trainer.evaluation.metrics import bootstrap_ci, mean_metrics
-from trainer.evaluation.report import write_report, write_trec
+from trainer.evaluation.report import shown_path, write_report, write_trec
 from trainer.evaluation.twins import twin_check
 from trainer.machine import machine_line
 
@@ -262,7 +262,8 @@ def _ranking_report(config: EvalConfig, ds: Dataset, split: Split, samples: _Sam
             "data": f"{ds.name}: {len(ds.histories)} users, {len(ds.catalog)} items, {ds.n_interactions} interactions",
             "split": f"{split.protocol}; test examples per part {sizes}",
             "user samples": (f"direct: {config.llm_users} seeded users per part (seed {config.sample_seed}); "
-                             f"reasoning: {config.reasoning_users} of those, {config.reasoning_tokens}-token budget"),
+                             f"reasoning: {config.reasoning_users} of those, {config.reasoning_tokens}-token budget"
+                             if any(name in LLM_RANKERS for name in results) else "none (every ranker on every user)"),
             "models": _models_line(config, info, llm),
             "seeds": f"samples {config.sample_seed}, bootstrap {config.bootstrap_seed} ({config.bootstrap} resamples), "
                      f"split {config.split_seed}",
@@ -288,7 +289,7 @@ def _models_line(config: EvalConfig, info: dict, llm: LlmContext | None) -> str:
     parts = []
     if "sasrec" in info:
         s = info["sasrec"]
-        parts.append(f"SASRec+ {s['checkpoint']} (best epoch {s['best_epoch']} of {s['epochs']})")
+        parts.append(f"SASRec+ {shown_path(Path(s['checkpoint']))} (best epoch {s['best_epoch']} of {s['epochs']})")
     if ZERO_SHOT in info:
         parts.append(f"{ZERO_SHOT}: {info[ZERO_SHOT]['model']}")
     if "content" in config.rankers:
