@@ -28,6 +28,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
+from indexer.durable import replace_text
 from model.paths import artifacts_dir
 
 WEIGHTS_FILE = "rating.safetensors"
@@ -117,9 +118,7 @@ class RatingModel:
         tmp.replace(folder / WEIGHTS_FILE)
         self.meta = {**meta, "item_ids": self.item_ids, "mean": self.mean, "reg_bias": self.reg_bias,
                      "reg_factor": self.reg_factor, "k": self.k, "has_head": self.uses_head}
-        tmp = folder / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=1), encoding="utf-8")
-        tmp.replace(folder / META_FILE)
+        replace_text(folder / META_FILE, json.dumps(self.meta, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> RatingModel:

@@ -36,6 +36,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from indexer.durable import replace_text
+
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 PAD = 0
@@ -218,9 +220,7 @@ class SasrecScorer:
         save_file({k: v.detach().contiguous() for k, v in self.net.state_dict().items()}, tmp)
         tmp.replace(folder / WEIGHTS_FILE)
         self.meta = {**meta, "network": asdict(self.net.config), "item_ids": self.item_ids}
-        tmp = folder / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=1), encoding="utf-8")
-        tmp.replace(folder / META_FILE)
+        replace_text(folder / META_FILE, json.dumps(self.meta, indent=1))
 
     # ---- scoring ---------------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from indexer.durable import replace_text
 from indexer.manifest import ModelFingerprint
 from model.item_features import FeatureSpec
 from model.item_table import TableConfig, TableModel
@@ -70,9 +71,7 @@ class TableArtifact:
                      "features": asdict(self.spec),
                      "fingerprint": self.fingerprint.to_json() if self.fingerprint else None,
                      "weights_sha256": file_hash(folder / WEIGHTS_FILE)}
-        tmp = folder / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=1), encoding="utf-8")
-        tmp.replace(folder / META_FILE)
+        replace_text(folder / META_FILE, json.dumps(self.meta, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> TableArtifact:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.durable import replace_text
 from model.rating_model import META_FILE, RatingModel, SweepHook, finished_rating_model, fit_als, rating_dir
 from trainer.data import DATASETS, load_dataset
 from trainer.data.protocols import check_same_run
@@ -164,9 +165,7 @@ def _select(config: RatingTrainConfig, split: RatingSplit, folder: Path) -> dict
         progress["seconds"] += time.perf_counter() - start
         progress["config"] = config.fingerprint()
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(progress, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        replace_text(path, json.dumps(progress, indent=1))
     return progress
 
 

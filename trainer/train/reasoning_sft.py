@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from indexer.durable import replace_text
 from model.loading import ADAPTER_META, LoadedModel, load_model
 from model.paths import artifacts_dir
 from trainer.data.protocols import SplitConfig, check_same_run
@@ -304,6 +305,4 @@ def _save(folder: Path, config: ReasoningSftConfig, model: Any, optimizer: torch
         "losses": [round(x, 4) for x in progress.losses], "final_check": check or {},
         "machine": machine_line(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    tmp = folder / (ADAPTER_META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    tmp.replace(folder / ADAPTER_META)
+    replace_text(folder / ADAPTER_META, json.dumps(meta, indent=1))

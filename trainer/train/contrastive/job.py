@@ -37,6 +37,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from indexer.durable import replace_text
 from indexer.store import ItemStore
 from model.loading import ADAPTER_META, load_model
 from model.paths import index_dir_for
@@ -298,9 +299,7 @@ def _write_meta(folder: Path, config: ContrastiveConfig, ds: Dataset, split: Spl
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (ADAPTER_META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    tmp.replace(folder / ADAPTER_META)
+    replace_text(folder / ADAPTER_META, json.dumps(meta, indent=1))
 
 
 def _steps_done(folder: Path, config: ContrastiveConfig) -> int:
