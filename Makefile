@@ -67,15 +67,16 @@ CL_PROTOCOL ?= leave-one-out
 CL_ADAPTER := artifacts/adapters/ml-1m-$(CL_PROTOCOL)-cl-seed0
 
 # `make -j2 eval` runs two one-thread jobs side by side (the two SASRec+ runs, the two tables, the two evaluations).
+# The item table is built on its protocol's SASRec+ (its encoder and warm rows; `reasonrec train-table` trains g).
 # The evaluation builds the LLM's item states itself (cached under artifacts/table-cache, shared with train-table).
 .PHONY: sasrec-loo sasrec-cold table-loo table-cold eval-loo eval-cold ship-ml100k
 sasrec-loo: setup
 	$(BIN)/reasonrec train-sasrec --dataset ml-1m --threads $(THREADS)
 sasrec-cold: setup
 	$(BIN)/reasonrec train-sasrec --dataset ml-1m --protocol cold-items --threads $(THREADS)
-table-loo: setup
+table-loo: sasrec-loo
 	$(BIN)/reasonrec train-table --dataset ml-1m --threads $(THREADS) --head-users 500
-table-cold: setup
+table-cold: sasrec-cold
 	$(BIN)/reasonrec train-table --dataset ml-1m --protocol cold-items --threads $(THREADS) --no-head
 eval-loo: sasrec-loo table-loo
 	$(BIN)/reasonrec eval --dataset ml-1m --protocol leave-one-out --threads $(THREADS) $(EVAL_ARGS)

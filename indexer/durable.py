@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -43,5 +44,16 @@ def replace_text(path: Path, text: str) -> None:
     """Atomically replace `path` with `text`: a reader sees the old content or the new, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write_text(tmp, text)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def replace_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Atomically replace `path` with what `write` writes to the temporary path it is given (e.g. a weights file),
+    readable by every user (safetensors writes 0600: a container's non-root user could not read a shipped model)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    tmp.chmod(0o644)
+    fsync_file(tmp)
     os.replace(tmp, path)
     fsync_dir(path.parent)

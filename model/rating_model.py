@@ -28,7 +28,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
-from indexer.durable import replace_text
+from indexer.durable import replace_text, replace_with
 from model.paths import artifacts_dir
 
 WEIGHTS_FILE = "rating.safetensors"
@@ -112,10 +112,7 @@ class RatingModel:
         tensors = {"item_bias": self.item_bias.astype(np.float32), "item_factors": self.item_factors.astype(np.float32)}
         if self.head is not None:
             tensors["head"] = self.head.astype(np.float32)
-        tmp = folder / (WEIGHTS_FILE + ".tmp")
-        save_file(tensors, str(tmp))
-        tmp.chmod(0o644)  # safetensors writes 0600: a container's non-root user could not read a shipped model
-        tmp.replace(folder / WEIGHTS_FILE)
+        replace_with(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
         self.meta = {**meta, "item_ids": self.item_ids, "mean": self.mean, "reg_bias": self.reg_bias,
                      "reg_factor": self.reg_factor, "k": self.k, "has_head": self.uses_head}
         replace_text(folder / META_FILE, json.dumps(self.meta, indent=1))

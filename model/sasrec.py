@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from indexer.durable import replace_text
+from indexer.durable import replace_text, replace_with
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -216,9 +216,8 @@ class SasrecScorer:
         """Write the weights and `meta` (plus network config and vocabulary), each atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (WEIGHTS_FILE + ".tmp")
-        save_file({k: v.detach().contiguous() for k, v in self.net.state_dict().items()}, tmp)
-        tmp.replace(folder / WEIGHTS_FILE)
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        replace_with(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
         self.meta = {**meta, "network": asdict(self.net.config), "item_ids": self.item_ids}
         replace_text(folder / META_FILE, json.dumps(self.meta, indent=1))
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from indexer.durable import replace_text
+from indexer.durable import replace_text, replace_with
 from indexer.manifest import ModelFingerprint
 from model.item_features import FeatureSpec
 from model.item_table import TableConfig, TableModel
@@ -64,9 +64,7 @@ class TableArtifact:
         if self.alone is not None:
             _atomic_safetensors(folder / ALONE_HEAD_FILE, self.alone.state_dict())
         if self.center is not None:
-            tmp = folder / (CENTER_FILE + ".tmp.npy")
-            np.save(tmp, self.center.astype(np.float32))
-            tmp.replace(folder / CENTER_FILE)
+            replace_with(folder / CENTER_FILE, lambda tmp: _save_npy(tmp, self.center.astype(np.float32)))
         self.meta = {**meta, "network": asdict(self.model.config), "item_ids": self.item_ids,
                      "features": asdict(self.spec),
                      "fingerprint": self.fingerprint.to_json() if self.fingerprint else None,
@@ -115,7 +113,11 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:  # a file object: np.save would add ".npy" to a temporary name
+        np.save(f, array)
+
+
 def _atomic_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, tmp)
-    tmp.replace(path)
+    tensors = {k: v.detach().contiguous() for k, v in state.items()}
+    replace_with(path, lambda tmp: save_file(tensors, tmp))

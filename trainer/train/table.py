@@ -31,7 +31,7 @@ from model.engine import Engine
 from model.item_features import FeatureSpec, combine
 from model.item_table import TableConfig, TableModel, scores
 from model.minilm import MiniLMEncoder, item_text
-from model.paths import artifacts_dir, table_dir
+from model.paths import artifacts_dir, sasrec_dir, table_dir
 from model.prompts import TEMPLATE_VERSION, item_prompt
 from model.rankers.table import TableRanker
 from model.sasrec import PAD, is_finished, right_padded
@@ -40,11 +40,12 @@ from trainer.batch_cache import BatchCache
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, check_same_run, make_split
-from trainer.data.splits import Split, sample_examples
+from trainer.data.splits import ColdSplit, Split, sample_examples
 from trainer.evaluation.harness import CoreRanker, rank_examples
 from trainer.evaluation.metrics import mean_metrics
 from trainer.machine import machine_line
 from trainer.train.epochs import RESUME_FILE, EpochRun, EpochState, run_epochs
+from trainer.train.table_content import calibrate, content_shown, fold_residuals, start_from_sasrec, train_content_map
 
 log = logging.getLogger(__name__)
 ITEM_BATCH = 16
@@ -76,6 +77,12 @@ class TableTrainConfig(SplitConfig):
     """Dropout in the encoder and g (SASRec+'s 0.1)."""
     residual_dropout: float = 0.1
     """Share of the items whose residual is dropped at each step, so g alone must place them (DropoutNet)."""
+    init_from_sasrec: bool = True
+    """Start the encoder and the residuals from the finished SASRec+ checkpoint of the same dataset, protocol and
+    seed (`reasonrec train-sasrec`), g at zero: the table starts at SASRec+'s ranking (validated as epoch 0) and
+    learns g and the residuals' share from there. Off: every weight starts at random."""
+    sasrec_checkpoint: Path | None = None
+    """The SASRec+ checkpoint to start from; default `artifacts/sasrec/<dataset>-<protocol>-seed<seed>`."""
     lr: float = 1e-3
     """Adam learning rate."""
     batch_size: int = 128
@@ -103,6 +110,7 @@ class TableTrainConfig(SplitConfig):
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
+        self.sasrec_checkpoint = Path(self.sasrec_checkpoint) if self.sasrec_checkpoint is not None else None
         super().__post_init__()
         if not 0 <= self.residual_dropout < 1:
             raise ValueError(f"--residual-dropout must be in [0, 1), got {self.residual_dropout}")
@@ -150,7 +158,10 @@ def train_table(config: TableTrainConfig, engine: Engine | None = None, command:
     artifact = TableArtifact(TableModel(network, warm), [item.item_id for item in items], config.spec, center,
                              engine.fingerprint if engine is not None else None, {})
     features = torch.from_numpy(np.vstack([np.zeros((1, content.shape[1]), np.float32), content]))
-    _train_encoder(config, artifact, features, ds, split, folder)
+    if config.init_from_sasrec:
+        _train_on_sasrec(config, artifact, features, ds, split, folder)
+    else:
+        _train_encoder(config, artifact, features, ds, split, folder)
     if config.head:
         from trainer.train.table_head import train_heads
 
@@ -204,11 +215,11 @@ def _train_encoder(config: TableTrainConfig, artifact: TableArtifact, features: 
                    split: Split, folder: Path) -> None:
     model = artifact.model
     code = artifact.code_of
-    sequences = [[code[x.item_id] for x in h][-config.max_len - 1:] for h in split.train.values() if len(h) >= 2]
+    sequences = _sequences(config, split, code)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     order_gen = torch.Generator().manual_seed(config.seed)
     run = EpochRun(folder, config.fingerprint(), "item-table", model, optimizer, order_gen)
-    valid = split.valid if not config.valid_users else sample_examples(split.valid, config.valid_users, config.seed)
+    valid = _valid_examples(config, split)
     log.info("training the item table on %s/%s: %d users, %d items (%d warm), at most %d epochs", ds.name,
              split.protocol, len(sequences), len(code), int(model.warm.sum()), config.max_epochs)
     state = run_epochs(run, config.max_epochs, config.patience,
@@ -216,6 +227,34 @@ def _train_encoder(config: TableTrainConfig, artifact: TableArtifact, features: 
                        lambda: _validate(artifact, features, ds, valid),
                        lambda state: artifact.save(folder, _meta(config, ds, split, state, "training")))
     TableArtifact.load(folder).save(folder, _meta(config, ds, split, state, "encoder done"))
+
+
+def _train_on_sasrec(config: TableTrainConfig, artifact: TableArtifact, features: torch.Tensor, ds: Dataset,
+                     split: Split, folder: Path) -> None:
+    """The default: SASRec+'s encoder and rows, frozen; g trained against them (`trainer.train.table_content`)."""
+    model, code = artifact.model, artifact.code_of
+    fixed = start_from_sasrec(model, code, config.sasrec_checkpoint or sasrec_dir(config.dataset, config.protocol,
+                                                                                 config.seed))
+    log.info("training g on %s/%s against SASRec+: %d items (%d warm), at most %d epochs", ds.name, split.protocol,
+             len(code), int(model.warm.sum()), config.max_epochs)
+    valid = _valid_examples(config, split)
+    stand_ins = 0.0 if isinstance(split, ColdSplit) else config.cold_frac
+    state = train_content_map(model, fixed, features, config, _sequences(config, split, code), valid, code, stand_ins,
+                              lambda state: artifact.save(folder, _meta(config, ds, split, state, "training")))
+    best = TableArtifact.load(folder)
+    calibration = calibrate(best.model, fixed, features, valid, code, content_shown(best.model, stand_ins, config.seed))
+    fold_residuals(best.model, fixed, features)
+    log.info("g calibrated on validation: %s", calibration)
+    best.save(folder, {**_meta(config, ds, split, state, "encoder done"), "calibration": calibration})
+
+
+def _sequences(config: TableTrainConfig, split: Split, code: dict[str, int]) -> list[list[int]]:
+    """Every training user's most recent `max_len + 1` items (users with at least two)."""
+    return [[code[x.item_id] for x in h][-config.max_len - 1:] for h in split.train.values() if len(h) >= 2]
+
+
+def _valid_examples(config: TableTrainConfig, split: Split) -> list:
+    return split.valid if not config.valid_users else sample_examples(split.valid, config.valid_users, config.seed)
 
 
 def _epoch(config: TableTrainConfig, model: TableModel, features: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -250,15 +289,18 @@ def _validate(artifact: TableArtifact, features: torch.Tensor, ds: Dataset, exam
 
 
 def _meta(config: TableTrainConfig, ds: Dataset, split: Split, state: EpochState, status: str) -> dict:
+    model = ("SASRec+'s encoder and rows (frozen) + content map g trained against them (full softmax, DropoutNet); "
+             "validation: a share of the items served by g(c) alone" if config.init_from_sasrec
+             else "item table g(c) + e with a SASRec encoder (full softmax, DropoutNet); validation: s alone")
     return {
-        "status": status, "model": "item table g(c) + e with a SASRec encoder (full softmax, DropoutNet)",
+        "status": status, "model": model,
         "config": config.fingerprint(),
         "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
                  "interactions": ds.n_interactions},
         "split": {"protocol": split.protocol, "valid_examples": len(split.valid), "test_examples": len(split.test)},
         "seed": config.seed, "epochs": state.epoch, "best_epoch": state.best_epoch,
         "train_seconds": round(state.seconds, 1), "history": state.history or [],
-        "metrics": {"valid_s": next((h for h in state.history or [] if h["epoch"] == state.best_epoch), {})},
+        "metrics": {"valid": next((h for h in state.history or [] if h["epoch"] == state.best_epoch), {})},
         "machine": machine_line(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

@@ -16,21 +16,25 @@ from indexer.store import ItemStore
 from model.item_table import TableConfig, TableModel
 from model.rankers.popular import PopularRanker
 from model.rankers.table import TableRanker
+from model.sasrec import last_logits, right_padded
 from model.table_artifact import META_FILE, WEIGHTS_FILE, TableArtifact
 from model.transformers_engine import TransformersEngine
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.evaluation.harness import CoreRanker, rank_examples
 from trainer.evaluation.llm import training_counts
-from trainer.evaluation.metrics import mean_metrics
+from trainer.evaluation.metrics import mean_metrics, ranking_metrics
 from trainer.train.index import IndexJobConfig, build_index
+from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
 from trainer.train.table import TableTrainConfig, item_features, table_store, train_table
+from trainer.train.table_content import _Ranking, content_shown, validate_with_content_shown
 
 
 def tiny_table_config(data: Path, out: Path, **overrides: object) -> TableTrainConfig:
     settings: dict = dict(dataset="ml-1m-zip", data_path=data, model="tiny", minilm_features=False, dim=16,
                           content_hidden=32, max_len=12, blocks=1, dropout=0.0, lr=1e-2, batch_size=16, max_epochs=10,
-                          patience=8, valid_users=0, head_users=12, head_epochs=3, out_dir=out)
+                          patience=8, valid_users=0, head_users=12, head_epochs=3, init_from_sasrec=False,
+                          out_dir=out)
     return TableTrainConfig(**{**settings, **overrides})
 
 
@@ -124,6 +128,92 @@ def test_a_cold_item_run_ranks_cold_items_through_g(data: Path, tiny_engine: Tra
     cold = rank_examples(CoreRanker(TableRanker(artifact, store), ds.catalog, ds.catalog.ids()), split.test_cold,
                          ds.catalog.ids())
     assert len(cold.ranks) and np.isfinite(cold.ranks).all()  # scorable, unlike SASRec's -inf
+
+
+def test_a_table_on_sasrec_serves_its_rows_for_warm_items_and_trains_g_for_cold_ones(
+        data: Path, tiny_engine: TransformersEngine, tmp_path: Path) -> None:
+    sasrec = train_sasrec(SasrecTrainConfig(dataset="ml-1m-zip", data_path=data, max_len=12, hidden=16, blocks=1,
+                                            dropout=0.0, lr=5e-3, batch_size=16, max_epochs=3,
+                                            out_dir=tmp_path / "sasrec"))
+    artifact = train_table(tiny_table_config(data, tmp_path / "table", init_from_sasrec=True, residual_dropout=0.5,
+                                             sasrec_checkpoint=tmp_path / "sasrec", max_epochs=4, head=False),
+                           tiny_engine)
+    ds = load_dataset("ml-1m-zip", data)
+    _, content = item_features(list(ds.catalog), artifact.spec, tiny_engine, data.parent / "cache")
+    features = torch.from_numpy(np.vstack([np.zeros((1, content.shape[1]), np.float32), content]))
+    histories = [[x.item_id for x in h][-12:] for h in list(make_split(ds, "leave-one-out").train.values())[:8]]
+    code, model = artifact.code_of, artifact.model.eval()
+    with torch.no_grad():
+        table = model.table(features)
+        inputs = right_padded([[code[i] for i in h] for h in histories])
+        users = model.user_vectors(table[inputs, :-1], torch.tensor([len(h) for h in histories]))
+        warm = torch.tensor([code[i] for i in sasrec.item_ids])
+        expected = last_logits(sasrec.net, [sasrec.codes(h) for h in histories])
+        g_rows = model.content_rows(features[1:])
+    # warm items: SASRec+'s ranking exactly; every row is g(c) + e, so a cold or hot-added item is g(c) alone
+    torch.testing.assert_close(users @ table[warm, :-1].T + table[warm, -1], expected, atol=1e-4, rtol=1e-4)
+    assert g_rows.abs().sum() > 0 and not torch.allclose(table[1:], g_rows)
+    meta = json.loads((tmp_path / "table" / META_FILE).read_text())
+    assert "served by g(c) alone" in meta["model"] and meta["metrics"]["valid"]["epoch"] == meta["best_epoch"] >= 1
+    calibration = meta["calibration"]
+    assert calibration["valid_ndcg10_after"] >= calibration["valid_ndcg10_before"]
+    split = make_split(ds, "leave-one-out")
+    fixed = torch.zeros_like(table)
+    fixed[warm] = table[warm]
+    shown = content_shown(model, 0.2, 0)
+    assert 0 < int(shown.sum()) == calibration["content_shown_items"] < len(code)
+    folded = _Ranking(model, fixed, features, split.valid, code, shown).ranks(1.0, 0.0)  # the calibration is in g
+    assert ranking_metrics(folded)["NDCG@10"].mean() == pytest.approx(calibration["valid_ndcg10_after"], abs=1e-9)
+    validated = validate_with_content_shown(model, fixed, features, split.valid, code, shown)
+    assert validated["NDCG@10"] >= calibration["valid_ndcg10_after"] - 1e-9 and "HR@10 cold" in validated
+
+
+def test_the_validation_ranks_are_those_of_the_items_served_by_their_content(data: Path,
+                                                                        tiny_engine: TransformersEngine) -> None:
+    torch.manual_seed(0)
+    ds = load_dataset("ml-1m-zip", data)
+    split = make_split(ds, "leave-one-out")
+    code = {item_id: c for c, item_id in enumerate(ds.catalog.ids(), start=1)}
+    warm = torch.tensor([i % 7 != 0 for i in range(len(code))])
+    model = TableModel(TableConfig(n_items=len(code), content_dim=5, dim=8, content_hidden=8, max_len=12, blocks=1,
+                                   dropout=0.0), warm).eval()
+    with torch.no_grad():
+        model.content_map.net[-1].weight.normal_()
+        model.content_map.net[-1].bias.normal_()
+    features = torch.cat([torch.zeros(1, 5), torch.randn(len(code), 5)])
+    fixed = torch.randn(len(code) + 1, 9) * model.warm[:, None]
+    examples = split.valid[:20]
+    shown = ~model.warm
+    shown[0] = False
+    ranked = _Ranking(model, fixed, features, examples, code, shown)
+    with torch.no_grad():
+        content = model.content_rows(features)
+    for scale, offset in ((1.0, 0.0), (2.0, 0.7)):
+        by_content = content.clone()
+        by_content[:, :-1] *= scale
+        by_content[:, -1] += offset
+        rows = torch.where(model.warm[:, None], fixed, by_content)
+        expected = []
+        for e in examples:
+            history = [code[x.item_id] for x in e.history][-12:]
+            with torch.no_grad():
+                user = model.user_vectors(rows[torch.tensor([history]), :-1], torch.tensor([len(history)]))[0]
+            target = code[e.target.item_id]
+            all_scores = rows @ torch.cat([user, torch.ones(1)])
+            others = [c for c in range(1, len(code) + 1) if c != target and c not in history]
+            expected.append(1 + int((all_scores[others] > all_scores[target]).sum()))
+        if scale == 1.0:
+            np.testing.assert_array_equal(ranked.ranks(scale, offset), expected)
+        else:  # the history's own rows move with g too when it holds items without a residual
+            assert all(h == e for h, e, ex in zip(ranked.ranks(scale, offset), expected, examples, strict=True)
+                       if all(bool(model.warm[code[x.item_id]]) for x in ex.history))
+
+
+def test_a_table_cannot_start_from_a_missing_sasrec(data: Path, tiny_engine: TransformersEngine,
+                                                     tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="train-sasrec"):
+        train_table(tiny_table_config(data, tmp_path / "t", init_from_sasrec=True, sasrec_checkpoint=tmp_path / "no",
+                                      head=False), tiny_engine)
 
 
 def test_the_index_job_serves_the_tables_rows(trained: TableArtifact, folder: Path, data: Path,
