@@ -102,10 +102,9 @@ def cmd_train_table(args: argparse.Namespace) -> int:
     config = config_from_args(TableTrainConfig, args)
     artifact = train_table(config, command=_command_line())
     heads = artifact.meta.get("heads", {})
-    valid = artifact.meta["metrics"].get("valid") or artifact.meta["metrics"].get("valid_s", {})
-    measured = "a share of items served by g(c)" if config.init_from_sasrec else "s alone"
+    valid = artifact.meta["metrics"].get("valid", {})
     print(f"item table {config.folder}: best epoch {artifact.meta['best_epoch']} of {artifact.meta['epochs']}, valid "
-          f"NDCG@10 ({measured}) {valid.get('NDCG@10', float('nan')):.4f}"
+          f"NDCG@10 (a share of the items served by g) {valid.get('NDCG@10', float('nan')):.4f}"
           + "".join(f", {name} {m['NDCG@10']:.4f}" for name, m in heads.items() if isinstance(m, dict)))
     return 0
 

@@ -3,10 +3,9 @@
 
 1. Content features of every catalog item (`model.item_features`): the language model's item states and MiniLM
    text vectors, cached on disk (`trainer.batch_cache`) under the model's fingerprint.
-2. The table and the encoder `s`: every user's most recent `max_len + 1` training items per epoch, full softmax
-   cross-entropy at every position over the items seen in training (as SASRec+), the residuals of a random
-   `residual_dropout` share of the items dropped at each step (DropoutNet), Adam, early stopping on validation
-   NDCG@10 (full ranking over every item, history excluded, cold items included through g). Resumable per epoch.
+2. The table on the finished SASRec+ checkpoint of the same split: its encoder is `s` and its item embeddings are
+   the warm rows, frozen; the content map `g` is trained against them and calibrated (`trainer.train.table_content`).
+   Resumable per epoch.
 3. The heads on the language model's `direct` state (`trainer.train.table_head`), when `head` is on.
 The artifact (`model.table_artifact`) goes to `artifacts/tables/<dataset>-<protocol>-seed<seed>/`.
 """
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from indexer.catalog import Catalog
@@ -29,23 +27,27 @@ from indexer.manifest import ModelFingerprint
 from indexer.store import ItemStore
 from model.engine import Engine
 from model.item_features import FeatureSpec, combine
-from model.item_table import TableConfig, TableModel, scores
+from model.item_table import TableConfig, TableModel
 from model.minilm import MiniLMEncoder, item_text
 from model.paths import artifacts_dir, sasrec_dir, table_dir
 from model.prompts import TEMPLATE_VERSION, item_prompt
-from model.rankers.table import TableRanker
-from model.sasrec import PAD, is_finished, right_padded
+from model.sasrec import SasrecScorer, is_finished
 from model.table_artifact import META_FILE, TableArtifact
 from trainer.batch_cache import BatchCache
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, check_same_run, make_split
 from trainer.data.splits import ColdSplit, Split, sample_examples
-from trainer.evaluation.harness import CoreRanker, rank_examples
-from trainer.evaluation.metrics import mean_metrics
 from trainer.machine import machine_line
-from trainer.train.epochs import RESUME_FILE, EpochRun, EpochState, run_epochs
-from trainer.train.table_content import calibrate, content_shown, fold_residuals, start_from_sasrec, train_content_map
+from trainer.train.epochs import RESUME_FILE, EpochState
+from trainer.train.table_content import (
+    calibrate,
+    content_shown,
+    fold_residuals,
+    load_sasrec,
+    start_from_sasrec,
+    train_content_map,
+)
 
 log = logging.getLogger(__name__)
 ITEM_BATCH = 16
@@ -63,28 +65,17 @@ class TableTrainConfig(SplitConfig):
     """Feed g the MiniLM text vectors."""
     head: bool = True
     """Train the heads on the language model's direct states (`trainer.train.table_head`)."""
-    dim: int = 64
-    """Width of item and user vectors."""
     content_hidden: int = 256
     """Hidden width of the content map g."""
-    max_len: int = 200
-    """Most recent items per training sequence and per encoded history."""
-    blocks: int = 2
-    """Self-attention blocks of the encoder."""
-    heads: int = 1
-    """Attention heads."""
     dropout: float = 0.1
-    """Dropout in the encoder and g (SASRec+'s 0.1)."""
+    """Dropout in g during training."""
     residual_dropout: float = 0.1
-    """Share of the items whose residual is dropped at each step, so g alone must place them (DropoutNet)."""
-    init_from_sasrec: bool = True
-    """Start the encoder and the residuals from the finished SASRec+ checkpoint of the same dataset, protocol and
-    seed (`reasonrec train-sasrec`), g at zero: the table starts at SASRec+'s ranking (validated as epoch 0) and
-    learns g and the residuals' share from there. Off: every weight starts at random."""
+    """Share of the items shown by g(c) instead of their SASRec+ row at each step, so g learns to place them
+    (DropoutNet)."""
     sasrec_checkpoint: Path | None = None
     """The SASRec+ checkpoint to start from; default `artifacts/sasrec/<dataset>-<protocol>-seed<seed>`."""
     lr: float = 1e-3
-    """Adam learning rate."""
+    """Adam learning rate of g."""
     batch_size: int = 128
     """Users per step."""
     max_epochs: int = 60
@@ -151,17 +142,15 @@ def train_table(config: TableTrainConfig, engine: Engine | None = None, command:
     center, content = item_features(items, config.spec, engine, artifacts_dir() / "table-cache" / ds.name)
     warm_ids = {x.item_id for history in split.train.values() for x in history}
     warm = torch.tensor([item.item_id in warm_ids for item in items])
+    sasrec = load_sasrec(config.sasrec_checkpoint or sasrec_dir(config.dataset, config.protocol, config.seed))
+    shape = sasrec.net.config
     torch.manual_seed(config.seed)
     network = TableConfig(len(items), content.shape[1], engine.hidden_size if config.head and engine else 0,
-                          config.dim, config.content_hidden, config.max_len, config.blocks, config.heads,
-                          config.dropout)
+                          shape.hidden, config.content_hidden, shape.max_len, shape.blocks, shape.heads, config.dropout)
     artifact = TableArtifact(TableModel(network, warm), [item.item_id for item in items], config.spec, center,
                              engine.fingerprint if engine is not None else None, {})
     features = torch.from_numpy(np.vstack([np.zeros((1, content.shape[1]), np.float32), content]))
-    if config.init_from_sasrec:
-        _train_on_sasrec(config, artifact, features, ds, split, folder)
-    else:
-        _train_encoder(config, artifact, features, ds, split, folder)
+    _train_on_sasrec(config, sasrec, artifact, features, ds, split, folder)
     if config.head:
         from trainer.train.table_head import train_heads
 
@@ -211,35 +200,17 @@ def table_fingerprint(artifact: TableArtifact) -> ModelFingerprint:
     return artifact.fingerprint or ModelFingerprint("all-MiniLM-L6-v2", "minilm", None, TEMPLATE_VERSION)
 
 
-def _train_encoder(config: TableTrainConfig, artifact: TableArtifact, features: torch.Tensor, ds: Dataset,
-                   split: Split, folder: Path) -> None:
-    model = artifact.model
-    code = artifact.code_of
-    sequences = _sequences(config, split, code)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    order_gen = torch.Generator().manual_seed(config.seed)
-    run = EpochRun(folder, config.fingerprint(), "item-table", model, optimizer, order_gen)
-    valid = _valid_examples(config, split)
-    log.info("training the item table on %s/%s: %d users, %d items (%d warm), at most %d epochs", ds.name,
-             split.protocol, len(sequences), len(code), int(model.warm.sum()), config.max_epochs)
-    state = run_epochs(run, config.max_epochs, config.patience,
-                       lambda epoch: _epoch(config, model, features, optimizer, sequences, order_gen, epoch),
-                       lambda: _validate(artifact, features, ds, valid),
-                       lambda state: artifact.save(folder, _meta(config, ds, split, state, "training")))
-    TableArtifact.load(folder).save(folder, _meta(config, ds, split, state, "encoder done"))
-
-
-def _train_on_sasrec(config: TableTrainConfig, artifact: TableArtifact, features: torch.Tensor, ds: Dataset,
-                     split: Split, folder: Path) -> None:
-    """The default: SASRec+'s encoder and rows, frozen; g trained against them (`trainer.train.table_content`)."""
+def _train_on_sasrec(config: TableTrainConfig, sasrec: SasrecScorer, artifact: TableArtifact, features: torch.Tensor,
+                     ds: Dataset, split: Split, folder: Path) -> None:
+    """SASRec+'s encoder and rows, frozen; g trained against them and calibrated (`trainer.train.table_content`)."""
     model, code = artifact.model, artifact.code_of
-    fixed = start_from_sasrec(model, code, config.sasrec_checkpoint or sasrec_dir(config.dataset, config.protocol,
-                                                                                 config.seed))
+    fixed = start_from_sasrec(model, code, sasrec)
     log.info("training g on %s/%s against SASRec+: %d items (%d warm), at most %d epochs", ds.name, split.protocol,
              len(code), int(model.warm.sum()), config.max_epochs)
     valid = _valid_examples(config, split)
     stand_ins = 0.0 if isinstance(split, ColdSplit) else config.cold_frac
-    state = train_content_map(model, fixed, features, config, _sequences(config, split, code), valid, code, stand_ins,
+    sequences = _sequences(model.config.max_len, split, code)
+    state = train_content_map(model, fixed, features, config, sequences, valid, code, stand_ins,
                               lambda state: artifact.save(folder, _meta(config, ds, split, state, "training")))
     best = TableArtifact.load(folder)
     calibration = calibrate(best.model, fixed, features, valid, code, content_shown(best.model, stand_ins, config.seed))
@@ -248,52 +219,19 @@ def _train_on_sasrec(config: TableTrainConfig, artifact: TableArtifact, features
     best.save(folder, {**_meta(config, ds, split, state, "encoder done"), "calibration": calibration})
 
 
-def _sequences(config: TableTrainConfig, split: Split, code: dict[str, int]) -> list[list[int]]:
+def _sequences(max_len: int, split: Split, code: dict[str, int]) -> list[list[int]]:
     """Every training user's most recent `max_len + 1` items (users with at least two)."""
-    return [[code[x.item_id] for x in h][-config.max_len - 1:] for h in split.train.values() if len(h) >= 2]
+    return [[code[x.item_id] for x in h][-max_len - 1:] for h in split.train.values() if len(h) >= 2]
 
 
 def _valid_examples(config: TableTrainConfig, split: Split) -> list:
     return split.valid if not config.valid_users else sample_examples(split.valid, config.valid_users, config.seed)
 
 
-def _epoch(config: TableTrainConfig, model: TableModel, features: torch.Tensor, optimizer: torch.optim.Optimizer,
-           sequences: list[list[int]], order_gen: torch.Generator, epoch: int) -> float:
-    """One pass over the users in a seeded order; each step drops the residuals of a fresh random item share."""
-    model.train()
-    order = torch.randperm(len(sequences), generator=order_gen).tolist()
-    not_warm = ~model.warm[1:]
-    total, steps = 0.0, 0
-    for first in tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False):
-        batch = [sequences[i] for i in order[first : first + config.batch_size]]
-        inputs, labels = right_padded([s[:-1] for s in batch]), right_padded([s[1:] for s in batch])
-        keep = torch.rand(len(model.warm)) >= config.residual_dropout
-        table = model.table(features, keep)
-        hidden = model.encode(table[inputs, :-1], (inputs != PAD).sum(dim=1))
-        real = labels != PAD
-        logits = scores(hidden[real], table[1:]).masked_fill(not_warm, float("-inf"))
-        loss = F.cross_entropy(logits, labels[real] - 1)  # column j is item code j + 1
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total, steps = total + loss.detach().item(), steps + 1
-    return total / max(steps, 1)
-
-
-def _validate(artifact: TableArtifact, features: torch.Tensor, ds: Dataset, examples: list) -> dict[str, float]:
-    """Mean metrics of s alone on `examples`, full ranking over every item (cold ones through g)."""
-    artifact.model.eval()
-    store = table_store(artifact, features, ds.catalog)
-    ranker = CoreRanker(TableRanker(artifact, store), ds.catalog, artifact.item_ids, batch_size=256)
-    return mean_metrics(rank_examples(ranker, examples, artifact.item_ids, desc="validating").per_query())
-
-
 def _meta(config: TableTrainConfig, ds: Dataset, split: Split, state: EpochState, status: str) -> dict:
-    model = ("SASRec+'s encoder and rows (frozen) + content map g trained against them (full softmax, DropoutNet); "
-             "validation: a share of the items served by g(c) alone" if config.init_from_sasrec
-             else "item table g(c) + e with a SASRec encoder (full softmax, DropoutNet); validation: s alone")
     return {
-        "status": status, "model": model,
+        "status": status, "model": "SASRec+'s encoder and rows (frozen) + content map g trained against them (full "
+                                   "softmax, DropoutNet); validation: a share of the items served by g(c) alone",
         "config": config.fingerprint(),
         "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
                  "interactions": ds.n_interactions},

@@ -39,32 +39,32 @@ log = logging.getLogger(__name__)
 VALID_BATCH = 256
 
 
-def start_from_sasrec(model: TableModel, code: dict[str, int], folder: Path) -> torch.Tensor:
-    """Copy a finished SASRec+ checkpoint's encoder into `model` and return its item rows (n_items + 1, dim + 1):
-    the SASRec+ embedding and bias 0 for its items, zeros for the others."""
+def load_sasrec(folder: Path) -> SasrecScorer:
+    """The finished SASRec+ checkpoint the table is built on."""
     if not finished_checkpoint(folder):
-        raise FileNotFoundError(f"no finished SASRec+ checkpoint in {folder} to build the table on: train it with "
-                                "`reasonrec train-sasrec` (same dataset, protocol and seed), name one with "
-                                "--sasrec-checkpoint, or pass --no-init-from-sasrec")
-    scorer = SasrecScorer.load(folder)
-    net, config = scorer.net, model.config
-    if (net.config.hidden, net.config.max_len, net.config.blocks, net.config.heads) != (
-            config.dim, config.max_len, config.blocks, config.heads):
-        raise ValueError(f"the SASRec+ checkpoint in {folder} ({net.config}) does not fit the table ({config}): "
-                         "give the table its --dim, --max-len, --blocks and --heads")
-    missing = [item_id for item_id in scorer.item_ids if item_id not in code]
+        raise FileNotFoundError(f"no finished SASRec+ checkpoint in {folder} to build the item table on: train it "
+                                "with `reasonrec train-sasrec` (same dataset, protocol and seed) or name one with "
+                                "--sasrec-checkpoint")
+    return SasrecScorer.load(folder)
+
+
+def start_from_sasrec(model: TableModel, code: dict[str, int], sasrec: SasrecScorer) -> torch.Tensor:
+    """Copy SASRec+'s encoder into `model` (shaped like it), freeze it and the residuals, and return SASRec+'s item
+    rows (n_items + 1, dim + 1): its embedding and bias 0 for its items, zeros for the others."""
+    net, config = sasrec.net, model.config
+    missing = [item_id for item_id in sasrec.item_ids if item_id not in code]
     if missing:
         raise ValueError(f"{len(missing)} items of the SASRec+ checkpoint are not in the table's catalog "
                          f"(first: {missing[0]})")
     fixed = torch.zeros(config.n_items + 1, config.dim + 1)
     with torch.no_grad():
-        fixed[torch.tensor([code[item_id] for item_id in scorer.item_ids]), :-1] = net.item_emb.weight[1:]
+        fixed[torch.tensor([code[item_id] for item_id in sasrec.item_ids]), :-1] = net.item_emb.weight[1:]
         model.positions.weight.copy_(net.pos_emb.weight)
         model.blocks.load_state_dict(net.blocks.state_dict())
         model.final_norm.load_state_dict(net.final_norm.state_dict())
     for module in (model.residual, model.positions, model.blocks, model.final_norm):
         module.requires_grad_(False)
-    log.info("the table is built on SASRec+ %s (%d items); only g is trained", folder, len(scorer.item_ids))
+    log.info("the table is built on SASRec+ (%d items); only g is trained", len(sasrec.item_ids))
     return fixed
 
 

@@ -35,8 +35,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_engine: TransformersEng
     paths["table"] = tmp / "table"
     with pytest.MonkeyPatch.context() as patch:  # the table job's caches go to the test's folder too
         patch.setenv("REASONREC_ARTIFACTS", str(tmp / "artifacts"))
-        train_table(TableTrainConfig(dataset="ml-1m-zip", data_path=data, model="tiny", minilm_features=False, dim=16,
-                                     content_hidden=32, max_len=12, blocks=1, dropout=0.0, lr=5e-3, batch_size=16,
+        train_table(TableTrainConfig(dataset="ml-1m-zip", data_path=data, model="tiny", minilm_features=False,
+                                     content_hidden=32, dropout=0.0, lr=5e-3, batch_size=16,
                                      max_epochs=4, valid_users=0, head_users=10, head_epochs=2,
                                      sasrec_checkpoint=paths["leave-one-out"], out_dir=paths["table"]), tiny_engine)
     return paths

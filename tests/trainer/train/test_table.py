@@ -14,9 +14,10 @@ from trainer_helpers import write_cycle_ml1m
 
 from indexer.store import ItemStore
 from model.item_table import TableConfig, TableModel
+from model.paths import sasrec_dir
 from model.rankers.popular import PopularRanker
 from model.rankers.table import TableRanker
-from model.sasrec import last_logits, right_padded
+from model.sasrec import SasrecScorer, last_logits, right_padded
 from model.table_artifact import META_FILE, WEIGHTS_FILE, TableArtifact
 from model.transformers_engine import TransformersEngine
 from trainer.data import load_dataset
@@ -31,10 +32,9 @@ from trainer.train.table_content import _Ranking, content_shown, validate_with_c
 
 
 def tiny_table_config(data: Path, out: Path, **overrides: object) -> TableTrainConfig:
-    settings: dict = dict(dataset="ml-1m-zip", data_path=data, model="tiny", minilm_features=False, dim=16,
-                          content_hidden=32, max_len=12, blocks=1, dropout=0.0, lr=1e-2, batch_size=16, max_epochs=10,
-                          patience=8, valid_users=0, head_users=12, head_epochs=3, init_from_sasrec=False,
-                          out_dir=out)
+    settings: dict = dict(dataset="ml-1m-zip", data_path=data, model="tiny", minilm_features=False, content_hidden=32,
+                          dropout=0.0, lr=1e-2, batch_size=16, max_epochs=10, patience=8, valid_users=0, head_users=12,
+                          head_epochs=3, out_dir=out)
     return TableTrainConfig(**{**settings, **overrides})
 
 
@@ -50,6 +50,14 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cycle_ml1m(tmp_path_factory.mktemp("table") / "data")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sasrec_runs(artifacts: Path, data: Path) -> None:
+    """The SASRec+ checkpoints the tables are built on, where train-table looks for them (both protocols)."""
+    for protocol in ("leave-one-out", "cold-items"):
+        train_sasrec(SasrecTrainConfig(dataset="ml-1m-zip", data_path=data, protocol=protocol, max_len=12, hidden=16,
+                                       blocks=1, dropout=0.0, lr=5e-3, batch_size=16, max_epochs=20, patience=4))
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +99,10 @@ def test_the_artifact_holds_both_heads_metadata_and_no_content(trained: TableArt
 
 def test_a_rerun_is_a_no_op_and_other_settings_are_refused(trained: TableArtifact, folder: Path, data: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("trainer.train.table._train_encoder", lambda *a: pytest.fail("trained again"))
+    monkeypatch.setattr("trainer.train.table._train_on_sasrec", lambda *a: pytest.fail("trained again"))
     assert train_table(tiny_table_config(data, folder)).table_hash == trained.table_hash
     with pytest.raises(ValueError, match="other settings"):
-        train_table(tiny_table_config(data, folder, dim=8))
+        train_table(tiny_table_config(data, folder, content_hidden=8))
 
 
 def test_items_without_training_interactions_get_their_content_part_alone() -> None:
@@ -130,19 +138,15 @@ def test_a_cold_item_run_ranks_cold_items_through_g(data: Path, tiny_engine: Tra
     assert len(cold.ranks) and np.isfinite(cold.ranks).all()  # scorable, unlike SASRec's -inf
 
 
-def test_a_table_on_sasrec_serves_its_rows_for_warm_items_and_trains_g_for_cold_ones(
-        data: Path, tiny_engine: TransformersEngine, tmp_path: Path) -> None:
-    sasrec = train_sasrec(SasrecTrainConfig(dataset="ml-1m-zip", data_path=data, max_len=12, hidden=16, blocks=1,
-                                            dropout=0.0, lr=5e-3, batch_size=16, max_epochs=3,
-                                            out_dir=tmp_path / "sasrec"))
-    artifact = train_table(tiny_table_config(data, tmp_path / "table", init_from_sasrec=True, residual_dropout=0.5,
-                                             sasrec_checkpoint=tmp_path / "sasrec", max_epochs=4, head=False),
-                           tiny_engine)
+def test_the_table_serves_sasrecs_rows_for_warm_items_and_g_for_the_others(trained: TableArtifact, folder: Path,
+                                                                             data: Path,
+                                                                             tiny_engine: TransformersEngine) -> None:
+    sasrec = SasrecScorer.load(sasrec_dir("ml-1m-zip"))
     ds = load_dataset("ml-1m-zip", data)
-    _, content = item_features(list(ds.catalog), artifact.spec, tiny_engine, data.parent / "cache")
+    _, content = item_features(list(ds.catalog), trained.spec, tiny_engine, data.parent / "cache")
     features = torch.from_numpy(np.vstack([np.zeros((1, content.shape[1]), np.float32), content]))
     histories = [[x.item_id for x in h][-12:] for h in list(make_split(ds, "leave-one-out").train.values())[:8]]
-    code, model = artifact.code_of, artifact.model.eval()
+    code, model = trained.code_of, trained.model.eval()
     with torch.no_grad():
         table = model.table(features)
         inputs = right_padded([[code[i] for i in h] for h in histories])
@@ -153,7 +157,7 @@ def test_a_table_on_sasrec_serves_its_rows_for_warm_items_and_trains_g_for_cold_
     # warm items: SASRec+'s ranking exactly; every row is g(c) + e, so a cold or hot-added item is g(c) alone
     torch.testing.assert_close(users @ table[warm, :-1].T + table[warm, -1], expected, atol=1e-4, rtol=1e-4)
     assert g_rows.abs().sum() > 0 and not torch.allclose(table[1:], g_rows)
-    meta = json.loads((tmp_path / "table" / META_FILE).read_text())
+    meta = json.loads((folder / META_FILE).read_text())
     assert "served by g(c) alone" in meta["model"] and meta["metrics"]["valid"]["epoch"] == meta["best_epoch"] >= 1
     calibration = meta["calibration"]
     assert calibration["valid_ndcg10_after"] >= calibration["valid_ndcg10_before"]
@@ -212,7 +216,7 @@ def test_the_validation_ranks_are_those_of_the_items_served_by_their_content(dat
 def test_a_table_cannot_start_from_a_missing_sasrec(data: Path, tiny_engine: TransformersEngine,
                                                      tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="train-sasrec"):
-        train_table(tiny_table_config(data, tmp_path / "t", init_from_sasrec=True, sasrec_checkpoint=tmp_path / "no",
+        train_table(tiny_table_config(data, tmp_path / "t", sasrec_checkpoint=tmp_path / "no",
                                       head=False), tiny_engine)
 
 
