@@ -1,13 +1,14 @@
-"""The item table on a trained SASRec+ (`reasonrec train-table`, the default): the encoder `s` and the warm items'
-rows are SASRec+'s and stay frozen; only the content map `g` is trained, so that an item shown by `g(c)` alone
-ranks where its future users are among the warm items (docs/design.md section 2).
+"""The item table on a trained SASRec+ (`reasonrec train-table`): the encoder `s` and the warm items' rows are
+SASRec+'s and stay frozen; only the content map `g` is trained, so that an item shown by `g(c)` alone ranks where
+its future users are among the warm items (docs/design.md section 2).
 
 Training is DropoutNet's (Volkovs et al., NeurIPS 2017) with the warm side fixed: at each step a random
 `residual_dropout` share of the items is shown through `g(c)` instead of its SASRec+ row, under the full softmax
 over the warm items at every position (SASRec+'s loss, Klenitskiy & Vasilev, RecSys 2023); the user vectors come from
-the frozen encoder, so a step is one forward pass of it and a small MLP. Validation ranks each validation target
-as if it were cold (its own row replaced by `g(c)`, every other item at its served row), which is what `g` is
-for; early stopping on that NDCG@10.
+the frozen encoder, so a step is one forward pass of it and a small MLP. Validation serves some items by `g(c)`
+alone (`content_shown`: a cold-items split's cold items, else a seeded share of warm stand-ins) and the rest by
+their rows, calibrates how the two compete (`calibrate`: a scale of g's vector and an offset of its bias, chosen
+so that warm targets keep their level) and early-stops on that calibrated NDCG@10.
 
 Served rows stay `[v_i, b_i] = g(c_i) + e_i`: when a model is saved the residuals are set to `e_i = w_i - g(c_i)`
 (`w_i` the SASRec+ row, bias 0), so every warm item's row is exactly SASRec+'s and a cold or hot-added one's is
@@ -152,9 +153,9 @@ def validate_with_content_shown(model: TableModel, fixed: torch.Tensor, features
 
 def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, examples: Sequence[Example],
               code: dict[str, int], shown: torch.Tensor) -> dict[str, float]:
-    """Choose a scale of g's vector and an offset of its bias on the examples (NDCG@10 with the `shown` items
-    served by g(c) alone) and fold them into g's output layer: how items placed by their content alone compete with
-    the warm items' SASRec+ rows. Returns the choice and the NDCG@10 before and after."""
+    """Choose a scale of g's vector and an offset of its bias on the examples (`_Ranking.best_calibration`, with the
+    `shown` items served by g(c) alone) and fold them into g's output layer: how items placed by their content
+    alone compete with the warm items' SASRec+ rows. Returns the choice and the NDCG@10 before and after."""
     ranked = _Ranking(model, fixed, features, examples, code, shown)
     scale, offset, after = ranked.best_calibration()
     output = model.content_map.net[-1]
@@ -168,6 +169,8 @@ def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, ex
 
 
 CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
+WARM_TOLERANCE = 0.02
+"""How much of the warm targets' validation NDCG@10 the calibration may give up for cold ones (relative)."""
 
 
 class _Ranking:
@@ -215,16 +218,26 @@ class _Ranking:
         self.target_shown = target_shown.numpy()
 
     def best_calibration(self) -> tuple[float, float, float]:
-        """(scale, offset, NDCG@10) of the best point of the grid: scales `CALIBRATION_SCALES`, offsets from -2 to
-        +2 standard deviations of the fixed rows' scores."""
-        finite = self.fixed_scores[torch.isfinite(self.fixed_scores)]
-        spread = float(finite.std()) if finite.numel() > 1 else 1.0
-        grid = [(scale, float(offset) * spread) for scale in CALIBRATION_SCALES for offset in np.linspace(-2, 2, 41)]
+        """(scale, offset, NDCG@10) of the grid point (scales `CALIBRATION_SCALES`, offsets from -6 to +2 standard
+        deviations of the fixed rows' scores) with the best NDCG@10 among those that keep the warm targets' NDCG@10
+        within `WARM_TOLERANCE` of its level with every content-served item last: cold items are placed as well as
+        they can be without costing the warm ones (else the point that costs them least)."""
         if not len(self.target_dot):
             return 1.0, 0.0, 0.0
-        ndcg = [float(ranking_metrics(self.ranks(scale, offset))["NDCG@10"].mean()) for scale, offset in grid]
-        best = int(np.argmax(ndcg))
-        return grid[best][0], grid[best][1], ndcg[best]
+        finite = self.fixed_scores[torch.isfinite(self.fixed_scores)]
+        spread = float(finite.std()) if finite.numel() > 1 else 1.0
+        grid = [(scale, float(offset) * spread) for scale in CALIBRATION_SCALES for offset in np.linspace(-6, 2, 81)]
+        warm = ~self.target_shown
+        floor = (1 - WARM_TOLERANCE) * float(ranking_metrics(self.ranks(1.0, -1e9))["NDCG@10"][warm].mean()) \
+            if warm.any() else 0.0
+        best, best_key = grid[0], (False, -1.0, -1.0)
+        for scale, offset in grid:
+            ndcg = ranking_metrics(self.ranks(scale, offset))["NDCG@10"]
+            warm_ndcg = float(ndcg[warm].mean()) if warm.any() else 0.0
+            key = (warm_ndcg >= floor, float(ndcg.mean()) if warm_ndcg >= floor else warm_ndcg, float(ndcg.mean()))
+            if key > best_key:
+                best, best_key = (scale, offset), key
+        return best[0], best[1], best_key[2]
 
     def ranks(self, scale: float, offset: float) -> np.ndarray:
         """1-based ranks of the targets with g's vector scaled by `scale` and its bias moved by `offset`."""
