@@ -140,6 +140,10 @@ bench-gateway: index  ## gateway overhead share on the reasoning path -> docs/re
 bench-faiss: setup  ## Flat vs IVF vs HNSW at 10k/100k/1M items -> docs/results/bench_faiss_search.*
 	$(BIN)/python -m benchmarks.faiss_search
 
+.PHONY: bench-cold
+bench-cold: setup  ## cold vs warm HR@10 along the content offset of a cold-items table -> docs/results/bench_cold_tradeoff.*
+	$(BIN)/python -m benchmarks.cold_tradeoff --dataset $(DATASET)
+
 .PHONY: bench-cuts
 bench-cuts: setup  ## direct vectors of history cuts, shared forward vs per prompt -> docs/results/bench_cut_states.*
 	$(BIN)/python -m benchmarks.cut_states

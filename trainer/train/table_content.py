@@ -87,7 +87,8 @@ def train_content_map(model: TableModel, fixed: torch.Tensor, features: torch.Te
     return run_epochs(run, config.max_epochs, config.patience,
                       lambda epoch: _epoch(model, fixed, features, optimizer, sequences, config.residual_dropout,
                                            config.batch_size, order_gen, epoch),
-                      lambda: validate_with_content_shown(model, fixed, features, valid, code, shown), save_best)
+                      lambda: validate_with_content_shown(model, fixed, features, valid, code, shown,
+                                                          config.warm_tolerance), save_best)
 
 
 def fold_residuals(model: TableModel, fixed: torch.Tensor, features: torch.Tensor) -> None:
@@ -135,14 +136,14 @@ def content_shown(model: TableModel, stand_in_share: float, seed: int) -> torch.
 
 
 def validate_with_content_shown(model: TableModel, fixed: torch.Tensor, features: torch.Tensor,
-                                examples: Sequence[Example], code: dict[str, int], shown: torch.Tensor
-                                ) -> dict[str, float]:
+                                examples: Sequence[Example], code: dict[str, int], shown: torch.Tensor,
+                                warm_tolerance: float = 0.02) -> dict[str, float]:
     """Mean metrics of the examples with the `shown` items served by g(c) alone and every other item by its fixed
     row (full ranking, history excluded), under the calibration `calibrate` would choose now, so that epochs are
     compared as they would be served; `HR@10 cold` / `HR@10 warm` split the hits by the target, `scale` and
     `offset` are the calibration. Examples without a history item in the table are left out."""
-    ranked = _Ranking(model, fixed, features, examples, code, shown)
-    scale, offset, _ = ranked.best_calibration()
+    ranked = Ranking(model, fixed, features, examples, code, shown)
+    scale, offset, _ = ranked.best_calibration(warm_tolerance)
     ranks = ranked.ranks(scale, offset)
     hits, cold = ranks <= 10, ranked.target_shown
     return {**mean_metrics(ranking_metrics(ranks)),
@@ -152,12 +153,12 @@ def validate_with_content_shown(model: TableModel, fixed: torch.Tensor, features
 
 
 def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, examples: Sequence[Example],
-              code: dict[str, int], shown: torch.Tensor) -> dict[str, float]:
-    """Choose a scale of g's vector and an offset of its bias on the examples (`_Ranking.best_calibration`, with the
+              code: dict[str, int], shown: torch.Tensor, warm_tolerance: float = 0.02) -> dict[str, float]:
+    """Choose a scale of g's vector and an offset of its bias on the examples (`Ranking.best_calibration`, with the
     `shown` items served by g(c) alone) and fold them into g's output layer: how items placed by their content
     alone compete with the warm items' SASRec+ rows. Returns the choice and the NDCG@10 before and after."""
-    ranked = _Ranking(model, fixed, features, examples, code, shown)
-    scale, offset, after = ranked.best_calibration()
+    ranked = Ranking(model, fixed, features, examples, code, shown)
+    scale, offset, after = ranked.best_calibration(warm_tolerance)
     output = model.content_map.net[-1]
     with torch.no_grad():
         output.weight[:-1] *= scale
@@ -169,11 +170,9 @@ def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, ex
 
 
 CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
-WARM_TOLERANCE = 0.02
-"""How much of the warm targets' validation NDCG@10 the calibration may give up for cold ones (relative)."""
 
 
-class _Ranking:
+class Ranking:
     """The parts of the ranking that do not depend on g's scale and bias offset, per example: the fixed rows'
     scores (history and target excluded, sorted), u . g(c) and g_b(c) of the shown items, and the target's. The
     history is read as served (warm items by their fixed rows), so only items without a residual in it move with
@@ -217,18 +216,18 @@ class _Ranking:
             else tuple(torch.cat([p[i] for p in parts]) for i in range(2, 6)))
         self.target_shown = target_shown.numpy()
 
-    def best_calibration(self) -> tuple[float, float, float]:
+    def best_calibration(self, warm_tolerance: float) -> tuple[float, float, float]:
         """(scale, offset, NDCG@10) of the grid point (scales `CALIBRATION_SCALES`, offsets from -6 to +2 standard
         deviations of the fixed rows' scores) with the best NDCG@10 among those that keep the warm targets' NDCG@10
-        within `WARM_TOLERANCE` of its level with every content-served item last: cold items are placed as well as
-        they can be without costing the warm ones (else the point that costs them least)."""
+        within `warm_tolerance` (relative) of its level with every content-served item last: cold items placed as
+        well as they can be at that cost to the warm ones (else the point that costs them least)."""
         if not len(self.target_dot):
             return 1.0, 0.0, 0.0
         finite = self.fixed_scores[torch.isfinite(self.fixed_scores)]
         spread = float(finite.std()) if finite.numel() > 1 else 1.0
         grid = [(scale, float(offset) * spread) for scale in CALIBRATION_SCALES for offset in np.linspace(-6, 2, 81)]
         warm = ~self.target_shown
-        floor = (1 - WARM_TOLERANCE) * float(ranking_metrics(self.ranks(1.0, -1e9))["NDCG@10"][warm].mean()) \
+        floor = (1 - warm_tolerance) * float(ranking_metrics(self.ranks(1.0, -1e9))["NDCG@10"][warm].mean()) \
             if warm.any() else 0.0
         best, best_key = grid[0], (False, -1.0, -1.0)
         for scale, offset in grid:

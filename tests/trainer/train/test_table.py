@@ -28,7 +28,7 @@ from trainer.evaluation.metrics import mean_metrics, ranking_metrics
 from trainer.train.index import IndexJobConfig, build_index
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
 from trainer.train.table import TableTrainConfig, item_features, table_store, train_table
-from trainer.train.table_content import _Ranking, content_shown, validate_with_content_shown
+from trainer.train.table_content import Ranking, content_shown, validate_with_content_shown
 
 
 def tiny_table_config(data: Path, out: Path, **overrides: object) -> TableTrainConfig:
@@ -166,7 +166,7 @@ def test_the_table_serves_sasrecs_rows_for_warm_items_and_g_for_the_others(train
     fixed[warm] = table[warm]
     shown = content_shown(model, 0.2, 0)
     assert 0 < int(shown.sum()) == calibration["content_shown_items"] < len(code)
-    folded = _Ranking(model, fixed, features, split.valid, code, shown).ranks(1.0, 0.0)  # the calibration is in g
+    folded = Ranking(model, fixed, features, split.valid, code, shown).ranks(1.0, 0.0)  # the calibration is in g
     assert ranking_metrics(folded)["NDCG@10"].mean() == pytest.approx(calibration["valid_ndcg10_after"], abs=1e-9)
     validated = validate_with_content_shown(model, fixed, features, split.valid, code, shown)
     assert validated["NDCG@10"] >= calibration["valid_ndcg10_after"] - 1e-9 and "HR@10 cold" in validated
@@ -189,7 +189,7 @@ def test_the_validation_ranks_are_those_of_the_items_served_by_their_content(dat
     examples = split.valid[:20]
     shown = ~model.warm
     shown[0] = False
-    ranked = _Ranking(model, fixed, features, examples, code, shown)
+    ranked = Ranking(model, fixed, features, examples, code, shown)
     with torch.no_grad():
         content = model.content_rows(features)
     for scale, offset in ((1.0, 0.0), (2.0, 0.7)):
