@@ -137,7 +137,7 @@ def content_shown(model: TableModel, stand_in_share: float, seed: int) -> torch.
 
 def validate_with_content_shown(model: TableModel, fixed: torch.Tensor, features: torch.Tensor,
                                 examples: Sequence[Example], code: dict[str, int], shown: torch.Tensor,
-                                warm_tolerance: float = 0.02) -> dict[str, float]:
+                                warm_tolerance: float = 0.05) -> dict[str, float]:
     """Mean metrics of the examples with the `shown` items served by g(c) alone and every other item by its fixed
     row (full ranking, history excluded), under the calibration `calibrate` would choose now, so that epochs are
     compared as they would be served; `HR@10 cold` / `HR@10 warm` split the hits by the target, `scale` and
@@ -153,7 +153,7 @@ def validate_with_content_shown(model: TableModel, fixed: torch.Tensor, features
 
 
 def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, examples: Sequence[Example],
-              code: dict[str, int], shown: torch.Tensor, warm_tolerance: float = 0.02) -> dict[str, float]:
+              code: dict[str, int], shown: torch.Tensor, warm_tolerance: float = 0.05) -> dict[str, float]:
     """Choose a scale of g's vector and an offset of its bias on the examples (`Ranking.best_calibration`, with the
     `shown` items served by g(c) alone) and fold them into g's output layer: how items placed by their content
     alone compete with the warm items' SASRec+ rows. Returns the choice and the NDCG@10 before and after."""
