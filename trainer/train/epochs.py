@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
+from model.sasrec import PAD, right_padded
 from trainer.data.protocols import check_same_run
 
 log = logging.getLogger(__name__)
@@ -99,3 +101,23 @@ def run_epochs(run: EpochRun, max_epochs: int, patience: int, train_epoch: Calla
                    f"{metrics['HR@10']:.4f} (best {state.best_ndcg:.4f} at epoch {state.best_epoch}), "
                    f"{time.perf_counter() - start:.0f} s")
     return state
+
+
+def softmax_epoch(sequences: list[list[int]], batch_size: int, order: torch.Generator, epoch: int,
+                  optimizer: torch.optim.Optimizer,
+                  logits_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
+    """One pass over the users' item-code sequences in a seeded order, next-item full softmax cross-entropy at
+    every position (SASRec+'s loss); `logits_of(inputs, real)` gives the logits (real positions x items, column j =
+    item code j + 1) of a right-padded batch. Returns the mean loss per batch."""
+    permutation = torch.randperm(len(sequences), generator=order).tolist()
+    total, steps = 0.0, 0
+    for first in tqdm(range(0, len(permutation), batch_size), desc=f"epoch {epoch}", unit="batch", leave=False):
+        batch = [sequences[i] for i in permutation[first : first + batch_size]]
+        inputs, labels = right_padded([s[:-1] for s in batch]), right_padded([s[1:] for s in batch])
+        real = labels != PAD
+        loss = F.cross_entropy(logits_of(inputs, real), labels[real] - 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, steps = total + loss.detach().item(), steps + 1
+    return total / max(steps, 1)

@@ -20,13 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
-from tqdm import tqdm
 
 from indexer.catalog import Catalog
 from model.paths import sasrec_dir
 from model.rankers.sasrec import SasrecRanker
-from model.sasrec import META_FILE, PAD, SasrecConfig, SasrecNet, SasrecScorer, is_finished, right_padded
+from model.sasrec import META_FILE, SasrecConfig, SasrecNet, SasrecScorer, is_finished
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, check_same_run, make_split, test_parts
@@ -34,7 +32,7 @@ from trainer.data.splits import Split
 from trainer.evaluation.harness import CoreRanker, rank_examples
 from trainer.evaluation.metrics import mean_metrics
 from trainer.machine import machine_line
-from trainer.train.epochs import EpochRun, EpochState, run_epochs
+from trainer.train.epochs import EpochRun, EpochState, run_epochs, softmax_epoch
 
 log = logging.getLogger(__name__)
 
@@ -125,19 +123,8 @@ def _epoch(net: SasrecNet, optimizer: torch.optim.Optimizer, sequences: list[lis
            order_gen: torch.Generator, epoch: int) -> float:
     """One pass over the users in a seeded random order; returns the mean loss per batch."""
     net.train()
-    order = torch.randperm(len(sequences), generator=order_gen).tolist()
-    total, steps = 0.0, 0
-    for first in tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}", unit="batch", leave=False):
-        batch = [sequences[i] for i in order[first : first + batch_size]]
-        inputs, labels = right_padded([s[:-1] for s in batch]), right_padded([s[1:] for s in batch])
-        real = labels != PAD
-        logits = net.item_logits(net(inputs)[real])
-        loss = F.cross_entropy(logits, labels[real] - 1)  # column j is item code j + 1
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total, steps = total + loss.detach().item(), steps + 1
-    return total / max(steps, 1)
+    return softmax_epoch(sequences, batch_size, order_gen, epoch, optimizer,
+                         lambda inputs, real: net.item_logits(net(inputs)[real]))
 
 
 def _validate(net: SasrecNet, vocab: list[str], split: Split, catalog: Catalog) -> dict[str, float]:

@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from model.item_table import TableModel, scores
 from model.sasrec import PAD, SasrecScorer, finished_checkpoint, right_padded
 from trainer.data.splits import Example
 from trainer.evaluation.metrics import mean_metrics, ranking_metrics
-from trainer.train.epochs import EpochRun, EpochState, run_epochs
+from trainer.train.epochs import EpochRun, EpochState, run_epochs, softmax_epoch
 
 if TYPE_CHECKING:
     from trainer.train.table import TableTrainConfig
@@ -105,24 +104,16 @@ def _epoch(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, optim
     """One pass over the users in a seeded order; each step shows a fresh random item share through g(c)."""
     model.eval()  # the frozen encoder without dropout
     model.content_map.train()
-    order = torch.randperm(len(sequences), generator=order_gen).tolist()
     not_warm = ~model.warm[1:]
-    total, steps = 0.0, 0
-    for first in tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}", unit="batch", leave=False):
-        batch = [sequences[i] for i in order[first : first + batch_size]]
-        inputs, labels = right_padded([s[:-1] for s in batch]), right_padded([s[1:] for s in batch])
-        real = labels != PAD
+
+    def logits_of(inputs: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             hidden = model.encode(fixed[inputs, :-1], (inputs != PAD).sum(dim=1))[real]
         shown_by_content = torch.rand(len(fixed)) < residual_dropout
         rows = torch.where(shown_by_content[:, None], model.content_rows(features), fixed)
-        logits = scores(hidden, rows[1:]).masked_fill(not_warm, float("-inf"))
-        loss = F.cross_entropy(logits, labels[real] - 1)  # column j is item code j + 1
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total, steps = total + loss.detach().item(), steps + 1
-    return total / max(steps, 1)
+        return scores(hidden, rows[1:]).masked_fill(not_warm, float("-inf"))
+
+    return softmax_epoch(sequences, batch_size, order_gen, epoch, optimizer, logits_of)
 
 
 def content_shown(model: TableModel, stand_in_share: float, seed: int) -> torch.Tensor:
