@@ -44,8 +44,7 @@ def main() -> None:
     fixed = start_from_sasrec(artifact.model, artifact.code_of, load_sasrec(sasrec_dir(args.dataset, PROTOCOL)))
     ranking = Ranking(artifact.model, fixed, features, split.test, artifact.code_of,
                       content_shown(artifact.model, 0.0, 0))
-    finite = ranking.fixed_scores[torch.isfinite(ranking.fixed_scores)]
-    spread = float(finite.std())
+    spread = ranking.score_sd()
     cold = ranking.target_shown
     rows = []
     for offset in OFFSETS:

@@ -128,7 +128,7 @@ def content_shown(model: TableModel, stand_in_share: float, seed: int) -> torch.
 
 def validate_with_content_shown(model: TableModel, fixed: torch.Tensor, features: torch.Tensor,
                                 examples: Sequence[Example], code: dict[str, int], shown: torch.Tensor,
-                                warm_tolerance: float = 0.05) -> dict[str, float]:
+                                warm_tolerance: float) -> dict[str, float]:
     """Mean metrics of the examples with the `shown` items served by g(c) alone and every other item by its fixed
     row (full ranking, history excluded), under the calibration `calibrate` would choose now, so that epochs are
     compared as they would be served; `HR@10 cold` / `HR@10 warm` split the hits by the target, `scale` and
@@ -144,7 +144,7 @@ def validate_with_content_shown(model: TableModel, fixed: torch.Tensor, features
 
 
 def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, examples: Sequence[Example],
-              code: dict[str, int], shown: torch.Tensor, warm_tolerance: float = 0.05) -> dict[str, float]:
+              code: dict[str, int], shown: torch.Tensor, warm_tolerance: float) -> dict[str, float]:
     """Choose a scale of g's vector and an offset of its bias on the examples (`Ranking.best_calibration`, with the
     `shown` items served by g(c) alone) and fold them into g's output layer: how items placed by their content
     alone compete with the warm items' SASRec+ rows. Returns the choice and the NDCG@10 before and after."""
@@ -214,8 +214,7 @@ class Ranking:
         well as they can be at that cost to the warm ones (else the point that costs them least)."""
         if not len(self.target_dot):
             return 1.0, 0.0, 0.0
-        finite = self.fixed_scores[torch.isfinite(self.fixed_scores)]
-        spread = float(finite.std()) if finite.numel() > 1 else 1.0
+        spread = self.score_sd()
         grid = [(scale, float(offset) * spread) for scale in CALIBRATION_SCALES for offset in np.linspace(-6, 2, 81)]
         warm = ~self.target_shown
         floor = (1 - warm_tolerance) * float(ranking_metrics(self.ranks(1.0, -1e9))["NDCG@10"][warm].mean()) \
@@ -228,6 +227,11 @@ class Ranking:
             if key > best_key:
                 best, best_key = (scale, offset), key
         return best[0], best[1], best_key[2]
+
+    def score_sd(self) -> float:
+        """Standard deviation of the fixed rows' scores: the unit of the calibration's offsets."""
+        finite = self.fixed_scores[torch.isfinite(self.fixed_scores)]
+        return float(finite.std()) if finite.numel() > 1 else 1.0
 
     def ranks(self, scale: float, offset: float) -> np.ndarray:
         """1-based ranks of the targets with g's vector scaled by `scale` and its bias moved by `offset`."""

@@ -168,7 +168,7 @@ def test_the_table_serves_sasrecs_rows_for_warm_items_and_g_for_the_others(train
     assert 0 < int(shown.sum()) == calibration["content_shown_items"] < len(code)
     folded = Ranking(model, fixed, features, split.valid, code, shown).ranks(1.0, 0.0)  # the calibration is in g
     assert ranking_metrics(folded)["NDCG@10"].mean() == pytest.approx(calibration["valid_ndcg10_after"], abs=1e-9)
-    validated = validate_with_content_shown(model, fixed, features, split.valid, code, shown)
+    validated = validate_with_content_shown(model, fixed, features, split.valid, code, shown, 0.05)
     assert validated["NDCG@10"] >= calibration["valid_ndcg10_after"] - 1e-9 and "HR@10 cold" in validated
 
 
