@@ -47,15 +47,12 @@ def write_report(report: dict, out_dir: Path, stem: str) -> list[Path]:
 
 def training_curves(report: dict) -> dict[str, list[dict]]:
     """Each trained ranker's epochs (`seconds`, `NDCG@10`) as its training job recorded them; the two table
-    rankers share one run, shown once as "item table" (or, for a table built on SASRec+, as the training of g,
-    validated with a share of the items served by g alone)."""
+    rankers share one run (the training of g, validated with a share of the items served by g alone), shown once."""
     curves: dict[str, list[dict]] = {}
     for name, info in report["rankers"].items():
         history = info.get("history")
         if history:
-            on_sasrec = "scale" in history[-1]
-            table = "item table: g, items partly served by g" if on_sasrec else "item table"
-            curves[table if name.startswith("table") else name] = history
+            curves["item table: g, items partly served by g" if name.startswith("table") else name] = history
     return curves
 
 
