@@ -6,7 +6,7 @@ Offsets are in standard deviations of the warm rows' scores; 0 is the calibratio
 (`trainer.train.table_content.calibrate`, chosen on validation), large negative offsets put every cold item last.
 The curve is what bounds the cold target: how much warm HR@10 each step of cold HR@10 costs.
 
-    python -m benchmarks.cold_tradeoff --dataset ml-100k   # -> docs/results/bench_cold_tradeoff.{md,json}
+    python -m benchmarks.cold_tradeoff --dataset ml-100k   # -> docs/results/bench_cold_tradeoff_ml-100k.{md,json}
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ OFFSETS = (-100.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="ml-100k", help="a dataset with a finished cold-items table (ml-100k)")
+    parser.add_argument("--dataset", default="ml-100k", help="a dataset with a finished cold-items table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     artifact = TableArtifact.load(table_dir(args.dataset, PROTOCOL))
@@ -52,7 +52,8 @@ def main() -> None:
         hits = ranks <= 10
         rows.append({"offset_sd": offset, "cold_hr10": float(hits[cold].mean()), "warm_hr10": float(hits[~cold].mean()),
                      "all_ndcg10": float(ranking_metrics(ranks)["NDCG@10"].mean())})
-    report = Report("cold_tradeoff", f"Cold against warm items: the content offset of the {args.dataset} table")
+    report = Report("cold_tradeoff", f"Cold against warm items: the content offset of the {args.dataset} table",
+                    variant=args.dataset)
     report.data = {"dataset": args.dataset, "protocol": PROTOCOL, "test_examples": len(cold),
                    "cold_targets": int(cold.sum()), "score_sd": spread,
                    "calibration": artifact.meta.get("calibration"), "rows": rows}

@@ -46,10 +46,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class Report:
-    """Collects a benchmark's setup and figures; `write` puts bench_<name>.md/.json under docs/results."""
+    """Collects a benchmark's setup and figures; `write` puts bench_<name>.md/.json (bench_<name>_<variant>.* for a
+    benchmark run once per dataset, say) under docs/results."""
 
-    def __init__(self, name: str, title: str) -> None:
+    def __init__(self, name: str, title: str, variant: str = "") -> None:
         self.name = name
+        self.stem = f"bench_{name}_{variant}" if variant else f"bench_{name}"
         self.title = title
         self.start = machine()
         self.command = "python -m benchmarks." + name + " " + " ".join(sys.argv[1:])
@@ -61,7 +63,7 @@ class Report:
         end = machine()
         meta = {"command": self.command, "machine_start": self.start, "machine_end": end,
                 "busy_note": busy_note(self.start)}
-        md, js = out_dir / f"bench_{self.name}.md", out_dir / f"bench_{self.name}.json"
+        md, js = out_dir / f"{self.stem}.md", out_dir / f"{self.stem}.json"
         js.write_text(json.dumps({"meta": meta, **self.data}, indent=1))
         m = self.start
         head = [
