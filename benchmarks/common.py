@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 
 from loadtests.gateway import busy_note, machine
 from loadtests.requests import default_path, write_requests
-from model.prompts import HistoryLine, display_title, user_prompt
+from model.prompts import HistoryLine, user_prompt
 from trainer.data import load_dataset
 
 RESULTS = Path("docs/results")
@@ -32,12 +31,11 @@ def request_bodies(dataset: str = "ml-100k", count: int = 3000) -> list[dict[str
 def user_prompts(n: int, dataset: str = "ml-100k", offset: int = 0) -> list[str]:
     """The reasoning prompts the gateway would build for `n` requests of the request file."""
     catalog = load_dataset(dataset).catalog
-    now = int(time.time())
     prompts = []
     for body in request_bodies(dataset)[offset : offset + n]:
-        lines = [HistoryLine(display_title(catalog[e["item_id"]]), e.get("rating"), e.get("timestamp"))
+        lines = [HistoryLine.of_item(catalog[e["item_id"]], e.get("rating"), e.get("timestamp"))
                  for e in body["history"]]
-        prompts.append(user_prompt(lines, now))
+        prompts.append(user_prompt(lines))
     return prompts
 
 

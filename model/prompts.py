@@ -23,7 +23,7 @@ from indexer.catalog import Item
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-TEMPLATE_VERSION = "v2"
+TEMPLATE_VERSION = "v3"
 RATING_TEMPLATE_VERSION = "r4"
 ANSWER_MARKER = "<answer>"
 MAX_HISTORY_LINES = 20
@@ -37,6 +37,13 @@ class HistoryLine:
     title: str
     rating: float | None = None
     timestamp: int | None = None
+    genres: tuple[str, ...] = ()
+    """The item's genres when it is a catalog item (a title sent by a client has none)."""
+
+    @classmethod
+    def of_item(cls, item: Item, rating: float | None = None, timestamp: int | None = None) -> HistoryLine:
+        """The line of a catalog item: its display title and genres."""
+        return cls(display_title(item), rating, timestamp, tuple(item.genres))
 
 
 def month_of(timestamp: int) -> str:
@@ -55,9 +62,12 @@ def display_title(item: Item) -> str:
     return f"{item.title} ({item.year})"
 
 
-def history_line(entry: HistoryLine) -> str:
-    """One history line: "2000-03 [Toy Story (1995)] (5)" (month and rating when known)."""
+def history_line(entry: HistoryLine, with_genres: bool = True) -> str:
+    """One history line: "2000-03 [Toy Story (1995)] Animation, Comedy (5)" (month, genres and rating when known;
+    `with_genres=False` leaves the genres out, as the rating prompts do)."""
     line = f"[{entry.title}]"
+    if with_genres and entry.genres:
+        line += " " + ", ".join(entry.genres)
     if entry.rating is not None:
         line += f" ({_rating_text(entry.rating)})"
     if entry.timestamp is not None:
@@ -65,14 +75,14 @@ def history_line(entry: HistoryLine) -> str:
     return line
 
 
-def _history_lines(history: Sequence[HistoryLine]) -> list[str]:
-    return [history_line(entry) for entry in history[-MAX_HISTORY_LINES:]]
+def _history_lines(history: Sequence[HistoryLine], with_genres: bool = True) -> list[str]:
+    return [history_line(entry, with_genres) for entry in history[-MAX_HISTORY_LINES:]]
 
 
 USER_INSTRUCTION = (
-    "Below is a user's viewing history, oldest first, with their ratings out of 5. Analyse it: which genres, "
-    "eras, moods and themes does the user prefer, and how have their tastes moved recently? Then name the single "
-    f"item they are most likely to enjoy next, inside {ANSWER_MARKER} and </answer>.\n\n"
+    "Below is a user's viewing history, oldest first, with genres and their ratings out of 5. Analyse it: which "
+    "genres, eras, moods and themes does the user prefer, and how have their tastes moved recently? Then name the "
+    f"single item they are most likely to enjoy next, inside {ANSWER_MARKER} and </answer>.\n\n"
 )
 """Everything of the user prompt that comes before the history: the same for every user, so the history lines
 and the closing of the turn are all that differ (one forward pass over a window serves every cut of it)."""
@@ -105,11 +115,12 @@ def item_prompt(item: Item) -> str:
 
 
 def rating_history_block(history: Sequence[HistoryLine]) -> str:
-    """The start of both rating prompts: the history (up to 20 lines) and the user's average. It holds nothing of
-    the target item, so the states of one history serve every target item of it (`model.rating_states`)."""
+    """The start of both rating prompts: the history (up to 20 lines, without genres) and the user's average. It
+    holds nothing of the target item, so the states of one history serve every target item of it
+    (`model.rating_states`)."""
     rated = [h.rating for h in history[-MAX_HISTORY_LINES:] if h.rating is not None]
     user_avg = f"{sum(rated) / len(rated):.2f}" if rated else "unknown"
-    return ("A user's rating history, oldest first (ratings out of 5):\n" + "\n".join(_history_lines(history))
+    return ("A user's rating history, oldest first (ratings out of 5):\n" + "\n".join(_history_lines(history, False))
             + f"\nThe user's average rating: {user_avg}\n\n")
 
 

@@ -75,7 +75,12 @@ class TransformersEngine:
 
     def embed_direct(self, user_texts: Sequence[str]) -> np.ndarray:
         """User vectors with the assistant turn just `<answer>` (no generation)."""
-        return self._last_hidden([self.render(text, ANSWER_MARKER) for text in user_texts])
+        return self.assistant_states(user_texts, [ANSWER_MARKER] * len(user_texts))
+
+    def assistant_states(self, user_texts: Sequence[str], assistant_texts: Sequence[str]) -> np.ndarray:
+        """The final hidden state at the last token of [user: u][assistant: a] for each pair, no generation: with
+        a = a reasoning + `<answer>`, the vector `reason` returns when the model writes that reasoning."""
+        return self._last_hidden([self.render(u, a) for u, a in zip(user_texts, assistant_texts, strict=True)])
 
     def embed_items(self, item_texts: Sequence[str]) -> np.ndarray:
         """Item vectors: [user: item prompt][assistant: `<answer>`]."""

@@ -1,5 +1,5 @@
 """Turning a request's history into the `UserHistory` every ranker reads: catalog ids become their display
-titles, titles pass through.
+titles and genres, titles pass through.
 
 Unknown item ids are a 422 naming the entry (`history[2].item_id`), so a typo never silently drops history.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from indexer.catalog import Catalog
-from model.prompts import HistoryLine, display_title
+from model.prompts import HistoryLine
 from model.rankers.base import UserHistory
 from service.errors import ApiError
 from service.schemas import HistoryEntry
@@ -28,7 +28,9 @@ def resolve_history(entries: Sequence[HistoryEntry], catalog: Catalog) -> UserHi
         )
     lines = []
     for entry in entries:
-        title = display_title(catalog[entry.item_id]) if entry.item_id is not None else entry.title
-        assert title is not None  # the schema guarantees exactly one of item_id and title
-        lines.append(HistoryLine(title, entry.rating, entry.timestamp))
+        if entry.item_id is not None:
+            lines.append(HistoryLine.of_item(catalog[entry.item_id], entry.rating, entry.timestamp))
+        else:
+            assert entry.title is not None  # the schema guarantees exactly one of item_id and title
+            lines.append(HistoryLine(entry.title, entry.rating, entry.timestamp))
     return UserHistory(tuple(lines), tuple(e.item_id for e in entries))

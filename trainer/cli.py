@@ -10,6 +10,7 @@
     reasonrec eval-rating --dataset ml-1m          # the rating report: baselines, MF, the served model, ablations
     reasonrec train-reasoning --dataset ml-1m      # reasoning SFT on program-written rationales (resumable)
     reasonrec eval-reasoning --adapter DIR         # marker rate, faithfulness, next-genre match of the reasoning
+    reasonrec train-reasoning-head --adapter DIR   # heads on reasoning states against direct ones; report
     reasonrec eval --dataset ml-1m                 # every ranker, one harness, reports in docs/results
     reasonrec tune-prior --dataset ml-1m           # the popularity prior's weight, on validation users
     reasonrec merge-adapter --adapter DIR          # base + LoRA in one folder, for the vLLM servers
@@ -163,6 +164,13 @@ def cmd_eval_reasoning(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_reasoning_head(args: argparse.Namespace) -> int:
+    from trainer.train.reasoning_head import ReasoningHeadConfig, train_reasoning_head
+
+    _print_written(train_reasoning_head(config_from_args(ReasoningHeadConfig, args), _command_line()))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from trainer.evaluation.job import EvalConfig, run_eval
 
@@ -202,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.train.contrastive.config import ContrastiveConfig
     from trainer.train.index import IndexJobConfig
     from trainer.train.rating import RatingTrainConfig
+    from trainer.train.reasoning_head import ReasoningHeadConfig
     from trainer.train.reasoning_sft import ReasoningSftConfig
     from trainer.train.sasrec import SasrecTrainConfig
     from trainer.train.table import TableTrainConfig
@@ -252,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="TOML file of settings (e.g. trainer/recipes/reasoning-gpu.toml); flags override it")
     command("eval-reasoning", "the model's own reasoning: marker rate, faithfulness, next-genre match, latency",
             cmd_eval_reasoning, ReasoningEvalConfig)
+    command("train-reasoning-head", "heads on the state after the taught reasoning against the direct state; report",
+            cmd_train_reasoning_head, ReasoningHeadConfig)
 
     command("eval", "evaluate rankers on one split; write docs/results reports", cmd_eval, EvalConfig)
     command("train-rating", "train the rating model that /rate serves (resumable)", cmd_train_rating,

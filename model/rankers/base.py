@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from indexer.catalog import Catalog
-from model.prompts import HistoryLine, display_title
+from model.prompts import HistoryLine
 
 Ranked = list[tuple[str, float]]
 """(item id, score) pairs, best first."""
@@ -41,7 +41,7 @@ class UserHistory:
     @classmethod
     def of_items(cls, entries: Sequence[tuple[str, float | None, int | None]], catalog: Catalog) -> UserHistory:
         """A history of catalog items given as (item id, rating, unix time) triples."""
-        lines = tuple(HistoryLine(display_title(catalog[i]), rating, ts) for i, rating, ts in entries)
+        lines = tuple(HistoryLine.of_item(catalog[i], rating, ts) for i, rating, ts in entries)
         return cls(lines, tuple(i for i, _, _ in entries))
 
 

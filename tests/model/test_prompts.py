@@ -35,6 +35,16 @@ def test_user_prompt_puts_the_instruction_first_and_ends_with_the_last_line():
     assert user_prompt([*history, HistoryLine("Big (1988)", 3)]).startswith(prompt + "\n")
 
 
+def test_user_prompt_shows_a_catalog_item_with_its_genres_and_the_rating_prompt_does_not():
+    item = Item("1", "Toy Story", ("Animation", "Comedy"), 1995)
+    line = HistoryLine.of_item(item, 5.0, 951_868_800)
+    assert user_prompt([line]).endswith("2000-03 [Toy Story (1995)] Animation, Comedy (5)")
+    other = Item("2", "Heat", ("Action",), 1995, 3.9)
+    rating = rating_prompt([line], other)
+    assert "[Toy Story (1995)] (5)" in rating and "Animation" not in rating
+    assert user_prompt([HistoryLine("A title a client sent", 4.0)]).endswith("[A title a client sent] (4)")
+
+
 def test_item_prompt_fields_and_description_cut():
     item = Item("1", "Toy Story", ("Animation", "Comedy"), 1995, 4.146, 2077, " ".join(["word"] * 150))
     prompt = item_prompt(item)

@@ -17,7 +17,7 @@ from model.transformers_engine import load_engine
 from trainer.reasoning.packing import WindowSample, pack_window
 from trainer.train.reasoning_sft import ReasoningSftConfig, add_lora, train_packed
 
-RATIONALE = "Mostly Drama (60%). Next: likely a 1990s Western."
+RATIONALE = "Mostly Drama. Lately Western. Next: likely a 1990s Western."
 HISTORIES = (("3", "7", "12"), ("5", "9"), ("20", "21", "22", "23"))
 
 

@@ -5,6 +5,7 @@ table is refused."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def test_direct_ranks_with_the_table_as_the_core_computes_it(serve, tiny_engine,
     user = UserHistory.of_items([("3", 4.0, None), ("7", 4.0, None), ("12", 4.0, None)], store.catalog)
     core = LlmRanker("direct", tiny_engine, table)
     states = tiny_engine.embed_direct([core.prompt(
-        UserHistory(tuple(type(line)(line.title, line.rating, ts) for line, ts in
+        UserHistory(tuple(replace(line, timestamp=ts) for line, ts in
                           zip(user.lines, (1_700_000_000, 1_700_003_600, 1_700_007_200), strict=True)),
                     user.item_ids))])
     expected = core.search(store, [user], states, 5, [{"3", "7", "12"}])[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,14 +21,13 @@ from trainer.evaluation.harness import user_history
 from trainer.evaluation.reasoning_eval import score_reasonings
 from trainer.reasoning.checker import check_text, claim_holds, prediction_matches
 from trainer.reasoning.claims import (
-    DecadeShare,
-    EraShift,
+    TEMPLATES,
+    DecadeLead,
     Favourite,
-    GenreGain,
-    GenreShare,
+    GenreLead,
     Prediction,
     RatingTendency,
-    SteadyGenre,
+    RecentGenre,
     parse,
     split_sentences,
 )
@@ -71,22 +71,25 @@ def ml1m() -> tuple[ReasoningContext, list[Example]]:
 
 
 def test_facts_of_a_known_history(facts):
-    assert facts.top_genres[0] == "Drama" and facts.genre_share("Drama") == pytest.approx(8 / 12)
+    assert facts.top_genres == ["Drama", "Comedy", "Crime"] and facts.genre_share("Drama") == pytest.approx(8 / 12)
+    assert facts.top_decades == [1990, 1970]
     assert facts.mean_rating == pytest.approx((5 + 5 + 10 * 3) / 12) and facts.rating_direction == "below"
-    assert facts.genre_gain("Comedy") == pytest.approx(4 / 5 - 0 / 7)
-    assert facts.era_shift == "older"
+    assert facts.recent_genres == ["Comedy"]  # 4 Comedy + 1 Drama among the last 5, 7 entries before them
     assert [e.item.title for e in facts.favourites] == ["Film 11", "Shawshank Redemption, The"]
     assert title_key("The Shawshank Redemption") == title_key("Shawshank Redemption, The (1994)")
 
 
+def test_recent_genres_need_earlier_entries():
+    entries = [Entry(_item(i, ("Drama",), 1990), 3.0) for i in range(9)]
+    assert HistoryFacts.of(entries, 3.6).recent_genres == []
+    assert HistoryFacts.of(entries + entries[:1], 3.6).recent_genres == ["Drama"]
+
+
 @pytest.mark.parametrize("claim, holds", [
-    (GenreShare("Drama", 65), True), (GenreShare("Drama", 40), False), (GenreShare("Crime", 10), True),
-    (GenreShare("Western", 0), False),
-    (DecadeShare(1990, 65), True), (DecadeShare(1970, 30), True), (DecadeShare(1990, 90), False),
-    (RatingTendency("below", 3.3, 3.6), True), (RatingTendency("near", 3.3, 3.6), False),
-    (RatingTendency("below", 4.2, 3.6), False), (RatingTendency("below", 3.3, 3.1), False),
-    (GenreGain("Comedy"), True), (GenreGain("Drama"), False), (SteadyGenre("Drama"), False),
-    (EraShift("older"), True), (EraShift("newer"), False),
+    (GenreLead("Drama"), True), (GenreLead("Crime"), True), (GenreLead("Western"), False),
+    (DecadeLead(1990), True), (DecadeLead(1970), True), (DecadeLead(1980), False),
+    (RatingTendency("below"), True), (RatingTendency("near"), False), (RatingTendency("above"), False),
+    (RecentGenre("Comedy"), True), (RecentGenre("Drama"), False),
     (Favourite("The Shawshank Redemption"), True), (Favourite("Film 3"), False), (Favourite("Heat"), False),
 ])
 def test_checker_verdicts(facts, claim, holds):
@@ -94,14 +97,33 @@ def test_checker_verdicts(facts, claim, holds):
 
 
 def test_false_text_fails_and_true_text_passes(facts):
-    true_text = ('Mostly Drama (65%). Rates below average (3.3 vs 3.6). Lately more Comedy. '
-                 'Loved "The Shawshank Redemption". Next: likely a 1970s Comedy.')
+    true_text = ('Mostly Drama and Comedy. Rates below average. Lately Comedy. Loved "The Shawshank Redemption". '
+                 "Next: likely a 1970s Comedy.")
     check = check_text(true_text, facts)
-    assert check.faithful and check.claims == 4 and check.parsed.prediction == Prediction("Comedy", 1970)
-    false_text = 'Mostly Comedy (80%). Rates above average (4.4 vs 3.6). Loved "Film 3"; a sentence of its own.'
+    assert check.faithful and check.claims == 5 and check.parsed.prediction == Prediction("Comedy", 1970)
+    false_text = 'Mostly Western. Rates above average. Loved "Film 3"; a sentence of its own.'
     check = check_text(false_text, facts)
     assert check.verdicts == (False, False, False) and check.parsed.unparsed == ("a sentence of its own",)
     assert not check.faithful
+
+
+def test_every_template_reads_back_as_its_own_kind():
+    values = {"genres": {"g0": "Drama", "g1": "Film-Noir"}, "decades": {"d0": 1990, "d1": 1970},
+              "rating": {"dir": "close to"}, "recent": {"g0": "Sci-Fi"}, "favourites": {"t0": "Heat", "t1": "Se7en"},
+              "prediction": {"g0": "Action", "d0": 1980}}
+    expected = {"genres": (GenreLead("Drama"), GenreLead("Film-Noir")), "decades": (DecadeLead(1990), DecadeLead(1970)),
+                "rating": (RatingTendency("near"),), "recent": (RecentGenre("Sci-Fi"),),
+                "favourites": (Favourite("Heat"), Favourite("Se7en"))}
+    for kind, templates in TEMPLATES.items():
+        for template in templates:
+            slots = set(re.findall(r"\{(\w+)\}", template)) - {"art"}
+            text = template.format(**{k: v for k, v in values[kind].items() if k in slots}, art="an")
+            parsed = parse(text)
+            assert not parsed.unparsed, text
+            if kind == "prediction":
+                assert parsed.prediction.genre == "Action", text
+            else:
+                assert set(parsed.claims) <= set(expected[kind]) and parsed.claims, text
 
 
 def test_sentences_split_outside_quotes():
@@ -109,9 +131,6 @@ def test_sentences_split_outside_quotes():
         'Loved "L.A. Confidential"', "Next: likely a 1990s Crime"]
     assert parse('Loved "Sense and Sensibility" and "Heat"').claims == (
         Favourite("Sense and Sensibility"), Favourite("Heat"))
-    # a share reads the same with or without parentheses, so two phrasings mixed are still read
-    assert parse("Top genre: Drama (35%). Mostly Comedy 40%").claims == (GenreShare("Drama", 35),
-                                                                          GenreShare("Comedy", 40))
 
 
 def test_prediction_scored_against_the_next_item():
@@ -136,8 +155,7 @@ def test_every_claim_the_generator_writes_passes_the_checker(ml1m):
         kinds |= {type(c).__name__ for c in rationale.claims}
         phrasings.add(rationale.text.split(" ", 1)[0])
     assert predictions_right == len(examples)  # hindsight: the conclusion is true of the next item
-    assert kinds == {"GenreShare", "DecadeShare", "RatingTendency", "GenreGain", "SteadyGenre", "EraShift",
-                     "Favourite"}
+    assert kinds == {"GenreLead", "DecadeLead", "RatingTendency", "RecentGenre", "Favourite"}
     assert len(phrasings) >= 4  # several openings, not one boilerplate
 
 
@@ -162,7 +180,6 @@ def test_rationales_fit_the_served_budget_in_smollm2_tokens(ml1m):
     count = token_counter(load_model("smollm2").tokenizer)
     lengths = [count(teacher_forced_text(e, context, 0, count)) for e in examples]
     assert max(lengths) <= MAX_RATIONALE_TOKENS < Settings().default_reasoning_tokens
-    assert sum(lengths) / len(lengths) > MAX_RATIONALE_TOKENS - 8  # the budget is used, not left empty
 
 
 def test_context_facts_keep_the_prompt_window():
@@ -190,7 +207,7 @@ def test_evaluation_scores_marker_faithfulness_and_genre(ml1m, tmp_path):
     picked = [e for e in examples if "Western" not in context.catalog[e.target.item_id].genres
               and len(e.history) >= 5][:3]
     true = rationale_for(picked[0], context, seed=0)
-    texts = [(true.text, True), ("Mostly Western (90%). Next: likely a 1920s Western.", True),
+    texts = [(true.text, True), ("Mostly Western. Next: likely a 1920s Western.", True),
              ("The user likes movies and movies and", False)]
     prompts = [LlmRanker.prompt(user_history(e, context.catalog)) for e in picked]
     scores = score_reasonings(_ScriptedReasoner(dict(zip(prompts, texts, strict=True))), picked, context, 48,

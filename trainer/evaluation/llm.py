@@ -187,7 +187,7 @@ class LlmContext:
 
     def notes(self) -> list[str]:
         out = ["LLM rankers: the model's final state h at `<answer>` (prompts show the 20 most recent history "
-               "items with ratings and months); history excluded."]
+               "items with months, genres and ratings); history excluded."]
         if "table" in self.__dict__ and self.table is not None:
             heads = self.table.meta.get("heads", {})
             out.append(f"Item table {self.table.meta.get('config', {})} ({self.table.table_hash}): item row [v, b] = "

@@ -2,13 +2,12 @@
 test: every claim it writes must pass) and on the model's own reasoning (the evaluation's faithfulness).
 
 A text is read back sentence by sentence with the generator's templates (`trainer.reasoning.claims.parse`); each
-claim is then verified against the window's facts (`trainer.reasoning.facts`): a genre or decade share within
-`SHARE_TOLERANCE` points of the true share and among the dominant ones, the user's mean and the global mean within
-their tolerances and the direction word right, a recent shift that really happened, favourites that are in the
-window with its highest rating. Sentences no template reads are counted apart (`Parsed.unparsed`), not as false
-claims; the closing prediction is scored against the next item (`prediction_matches`), not against the history.
-Supervision checked by a program stands in for the teacher model that R2ec ("Towards Large Recommender Models with
-Reasoning") distils its reasoning from.
+claim is then verified against the window's facts (`trainer.reasoning.facts`): a genre or decade among the dominant
+ones, the rating direction right, the genre the recent entries lean to, favourites that are in the window with its
+highest rating. Sentences no template reads are counted apart (`Parsed.unparsed`), not as false claims; the closing
+prediction is scored against the next item (`prediction_matches`), not against the history. Supervision checked by a
+program stands in for the teacher model that R2ec ("Towards Large Recommender Models with Reasoning") distils its
+reasoning from.
 """
 
 from __future__ import annotations
@@ -18,44 +17,29 @@ from dataclasses import dataclass
 from indexer.catalog import Item
 from trainer.reasoning.claims import (
     Claim,
-    DecadeShare,
-    EraShift,
+    DecadeLead,
     Favourite,
-    GenreGain,
-    GenreShare,
+    GenreLead,
     Parsed,
     Prediction,
     RatingTendency,
-    SteadyGenre,
+    RecentGenre,
     parse,
 )
-from trainer.reasoning.facts import (
-    GLOBAL_TOLERANCE,
-    MEAN_TOLERANCE,
-    SHARE_TOLERANCE,
-    SHIFT_MIN,
-    HistoryFacts,
-    decade_of,
-)
+from trainer.reasoning.facts import HistoryFacts, decade_of
 
 
 def claim_holds(claim: Claim, facts: HistoryFacts) -> bool:
     """Whether one claim is true of the window `facts` describes."""
     match claim:
-        case GenreShare(genre, pct):
-            return genre in facts.top_genres and abs(100 * facts.genre_share(genre) - pct) <= SHARE_TOLERANCE
-        case DecadeShare(decade, pct):
-            return decade in facts.top_decades and abs(100 * facts.decade_share(decade) - pct) <= SHARE_TOLERANCE
-        case RatingTendency(direction, user_mean, global_mean):
-            return (facts.mean_rating is not None and direction == facts.rating_direction
-                    and abs(user_mean - facts.mean_rating) <= MEAN_TOLERANCE
-                    and abs(global_mean - facts.global_mean) <= GLOBAL_TOLERANCE)
-        case GenreGain(genre):
-            return facts.genre_gain(genre) >= SHIFT_MIN
-        case SteadyGenre(genre):
-            return genre in facts.steady_genres()
-        case EraShift(direction):
-            return facts.era_shift == direction
+        case GenreLead(genre):
+            return genre in facts.top_genres
+        case DecadeLead(decade):
+            return decade in facts.top_decades
+        case RatingTendency(direction):
+            return direction == facts.rating_direction
+        case RecentGenre(genre):
+            return genre in facts.recent_genres
         case Favourite(title):
             return facts.favourite_named(title)
     raise TypeError(f"not a claim: {claim!r}")

@@ -2,13 +2,14 @@
 (`trainer.reasoning.rationales`) writes only what the checker (`trainer.reasoning.checker`) verifies.
 
 The history is the prompt's window: the last `MAX_HISTORY_LINES` entries the user prompt shows
-(`model.prompts.user_prompt`), each a catalog item and its rating. A genre's share is the share of the window's
-items that carry the genre (an item may carry several); a decade's share the share of items released in it; the
-user's mean is over the window's ratings, compared with the training split's global mean; "recent" is the last
-`RECENT` entries, "earlier" the rest of the window; a favourite is an entry rated the window's highest rating, when
-that is at least 4. Tolerances for numbers written in a text are here too (`SHARE_TOLERANCE` ...), so a text may
-round. The reasoning follows R2ec ("Towards Large Recommender Models with Reasoning"): analysis first, then the
-state at `<answer>`; the rationales here are its supervision, written by a program instead of a teacher model.
+(`model.prompts.user_prompt`: title with year, genres, rating), each a catalog item and its rating. Every fact is
+one a reader of those lines can see without arithmetic: the dominant genres (the most frequent among the window's
+items; an item may carry several) and decades, whether the user's ratings run above or below the training split's
+global mean, the genre the last `RECENT` entries lean to, and the favourites (entries rated the window's highest
+rating, when that is at least 4). No shares or means are stated: a 135M model trained on such numbers wrote the
+pool's most frequent ones whatever the history (docs/results/ml-1m-reasoning.md, template v2). The reasoning follows
+R2ec ("Towards Large Recommender Models with Reasoning"): analysis first, then the state at `<answer>`; the
+rationales here are its supervision, written by a program instead of a teacher model.
 """
 
 from __future__ import annotations
@@ -25,19 +26,10 @@ from model.prompts import MAX_HISTORY_LINES
 RECENT = 5
 """Entries at the end of the window that count as "recent"."""
 MIN_EARLIER = 5
-"""A recent shift is only stated (and only true) when the window holds at least this many earlier entries."""
-SHARE_TOLERANCE = 10.0
-"""Percentage points a written genre or decade share may be off (the window has <= 20 items: two items)."""
-MEAN_TOLERANCE = 0.1
-"""How far a written mean rating of the user may be off (written to one decimal)."""
-GLOBAL_TOLERANCE = 0.051
-"""How far the written global mean may be off (written to one decimal, so at most .05 plus float slack)."""
+"""What the recent entries lean to is only stated (and only true) when the window holds at least this many entries
+before them, so "lately" says something the whole window does not."""
 RATING_MARGIN = 0.2
 """The user rates "above" (or "below") the average when their mean differs from it by at least this; else "near"."""
-SHIFT_MIN = 0.25
-"""A genre gained "lately" when its share among recent entries exceeds its earlier share by at least this."""
-ERA_SHIFT_YEARS = 10.0
-"""Recent entries are "older" (or "newer") when their mean release year differs from the earlier ones' by this."""
 TOP_GENRES = 3
 """A genre called dominant must be among this many most frequent (ties included)."""
 TOP_DECADES = 2
@@ -103,10 +95,6 @@ class HistoryFacts:
     def recent(self) -> tuple[Entry, ...]:
         return self.entries[-RECENT:]
 
-    @property
-    def earlier(self) -> tuple[Entry, ...]:
-        return self.entries[:-RECENT]
-
     @staticmethod
     def genre_counts(entries: Sequence[Entry]) -> Counter:
         return Counter(g for e in entries for g in dict.fromkeys(e.item.genres))
@@ -122,9 +110,6 @@ class HistoryFacts:
     @cached_property
     def decade_counts(self) -> Counter:
         return Counter(d for e in self.entries if (d := decade_of(e.item.year)) is not None)
-
-    def decade_share(self, decade: int) -> float:
-        return self.decade_counts[decade] / len(self.entries) if self.entries else 0.0
 
     @cached_property
     def top_decades(self) -> list[int]:
@@ -143,35 +128,13 @@ class HistoryFacts:
         diff = self.mean_rating - self.global_mean
         return "above" if diff >= RATING_MARGIN else "below" if diff <= -RATING_MARGIN else "near"
 
-    @property
-    def has_shift_window(self) -> bool:
-        return len(self.earlier) >= MIN_EARLIER
-
-    def genre_gain(self, genre: str) -> float:
-        """Recent share minus earlier share of `genre` (0 without a long enough window)."""
-        if not self.has_shift_window:
-            return 0.0
-        return self.genre_share(genre, self.recent) - self.genre_share(genre, self.earlier)
-
-    def steady_genres(self) -> list[str]:
-        """Genres that lead (ties included) both the recent and the earlier entries."""
-        if not self.has_shift_window:
-            return []
-        earlier = set(leaders(self.genre_counts(self.earlier), 1))
-        return [g for g in leaders(self.genre_counts(self.recent), 1) if g in earlier]
-
     @cached_property
-    def era_shift(self) -> str | None:
-        """"older" or "newer" when the recent entries' mean year differs from the earlier ones' by
-        `ERA_SHIFT_YEARS` or more; else None."""
-        if not self.has_shift_window:
-            return None
-        recent = [e.item.year for e in self.recent if e.item.year is not None]
-        earlier = [e.item.year for e in self.earlier if e.item.year is not None]
-        if not recent or not earlier:
-            return None
-        diff = sum(recent) / len(recent) - sum(earlier) / len(earlier)
-        return "newer" if diff >= ERA_SHIFT_YEARS else "older" if diff <= -ERA_SHIFT_YEARS else None
+    def recent_genres(self) -> list[str]:
+        """The genres most frequent among the recent entries (ties included); none when fewer than `MIN_EARLIER`
+        entries come before them."""
+        if len(self.entries) - RECENT < MIN_EARLIER:
+            return []
+        return leaders(self.genre_counts(self.recent), 1)
 
     @cached_property
     def favourites(self) -> list[Entry]:

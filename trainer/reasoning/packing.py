@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 from transformers import PreTrainedTokenizerBase
@@ -48,8 +49,11 @@ class PackedRow:
     """Per packed cut: (start in `ids`, length, how many window tokens it sees)."""
     targets: tuple[tuple[int, int], ...]
     """(index in `ids` whose logits predict, the token id predicted): every assistant token of every tail."""
+    packed_cuts: tuple[int, ...]
+    """Indices (into the sample's cuts) of the cuts packed, in the order of `tails`; the others were left out
+    because their tokens did not split at the window boundary."""
     skipped: int
-    """Cuts left out because their tokens did not split at the window boundary."""
+    """Cuts left out."""
 
 
 def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
@@ -82,17 +86,18 @@ def pack_window(tokenizer: PreTrainedTokenizerBase, sample: WindowSample) -> Pac
         plans.append((tail, seen, len(head_ids) - seen))
     width = max((plan[1] for plan in plans if plan is not None), default=0)
     ids, positions = list(window_ids[:width]), list(range(width))
-    tails, targets = [], []
-    for plan in plans:
+    tails, targets, packed = [], [], []
+    for j, plan in enumerate(plans):
         if plan is None:
             continue
+        packed.append(j)
         tail, seen, header = plan
         start = len(ids)
         ids += tail
         positions += range(seen, seen + len(tail))
         tails.append((start, len(tail), seen))
         targets += [(start + i - 1, tail[i]) for i in range(header, len(tail))]
-    return PackedRow(tuple(ids), tuple(positions), width, tuple(tails), tuple(targets),
+    return PackedRow(tuple(ids), tuple(positions), width, tuple(tails), tuple(targets), tuple(packed),
                      sum(plan is None for plan in plans))
 
 
@@ -116,17 +121,32 @@ def batch_tensors(rows: Sequence[PackedRow], pad_id: int, dtype: torch.dtype = t
     return ids, positions, mask[:, None]
 
 
+def _packed_hidden(model: torch.nn.Module, rows: Sequence[PackedRow], pad_id: int) -> torch.Tensor:
+    """Final hidden states (B, L, hidden) of right-padded packed rows, one forward of the decoder."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    device = next(base.parameters()).device
+    ids, positions, mask = batch_tensors(rows, pad_id)
+    return base.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device),
+                              position_ids=positions.to(device), use_cache=False).last_hidden_state
+
+
 def packed_loss(model: torch.nn.Module, rows: Sequence[PackedRow], pad_id: int) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over every assistant token of `rows` with `model` (a causal LM, maybe wrapped by peft)
     in one forward; also the number of tokens it averages over."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, head = base.get_decoder(), base.get_output_embeddings()
-    device = next(base.parameters()).device
-    ids, positions, mask = batch_tensors(rows, pad_id)
-    hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                     use_cache=False).last_hidden_state
+    hidden = _packed_hidden(model, rows, pad_id)
+    device = hidden.device
     rows_at = torch.tensor([b for b, row in enumerate(rows) for _ in row.targets], device=device)
     cols_at = torch.tensor([i for row in rows for i, _ in row.targets], device=device)
     labels = torch.tensor([t for row in rows for _, t in row.targets], device=device)
-    logits = head(hidden[rows_at, cols_at]).float()
+    logits = base.get_output_embeddings()(hidden[rows_at, cols_at]).float()
     return F.cross_entropy(logits, labels), len(labels)
+
+
+def packed_states(model: torch.nn.Module, row: PackedRow, pad_id: int) -> np.ndarray:
+    """The final hidden state at the last token of each tail of `row` (after its assistant text: with rationale +
+    `<answer>`, the state a reasoning head reads), (len(row.tails), hidden) in `row.packed_cuts` order; no
+    gradients."""
+    with torch.inference_mode():
+        hidden = _packed_hidden(model, [row], pad_id)[0]
+        return hidden[[start + size - 1 for start, size, _ in row.tails]].float().cpu().numpy()

@@ -3,17 +3,18 @@ analysis that is true of the history, a hindsight conclusion about the next item
 
 What a rationale says, in this order (the middle sentences shuffled, each phrased by one of several templates of
 `trainer.reasoning.claims`, all choices drawn from a generator seeded per example):
-1. the dominant genre or two of the window with their shares ("Mostly Drama (60%) and Comedy (35%)");
-2. the dominant decade(s) with shares; the user's mean rating against the training split's global mean; a recent
-   shift (a genre gained in the last `RECENT` entries, a genre kept, older or newer films); one or two favourites,
-   by title, among the entries rated the window's highest rating;
+1. the dominant genre or two of the window ("Mostly Drama and Comedy");
+2. the dominant decade(s); whether the user rates above or below the training split's global mean; the genre the
+   last `RECENT` entries lean to; one or two favourites, by title, among the entries rated the window's highest;
 3. a conclusion in words a model could have predicted: the next item's genre (of its genres, the one most present
-   in the window) and its decade ("Next: likely a 1990s Thriller"), true of the next item by construction.
-Shares are rounded to 5 points, means to one decimal; everything is checked by `trainer.reasoning.checker` with the
-same facts (`trainer.reasoning.facts`), and the tests check that every claim written passes. A token budget
-(`MAX_RATIONALE_TOKENS`, the marker included) is met by dropping optional parts in a fixed order, so the served
-reasoning budget (about 48 tokens) fits. This is the supervision of the reasoning SFT (`reasonrec
-train-reasoning`), standing in for the teacher model of R2ec ("Towards Large Recommender Models with Reasoning").
+   among the recent entries, then in the window) and its decade ("Next: likely a 1990s Thriller"), true of the next
+   item by construction.
+Only what the prompt's lines show (titles with years, genres, ratings) and no numbers to compute (shares, means):
+everything is checked by `trainer.reasoning.checker` with the same facts (`trainer.reasoning.facts`), and the tests
+check that every claim written passes. A token budget (`MAX_RATIONALE_TOKENS`, the marker included) is met by
+dropping optional parts in a fixed order, so the served reasoning budget (about 48 tokens) fits. This is the
+supervision of the reasoning SFT (`reasonrec train-reasoning`), standing in for the teacher model of R2ec ("Towards
+Large Recommender Models with Reasoning").
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from indexer.catalog import Item
 from model.prompts import ANSWER_MARKER
 from trainer.data.splits import Example
 from trainer.reasoning.claims import Claim, Prediction, parse, render
-from trainer.reasoning.facts import SHIFT_MIN, HistoryFacts, ReasoningContext, decade_of, natural_title
+from trainer.reasoning.facts import HistoryFacts, ReasoningContext, decade_of, natural_title
 
 MAX_RATIONALE_TOKENS = 42
 """Tokens of rationale + `<answer>` the generator keeps within when it is given a token counter (the served budget,
@@ -37,7 +38,7 @@ _DRAWS = 4
 _DROP_FIRST = ("favourite_2", "decade_2", "genre_2")
 """Optional parts dropped first while the rationale is over its token budget; then whole sentences of
 `_DROP_LATER`, in an order drawn per example (so rationales differ in what they keep)."""
-_DROP_LATER = ("shift", "favourites", "decades", "rating")
+_DROP_LATER = ("recent", "favourites", "decades", "rating")
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,6 @@ class Rationale:
         return self.text + ANSWER_MARKER
 
 
-def _pct(share: float) -> int:
-    return int(5 * round(20 * share))
-
-
 def _short_title(title: str) -> bool:
     return '"' not in title and len(title.split()) <= 5
 
@@ -71,27 +68,15 @@ class _Parts:
         self.decades = facts.top_decades[: 1 + (rng.random() < 0.3)]
         names = [natural_title(e.item.title) for e in facts.favourites if _short_title(e.item.title)]
         self.favourites = list(dict.fromkeys(names))[: 1 + (rng.random() < 0.5)]
-        self.shift = self._shift()
+        self.recent = facts.recent_genres[0] if facts.recent_genres else None
         self.rating = facts.mean_rating is not None
         self.prediction = self._prediction(target)
-
-    def _shift(self) -> tuple[str, dict[str, object]] | None:
-        facts = self.facts
-        options: list[tuple[str, dict[str, object]]] = []
-        gains = {g: facts.genre_gain(g) for g in facts.genre_counts(facts.recent)}
-        best = max(gains, key=lambda g: (gains[g], g), default=None)
-        if best is not None and gains[best] >= SHIFT_MIN:
-            options.append(("gain", {"g0": best}))
-        if facts.era_shift is not None:
-            options.append(("era", {"era": facts.era_shift}))
-        if not options and facts.steady_genres():
-            options.append(("steady", {"g0": facts.steady_genres()[0]}))
-        return self.rng.choice(options) if options else None
 
     def _prediction(self, target: Item | None) -> dict[str, object] | None:
         if target is None or not target.genres:
             return None
-        genre = max(target.genres, key=lambda g: (self.facts.genre_share(g), -target.genres.index(g)))
+        recent = self.facts.genre_counts(self.facts.recent)
+        genre = max(target.genres, key=lambda g: (recent[g], self.facts.genre_share(g), -target.genres.index(g)))
         decade = decade_of(target.year)
         return {"g0": genre} if decade is None else {"g0": genre, "d0": decade}
 
@@ -106,24 +91,19 @@ class _Parts:
             del values[keep:]
             return True
         present = bool(getattr(self, part))
-        setattr(self, part, None if part == "shift" else False)
+        setattr(self, part, None if part == "recent" else False)
         return present
 
     def sentences(self, order: list[str], rng: random.Random) -> list[str]:
         facts = self.facts
         middle: dict[str, tuple[str, dict[str, object]] | None] = {
-            "decades": ("decades", {k: v for i, d in enumerate(self.decades)
-                                    for k, v in ((f"d{i}", d), (f"p{i}", _pct(facts.decade_share(d))))})
-            if self.decades else None,
-            "rating": ("rating", {"dir": facts.rating_direction, "mean": f"{facts.mean_rating:.1f}",
-                                  "avg": f"{facts.global_mean:.1f}"}) if self.rating else None,
-            "shift": self.shift,
+            "decades": ("decades", {f"d{i}": d for i, d in enumerate(self.decades)}) if self.decades else None,
+            "rating": ("rating", {"dir": facts.rating_direction}) if self.rating else None,
+            "recent": ("recent", {"g0": self.recent}) if self.recent else None,
             "favourites": ("favourites", {f"t{i}": t for i, t in enumerate(self.favourites)})
             if self.favourites else None,
         }
-        genres = {k: v for i, g in enumerate(self.genres) for k, v in ((f"g{i}", g), (f"p{i}", _pct(
-            facts.genre_share(g))))}
-        parts = [("genres", genres)] if genres else []
+        parts = [("genres", {f"g{i}": g for i, g in enumerate(self.genres)})] if self.genres else []
         parts += [part for name in order if (part := middle[name]) is not None]
         parts += [("prediction", self.prediction)] if self.prediction else []
         return [render(kind, values, rng) for kind, values in parts]
@@ -136,7 +116,7 @@ def write_rationale(facts: HistoryFacts, target: Item | None, rng: random.Random
     With `count_tokens` (text -> tokens) optional parts are dropped until rationale + `<answer>` fits `max_tokens`
     (the dominant genre and the conclusion always stay)."""
     parts = _Parts(facts, target, rng)
-    order = ["decades", "rating", "shift", "favourites"]
+    order = ["decades", "rating", "recent", "favourites"]
     rng.shuffle(order)
     later = list(_DROP_LATER)
     rng.shuffle(later)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.prompts import HistoryLine, display_title, history_line
+from model.prompts import HistoryLine, history_line
 
 if TYPE_CHECKING:
     from trainer.evaluation.reasoning_eval import ReasoningScores, ScoredReasoning
@@ -100,7 +100,7 @@ def _example_lines(row: ScoredReasoning, context: ReasoningContext | None) -> li
     info = _example(row, context)
     history = []
     if context is not None:
-        history = [history_line(HistoryLine(display_title(context.catalog[x.item_id]), x.rating, x.timestamp))
+        history = [history_line(HistoryLine.of_item(context.catalog[x.item_id], x.rating, x.timestamp))
                    for x in row.example.history[-5:]]
     return [f"- user {info['user']} ({info['history_lines']} lines; last ones: {'; '.join(history) or 'n/a'}); "
             f"next: {info['next_item']} {info['next_genres'] or ''}",

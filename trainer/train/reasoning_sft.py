@@ -56,7 +56,7 @@ class ReasoningSftConfig(SplitConfig, LoraSettings):
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_top_layers: int = 8
-    windows: int = 160
+    windows: int = 320
     """History windows in the training pool (one per user, seeded)."""
     cuts: int = 8
     """Cut points per window, each one sample (the whole window always among them)."""
@@ -68,7 +68,7 @@ class ReasoningSftConfig(SplitConfig, LoraSettings):
     """Token budget of a rationale including `<answer>` (optional parts are dropped to fit)."""
     windows_per_step: int = 2
     """Windows per optimizer step (each with all its cuts)."""
-    epochs: int = 2
+    epochs: int = 1
     """Passes over the pool; steps = ceil(windows / windows_per_step) x epochs. Raise and rerun to continue."""
     lr: float = 1e-3
     """Peak AdamW learning rate."""

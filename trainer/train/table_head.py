@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from model.table_artifact import TableArtifact, alone_head
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset, Interaction
 from trainer.data.splits import Example, Split, sample_examples
-from trainer.evaluation.harness import rank_examples, user_history
+from trainer.evaluation.harness import RankingResult, rank_examples, user_history
 from trainer.evaluation.metrics import mean_metrics
 
 if TYPE_CHECKING:
@@ -78,16 +78,17 @@ def train_heads(config: TableTrainConfig, artifact: TableArtifact, features: tor
     with torch.inference_mode():
         rows = artifact.model.table(features)[1:].numpy()
     cache = BatchCache(folder.parent / f"{folder.name}-states", {"direct": engine.fingerprint.to_json()})
-    windows = {"training": _training_windows(split, config.head_users, config.seed),
-               "validation": _served_windows(sample_examples(split.valid, 300, config.seed))}
-    data = {name: _head_data(w, ds, store, artifact, engine, cache, name) for name, w in windows.items()}
+    windows = {"training": training_windows(split, config.head_users, config.seed),
+               "validation": served_windows(sample_examples(split.valid, 300, config.seed))}
+    data = {name: head_data(w, ds, store, artifact, direct_states(w, ds, engine, cache, name))
+            for name, w in windows.items()}
     served_head = artifact.model.head
     assert served_head is not None
     metrics = {"samples": len(data["training"].examples), "valid_users": len(data["validation"].examples)}
-    metrics["s_alone"] = _evaluate(data["validation"], rows, artifact.item_ids, None, "none")
-    metrics["served"] = _fit(config, served_head, data, rows, artifact.item_ids, "residual")
+    metrics["s_alone"] = evaluate_head(data["validation"], rows, artifact.item_ids, None, "none")
+    metrics["served"] = fit_head(config, served_head, data, rows, artifact.item_ids, "residual")
     alone = alone_head(artifact.model.config)
-    metrics["alone"] = _fit(config, alone, data, rows, artifact.item_ids, "alone")
+    metrics["alone"] = fit_head(config, alone, data, rows, artifact.item_ids, "alone")
     artifact.alone = alone
     artifact.save(folder, {**artifact.meta, "heads": metrics})
     log.info("heads: valid NDCG@10 s alone %.4f, s + f(h) %.4f, f(h) alone %.4f", metrics["s_alone"]["NDCG@10"],
@@ -98,7 +99,7 @@ Window = tuple[list[Interaction], list[tuple[int, Example]]]
 """History lines shown by a prompt window, and its (cut k, example) pairs: example's prompt = the first k lines."""
 
 
-def _training_windows(split: Split, users: int, seed: int) -> list[Window]:
+def training_windows(split: Split, users: int, seed: int) -> list[Window]:
     """For each sampled training user, the window of their (up to) 20 training items before the last one, and
     every cut k of it: the example whose history is everything up to the window's k-th item."""
     eligible = sorted(u for u, h in split.train.items() if len(h) >= 2)
@@ -113,16 +114,20 @@ def _training_windows(split: Split, users: int, seed: int) -> list[Window]:
     return windows
 
 
-def _served_windows(examples: list[Example]) -> list[Window]:
+def served_windows(examples: list[Example]) -> list[Window]:
     """Each example with the prompt the service would show: its 20 most recent items."""
     return [(e.history[-MAX_HISTORY_LINES:], [(len(e.history[-MAX_HISTORY_LINES:]), e)]) for e in examples]
 
 
-def _head_data(windows: list[Window], ds: Dataset, store, artifact: TableArtifact, engine: Engine,
-               cache: BatchCache, name: str) -> HeadData:
+def direct_states(windows: list[Window], ds: Dataset, engine: Engine, cache: BatchCache, name: str) -> np.ndarray:
+    """The direct states of every (window, cut) example, in order, one forward pass per window, cached."""
+    return np.concatenate([_window_states(window, [k for k, _ in pairs], ds, engine, cache)
+                           for window, pairs in tqdm(windows, desc=f"{name} states", unit="window")])
+
+
+def head_data(windows: list[Window], ds: Dataset, store, artifact: TableArtifact, states: np.ndarray) -> HeadData:
+    """The examples of `windows` with their `states` (one row per example, in order), s(history) and targets."""
     examples = [example for _, pairs in windows for _, example in pairs]
-    states = np.concatenate([_window_states(window, [k for k, _ in pairs], ds, engine, cache)
-                             for window, pairs in tqdm(windows, desc=f"{name} states", unit="window")])
     histories = [history_rows(store, user_history(e, ds.catalog), artifact.model.config.max_len, None, artifact)
                  for e in examples]
     code = artifact.code_of
@@ -138,18 +143,32 @@ def _window_states(window: list[Interaction], cuts: list[int], ds: Dataset, engi
     return cache.get_or_compute(key, lambda _: engine.direct_states_of_cuts([lines], [cuts])[0])
 
 
-def _evaluate(data: HeadData, rows: np.ndarray, item_ids: list[str], head: nn.Module | None,
-              use: str) -> dict[str, float]:
+def head_ranking(data: HeadData, rows: np.ndarray, item_ids: list[str], head: nn.Module | None, use: str,
+                 desc: str = "validating head") -> RankingResult:
+    """The examples of `data` ranked by s alone (`head` None), s + f(h) (`use` "residual") or f(h) alone."""
     with torch.inference_mode():
         users = data.s_vectors if head is None else (
             data.s_vectors + head(data.states) if use == "residual" else head(data.states))
-    ranker = _FixedVectors(data.examples, users.numpy(), rows)
-    result = rank_examples(ranker, data.examples, item_ids, desc="validating head")
+    return rank_examples(_FixedVectors(data.examples, users.numpy(), rows), data.examples, item_ids, desc=desc)
+
+
+def evaluate_head(data: HeadData, rows: np.ndarray, item_ids: list[str], head: nn.Module | None,
+                  use: str) -> dict[str, float]:
+    result = head_ranking(data, rows, item_ids, head, use)
     return {k: v for k, v in mean_metrics(result.per_query()).items() if k in ("HR@10", "NDCG@10", "MRR")}
 
 
-def _fit(config: TableTrainConfig, head: nn.Module, data: dict[str, HeadData], rows: np.ndarray, item_ids: list[str],
-         use: str) -> dict[str, float]:
+class HeadSettings(Protocol):
+    """How heads are trained (`TableTrainConfig` and the reasoning head's config have these)."""
+
+    head_lr: float
+    head_weight_decay: float
+    head_epochs: int
+    seed: int
+
+
+def fit_head(config: HeadSettings, head: nn.Module, data: dict[str, HeadData], rows: np.ndarray,
+             item_ids: list[str], use: str) -> dict[str, float]:
     """Train `head` (its parameters only) with early stopping; it ends with its best validation weights, which
     may be its initial ones (epoch 0: the served head starts at zero, i.e. s alone)."""
     table = torch.from_numpy(rows)
@@ -158,7 +177,7 @@ def _fit(config: TableTrainConfig, head: nn.Module, data: dict[str, HeadData], r
     warm_mask[train.targets.unique()] = True
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.head_lr, weight_decay=config.head_weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
-    best = {**_evaluate(data["validation"], rows, item_ids, head, use), "epoch": 0}
+    best = {**evaluate_head(data["validation"], rows, item_ids, head, use), "epoch": 0}
     best_state, bad = {k: v.clone() for k, v in head.state_dict().items()}, 0
     for epoch in range(1, config.head_epochs + 1):
         head.train()
@@ -172,7 +191,7 @@ def _fit(config: TableTrainConfig, head: nn.Module, data: dict[str, HeadData], r
             loss.backward()
             optimizer.step()
         head.eval()
-        metrics = _evaluate(data["validation"], rows, item_ids, head, use)
+        metrics = evaluate_head(data["validation"], rows, item_ids, head, use)
         if metrics["NDCG@10"] > best["NDCG@10"]:
             best, best_state, bad = {**metrics, "epoch": epoch}, {k: v.clone() for k, v in head.state_dict().items()}, 0
         else:

@@ -19,10 +19,10 @@ from model.prompts import ANSWER_MARKER, HistoryLine, render_chat, user_prompt
 from model.transformers_engine import TransformersEngine
 from trainer.cli import main
 from trainer.config_args import load_recipe
-from trainer.reasoning.packing import WindowSample, pack_window, packed_loss
+from trainer.reasoning.packing import WindowSample, pack_window, packed_loss, packed_states
 from trainer.train.reasoning_sft import ReasoningSftConfig, seeded_lora, train_packed, train_reasoning
 
-RATIONALE = "Mostly Drama (60%). Next: likely a 1990s Western."
+RATIONALE = "Mostly Drama. Next: likely a 1990s Western."
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +64,17 @@ def test_packed_loss_equals_separate_full_passes():
                                                                                                      strict=True)]
     assert tokens == sum(n for _, n in parts)
     assert packed.item() == pytest.approx(sum(loss for loss, _ in parts) / tokens, rel=1e-5)
+
+
+def test_packed_states_equal_the_states_after_each_whole_chat():
+    loaded = load_model("tiny")
+    texts = ("Mostly Drama.<answer>", 'Loved "Movie 2". Next: likely a 1980s Drama.<answer>', "x<answer>")
+    sample = WindowSample(_window(0, 12), (3, 7, 12), texts)
+    row = pack_window(loaded.tokenizer, sample)
+    assert row.packed_cuts == (0, 1, 2)
+    states = packed_states(loaded.model, row, loaded.tokenizer.pad_token_id)
+    full = TransformersEngine(loaded).assistant_states([user_prompt(sample.lines[:k]) for k in sample.cuts], texts)
+    assert states.shape == full.shape and states == pytest.approx(full, abs=1e-4)
 
 
 @pytest.mark.slow

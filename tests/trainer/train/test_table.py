@@ -26,6 +26,8 @@ from trainer.evaluation.harness import CoreRanker, rank_examples
 from trainer.evaluation.llm import training_counts
 from trainer.evaluation.metrics import mean_metrics, ranking_metrics
 from trainer.train.index import IndexJobConfig, build_index
+from trainer.train.reasoning_head import ReasoningHeadConfig, train_reasoning_head
+from trainer.train.reasoning_sft import ReasoningSftConfig, train_reasoning
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
 from trainer.train.table import TableTrainConfig, item_features, table_store, train_table
 from trainer.train.table_content import Ranking, content_shown, validate_with_content_shown
@@ -233,3 +235,33 @@ def test_the_index_job_serves_the_tables_rows(trained: TableArtifact, folder: Pa
         rows = trained.model.table(features)[1:].numpy()
     np.testing.assert_allclose(store.vectors_of(trained.item_ids), rows, atol=1e-4)
     assert build_index(IndexJobConfig(dataset="ml-1m-zip", data_path=data, table=folder), tiny_engine).skipped
+
+
+def test_the_reasoning_head_job_trains_and_tests_heads_on_both_states(folder: Path, data: Path,
+                                                                      tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    train_reasoning(ReasoningSftConfig(dataset="ml-1m-zip", data_path=data, model="tiny", windows=2, cuts=2,
+                                       min_lines=3, epochs=1, check_users=0, out_dir=adapter))
+    config = ReasoningHeadConfig(dataset="ml-1m-zip", data_path=data, model="tiny", adapter=adapter, table=folder,
+                                 head_users=6, valid_users=4, test_users=5, reasoning_tokens=4, head_epochs=2,
+                                 out_dir=tmp_path / "reports")
+    md, js = train_reasoning_head(config, "reasonrec train-reasoning-head (test)")
+    report = json.loads(js.read_text())
+    assert report["samples"]["training"] > 6 and report["samples"]["test"] == 5
+    heads = {"s alone", "direct alone", "reasoning alone", "direct residual", "reasoning residual"}
+    assert heads | {"reasoning - direct (alone)", "reasoning - direct (residual)"} == set(report["test"])
+    for name in heads:
+        low, high = report["test"][name]["NDCG@10"]["ci95"]
+        assert 0 <= low <= report["test"][name]["NDCG@10"]["mean"] <= high <= 1
+    diff = report["test"]["reasoning - direct (alone)"]["HR@10"]["mean"]
+    assert diff == pytest.approx(report["test"]["reasoning alone"]["HR@10"]["mean"]
+                                 - report["test"]["direct alone"]["HR@10"]["mean"])
+    assert "state after the reasoning" in md.read_text()
+    # a rerun reads the cached states and gives the same figures
+    again = json.loads(train_reasoning_head(config, "rerun")[1].read_text())
+    assert again["test"] == report["test"]
+
+
+def test_the_reasoning_head_job_needs_an_adapter(data: Path) -> None:
+    with pytest.raises(ValueError, match="--adapter"):
+        ReasoningHeadConfig(dataset="ml-1m-zip", data_path=data, model="tiny")
