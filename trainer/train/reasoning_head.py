@@ -48,6 +48,7 @@ from trainer.reasoning.packing import WindowSample, pack_window, packed_states
 from trainer.reasoning.rationales import teacher_forced_text, token_counter
 from trainer.train.table_head import (
     HeadData,
+    HeadTraining,
     Window,
     direct_states,
     fit_head,
@@ -62,7 +63,7 @@ STATE_KINDS = ("direct", "reasoning")
 
 
 @dataclass
-class ReasoningHeadConfig(SplitConfig):
+class ReasoningHeadConfig(SplitConfig, HeadTraining):
     """What `reasonrec train-reasoning-head` trains and measures."""
 
     model: str = "smollm2"
@@ -81,12 +82,6 @@ class ReasoningHeadConfig(SplitConfig):
     """Token budget of the generated reasonings (the served default)."""
     batch_size: int = 16
     """Prompts per reasoning call."""
-    head_lr: float = 1e-3
-    """AdamW learning rate of the heads."""
-    head_weight_decay: float = 1e-2
-    """AdamW weight decay of the heads."""
-    head_epochs: int = 40
-    """At most this many passes over the samples."""
     seed: int = 0
     """Seed of the user samples, the rationales' phrasing and the heads' training order."""
     out_dir: Path = Path("docs/results")
@@ -101,10 +96,10 @@ class ReasoningHeadConfig(SplitConfig):
         super().__post_init__()
         if self.adapter is None:
             raise ValueError("--adapter is required: the reasoning adapter (reasonrec train-reasoning)")
-        if min(self.head_users, self.valid_users, self.test_users, self.reasoning_tokens, self.batch_size,
-               self.head_epochs) < 1 or self.head_lr <= 0 or self.head_weight_decay < 0:
-            raise ValueError("--head-users, --valid-users, --test-users, --reasoning-tokens, --batch-size and "
-                             "--head-epochs must be >= 1, --head-lr > 0, --head-weight-decay >= 0")
+        self.check_head_training()
+        if min(self.head_users, self.valid_users, self.test_users, self.reasoning_tokens, self.batch_size) < 1:
+            raise ValueError("--head-users, --valid-users, --test-users, --reasoning-tokens and --batch-size must "
+                             "be >= 1")
 
     def table_folder(self) -> Path:
         folder = self.table or finished_or_shipped(table_dir(self.dataset, self.protocol),
@@ -214,7 +209,7 @@ def train_reasoning_head(config: ReasoningHeadConfig, command: str) -> list[Path
                 torch.nn.init.zeros_(head[1].weight)
                 torch.nn.init.zeros_(head[1].bias)
             torch.manual_seed(config.seed)
-            validation[f"{kind} {use}"] = fit_head(config, head, data[kind], rows, artifact.item_ids, use)
+            validation[f"{kind} {use}"] = fit_head(config, config.seed, head, data[kind], rows, artifact.item_ids, use)
             heads[f"{kind} {use}"] = (kind, head, use)
     tests = test_metrics({kind: data[kind]["test"] for kind in STATE_KINDS}, rows, artifact.item_ids, heads)
     report = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_line(),

@@ -48,13 +48,14 @@ from trainer.train.table_content import (
     start_from_sasrec,
     train_content_map,
 )
+from trainer.train.table_head import HeadTraining
 
 log = logging.getLogger(__name__)
 ITEM_BATCH = 16
 
 
 @dataclass
-class TableTrainConfig(SplitConfig):
+class TableTrainConfig(SplitConfig, HeadTraining):
     """What `reasonrec train-table` trains (defaults: the recipe measured on ML-1M, docs/results/)."""
 
     model: str = "smollm2"
@@ -93,12 +94,6 @@ class TableTrainConfig(SplitConfig):
     """Seeded validation users per epoch (0 = all; on ML-1M all 6,040 make an epoch about twice as long)."""
     head_users: int = 1500
     """Seeded training users whose last window of 20 training items gives the heads' samples (one per cut)."""
-    head_lr: float = 1e-3
-    """AdamW learning rate of the heads."""
-    head_weight_decay: float = 1e-2
-    """AdamW weight decay of the heads."""
-    head_epochs: int = 40
-    """At most this many passes over the heads' samples."""
     seed: int = 0
     """Seed of the initialization, dropout, the order of users and the user samples."""
     out_dir: Path | None = None
@@ -112,10 +107,11 @@ class TableTrainConfig(SplitConfig):
             raise ValueError(f"--warm-tolerance must be in [0, 1), got {self.warm_tolerance}")
         if not 0 <= self.residual_dropout < 1:
             raise ValueError(f"--residual-dropout must be in [0, 1), got {self.residual_dropout}")
-        if min(self.lr, self.head_lr) <= 0 or self.head_weight_decay < 0:
-            raise ValueError("--lr and --head-lr must be positive, --head-weight-decay >= 0")
-        if min(self.batch_size, self.max_epochs, self.patience, self.head_epochs) < 1 or self.valid_users < 0:
-            raise ValueError("--batch-size, --max-epochs, --patience, --head-epochs must be >= 1, --valid-users >= 0")
+        self.check_head_training()
+        if self.lr <= 0:
+            raise ValueError("--lr must be positive")
+        if min(self.batch_size, self.max_epochs, self.patience) < 1 or self.valid_users < 0:
+            raise ValueError("--batch-size, --max-epochs, --patience must be >= 1, --valid-users >= 0")
         FeatureSpec(llm=self.llm_features, minilm=self.minilm_features)  # raises when no content feature is on
 
     @property

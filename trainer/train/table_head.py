@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -86,9 +86,9 @@ def train_heads(config: TableTrainConfig, artifact: TableArtifact, features: tor
     assert served_head is not None
     metrics = {"samples": len(data["training"].examples), "valid_users": len(data["validation"].examples)}
     metrics["s_alone"] = evaluate_head(data["validation"], rows, artifact.item_ids, None, "none")
-    metrics["served"] = fit_head(config, served_head, data, rows, artifact.item_ids, "residual")
+    metrics["served"] = fit_head(config, config.seed, served_head, data, rows, artifact.item_ids, "residual")
     alone = alone_head(artifact.model.config)
-    metrics["alone"] = fit_head(config, alone, data, rows, artifact.item_ids, "alone")
+    metrics["alone"] = fit_head(config, config.seed, alone, data, rows, artifact.item_ids, "alone")
     artifact.alone = alone
     artifact.save(folder, {**artifact.meta, "heads": metrics})
     log.info("heads: valid NDCG@10 s alone %.4f, s + f(h) %.4f, f(h) alone %.4f", metrics["s_alone"]["NDCG@10"],
@@ -158,16 +158,24 @@ def evaluate_head(data: HeadData, rows: np.ndarray, item_ids: list[str], head: n
     return {k: v for k, v in mean_metrics(result.per_query()).items() if k in ("HR@10", "NDCG@10", "MRR")}
 
 
-class HeadSettings(Protocol):
-    """How heads are trained (`TableTrainConfig` and the reasoning head's config have these)."""
+@dataclass
+class HeadTraining:
+    """How heads are trained: the settings the table job and the reasoning-head job share."""
 
-    head_lr: float
-    head_weight_decay: float
-    head_epochs: int
-    seed: int
+    head_lr: float = 1e-3
+    """AdamW learning rate of the heads."""
+    head_weight_decay: float = 1e-2
+    """AdamW weight decay of the heads."""
+    head_epochs: int = 40
+    """At most this many passes over the heads' samples."""
+
+    def check_head_training(self) -> None:
+        """Errors that name the flag (call from the config's `__post_init__`)."""
+        if self.head_lr <= 0 or self.head_weight_decay < 0 or self.head_epochs < 1:
+            raise ValueError("--head-lr must be positive, --head-weight-decay >= 0, --head-epochs >= 1")
 
 
-def fit_head(config: HeadSettings, head: nn.Module, data: dict[str, HeadData], rows: np.ndarray,
+def fit_head(config: HeadTraining, seed: int, head: nn.Module, data: dict[str, HeadData], rows: np.ndarray,
              item_ids: list[str], use: str) -> dict[str, float]:
     """Train `head` (its parameters only) with early stopping; it ends with its best validation weights, which
     may be its initial ones (epoch 0: the served head starts at zero, i.e. s alone)."""
@@ -176,7 +184,7 @@ def fit_head(config: HeadSettings, head: nn.Module, data: dict[str, HeadData], r
     train = data["training"]
     warm_mask[train.targets.unique()] = True
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.head_lr, weight_decay=config.head_weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(seed)
     best = {**evaluate_head(data["validation"], rows, item_ids, head, use), "epoch": 0}
     best_state, bad = {k: v.clone() for k, v in head.state_dict().items()}, 0
     for epoch in range(1, config.head_epochs + 1):
