@@ -74,6 +74,17 @@ class ContentMap(nn.Module):
         return self.net(content)
 
 
+def state_head(config: TableConfig, zero_start: bool = False) -> nn.Module:
+    """A head `f` on the language model's state: LayerNorm + linear to the table's width. With `zero_start` its
+    output starts at zero, i.e. as "no change" to s(history) (the served head); without, as the `f(h)`-alone
+    ablation starts."""
+    head = nn.Sequential(nn.LayerNorm(config.state_dim), nn.Linear(config.state_dim, config.dim))
+    if zero_start:
+        nn.init.zeros_(head[1].weight)
+        nn.init.zeros_(head[1].bias)
+    return head
+
+
 class TableModel(nn.Module):
     """The item table, the encoder `s` and the head `f`.
 
@@ -96,11 +107,7 @@ class TableModel(nn.Module):
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
         for module in (self.residual, self.positions, self.blocks):
             module.apply(init_weights)  # as SASRec+: N(0, .02) weights, zero biases
-        self.head = (nn.Sequential(nn.LayerNorm(config.state_dim), nn.Linear(config.state_dim, config.dim))
-                     if config.state_dim else None)
-        if self.head is not None:
-            nn.init.zeros_(self.head[1].weight)  # the head starts as "no change" to s(history)
-            nn.init.zeros_(self.head[1].bias)
+        self.head = state_head(config, zero_start=True) if config.state_dim else None
 
     # ---- items -------------------------------------------------------------------------------------------------
 

@@ -24,17 +24,12 @@ from torch import nn
 from indexer.durable import replace_text, replace_with
 from indexer.manifest import ModelFingerprint
 from model.item_features import FeatureSpec
-from model.item_table import TableConfig, TableModel
+from model.item_table import TableConfig, TableModel, state_head
 
 WEIGHTS_FILE = "table.safetensors"
 ALONE_HEAD_FILE = "head-alone.safetensors"
 CENTER_FILE = "center.npy"
 META_FILE = "table.json"
-
-
-def alone_head(config: TableConfig) -> nn.Module:
-    """The head of the `f(h)`-alone ablation: the same shape as the table's head."""
-    return nn.Sequential(nn.LayerNorm(config.state_dim), nn.Linear(config.state_dim, config.dim))
 
 
 @dataclass
@@ -84,7 +79,7 @@ class TableArtifact:
         model.eval()
         alone = None
         if (folder / ALONE_HEAD_FILE).is_file():
-            alone = alone_head(config)
+            alone = state_head(config)
             alone.load_state_dict(load_file(folder / ALONE_HEAD_FILE))
             alone.eval()
         center = np.load(folder / CENTER_FILE) if (folder / CENTER_FILE).is_file() else None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,11 +31,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.cut_states import cut_prompt
 from model.engine import Engine
+from model.item_table import state_head
 from model.paths import SHIPPED, artifacts_dir, finished_or_shipped, table_dir
 from model.rankers.base import UserHistory
 from model.rankers.llm import LlmRanker
-from model.table_artifact import TableArtifact, alone_head, finished_table
+from model.table_artifact import TableArtifact, finished_table
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, test_parts
@@ -127,7 +129,7 @@ def taught_states(windows: list[Window], ds: Dataset, context: ReasoningContext,
             states[list(row.packed_cuts)] = packed_states(reasoner.model, row, reasoner.tokenizer.pad_token_id)
             missing = [j for j in range(len(sample.cuts)) if j not in row.packed_cuts]
             if missing:
-                prompts = [LlmRanker.prompt(UserHistory(sample.lines[: sample.cuts[j]], ())) for j in missing]
+                prompts = [cut_prompt(sample.lines, sample.cuts[j]) for j in missing]
                 states[missing] = reasoner.assistant_states(prompts, [sample.texts[j] for j in missing])
             return states
 
@@ -199,15 +201,12 @@ def train_reasoning_head(config: ReasoningHeadConfig, command: str) -> list[Path
         data["direct"][name] = head_data(w, ds, store, artifact, direct_states(w, ds, base, direct_cache, name))
         states = (taught_states(w, ds, context, reasoner, config.seed, taught_cache) if name == "training" else
                   generated_states(w, ds, reasoner, config.reasoning_tokens, config.batch_size, generated_cache, name))
-        data["reasoning"][name] = head_data(w, ds, store, artifact, states)
+        data["reasoning"][name] = replace(data["direct"][name], states=torch.from_numpy(states))  # same s, targets
     heads: dict[str, tuple] = {"s alone": ("direct", None, "none")}
     validation = {}
     for kind in STATE_KINDS:
         for use in ("alone", "residual"):
-            head = alone_head(artifact.model.config)
-            if use == "residual":  # starts at zero, as the served head does: s alone until it helps
-                torch.nn.init.zeros_(head[1].weight)
-                torch.nn.init.zeros_(head[1].bias)
+            head = state_head(artifact.model.config, zero_start=use == "residual")  # as the table's two heads
             torch.manual_seed(config.seed)
             validation[f"{kind} {use}"] = fit_head(config, config.seed, head, data[kind], rows, artifact.item_ids, use)
             heads[f"{kind} {use}"] = (kind, head, use)

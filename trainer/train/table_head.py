@@ -26,11 +26,11 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from model.engine import Engine
-from model.item_table import scores
+from model.item_table import scores, state_head
 from model.prompts import MAX_HISTORY_LINES
 from model.rankers.base import UserHistory
 from model.rankers.table import history_rows, user_vectors
-from model.table_artifact import TableArtifact, alone_head
+from model.table_artifact import TableArtifact
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset, Interaction
 from trainer.data.splits import Example, Split, sample_examples
@@ -87,7 +87,7 @@ def train_heads(config: TableTrainConfig, artifact: TableArtifact, features: tor
     metrics = {"samples": len(data["training"].examples), "valid_users": len(data["validation"].examples)}
     metrics["s_alone"] = evaluate_head(data["validation"], rows, artifact.item_ids, None, "none")
     metrics["served"] = fit_head(config, config.seed, served_head, data, rows, artifact.item_ids, "residual")
-    alone = alone_head(artifact.model.config)
+    alone = state_head(artifact.model.config)
     metrics["alone"] = fit_head(config, config.seed, alone, data, rows, artifact.item_ids, "alone")
     artifact.alone = alone
     artifact.save(folder, {**artifact.meta, "heads": metrics})
