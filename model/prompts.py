@@ -23,7 +23,7 @@ from indexer.catalog import Item
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-TEMPLATE_VERSION = "v3"
+TEMPLATE_VERSION = "v4"
 RATING_TEMPLATE_VERSION = "r4"
 ANSWER_MARKER = "<answer>"
 MAX_HISTORY_LINES = 20
@@ -62,25 +62,27 @@ def display_title(item: Item) -> str:
     return f"{item.title} ({item.year})"
 
 
-def history_line(entry: HistoryLine, with_genres: bool = True) -> str:
-    """One history line: "2000-03 [Toy Story (1995)] Animation, Comedy (5)" (month, genres and rating when known;
-    `with_genres=False` leaves the genres out, as the rating prompts do)."""
-    line = f"[{entry.title}]"
-    if with_genres and entry.genres:
-        line += " " + ", ".join(entry.genres)
-    if entry.rating is not None:
-        line += f" ({_rating_text(entry.rating)})"
+def history_line(entry: HistoryLine, for_rating: bool = False) -> str:
+    """One history line of the user prompt: month, rating, title, genres ("2000-03 (5) [Toy Story (1995)] Animation,
+    Comedy"; the rating before the title, so a reader who looks for the top-rated lines finds the title right after
+    the score). `for_rating=True` gives the rating prompts' line: no genres, the rating after the title
+    ("2000-03 [Toy Story (1995)] (5)")."""
+    rating = f"({_rating_text(entry.rating)})" if entry.rating is not None else ""
+    if for_rating:
+        parts = [f"[{entry.title}]", rating]
+    else:
+        parts = [rating, f"[{entry.title}]", ", ".join(entry.genres)]
     if entry.timestamp is not None:
-        line = f"{month_of(entry.timestamp)} {line}"
-    return line
+        parts.insert(0, month_of(entry.timestamp))
+    return " ".join(part for part in parts if part)
 
 
-def _history_lines(history: Sequence[HistoryLine], with_genres: bool = True) -> list[str]:
-    return [history_line(entry, with_genres) for entry in history[-MAX_HISTORY_LINES:]]
+def _history_lines(history: Sequence[HistoryLine], for_rating: bool = False) -> list[str]:
+    return [history_line(entry, for_rating) for entry in history[-MAX_HISTORY_LINES:]]
 
 
 USER_INSTRUCTION = (
-    "Below is a user's viewing history, oldest first, with genres and their ratings out of 5. Analyse it: which "
+    "Below is a user's viewing history, oldest first: month, their rating out of 5, title, genres. Analyse it: which "
     "genres, eras, moods and themes does the user prefer, and how have their tastes moved recently? Then name the "
     f"single item they are most likely to enjoy next, inside {ANSWER_MARKER} and </answer>.\n\n"
 )
@@ -120,8 +122,9 @@ def rating_history_block(history: Sequence[HistoryLine]) -> str:
     (`model.rating_states`)."""
     rated = [h.rating for h in history[-MAX_HISTORY_LINES:] if h.rating is not None]
     user_avg = f"{sum(rated) / len(rated):.2f}" if rated else "unknown"
-    return ("A user's rating history, oldest first (ratings out of 5):\n" + "\n".join(_history_lines(history, False))
-            + f"\nThe user's average rating: {user_avg}\n\n")
+    lines = "\n".join(_history_lines(history, for_rating=True))
+    return (f"A user's rating history, oldest first (ratings out of 5):\n{lines}\n"
+            f"The user's average rating: {user_avg}\n\n")
 
 
 def rating_item_block(item: Item) -> str:

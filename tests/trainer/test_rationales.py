@@ -23,15 +23,14 @@ from trainer.reasoning.checker import check_text, claim_holds, prediction_matche
 from trainer.reasoning.claims import (
     TEMPLATES,
     DecadeLead,
-    Favourite,
     GenreLead,
     Prediction,
-    RatingTendency,
+    RatingLead,
     RecentGenre,
     parse,
     split_sentences,
 )
-from trainer.reasoning.facts import Entry, HistoryFacts, ReasoningContext, global_mean_rating, title_key
+from trainer.reasoning.facts import Entry, HistoryFacts, ReasoningContext
 from trainer.reasoning.rationales import (
     MAX_RATIONALE_TOKENS,
     rationale_for,
@@ -52,14 +51,14 @@ def facts() -> HistoryFacts:
     entries = [Entry(_item(i, ("Drama",), 1990 + i), 3.0) for i in range(8)]
     entries[2] = Entry(_item(2, ("Drama", "Crime"), 1994, "Shawshank Redemption, The"), 5.0)
     entries += [Entry(_item(8 + i, ("Comedy",), 1972), 5.0 if i == 3 else 3.0) for i in range(4)]
-    return HistoryFacts.of(entries, global_mean=3.6)
+    return HistoryFacts.of(entries)
 
 
 @pytest.fixture(scope="module")
 def ml1m() -> tuple[ReasoningContext, list[Example]]:
     ds = load_dataset("ml-1m")
     split = leave_one_out(ds)
-    context = ReasoningContext(ds.catalog, global_mean_rating(split.train))
+    context = ReasoningContext(ds.catalog)
     rng = random.Random(1)
     examples = []
     for user in rng.sample(sorted(split.train), 400):
@@ -73,47 +72,42 @@ def ml1m() -> tuple[ReasoningContext, list[Example]]:
 def test_facts_of_a_known_history(facts):
     assert facts.top_genres == ["Drama", "Comedy", "Crime"] and facts.genre_share("Drama") == pytest.approx(8 / 12)
     assert facts.top_decades == [1990, 1970]
-    assert facts.mean_rating == pytest.approx((5 + 5 + 10 * 3) / 12) and facts.rating_direction == "below"
+    assert facts.top_ratings == [3.0]  # ten 3s, two 5s
     assert facts.recent_genres == ["Comedy"]  # 4 Comedy + 1 Drama among the last 5, 7 entries before them
-    assert [e.item.title for e in facts.favourites] == ["Film 11", "Shawshank Redemption, The"]
-    assert title_key("The Shawshank Redemption") == title_key("Shawshank Redemption, The (1994)")
 
 
 def test_recent_genres_need_earlier_entries():
     entries = [Entry(_item(i, ("Drama",), 1990), 3.0) for i in range(9)]
-    assert HistoryFacts.of(entries, 3.6).recent_genres == []
-    assert HistoryFacts.of(entries + entries[:1], 3.6).recent_genres == ["Drama"]
+    assert HistoryFacts.of(entries).recent_genres == []
+    assert HistoryFacts.of(entries + entries[:1]).recent_genres == ["Drama"]
 
 
 @pytest.mark.parametrize("claim, holds", [
     (GenreLead("Drama"), True), (GenreLead("Crime"), True), (GenreLead("Western"), False),
     (DecadeLead(1990), True), (DecadeLead(1970), True), (DecadeLead(1980), False),
-    (RatingTendency("below"), True), (RatingTendency("near"), False), (RatingTendency("above"), False),
+    (RatingLead(3.0), True), (RatingLead(5.0), False), (RatingLead(4.0), False),
     (RecentGenre("Comedy"), True), (RecentGenre("Drama"), False),
-    (Favourite("The Shawshank Redemption"), True), (Favourite("Film 3"), False), (Favourite("Heat"), False),
 ])
 def test_checker_verdicts(facts, claim, holds):
     assert claim_holds(claim, facts) is holds
 
 
 def test_false_text_fails_and_true_text_passes(facts):
-    true_text = ('Mostly Drama and Comedy. Rates below average. Lately Comedy. Loved "The Shawshank Redemption". '
-                 "Next: likely a 1970s Comedy.")
+    true_text = "Mostly Drama and Comedy. Usually rates 3. Lately Comedy. Next: likely a 1970s Comedy."
     check = check_text(true_text, facts)
-    assert check.faithful and check.claims == 5 and check.parsed.prediction == Prediction("Comedy", 1970)
-    false_text = 'Mostly Western. Rates above average. Loved "Film 3"; a sentence of its own.'
+    assert check.faithful and check.claims == 4 and check.parsed.prediction == Prediction("Comedy", 1970)
+    false_text = 'Mostly Western. Most ratings: 4. Lately Drama; Loved "Film 3". And more.'
     check = check_text(false_text, facts)
-    assert check.verdicts == (False, False, False) and check.parsed.unparsed == ("a sentence of its own",)
+    assert check.verdicts == (False, False, False) and check.parsed.unparsed == ('Loved "Film 3"', "And more")
     assert not check.faithful
 
 
 def test_every_template_reads_back_as_its_own_kind():
     values = {"genres": {"g0": "Drama", "g1": "Film-Noir"}, "decades": {"d0": 1990, "d1": 1970},
-              "rating": {"dir": "close to"}, "recent": {"g0": "Sci-Fi"}, "favourites": {"t0": "Heat", "t1": "Se7en"},
+              "rating": {"r0": 4, "r1": 4.5}, "recent": {"g0": "Sci-Fi"},
               "prediction": {"g0": "Action", "d0": 1980}}
     expected = {"genres": (GenreLead("Drama"), GenreLead("Film-Noir")), "decades": (DecadeLead(1990), DecadeLead(1970)),
-                "rating": (RatingTendency("near"),), "recent": (RecentGenre("Sci-Fi"),),
-                "favourites": (Favourite("Heat"), Favourite("Se7en"))}
+                "rating": (RatingLead(4.0), RatingLead(4.5)), "recent": (RecentGenre("Sci-Fi"),)}
     for kind, templates in TEMPLATES.items():
         for template in templates:
             slots = set(re.findall(r"\{(\w+)\}", template)) - {"art"}
@@ -129,8 +123,6 @@ def test_every_template_reads_back_as_its_own_kind():
 def test_sentences_split_outside_quotes():
     assert split_sentences('Loved "L.A. Confidential". Next: likely a 1990s Crime.') == [
         'Loved "L.A. Confidential"', "Next: likely a 1990s Crime"]
-    assert parse('Loved "Sense and Sensibility" and "Heat"').claims == (
-        Favourite("Sense and Sensibility"), Favourite("Heat"))
 
 
 def test_prediction_scored_against_the_next_item():
@@ -145,8 +137,7 @@ def test_every_claim_the_generator_writes_passes_the_checker(ml1m):
     kinds, phrasings, predictions_right = set(), set(), 0
     for example in examples:
         rationale = rationale_for(example, context, seed=0)
-        facts = HistoryFacts.of([Entry(context.catalog[x.item_id], x.rating) for x in example.history],
-                                context.global_mean)
+        facts = HistoryFacts.of([Entry(context.catalog[x.item_id], x.rating) for x in example.history])
         check = check_text(rationale.text, facts, context.genres)
         assert check.faithful, (rationale.text, check.false_claims, check.parsed.unparsed)
         assert check.claims == len(rationale.claims) >= 1
@@ -155,7 +146,7 @@ def test_every_claim_the_generator_writes_passes_the_checker(ml1m):
         kinds |= {type(c).__name__ for c in rationale.claims}
         phrasings.add(rationale.text.split(" ", 1)[0])
     assert predictions_right == len(examples)  # hindsight: the conclusion is true of the next item
-    assert kinds == {"GenreLead", "DecadeLead", "RatingTendency", "RecentGenre", "Favourite"}
+    assert kinds == {"GenreLead", "DecadeLead", "RatingLead", "RecentGenre"}
     assert len(phrasings) >= 4  # several openings, not one boilerplate
 
 
@@ -184,11 +175,19 @@ def test_rationales_fit_the_served_budget_in_smollm2_tokens(ml1m):
 
 def test_context_facts_keep_the_prompt_window():
     items = [_item(i, ("Drama",) if i < 10 else ("Comedy",), 1990) for i in range(30)]
-    context = ReasoningContext(Catalog.of(items), 3.5)
+    context = ReasoningContext(Catalog.of(items))
     facts = context.facts([it.item_id for it in items], [4.0] * 30)
     assert len(facts.entries) == 20 and facts.top_genres == ["Comedy"]
     rationale = write_rationale(facts, items[0], random.Random(0))
     assert rationale.prediction == Prediction("Drama", 1990)
+
+
+def test_a_forecast_conclusion_reads_the_window_not_the_next_item(facts):
+    target = _item(99, ("Western",), 1950)
+    assert write_rationale(facts, target, random.Random(0)).prediction == Prediction("Western", 1950)
+    forecast = write_rationale(facts, target, random.Random(0), hindsight=False)
+    assert forecast.prediction == Prediction("Comedy", 1990)  # the recent genre, the dominant decade
+    assert check_text(forecast.text, facts).faithful
 
 
 class _ScriptedReasoner:

@@ -37,7 +37,7 @@ from trainer.data.splits import Example, sample_examples
 from trainer.evaluation.harness import user_history
 from trainer.machine import machine_line
 from trainer.reasoning.checker import Check, check_text, prediction_matches
-from trainer.reasoning.facts import ReasoningContext, decade_of, global_mean_rating
+from trainer.reasoning.facts import ReasoningContext, decade_of
 from trainer.reasoning.rationales import example_facts
 
 
@@ -175,7 +175,7 @@ def run_reasoning_eval(config: ReasoningEvalConfig, command: str) -> list[Path]:
     from trainer.reasoning.report import write_reasoning_report
 
     ds, split = config.load()
-    context = ReasoningContext(ds.catalog, global_mean_rating(split.train))
+    context = ReasoningContext(ds.catalog)
     examples = sample_examples(sample_examples(test_parts(split)["all"], config.llm_users, config.sample_seed),
                                config.users, config.sample_seed)
     engine = load_engine(config.model, config.adapter, config.batch_size)
@@ -184,7 +184,7 @@ def run_reasoning_eval(config: ReasoningEvalConfig, command: str) -> list[Path]:
                                              config.reasoning_tokens)
     meta = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_line(),
             "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
-                     "interactions": ds.n_interactions, "global_mean_rating": round(context.global_mean, 4)},
+                     "interactions": ds.n_interactions},
             "split": split.protocol, "model": engine.fingerprint.to_json(),
             "adapter": str(config.adapter) if config.adapter else None, "adapter_meta": _adapter_meta(config.adapter),
             "users": f"{config.users} seeded test users (sample_examples of {config.llm_users}, seed "

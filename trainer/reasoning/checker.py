@@ -3,9 +3,9 @@ test: every claim it writes must pass) and on the model's own reasoning (the eva
 
 A text is read back sentence by sentence with the generator's templates (`trainer.reasoning.claims.parse`); each
 claim is then verified against the window's facts (`trainer.reasoning.facts`): a genre or decade among the dominant
-ones, the rating direction right, the genre the recent entries lean to, favourites that are in the window with its
-highest rating. Sentences no template reads are counted apart (`Parsed.unparsed`), not as false claims; the closing
-prediction is scored against the next item (`prediction_matches`), not against the history. Supervision checked by a
+ones, the rating given most often, the genre the recent entries lean to. Sentences no template reads are counted
+apart (`Parsed.unparsed`), not as false claims (a quoted title an older adapter writes, say); the closing prediction
+is scored against the next item (`prediction_matches`), not against the history. Supervision checked by a
 program stands in for the teacher model that R2ec ("Towards Large Recommender Models with Reasoning") distils its
 reasoning from.
 """
@@ -18,11 +18,10 @@ from indexer.catalog import Item
 from trainer.reasoning.claims import (
     Claim,
     DecadeLead,
-    Favourite,
     GenreLead,
     Parsed,
     Prediction,
-    RatingTendency,
+    RatingLead,
     RecentGenre,
     parse,
 )
@@ -36,12 +35,10 @@ def claim_holds(claim: Claim, facts: HistoryFacts) -> bool:
             return genre in facts.top_genres
         case DecadeLead(decade):
             return decade in facts.top_decades
-        case RatingTendency(direction):
-            return direction == facts.rating_direction
+        case RatingLead(rating):
+            return rating in facts.top_ratings
         case RecentGenre(genre):
             return genre in facts.recent_genres
-        case Favourite(title):
-            return facts.favourite_named(title)
     raise TypeError(f"not a claim: {claim!r}")
 
 

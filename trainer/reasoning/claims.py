@@ -1,9 +1,8 @@
 """The claims a rationale makes and the sentences that phrase them: one table of templates serves both writing
 (`render`) and reading (`parse`), so every sentence the generator writes is one the checker can read back.
 
-A rationale is sentences joined by ". ", each one template filled in: the dominant genres or decades, the user's
-rating tendency against the global mean, the genre the recent entries lean to, one or two favourites by title (in
-double quotes, so a title may hold any other punctuation), and a closing prediction of the next item's genre and
+A rationale is sentences joined by ". ", each one template filled in: the dominant genres or decades, the ratings the
+user gives most often, the genre the recent entries lean to, and a closing prediction of the next item's genre and
 decade. Several templates per kind, picked by a seeded generator, so no fixed boilerplate can be copied blindly.
 Claims are checked against a history by `trainer.reasoning.checker` (the prediction is not a claim about the
 history: it is scored against the next item instead). The reasoning format follows R2ec ("Towards Large Recommender
@@ -33,10 +32,10 @@ class DecadeLead:
 
 
 @dataclass(frozen=True)
-class RatingTendency:
-    """The user's mean rating is `direction` ("above", "below", "near") the training split's global mean."""
+class RatingLead:
+    """`rating` is among the ratings the user gives most often in the window."""
 
-    direction: str
+    rating: float
 
 
 @dataclass(frozen=True)
@@ -47,13 +46,6 @@ class RecentGenre:
 
 
 @dataclass(frozen=True)
-class Favourite:
-    """`title` is in the window, rated the window's highest rating (at least 4)."""
-
-    title: str
-
-
-@dataclass(frozen=True)
 class Prediction:
     """The conclusion: the next item's likely genre and decade (either may be missing)."""
 
@@ -61,9 +53,9 @@ class Prediction:
     decade: int | None
 
 
-Claim = GenreLead | DecadeLead | RatingTendency | RecentGenre | Favourite
+Claim = GenreLead | DecadeLead | RatingLead | RecentGenre
 
-_SLOTS = {"g": r"[^\s,;.()\"]+(?: [^\s,;.()\"]+)*?", "d": r"\d{3}0", "dir": r"above|below|close to", "t": r"[^\"]+",
+_SLOTS = {"g": r"[^\s,;.()\"]+(?: [^\s,;.()\"]+)*?", "d": r"\d{3}0", "r": r"[1-5](?:\.5)?",
           "art": r"an?"}
 """Slot pattern by slot name without its index digit ("g0" -> "g")."""
 
@@ -72,19 +64,15 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
                "Top genre: {g0}", "{g0} leads"),
     "decades": ("Era: mostly {d0}s", "Mainly {d0}s titles", "{d0}s films dominate", "Eras: {d0}s, {d1}s",
                 "Mainly {d0}s and {d1}s titles"),
-    "rating": ("Rates {dir} average", "Ratings run {dir} the mean", "Scores {dir} typical"),
+    "rating": ("Usually rates {r0}", "Usual score: {r0}", "Most ratings: {r0}", "Usually rates {r0} or {r1}",
+               "Most ratings: {r0} and {r1}"),
     "recent": ("Lately {g0}", "Recent picks lean {g0}", "Latest picks: mostly {g0}"),
-    "favourites": ('Loved "{t0}" and "{t1}"', 'Favourites: "{t0}", "{t1}"', 'Loved "{t0}"', 'Top-rated: "{t0}"',
-                   '"{t0}" got a top score'),
     "prediction": ("Next: likely a {d0}s {g0}", "So expect {art} {g0} from the {d0}s", "Probably a {d0}s {g0} next",
                    "Next: likely {art} {g0}", "So expect {art} {g0} next"),
 }
 """Sentence templates by kind; a slot is a letter code and an index ("g0": the first genre); "art" is the article
 before the first genre, filled in by `render`. No two kinds read the same sentence (the first template that
 matches reads it, in this order)."""
-
-_DIRECTION_WORDS = {"above": "above", "below": "below", "near": "close to"}
-
 
 def _slots(template: str) -> tuple[str, ...]:
     return tuple(re.findall(r"\{(\w+)\}", template))
@@ -103,12 +91,12 @@ _COMPILED = [(kind, template, _regex(template), frozenset(_slots(template)))
 
 def render(kind: str, values: Mapping[str, object], rng: random.Random) -> str:
     """One sentence of `kind` with `values` in its slots, the template drawn by `rng` among those with exactly
-    these slots; a "dir" value is a direction ("above", "below", "near")."""
+    these slots; a rating ("r0") is written as the prompt writes it (5.0 -> "5")."""
     keys = frozenset(values)
     fitting = [template for k, template, _, slots in _COMPILED if k == kind and slots - {"art"} == keys]
     if not fitting:
         raise ValueError(f"no {kind} template has the slots {sorted(keys)}")
-    words = {k: (_DIRECTION_WORDS[str(v)] if k == "dir" else v) for k, v in values.items()}
+    words = {k: (f"{v:g}" if k.startswith("r") else v) for k, v in values.items()}
     article = "an" if str(values.get("g0", "x"))[:1].lower() in "aeiou" else "a"
     return rng.choice(fitting).format(**words, art=article)
 
@@ -127,9 +115,8 @@ def _claims_of(kind: str, groups: Mapping[str, str], genres: Mapping[str, str]) 
     builders: dict[str, Callable[[], list[Claim | Prediction]]] = {
         "genres": lambda: [GenreLead(x) for x in g],
         "decades": lambda: [DecadeLead(x) for x in d],
-        "rating": lambda: [RatingTendency({v: k for k, v in _DIRECTION_WORDS.items()}[groups["dir"].lower()])],
+        "rating": lambda: [RatingLead(float(x)) for x in _indexed(groups, "r")],
         "recent": lambda: [RecentGenre(g[0])],
-        "favourites": lambda: [Favourite(t.strip()) for t in _indexed(groups, "t")],
         "prediction": lambda: [Prediction(g[0] if g else None, d[0] if d else None)],
     }
     return builders[kind]()

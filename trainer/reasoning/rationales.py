@@ -4,11 +4,11 @@ analysis that is true of the history, a hindsight conclusion about the next item
 What a rationale says, in this order (the middle sentences shuffled, each phrased by one of several templates of
 `trainer.reasoning.claims`, all choices drawn from a generator seeded per example):
 1. the dominant genre or two of the window ("Mostly Drama and Comedy");
-2. the dominant decade(s); whether the user rates above or below the training split's global mean; the genre the
-   last `RECENT` entries lean to; one or two favourites, by title, among the entries rated the window's highest;
+2. the dominant decade(s); the rating(s) the user gives most often; the genre the last `RECENT` entries lean to;
 3. a conclusion in words a model could have predicted: the next item's genre (of its genres, the one most present
    among the recent entries, then in the window) and its decade ("Next: likely a 1990s Thriller"), true of the next
-   item by construction.
+   item by construction (hindsight, what the SFT teaches); or, for states that must look like those after the
+   model's own reasoning, the forecast a reader of the window alone would make (`forecast`).
 Only what the prompt's lines show (titles with years, genres, ratings) and no numbers to compute (shares, means):
 everything is checked by `trainer.reasoning.checker` with the same facts (`trainer.reasoning.facts`), and the tests
 check that every claim written passes. A token budget (`MAX_RATIONALE_TOKENS`, the marker included) is met by
@@ -27,7 +27,7 @@ from indexer.catalog import Item
 from model.prompts import ANSWER_MARKER
 from trainer.data.splits import Example
 from trainer.reasoning.claims import Claim, Prediction, parse, render
-from trainer.reasoning.facts import HistoryFacts, ReasoningContext, decade_of, natural_title
+from trainer.reasoning.facts import HistoryFacts, ReasoningContext, decade_of
 
 MAX_RATIONALE_TOKENS = 42
 """Tokens of rationale + `<answer>` the generator keeps within when it is given a token counter (the served budget,
@@ -35,10 +35,10 @@ MAX_RATIONALE_TOKENS = 42
 _DRAWS = 4
 """Template draws tried for one set of parts before an optional part is dropped."""
 
-_DROP_FIRST = ("favourite_2", "decade_2", "genre_2")
+_DROP_FIRST = ("decade_2", "rating_2", "genre_2")
 """Optional parts dropped first while the rationale is over its token budget; then whole sentences of
 `_DROP_LATER`, in an order drawn per example (so rationales differ in what they keep)."""
-_DROP_LATER = ("recent", "favourites", "decades", "rating")
+_DROP_LATER = ("recent", "decades", "ratings")
 
 
 @dataclass(frozen=True)
@@ -55,22 +55,16 @@ class Rationale:
         return self.text + ANSWER_MARKER
 
 
-def _short_title(title: str) -> bool:
-    return '"' not in title and len(title.split()) <= 5
-
-
 class _Parts:
     """The optional and required pieces of one rationale, each as (template kind, slot values)."""
 
-    def __init__(self, facts: HistoryFacts, target: Item | None, rng: random.Random) -> None:
+    def __init__(self, facts: HistoryFacts, target: Item | None, rng: random.Random, hindsight: bool) -> None:
         self.facts, self.rng = facts, rng
         self.genres = facts.top_genres[: 1 + (rng.random() < 0.6)]
         self.decades = facts.top_decades[: 1 + (rng.random() < 0.3)]
-        names = [natural_title(e.item.title) for e in facts.favourites if _short_title(e.item.title)]
-        self.favourites = list(dict.fromkeys(names))[: 1 + (rng.random() < 0.5)]
         self.recent = facts.recent_genres[0] if facts.recent_genres else None
-        self.rating = facts.mean_rating is not None
-        self.prediction = self._prediction(target)
+        self.ratings = facts.top_ratings[:2]
+        self.prediction = self._prediction(target) if hindsight else forecast(facts)
 
     def _prediction(self, target: Item | None) -> dict[str, object] | None:
         if target is None or not target.genres:
@@ -82,26 +76,23 @@ class _Parts:
 
     def drop(self, part: str) -> bool:
         """Remove one optional part; False when there was nothing to remove."""
-        lists = {"favourite_2": (self.favourites, 1), "decade_2": (self.decades, 1), "genre_2": (self.genres, 1),
-                 "favourites": (self.favourites, 0), "decades": (self.decades, 0)}
+        lists = {"decade_2": (self.decades, 1), "rating_2": (self.ratings, 1), "genre_2": (self.genres, 1),
+                 "decades": (self.decades, 0), "ratings": (self.ratings, 0)}
         if part in lists:
             values, keep = lists[part]
             if len(values) <= keep:
                 return False
             del values[keep:]
             return True
-        present = bool(getattr(self, part))
-        setattr(self, part, None if part == "recent" else False)
+        present = self.recent is not None
+        self.recent = None
         return present
 
     def sentences(self, order: list[str], rng: random.Random) -> list[str]:
-        facts = self.facts
         middle: dict[str, tuple[str, dict[str, object]] | None] = {
             "decades": ("decades", {f"d{i}": d for i, d in enumerate(self.decades)}) if self.decades else None,
-            "rating": ("rating", {"dir": facts.rating_direction}) if self.rating else None,
+            "ratings": ("rating", {f"r{i}": r for i, r in enumerate(self.ratings)}) if self.ratings else None,
             "recent": ("recent", {"g0": self.recent}) if self.recent else None,
-            "favourites": ("favourites", {f"t{i}": t for i, t in enumerate(self.favourites)})
-            if self.favourites else None,
         }
         parts = [("genres", {f"g{i}": g for i, g in enumerate(self.genres)})] if self.genres else []
         parts += [part for name in order if (part := middle[name]) is not None]
@@ -109,14 +100,23 @@ class _Parts:
         return [render(kind, values, rng) for kind, values in parts]
 
 
+def forecast(facts: HistoryFacts) -> dict[str, object] | None:
+    """The conclusion drawn from the window alone: the genre the recent entries lean to (else the dominant one) and
+    the dominant decade (template slots, as `_Parts` holds its parts)."""
+    genres = facts.recent_genres or facts.top_genres
+    if not genres:
+        return None
+    return {"g0": genres[0], **({"d0": facts.top_decades[0]} if facts.top_decades else {})}
+
+
 def write_rationale(facts: HistoryFacts, target: Item | None, rng: random.Random,
                     count_tokens: Callable[[str], int] | None = None,
-                    max_tokens: int = MAX_RATIONALE_TOKENS) -> Rationale:
-    """A rationale of the window `facts` describes, concluding on `target` (the next item; None: no conclusion).
-    With `count_tokens` (text -> tokens) optional parts are dropped until rationale + `<answer>` fits `max_tokens`
-    (the dominant genre and the conclusion always stay)."""
-    parts = _Parts(facts, target, rng)
-    order = ["decades", "rating", "recent", "favourites"]
+                    max_tokens: int = MAX_RATIONALE_TOKENS, hindsight: bool = True) -> Rationale:
+    """A rationale of the window `facts` describes, concluding on `target` (the next item; None: no conclusion), or
+    with `hindsight=False` on the window's `forecast`. With `count_tokens` (text -> tokens) optional parts are
+    dropped until rationale + `<answer>` fits `max_tokens` (the dominant genre and the conclusion always stay)."""
+    parts = _Parts(facts, target, rng, hindsight)
+    order = ["decades", "ratings", "recent"]
     rng.shuffle(order)
     later = list(_DROP_LATER)
     rng.shuffle(later)
@@ -148,19 +148,19 @@ def example_rng(example: Example, seed: int) -> random.Random:
 
 def rationale_for(example: Example, context: ReasoningContext, seed: int = 0,
                   count_tokens: Callable[[str], int] | None = None,
-                  max_tokens: int = MAX_RATIONALE_TOKENS) -> Rationale:
+                  max_tokens: int = MAX_RATIONALE_TOKENS, hindsight: bool = True) -> Rationale:
     """The rationale of one example (history and next item), phrased by a generator seeded with `seed` and the
     example, so the same example always gets the same text."""
     return write_rationale(example_facts(example, context), context.catalog[example.target.item_id],
-                           example_rng(example, seed), count_tokens, max_tokens)
+                           example_rng(example, seed), count_tokens, max_tokens, hindsight)
 
 
 def teacher_forced_text(example: Example, context: ReasoningContext, seed: int = 0,
                         count_tokens: Callable[[str], int] | None = None,
-                        max_tokens: int = MAX_RATIONALE_TOKENS) -> str:
+                        max_tokens: int = MAX_RATIONALE_TOKENS, hindsight: bool = True) -> str:
     """The assistant text of `example` in reasoning SFT, rationale + `<answer>`: the states after it are what a
     head on reasoning states trains on (render with `model.prompts.render_chat(tokenizer, user prompt, text)`)."""
-    return rationale_for(example, context, seed, count_tokens, max_tokens).assistant_text
+    return rationale_for(example, context, seed, count_tokens, max_tokens, hindsight).assistant_text
 
 
 def token_counter(tokenizer: object) -> Callable[[str], int]:

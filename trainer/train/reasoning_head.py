@@ -9,14 +9,17 @@ seeded training users, every cut of their last window of 20 training items). Two
   beside the table's own head states);
 - reasoning: the reasoning adapter's (`reasonrec train-reasoning`) state at `<answer>` after the generator's
   rationale for the cut (`trainer.reasoning.rationales`), teacher-forced: no generation, every cut of a window in
-  one packed forward (`trainer.reasoning.packing.packed_states`).
+  one packed forward (`trainer.reasoning.packing.packed_states`). Two kinds, by the rationale's conclusion:
+  `hindsight` (the next item's genre and decade, as the SFT teaches) and `forecast` (what the window alone
+  suggests, `rationales.forecast`), which is what the model's own conclusion can be at test time.
 Validation (early stopping) and test: seeded users with the served prompt; for reasoning, the adapter's own greedy
-reasoning within the served budget (`TransformersEngine.reason`, the served path). States are cached on disk.
+reasoning within the served budget (`TransformersEngine.reason`, the served path), the same states for both
+reasoning kinds. States are cached on disk.
 
-Four heads, trained as the table job trains its own (`table_head.fit_head`: full softmax over the frozen table's
+Six heads, trained as the table job trains its own (`table_head.fit_head`: full softmax over the frozen table's
 warm items, AdamW, early stopping on validation NDCG@10): f(h) alone and s + f(h), on each kind of state. The
-report gives each head's test HR@10 / NDCG@10 with 95% bootstrap intervals, s alone, and the paired differences
-reasoning - direct.
+report gives each head's test HR@10 / NDCG@10 with 95% bootstrap intervals, s alone, and the paired differences of
+each reasoning kind against direct.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from trainer.data.splits import sample_examples
 from trainer.evaluation.harness import user_history
 from trainer.evaluation.metrics import bootstrap_ci
 from trainer.machine import machine_line
-from trainer.reasoning.facts import ReasoningContext, global_mean_rating
+from trainer.reasoning.facts import ReasoningContext
 from trainer.reasoning.packing import WindowSample, pack_window, packed_states
 from trainer.reasoning.rationales import teacher_forced_text, token_counter
 from trainer.train.table_head import (
@@ -61,7 +64,9 @@ from trainer.train.table_head import (
 )
 
 log = logging.getLogger(__name__)
-STATE_KINDS = ("direct", "reasoning")
+REASONING_KINDS = ("hindsight", "forecast")
+"""The reasoning states' kinds by the conclusion of the training rationales (`hindsight=True`, False)."""
+STATE_KINDS = ("direct", *REASONING_KINDS)
 
 
 @dataclass
@@ -113,15 +118,16 @@ class ReasoningHeadConfig(SplitConfig, HeadTraining):
 
 
 def taught_states(windows: list[Window], ds: Dataset, context: ReasoningContext, reasoner: Engine, seed: int,
-                  cache: BatchCache) -> np.ndarray:
-    """The reasoner's state at `<answer>` after each cut's teacher-forced rationale, in example order; one packed
-    forward per window (a cut whose tokens do not split at the window boundary gets a whole-chat pass)."""
+                  cache: BatchCache, hindsight: bool) -> np.ndarray:
+    """The reasoner's state at `<answer>` after each cut's teacher-forced rationale (concluding in hindsight or on
+    the window's forecast), in example order; one packed forward per window (a cut whose tokens do not split at the
+    window boundary gets a whole-chat pass)."""
     count = token_counter(reasoner.tokenizer)
     out = []
     for window, pairs in tqdm(windows, desc="taught reasoning states", unit="window"):
         lines = UserHistory.of_items([(x.item_id, x.rating, x.timestamp) for x in window], ds.catalog).lines
-        sample = WindowSample(lines, tuple(k for k, _ in pairs),
-                              tuple(teacher_forced_text(e, context, seed, count) for _, e in pairs))
+        texts = tuple(teacher_forced_text(e, context, seed, count, hindsight=hindsight) for _, e in pairs)
+        sample = WindowSample(lines, tuple(k for k, _ in pairs), texts)
 
         def compute(_: list[str], sample: WindowSample = sample) -> np.ndarray:
             row = pack_window(reasoner.tokenizer, sample)
@@ -155,15 +161,16 @@ def _with_ci(per_query: dict[str, np.ndarray]) -> dict[str, dict]:
 def test_metrics(data: dict[str, HeadData], rows: np.ndarray, item_ids: list[str], heads: dict[str, tuple]
                  ) -> dict[str, dict]:
     """Per head (name -> (state kind, head or None, use)): test HR@10 / NDCG@10 with 95% bootstrap intervals;
-    then the paired differences reasoning - direct of the heads used alone and with s."""
+    then the paired differences of each reasoning kind - direct, of the heads used alone and with s."""
     per_query = {}
     for name, (kind, head, use) in heads.items():
         ranked = head_ranking(data[kind], rows, item_ids, head, use, desc=f"testing {name}")
         per_query[name] = {k: v for k, v in ranked.per_query().items() if k in ("HR@10", "NDCG@10")}
     out = {name: _with_ci(q) for name, q in per_query.items()}
-    for use in ("alone", "residual"):
-        a, b = per_query[f"reasoning {use}"], per_query[f"direct {use}"]
-        out[f"reasoning - direct ({use})"] = _with_ci({k: a[k] - b[k] for k in a})
+    for kind in REASONING_KINDS:
+        for use in ("alone", "residual"):
+            a, b = per_query[f"{kind} {use}"], per_query[f"direct {use}"]
+            out[f"{kind} - direct ({use})"] = _with_ci({k: a[k] - b[k] for k in a})
     return out
 
 
@@ -173,7 +180,7 @@ def train_reasoning_head(config: ReasoningHeadConfig, command: str) -> list[Path
     from trainer.train.table import item_features, table_store
 
     ds, split = config.load()
-    context = ReasoningContext(ds.catalog, global_mean_rating(split.train))
+    context = ReasoningContext(ds.catalog)
     folder = config.table_folder()
     artifact = TableArtifact.load(folder)
     base = load_engine(config.model)
@@ -199,9 +206,12 @@ def train_reasoning_head(config: ReasoningHeadConfig, command: str) -> list[Path
     data: dict[str, dict[str, HeadData]] = {kind: {} for kind in STATE_KINDS}
     for name, w in windows.items():
         data["direct"][name] = head_data(w, ds, store, artifact, direct_states(w, ds, base, direct_cache, name))
-        states = (taught_states(w, ds, context, reasoner, config.seed, taught_cache) if name == "training" else
-                  generated_states(w, ds, reasoner, config.reasoning_tokens, config.batch_size, generated_cache, name))
-        data["reasoning"][name] = replace(data["direct"][name], states=torch.from_numpy(states))  # same s, targets
+        generated = None if name == "training" else generated_states(
+            w, ds, reasoner, config.reasoning_tokens, config.batch_size, generated_cache, name)
+        for kind in REASONING_KINDS:
+            states = generated if generated is not None else taught_states(
+                w, ds, context, reasoner, config.seed, taught_cache, hindsight=kind == "hindsight")
+            data[kind][name] = replace(data["direct"][name], states=torch.from_numpy(states))  # same s, targets
     heads: dict[str, tuple] = {"s alone": ("direct", None, "none")}
     validation = {}
     for kind in STATE_KINDS:
@@ -225,11 +235,14 @@ def _cell(metric: dict) -> str:
     return f"{metric['mean']:.3f} [{low:.3f}, {high:.3f}]"
 
 
-_LABELS = {"s alone": "`s` alone (no state)", "direct alone": "`f(h)` alone, direct state",
-           "reasoning alone": "`f(h)` alone, state after the reasoning", "direct residual": "`s + f(h)`, direct state",
-           "reasoning residual": "`s + f(h)`, state after the reasoning",
-           "reasoning - direct (alone)": "difference, `f(h)` alone: reasoning - direct",
-           "reasoning - direct (residual)": "difference, `s + f(h)`: reasoning - direct"}
+_USES = {"alone": "`f(h)` alone", "residual": "`s + f(h)`"}
+_TRAINED_ON = {"hindsight": "trained after hindsight conclusions", "forecast": "trained after forecast conclusions"}
+_LABELS = {"s alone": "`s` alone (no state)",
+           **{f"direct {use}": f"{label}, direct state" for use, label in _USES.items()},
+           **{f"{kind} {use}": f"{label}, state after the reasoning, {_TRAINED_ON[kind]}"
+              for kind in REASONING_KINDS for use, label in _USES.items()},
+           **{f"{kind} - direct ({use})": f"difference, {label}: reasoning ({kind}) - direct"
+              for kind in REASONING_KINDS for use, label in _USES.items()}}
 
 
 def write_head_report(stem: Path, report: dict) -> list[Path]:

@@ -36,7 +36,7 @@ from model.paths import artifacts_dir
 from trainer.data.protocols import SplitConfig, check_same_run
 from trainer.data.splits import sample_examples
 from trainer.machine import machine_line
-from trainer.reasoning.facts import ReasoningContext, global_mean_rating
+from trainer.reasoning.facts import ReasoningContext
 from trainer.reasoning.packing import PackedRow, WindowSample, pack_window, packed_loss
 from trainer.reasoning.rationales import MAX_RATIONALE_TOKENS, token_counter
 from trainer.reasoning.samples import window_pool
@@ -171,7 +171,7 @@ def train_reasoning(config: ReasoningSftConfig) -> Path:
         log.info("%s is already trained with these settings", folder)
         return folder
     ds, split = config.load()
-    context = ReasoningContext(ds.catalog, global_mean_rating(split.train))
+    context = ReasoningContext(ds.catalog)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     loaded = load_model(config.model)
     base_fingerprint, tokenizer = loaded.fingerprint, loaded.tokenizer
@@ -298,7 +298,7 @@ def _save(folder: Path, config: ReasoningSftConfig, model: Any, optimizer: torch
         "base_model": base_fingerprint.to_json(), "template_version": base_fingerprint.template_version,
         "config": config.fingerprint(),
         "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
-                 "interactions": ds.n_interactions, "global_mean_rating": round(context.global_mean, 4)},
+                 "interactions": ds.n_interactions},
         "split": {"protocol": split.protocol, "valid_examples": len(split.valid), "test_examples": len(split.test)},
         "pool": stats, "steps": progress.step, "samples_seen": progress.samples,
         "train_seconds": round(progress.seconds, 1), "loss_last10": float(np.mean(recent)) if recent else None,

@@ -237,8 +237,8 @@ def test_the_index_job_serves_the_tables_rows(trained: TableArtifact, folder: Pa
     assert build_index(IndexJobConfig(dataset="ml-1m-zip", data_path=data, table=folder), tiny_engine).skipped
 
 
-def test_the_reasoning_head_job_trains_and_tests_heads_on_both_states(folder: Path, data: Path,
-                                                                      tmp_path: Path) -> None:
+def test_the_reasoning_head_job_trains_and_tests_heads_on_every_state(folder: Path, data: Path,
+                                                                       tmp_path: Path) -> None:
     adapter = tmp_path / "adapter"
     train_reasoning(ReasoningSftConfig(dataset="ml-1m-zip", data_path=data, model="tiny", windows=2, cuts=2,
                                        min_lines=3, epochs=1, check_users=0, out_dir=adapter))
@@ -248,15 +248,17 @@ def test_the_reasoning_head_job_trains_and_tests_heads_on_both_states(folder: Pa
     md, js = train_reasoning_head(config, "reasonrec train-reasoning-head (test)")
     report = json.loads(js.read_text())
     assert report["samples"]["training"] > 6 and report["samples"]["test"] == 5
-    heads = {"s alone", "direct alone", "reasoning alone", "direct residual", "reasoning residual"}
-    assert heads | {"reasoning - direct (alone)", "reasoning - direct (residual)"} == set(report["test"])
+    heads = {"s alone"} | {f"{kind} {use}" for kind in ("direct", "hindsight", "forecast")
+                           for use in ("alone", "residual")}
+    differences = {f"{kind} - direct ({use})" for kind in ("hindsight", "forecast") for use in ("alone", "residual")}
+    assert heads | differences == set(report["test"])
     for name in heads:
         low, high = report["test"][name]["NDCG@10"]["ci95"]
         assert 0 <= low <= report["test"][name]["NDCG@10"]["mean"] <= high <= 1
-    diff = report["test"]["reasoning - direct (alone)"]["HR@10"]["mean"]
-    assert diff == pytest.approx(report["test"]["reasoning alone"]["HR@10"]["mean"]
+    diff = report["test"]["forecast - direct (alone)"]["HR@10"]["mean"]
+    assert diff == pytest.approx(report["test"]["forecast alone"]["HR@10"]["mean"]
                                  - report["test"]["direct alone"]["HR@10"]["mean"])
-    assert "state after the reasoning" in md.read_text()
+    assert "trained after forecast conclusions" in md.read_text()
     # a rerun reads the cached states and gives the same figures
     again = json.loads(train_reasoning_head(config, "rerun")[1].read_text())
     assert again["test"] == report["test"]
