@@ -66,7 +66,6 @@ from trainer.train.table_head import (
 log = logging.getLogger(__name__)
 REASONING_KINDS = ("hindsight", "forecast")
 """The reasoning states' kinds by the conclusion of the training rationales (`hindsight=True`, False)."""
-STATE_KINDS = ("direct", *REASONING_KINDS)
 
 
 @dataclass
@@ -89,6 +88,8 @@ class ReasoningHeadConfig(SplitConfig, HeadTraining):
     """Token budget of the generated reasonings (the served default)."""
     batch_size: int = 16
     """Prompts per reasoning call."""
+    conclusions: tuple[str, ...] = REASONING_KINDS
+    """Which reasoning heads to train, by the conclusion of their training rationales: hindsight, forecast."""
     seed: int = 0
     """Seed of the user samples, the rationales' phrasing and the heads' training order."""
     out_dir: Path = Path("docs/results")
@@ -104,6 +105,10 @@ class ReasoningHeadConfig(SplitConfig, HeadTraining):
         if self.adapter is None:
             raise ValueError("--adapter is required: the reasoning adapter (reasonrec train-reasoning)")
         self.check_head_training()
+        self.conclusions = tuple(self.conclusions)
+        if not self.conclusions or set(self.conclusions) - set(REASONING_KINDS):
+            raise ValueError(f"--conclusions must name some of {', '.join(REASONING_KINDS)}, not "
+                             f"{' '.join(self.conclusions) or 'none'}")
         if min(self.head_users, self.valid_users, self.test_users, self.reasoning_tokens, self.batch_size) < 1:
             raise ValueError("--head-users, --valid-users, --test-users, --reasoning-tokens and --batch-size must "
                              "be >= 1")
@@ -161,13 +166,13 @@ def _with_ci(per_query: dict[str, np.ndarray]) -> dict[str, dict]:
 def test_metrics(data: dict[str, HeadData], rows: np.ndarray, item_ids: list[str], heads: dict[str, tuple]
                  ) -> dict[str, dict]:
     """Per head (name -> (state kind, head or None, use)): test HR@10 / NDCG@10 with 95% bootstrap intervals;
-    then the paired differences of each reasoning kind - direct, of the heads used alone and with s."""
+    then the paired differences of each reasoning kind of `data` - direct, of the heads used alone and with s."""
     per_query = {}
     for name, (kind, head, use) in heads.items():
         ranked = head_ranking(data[kind], rows, item_ids, head, use, desc=f"testing {name}")
         per_query[name] = {k: v for k, v in ranked.per_query().items() if k in ("HR@10", "NDCG@10")}
     out = {name: _with_ci(q) for name, q in per_query.items()}
-    for kind in REASONING_KINDS:
+    for kind in [k for k in data if k != "direct"]:
         for use in ("alone", "residual"):
             a, b = per_query[f"{kind} {use}"], per_query[f"direct {use}"]
             out[f"{kind} - direct ({use})"] = _with_ci({k: a[k] - b[k] for k in a})
@@ -203,24 +208,25 @@ def train_reasoning_head(config: ReasoningHeadConfig, command: str) -> list[Path
         "validation": served_windows(sample_examples(split.valid, config.valid_users, config.seed)),
         "test": served_windows(sample_examples(test_parts(split)["all"], config.test_users, config.seed)),
     }
-    data: dict[str, dict[str, HeadData]] = {kind: {} for kind in STATE_KINDS}
+    kinds = ("direct", *config.conclusions)
+    data: dict[str, dict[str, HeadData]] = {kind: {} for kind in kinds}
     for name, w in windows.items():
         data["direct"][name] = head_data(w, ds, store, artifact, direct_states(w, ds, base, direct_cache, name))
         generated = None if name == "training" else generated_states(
             w, ds, reasoner, config.reasoning_tokens, config.batch_size, generated_cache, name)
-        for kind in REASONING_KINDS:
+        for kind in config.conclusions:
             states = generated if generated is not None else taught_states(
                 w, ds, context, reasoner, config.seed, taught_cache, hindsight=kind == "hindsight")
             data[kind][name] = replace(data["direct"][name], states=torch.from_numpy(states))  # same s, targets
     heads: dict[str, tuple] = {"s alone": ("direct", None, "none")}
     validation = {}
-    for kind in STATE_KINDS:
+    for kind in kinds:
         for use in ("alone", "residual"):
             head = state_head(artifact.model.config, zero_start=use == "residual")  # as the table's two heads
             torch.manual_seed(config.seed)
             validation[f"{kind} {use}"] = fit_head(config, config.seed, head, data[kind], rows, artifact.item_ids, use)
             heads[f"{kind} {use}"] = (kind, head, use)
-    tests = test_metrics({kind: data[kind]["test"] for kind in STATE_KINDS}, rows, artifact.item_ids, heads)
+    tests = test_metrics({kind: data[kind]["test"] for kind in kinds}, rows, artifact.item_ids, heads)
     report = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_line(),
               "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
               "table": str(folder), "base_model": base.fingerprint.to_json(),

@@ -267,3 +267,5 @@ def test_the_reasoning_head_job_trains_and_tests_heads_on_every_state(folder: Pa
 def test_the_reasoning_head_job_needs_an_adapter(data: Path) -> None:
     with pytest.raises(ValueError, match="--adapter"):
         ReasoningHeadConfig(dataset="ml-1m-zip", data_path=data, model="tiny")
+    with pytest.raises(ValueError, match="--conclusions must name some of hindsight, forecast, not oracle"):
+        ReasoningHeadConfig(dataset="ml-1m-zip", data_path=data, model="tiny", adapter=data, conclusions=("oracle",))
