@@ -33,6 +33,7 @@ from trainer.reasoning.claims import (
 from trainer.reasoning.facts import Entry, HistoryFacts, ReasoningContext
 from trainer.reasoning.rationales import (
     MAX_RATIONALE_TOKENS,
+    example_facts,
     rationale_for,
     teacher_forced_text,
     token_counter,
@@ -137,8 +138,7 @@ def test_every_claim_the_generator_writes_passes_the_checker(ml1m):
     kinds, phrasings, predictions_right = set(), set(), 0
     for example in examples:
         rationale = rationale_for(example, context, seed=0)
-        facts = HistoryFacts.of([Entry(context.catalog[x.item_id], x.rating) for x in example.history])
-        check = check_text(rationale.text, facts, context.genres)
+        check = check_text(rationale.text, example_facts(example, context), context.genres)
         assert check.faithful, (rationale.text, check.false_claims, check.parsed.unparsed)
         assert check.claims == len(rationale.claims) >= 1
         target = context.catalog[example.target.item_id]

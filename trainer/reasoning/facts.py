@@ -79,9 +79,9 @@ class HistoryFacts:
     def genre_counts(entries: Sequence[Entry]) -> Counter:
         return Counter(g for e in entries for g in dict.fromkeys(e.item.genres))
 
-    def genre_share(self, genre: str, entries: Sequence[Entry] | None = None) -> float:
-        part = self.entries if entries is None else entries
-        return self.genre_counts(part)[genre] / len(part) if part else 0.0
+    def genre_share(self, genre: str) -> float:
+        """The share of the window's entries that carry `genre`."""
+        return self.genre_counts(self.entries)[genre] / len(self.entries) if self.entries else 0.0
 
     @cached_property
     def top_genres(self) -> list[str]:

@@ -59,7 +59,7 @@ class _Parts:
     """The optional and required pieces of one rationale, each as (template kind, slot values)."""
 
     def __init__(self, facts: HistoryFacts, target: Item | None, rng: random.Random, hindsight: bool) -> None:
-        self.facts, self.rng = facts, rng
+        self.facts = facts
         self.genres = facts.top_genres[: 1 + (rng.random() < 0.6)]
         self.decades = facts.top_decades[: 1 + (rng.random() < 0.3)]
         self.recent = facts.recent_genres[0] if facts.recent_genres else None
@@ -71,8 +71,7 @@ class _Parts:
             return None
         recent = self.facts.genre_counts(self.facts.recent)
         genre = max(target.genres, key=lambda g: (recent[g], self.facts.genre_share(g), -target.genres.index(g)))
-        decade = decade_of(target.year)
-        return {"g0": genre} if decade is None else {"g0": genre, "d0": decade}
+        return _conclusion(genre, decade_of(target.year))
 
     def drop(self, part: str) -> bool:
         """Remove one optional part; False when there was nothing to remove."""
@@ -100,13 +99,18 @@ class _Parts:
         return [render(kind, values, rng) for kind, values in parts]
 
 
+def _conclusion(genre: str, decade: int | None) -> dict[str, object]:
+    """The prediction's template slots (the decade left out when unknown)."""
+    return {"g0": genre} if decade is None else {"g0": genre, "d0": decade}
+
+
 def forecast(facts: HistoryFacts) -> dict[str, object] | None:
     """The conclusion drawn from the window alone: the genre the recent entries lean to (else the dominant one) and
     the dominant decade (template slots, as `_Parts` holds its parts)."""
     genres = facts.recent_genres or facts.top_genres
     if not genres:
         return None
-    return {"g0": genres[0], **({"d0": facts.top_decades[0]} if facts.top_decades else {})}
+    return _conclusion(genres[0], facts.top_decades[0] if facts.top_decades else None)
 
 
 def write_rationale(facts: HistoryFacts, target: Item | None, rng: random.Random,
