@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import Report
-from model.paths import artifacts_dir, sasrec_dir, table_dir
-from model.table_artifact import TableArtifact
-from model.transformers_engine import load_engine
+from indexer.core.paths import artifacts_dir, sasrec_dir, table_dir
+from model.engines.transformers_engine import load_engine
+from model.networks.table_artifact import TableArtifact
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.evaluation.metrics import ranking_metrics

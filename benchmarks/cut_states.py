@@ -1,7 +1,7 @@
 """`direct` vectors of every cut of a history window: one shared forward per window against one prompt per sample.
 
 A training or evaluation sample is a cut of a user's history (its first k lines) and needs the `direct` vector of
-that cut's prompt. `TransformersEngine.direct_states_of_cuts` (`model.cut_states`, docs/design.md section 2)
+that cut's prompt. `TransformersEngine.direct_states_of_cuts` (`model.engines.cut_states`, docs/design.md section 2)
 computes all cuts of a window in one forward: the window's tokens once, then one closing of the turn per cut,
 masked to see the window up to its line. The baseline is `embed_direct` on each cut's own prompt, batched 8
 prompts per call as the engine batches (similar lengths together).
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import Report
-from model.cut_states import plan_window
-from model.loading import load_model
+from model.engines.cut_states import plan_window
+from model.engines.loading import load_model
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import ANSWER_MARKER, MAX_HISTORY_LINES, HistoryLine, user_prompt
-from model.transformers_engine import TransformersEngine
 
 SYNTHETIC_TITLES = [
     "Toy Story (1995)", "Heat (1995)", "Alien (1979)", "Big (1988)", "Fargo (1996)", "Braveheart (1995)",

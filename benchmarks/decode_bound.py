@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import Report, user_prompts
-from model.loading import load_model
-from model.transformers_engine import TransformersEngine
+from model.engines.loading import load_model
+from model.engines.transformers_engine import TransformersEngine
 
 GIB = 2**30
 

@@ -23,9 +23,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from benchmarks.common import Report, percentile, user_prompts
-from model.batching import MicroBatchingEngine
-from model.loading import load_model
-from model.transformers_engine import TransformersEngine
+from model.engines.batching import MicroBatchingEngine
+from model.engines.loading import load_model
+from model.engines.transformers_engine import TransformersEngine
 
 
 @dataclass

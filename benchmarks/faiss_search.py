@@ -30,9 +30,9 @@ import numpy as np
 
 from benchmarks.common import Report, percentile
 from indexer.index import IndexOptions, ItemIndex, default_nlist
-from model.loading import load_model
+from model.engines.loading import load_model
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import item_prompt
-from model.transformers_engine import TransformersEngine
 from trainer.data import load_dataset
 
 DIM = 576

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from benchmarks.common import Report, percentile, request_bodies
+from indexer.core.paths import artifacts_dir
 from loadtests.gateway import Gateway
-from model.paths import artifacts_dir
 
 
 def run_level(url: str, bodies: list[dict[str, Any]], n: int) -> list[dict[str, float]]:

@@ -30,7 +30,7 @@ from typing import Any, Literal, get_args
 import faiss
 import numpy as np
 
-from indexer.durable import fsync_file, write_json
+from indexer.core.durable import fsync_file, write_json
 from indexer.errors import CorruptIndexError, DuplicateItemError, UnknownItemError, show_ids
 from indexer.index_files import read_center, read_faiss, read_meta
 from indexer.manifest import INDEX_KINDS, IndexKind

@@ -12,50 +12,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Literal, get_args
 
+from indexer.core.fingerprint import ManifestMismatchError, ModelFingerprint
+
 IndexKind = Literal["flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
-
-
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """What made the item vectors; two indexes are comparable only when all four fields are equal."""
-
-    model_id: str
-    """Model name, e.g. "SmolLM2-135M-Instruct" or "tiny-llama"."""
-    weights_hash: str
-    """Short hash of the base weights."""
-    adapter_hash: str | None
-    """Short hash of a LoRA adapter, or None without one."""
-    template_version: str
-    """Version of the prompt templates that rendered the item prompts."""
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> ModelFingerprint:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
-
-
-class ManifestMismatchError(ValueError):
-    """A stored index was built by a different model, adapter or template than the one asking for it."""
-
-    def __init__(self, field_name: str, stored: object, expected: object, where: str = "the index") -> None:
-        self.field_name = field_name
-        self.stored = stored
-        self.expected = expected
-        super().__init__(
-            f"{where} was built with {field_name}={stored!r} but the model has {field_name}={expected!r}; "
-            "its item vectors cannot be compared with this model's user vectors: "
-            "rebuild the index with `reasonrec index ...`"
-        )
-
-
-def check_fingerprint(stored: ModelFingerprint, expected: ModelFingerprint, where: str = "the index") -> None:
-    """Raise `ManifestMismatchError` naming the first field in which `stored` differs from `expected`."""
-    for f in fields(ModelFingerprint):
-        if getattr(stored, f.name) != getattr(expected, f.name):
-            raise ManifestMismatchError(f.name, getattr(stored, f.name), getattr(expected, f.name), where)
 
 
 def check_table(manifest: Manifest, expected: str | None, where: str = "the index") -> None:
@@ -95,7 +55,7 @@ class Manifest:
     dataset: str | None = None
     """The dataset the catalog came from, when known."""
     metric: str = "cosine"
-    """"cosine" (raw language-model states) or "ip" (item-table rows [v, b], `model.item_table`)."""
+    """"cosine" (raw language-model states) or "ip" (item-table rows [v, b], `model.networks.item_table`)."""
     table: str | None = None
     """Hash of the item-table artifact whose rows the index holds (metric "ip"); None for raw states."""
 

@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.catalog import Catalog, Item
-from indexer.durable import fsync_dir, replace_text, write_json
+from indexer.core.catalog import Catalog, Item
+from indexer.core.durable import fsync_dir, replace_text, write_json
+from indexer.core.fingerprint import ModelFingerprint, check_fingerprint
 from indexer.errors import CorruptIndexError, IndexNotFoundError
 from indexer.index import IndexOptions, ItemIndex, SearchResult
-from indexer.manifest import IndexKind, Manifest, ModelFingerprint, check_fingerprint
+from indexer.manifest import IndexKind, Manifest
 from indexer.prior import log_count_prior, rerank_with_prior
 from indexer.rwlock import ReadWriteLock
 

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from model.paths import artifacts_dir
+from indexer.core.paths import artifacts_dir
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset, Interaction
 

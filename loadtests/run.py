@@ -29,11 +29,11 @@ from typing import Any
 
 import httpx
 
+from indexer.core.paths import artifacts_dir
 from loadtests import prom
 from loadtests.gateway import Gateway, busy_note, machine
 from loadtests.report import write_report
 from loadtests.requests import default_path, write_requests
-from model.paths import artifacts_dir
 
 SCRIPT = Path(__file__).with_name("recommend.js")
 PRODUCTION = "production"  # placeholder in a Scenario, resolved to sasrec or popular

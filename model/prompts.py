@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from indexer.catalog import Item
+from indexer.core.catalog import Catalog, Item
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -44,6 +44,26 @@ class HistoryLine:
     def of_item(cls, item: Item, rating: float | None = None, timestamp: int | None = None) -> HistoryLine:
         """The line of a catalog item: its display title and genres."""
         return cls(display_title(item), rating, timestamp, tuple(item.genres))
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """A user's history, oldest first, as every ranker reads it."""
+
+    lines: tuple[HistoryLine, ...]
+    """Each entry as prompts show it: catalog display title (or the title a client sent), rating, time."""
+    item_ids: tuple[str | None, ...]
+    """Catalog id of each entry; None for an entry given by title only."""
+
+    @property
+    def known_ids(self) -> frozenset[str]:
+        return frozenset(i for i in self.item_ids if i is not None)
+
+    @classmethod
+    def of_items(cls, entries: Sequence[tuple[str, float | None, int | None]], catalog: Catalog) -> UserHistory:
+        """A history of catalog items given as (item id, rating, unix time) triples."""
+        lines = tuple(HistoryLine.of_item(catalog[i], rating, ts) for i, rating, ts in entries)
+        return cls(lines, tuple(i for i, _, _ in entries))
 
 
 def month_of(timestamp: int) -> str:
@@ -99,7 +119,7 @@ def user_prompt(history: Sequence[HistoryLine]) -> str:
 def item_prompt(item: Item) -> str:
     """The item prompt: the item's content (title, genres, year, description), asking for a summary of its key
     attributes. No rating statistics: an item nobody has rated yet reads like any other, and no held-out rating
-    can leak into an item's vector (its popularity is the item table's business, `model.item_table`)."""
+    can leak into an item's vector (its popularity is the item table's business, `model.networks.item_table`)."""
     lines = [f"Title: {display_title(item)}"]
     if item.genres:
         lines.append(f"Genres: {', '.join(item.genres)}")
@@ -119,7 +139,7 @@ def item_prompt(item: Item) -> str:
 def rating_history_block(history: Sequence[HistoryLine]) -> str:
     """The start of both rating prompts: the history (up to 20 lines, without genres) and the user's average. It
     holds nothing of the target item, so the states of one history serve every target item of it
-    (`model.rating_states`)."""
+    (`model.rating.states`)."""
     rated = [h.rating for h in history[-MAX_HISTORY_LINES:] if h.rating is not None]
     user_avg = f"{sum(rated) / len(rated):.2f}" if rated else "unknown"
     lines = "\n".join(_history_lines(history, for_rating=True))

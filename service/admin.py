@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from redis.exceptions import RedisError
 
-from indexer.catalog import Catalog, Item
+from indexer.core.catalog import Catalog, Item
 from indexer.errors import DuplicateItemError, UnknownItemError
 from indexer.manifest import Manifest
 from indexer.store import ItemStore

@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from indexer.manifest import ModelFingerprint
+from indexer.core.fingerprint import ModelFingerprint
 from service.metrics import Metrics
 from service.settings import Settings
 

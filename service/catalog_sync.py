@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from indexer.errors import UnknownItemError
 from indexer.manifest import Manifest
 from indexer.store import ItemStore

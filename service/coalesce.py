@@ -7,7 +7,7 @@ Every request waits until its own deadline (`request_timeout_s` from the moment 
 raises `EngineFailure("timeout")` so the caller can fall back. The computation is shielded and runs on: an
 engine call that has started finishes, its result is stored in the cache, and a retry hits it (or joins it while
 it still runs). The computation's `Deadline` is the latest of its waiters' deadlines; a batching engine drops
-the work instead of starting it once that has passed (`model.batching`), so nobody's abandoned request is
+the work instead of starting it once that has passed (`model.engines.batching`), so nobody's abandoned request is
 computed under overload.
 """
 
@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from model.engine import Deadline
+from model.engines.base import Deadline
 from service.cache import Accept, Cache, CacheEntry
 from service.engine_calls import EngineFailure
 from service.metrics import Metrics

@@ -1,7 +1,7 @@
 """Calling the engine off the event loop, with the request deadline attached and failures turned into a reason.
 
 The engine is CPU-bound and blocking, so each call runs in a worker thread. The deadline travels into that
-thread as `model.batching.current_deadline` (`asyncio.to_thread` copies the context): a batching engine drops
+thread as `model.engines.batching.current_deadline` (`asyncio.to_thread` copies the context): a batching engine drops
 a call whose deadline passed while it was queued (`DeadlineExpired`, reported as `EngineFailure("timeout")`).
 How long a request waits for the engine is decided by the caller (`service.coalesce`), not here: a call that has
 started is never abandoned half-way, so its result can still be cached. Any other exception the engine raises is
@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
-from model.engine import Deadline, DeadlineExpired, current_deadline
+from model.engines.base import Deadline, DeadlineExpired, current_deadline
 from service.rankers.base import CannotRank
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from indexer.catalog import Catalog
-from model.prompts import HistoryLine
-from model.rankers.base import UserHistory
+from indexer.core.catalog import Catalog
+from model.prompts import HistoryLine, UserHistory
 from service.errors import ApiError
 from service.schemas import HistoryEntry
 

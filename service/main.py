@@ -16,11 +16,11 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from model.engine import Engine
-from model.paths import SHIPPED, finished_or_shipped, index_dir_for, sasrec_dir, table_dir
-from model.rating_model import finished_rating_model, rating_dir
-from model.sasrec import finished_checkpoint
-from model.table_artifact import TableArtifact, finished_table
+from indexer.core.paths import SHIPPED, finished_or_shipped, index_dir_for, sasrec_dir, table_dir
+from model.engines.base import Engine
+from model.networks.sasrec import finished_checkpoint
+from model.networks.table_artifact import TableArtifact, finished_table
+from model.rating.factors import finished_rating_model, rating_dir
 from service.context import LOG_CONFIG, stamp_log_records
 from service.errors import install_error_handlers
 from service.guard import RequestGuard
@@ -73,7 +73,7 @@ engine and the index folder it must fill."""
 def default_artifacts(settings: Settings, engine: Engine) -> Settings:
     """Settings with the dataset's SASRec+ checkpoint, item table and rating model filled in where none is
     configured: the ones trained here when finished, else the ones shipped with the repository
-    (`model.paths.SHIPPED`); a table only when it was trained on the served model's states."""
+    (`indexer.core.paths.SHIPPED`); a table only when it was trained on the served model's states."""
     updates: dict[str, Path | None] = {}
     if settings.sasrec_checkpoint is None:
         updates["sasrec_checkpoint"] = finished_or_shipped(

@@ -3,7 +3,7 @@
 Names follow docs/design.md section 3. `endpoint` is the route template ("/items/{item_id}"), or "unmatched" for
 paths no route serves; `ranker` is the ranker a /recommend request asked for ("" for other endpoints); a
 fallback answer is counted in `reasonrec_fallback_total{reason}` as well. `Metrics` is also the observer of the
-micro-batching engine (`model.batching.BatchObserver`): batch sizes, queue waits, calls dropped unstarted.
+micro-batching engine (`model.engines.batching.BatchObserver`): batch sizes, queue waits, calls dropped unstarted.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Metrics:
             if timings_ms is not None:
                 timings_ms[name] = timings_ms.get(name, 0.0) + elapsed * 1000.0
 
-    # ---- model.batching.BatchObserver (called from the batcher's thread; prometheus_client is thread-safe) ----
+    # ---- model.engines.batching.BatchObserver (called from the batcher's thread; prometheus_client is thread-safe)
 
     def engine_batch(self, method: str, rows: int) -> None:
         self.engine_batch_rows.labels(method).observe(rows)

@@ -1,8 +1,8 @@
 """POST /rate behind the route: the rating model with grounded reasoning, or the guided LLM rating.
 
 With a rating model (`REASONREC_RATING_MODEL`, filled in by `reasonrec serve`; `REASONREC_RATE_WITH=model`), the
-user is folded in from the history and the rating is the model's (`model.rating_model`, microseconds); the
-`reasoning` mode wraps it in the four RecZero tags written from the data (`model.rating_reasons`: every claim
+user is folded in from the history and the rating is the model's (`model.rating.factors`, microseconds); the
+`reasoning` mode wraps it in the four RecZero tags written from the data (`model.rating.reasons`: every claim
 true, the `<match>` verdict agreeing with the number), the `direct` mode in `<rate>N</rate>`; `parsed` is true.
 Nothing is cached: it costs less than a cache lookup.
 
@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import time
 
-from indexer.catalog import Catalog, Item
+from indexer.core.catalog import Catalog, Item
 from indexer.store import ItemStore
-from model.engine import Deadline
-from model.prompts import direct_rating_prompt, rating_prompt
-from model.rankers.base import UserHistory
-from model.rating import parse_rating_output, predict_ratings
-from model.rating_model import RatingModel
-from model.rating_reasons import grounded_reasoning, rounded
+from model.engines.base import Deadline
+from model.prompts import UserHistory, direct_rating_prompt, rating_prompt
+from model.rating.factors import RatingModel
+from model.rating.guided import parse_rating_output, predict_ratings
+from model.rating.reasons import grounded_reasoning, rounded
 from service.cache import CacheEntry, cache_key
 from service.engine_calls import EngineFailure, call_engine
 from service.errors import ApiError

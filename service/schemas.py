@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from indexer.manifest import ModelFingerprint
+from indexer.core.fingerprint import ModelFingerprint
 from service.rankers import RANKER_NAMES
 
 MAX_ID_CHARS = 128

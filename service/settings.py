@@ -56,7 +56,8 @@ class Settings(BaseSettings):
         False, description="Share hot-added items between gateway replicas through Redis (needs redis_url)."
     )
     micro_batching: bool = Field(
-        True, description="Batch concurrent calls of the in-process engine (model.batching); off: one call at a time."
+        True, description="Batch concurrent calls of the in-process engine (model.engines.batching); off: one call at "
+        "a time."
     )
     continuous_batching: bool = Field(
         True, description="With micro_batching: decodes join and leave a running batch between steps; off: per-batch."

@@ -2,7 +2,7 @@
 the request coalescer.
 
 `start_state` is what the lifespan calls: it loads the engine (unless one is given, as tests do; the loaded
-in-process engine sits behind the micro-batcher of `model.batching`), opens the cache and tries to load the
+in-process engine sits behind the micro-batcher of `model.engines.batching`), opens the cache and tries to load the
 index. Engine calls wait in worker threads, so the event loop's default thread pool is sized from
 `max_inflight` (Python's default, cores + 4, would cap the batch the engine can form), and each of its threads
 runs FAISS searches with `search_threads` OpenMP threads. A missing, corrupt or mismatched index does not stop
@@ -25,20 +25,21 @@ import faiss
 import numpy as np
 from redis.exceptions import RedisError
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
+from indexer.core.fingerprint import ManifestMismatchError
+from indexer.core.paths import index_dir_for
 from indexer.errors import CorruptIndexError
-from indexer.manifest import ManifestMismatchError, check_table
+from indexer.manifest import check_table
 from indexer.store import CURRENT_FILE, ItemStore
-from model.batching import MicroBatchingEngine
-from model.engine import Engine
-from model.item_features import ContentFeaturizer
-from model.merge import model_folder
-from model.paths import index_dir_for
+from model.engines.base import Engine
+from model.engines.batching import MicroBatchingEngine
+from model.engines.merge import model_folder
+from model.engines.transformers_engine import load_engine as load_transformers_engine
+from model.engines.vllm_engine import VllmEngine, VllmTimeouts
+from model.networks.item_features import ContentFeaturizer
+from model.networks.table_artifact import TableArtifact
 from model.prompts import item_prompt
-from model.rating_model import RatingModel
-from model.table_artifact import TableArtifact
-from model.transformers_engine import load_engine as load_transformers_engine
-from model.vllm_engine import VllmEngine, VllmTimeouts
+from model.rating.factors import RatingModel
 from service.cache import Cache, make_cache
 from service.catalog_sync import CatalogSync
 from service.coalesce import Coalescer
@@ -202,7 +203,7 @@ def load_table(settings: Settings, engine: Engine) -> tuple[TableArtifact | None
                          "`reasonrec train-table`")
     text_encoder = None
     if table.spec.minilm:
-        from model.minilm import MiniLMEncoder
+        from model.networks.minilm import MiniLMEncoder
 
         text_encoder = MiniLMEncoder()
     return table, ContentFeaturizer(table.spec, engine, text_encoder, table.center)

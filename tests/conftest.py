@@ -57,15 +57,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_engine():
-    from model.loading import load_model
-    from model.transformers_engine import TransformersEngine
+    from model.engines.loading import load_model
+    from model.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(load_model("tiny"), batch_size=4)
 
 
 @pytest.fixture(scope="session")
 def real_engine():
-    from model.loading import load_model
-    from model.transformers_engine import TransformersEngine
+    from model.engines.loading import load_model
+    from model.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(load_model("smollm2"), batch_size=4)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.engine import Engine, Generation, Reasoning
+from model.engines.base import Engine, Generation, Reasoning
 
 GATE_TIMEOUT_S = 120.0  # a held call gives up (and fails the test loudly) after this long
 

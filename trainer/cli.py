@@ -61,7 +61,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from model.transformers_engine import load_engine
+    from model.engines.transformers_engine import load_engine
     from trainer.train.index import IndexJobConfig, build_index
 
     result = build_index(config_from_args(IndexJobConfig, args), load_engine(args.model, args.adapter, args.batch_size))
@@ -188,8 +188,8 @@ def cmd_tune_prior(args: argparse.Namespace) -> int:
 
 
 def cmd_merge_adapter(args: argparse.Namespace) -> int:
-    from model.loading import folder_fingerprint
-    from model.merge import merge_adapter
+    from model.engines.loading import folder_fingerprint
+    from model.engines.merge import merge_adapter
 
     out = merge_adapter(args.model, args.adapter, args.out)
     fp = folder_fingerprint(out)

@@ -13,39 +13,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from indexer.catalog import Catalog
-from model.prompts import HistoryLine
+from model.prompts import UserHistory
 
-Ranked = list[tuple[str, float]]
+RankedItems = list[tuple[str, float]]
 """(item id, score) pairs, best first."""
 
 
-@dataclass(frozen=True)
-class UserHistory:
-    """A user's history, oldest first, as every ranker reads it."""
-
-    lines: tuple[HistoryLine, ...]
-    """Each entry as prompts show it: catalog display title (or the title a client sent), rating, time."""
-    item_ids: tuple[str | None, ...]
-    """Catalog id of each entry; None for an entry given by title only."""
-
-    @property
-    def known_ids(self) -> frozenset[str]:
-        return frozenset(i for i in self.item_ids if i is not None)
-
-    @classmethod
-    def of_items(cls, entries: Sequence[tuple[str, float | None, int | None]], catalog: Catalog) -> UserHistory:
-        """A history of catalog items given as (item id, rating, unix time) triples."""
-        lines = tuple(HistoryLine.of_item(catalog[i], rating, ts) for i, rating, ts in entries)
-        return cls(lines, tuple(i for i, _, _ in entries))
-
-
-def top_k_of(scores: np.ndarray, item_ids: Sequence[str], k: int, exclude: Collection[str] = ()) -> Ranked:
+def top_k_of(scores: np.ndarray, item_ids: Sequence[str], k: int, exclude: Collection[str] = ()) -> RankedItems:
     """The k best (item id, score) of one score row over `item_ids`, best first, ties by column order; items in
     `exclude` and items scored -inf (unscorable) are never returned."""
     row = np.asarray(scores, dtype=np.float64).copy()
@@ -76,6 +54,6 @@ class ScoreRanker(ABC):
         """(len(histories), len(item_ids)) scores, higher is better; -inf where an item cannot be scored (a row of
         -inf: the ranker cannot rank for that history at all)."""
 
-    def top_k(self, history: UserHistory, k: int, exclude: Collection[str] = ()) -> Ranked:
+    def top_k(self, history: UserHistory, k: int, exclude: Collection[str] = ()) -> RankedItems:
         """The k best items for `history`, never one of `exclude`; [] when the ranker cannot rank for it."""
         return top_k_of(self.scores([history])[0], self.item_ids, k, exclude)

@@ -1,6 +1,6 @@
 """The content-only ranker: the cold-start baseline every language-model ranker must beat.
 
-Items are embedded from their text alone by MiniLM (`model.minilm`); a user is the mean of their history items'
+Items are embedded from their text alone by MiniLM (`model.networks.minilm`); a user is the mean of their history items'
 vectors, score = cosine. History entries given by title only are embedded from that title. Because only text is
 used, brand-new (cold or hot-added) items are scored exactly like known ones.
 """
@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from indexer.catalog import Item
-from model.minilm import TextEncoder, item_text
-from model.rankers.base import ScoreRanker, UserHistory
+from indexer.core.catalog import Item
+from model.networks.minilm import TextEncoder, item_text
+from model.prompts import UserHistory
+from model.rankers.base import ScoreRanker
 
 
 class ContentRanker(ScoreRanker):

@@ -3,7 +3,7 @@ turn is just `<answer>`: one forward pass), as docs/design.md section 2 defines 
 
 Two stages. `encode` runs the engine on user prompts and yields the model's state `h` (the slow part: the service
 caches and coalesces it under a deadline, the evaluation caches it on disk); `search` ranks the item index with
-it, history excluded. With an item table (`model.item_table`, the served default) the user vector is
+it, history excluded. With an item table (`model.networks.item_table`, the served default) the user vector is
 `u = s(history) + f(h)` searched against the table's rows (`model.rankers.table`; `head="alone"` ranks with f(h)
 alone, the ablation); without one, `h` itself is searched by cosine against the raw item states (the "no table"
 ablation), plus, with a popularity prior, w x log(1 + the item's interaction count) (`indexer.prior`).
@@ -18,12 +18,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from indexer.store import ItemStore
-from model.engine import Engine
-from model.item_features import ContentFeaturizer
-from model.prompts import user_prompt
-from model.rankers.base import Ranked, UserHistory
+from model.engines.base import Engine
+from model.networks.item_features import ContentFeaturizer
+from model.networks.table_artifact import TableArtifact
+from model.prompts import UserHistory, user_prompt
+from model.rankers.base import RankedItems
 from model.rankers.table import HeadUse, history_rows, queries, user_vectors
-from model.table_artifact import TableArtifact
 
 LLM_MODES = ("direct", "reasoning")
 
@@ -89,7 +89,7 @@ class LlmRanker:
 
     def search(self, store: ItemStore, histories: Sequence[UserHistory], states: np.ndarray, k: int,
                exclude: Sequence[Collection[str]], popularity_prior: float = 0.0,
-               counts: Mapping[str, int] | None = None) -> list[Ranked]:
+               counts: Mapping[str, int] | None = None) -> list[RankedItems]:
         """The search stage: the k best items per user (history and state `states` row), never one of that row's
         `exclude`; without a table `counts` are the prior's interaction counts (default: the catalog's)."""
         states = np.asarray(states, dtype=np.float32)

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from model.rankers.base import ScoreRanker, UserHistory
+from model.prompts import UserHistory
+from model.rankers.base import ScoreRanker
 
 
 class PopularRanker(ScoreRanker):

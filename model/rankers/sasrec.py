@@ -1,4 +1,4 @@
-"""The SASRec+ ranker (`model.sasrec`): the production ranker the language model is measured against.
+"""The SASRec+ ranker (`model.networks.sasrec`): the production ranker the language model is measured against.
 
 SASRec knows only the items of its training data: history entries it has never seen (and entries given by title
 only) are skipped, and items it has never seen cannot be scored. A history with no item it knows gives a row of
@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.rankers.base import ScoreRanker, UserHistory
-from model.sasrec import SasrecScorer
+from model.networks.sasrec import SasrecScorer
+from model.prompts import UserHistory
+from model.rankers.base import ScoreRanker
 
 
 class SasrecRanker(ScoreRanker):

@@ -1,4 +1,4 @@
-"""User vectors over the item table (`model.item_table`; docs/design.md section 2), and the ranker of the
+"""User vectors over the item table (`model.networks.item_table`; docs/design.md section 2), and the ranker of the
 sequence encoder alone.
 
 The item index of a table (`indexer` metric "ip") holds every item's row [v, b]; a user's history enters the
@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from indexer.store import ItemStore
-from model.item_features import ContentFeaturizer
-from model.rankers.base import ScoreRanker, UserHistory
-from model.table_artifact import TableArtifact
+from model.networks.item_features import ContentFeaturizer
+from model.networks.table_artifact import TableArtifact
+from model.prompts import UserHistory
+from model.rankers.base import ScoreRanker
 
 HeadUse = Literal["none", "residual", "alone"]
 """How the language model's state enters: not at all (s alone), u = s + f(h) (served), u = f(h) (ablation)."""

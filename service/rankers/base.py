@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from model.rankers.base import UserHistory
+from model.prompts import UserHistory
 
 if TYPE_CHECKING:
     from service.state import AppState

@@ -9,7 +9,7 @@ is the fallback of the LLM rankers.
   read again until the folder changes). Catalog items it never saw (hot-added ones) cannot be scored and history
   entries it never saw are skipped: the response's `notes` say how many; a history with nothing it knows raises
   `CannotRank("cannot_score")`, so the fallback answers instead of an arbitrary order.
-- `content`: MiniLM text vectors (`model.minilm`, loaded on first use), each item encoded once; hot-added items
+- `content`: MiniLM text vectors (`model.networks.minilm`, loaded on first use), each item encoded once; hot-added items
   are encoded when the catalog that holds them is first ranked.
 """
 
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from indexer.catalog import Catalog
-from model.minilm import TextEncoder
+from indexer.core.catalog import Catalog
+from model.networks.minilm import TextEncoder
+from model.networks.sasrec import SasrecScorer
 from model.rankers.base import ScoreRanker, top_k_of
 from model.rankers.content import ContentRanker
 from model.rankers.popular import PopularRanker
 from model.rankers.sasrec import SasrecRanker
-from model.sasrec import SasrecScorer
 from service.errors import ApiError
 from service.rankers.base import CannotRank, Ranked, RankQuery
 
@@ -141,7 +141,7 @@ class ContentServed(ServedScoreRanker):
 
     def build(self, catalog: Catalog) -> ScoreRanker:
         if self._encoder is None:
-            from model.minilm import MiniLMEncoder  # loads MiniLM (~1 s) on first use only
+            from model.networks.minilm import MiniLMEncoder  # loads MiniLM (~1 s) on first use only
 
             self._encoder = MiniLMEncoder()
         core = ContentRanker(self._encoder, list(catalog), self._vectors)

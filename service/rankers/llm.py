@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, ClassVar
 
-from model.engine import Deadline
+from model.engines.base import Deadline
 from model.rankers.llm import LlmRanker, UserState
 from service.cache import CacheEntry, cache_key
 from service.engine_calls import call_engine

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from indexer.catalog import Catalog, Item
-from indexer.manifest import ModelFingerprint
+from indexer.core.catalog import Catalog, Item
+from indexer.core.fingerprint import ModelFingerprint
 
 DIM = 32
 

@@ -8,7 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from indexer.manifest import Manifest, ManifestMismatchError, ModelFingerprint, check_fingerprint
+from indexer.core.fingerprint import ManifestMismatchError, ModelFingerprint, check_fingerprint
+from indexer.manifest import Manifest
 
 
 def test_first_manifest_and_json_round_trip(fingerprint):

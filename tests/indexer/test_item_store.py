@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import indexer.store
-from indexer.catalog import Item
+from indexer.core.catalog import Item
+from indexer.core.fingerprint import ManifestMismatchError
 from indexer.errors import CorruptIndexError, DuplicateItemError, IndexNotFoundError, UnknownItemError
 from indexer.index import IndexOptions
-from indexer.manifest import ManifestMismatchError
 from indexer.store import ItemStore
 
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from indexer.catalog import Catalog, Item
+from indexer.core.catalog import Catalog, Item
 from indexer.prior import log_count_prior, rerank_with_prior
 from indexer.store import ItemStore
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model.loading import load_model
-from model.transformers_engine import TransformersEngine
+from model.engines.loading import load_model
+from model.engines.transformers_engine import TransformersEngine
 from trainer.train.index import IndexJobConfig, build_index
 
 

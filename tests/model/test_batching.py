@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from engine_doubles import GatedEngine, StepObserver
 
-from model.batching import EngineClosed, MicroBatchingEngine
-from model.engine import Deadline, DeadlineExpired, Reasoning
+from model.engines.base import Deadline, DeadlineExpired, Reasoning
+from model.engines.batching import EngineClosed, MicroBatchingEngine
 
 PROMPTS = [
     "[Toy Story (1995)] (5)\n[Heat (1995)] (4)",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from engine_doubles import StepObserver
 
-from model.batching import MicroBatchingEngine
+from model.engines.batching import MicroBatchingEngine
 
 pytestmark = pytest.mark.slow
 

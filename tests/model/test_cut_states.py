@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import model.cut_states as cut_states
+import model.engines.cut_states as cut_states
 from model.prompts import HistoryLine, user_prompt
 
 TITLES = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.loading import load_model
+from model.engines.loading import load_model
+from model.engines.tiny import script_tiny_llama
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import ANSWER_MARKER
-from model.tiny import script_tiny_llama
-from model.transformers_engine import TransformersEngine
 
 PROMPTS = [
     "[Toy Story (1995)] (5)\n[Heat (1995)] (4)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from model.prompts import ANSWER_MARKER, HistoryLine, item_prompt, user_prompt
 
 pytestmark = pytest.mark.slow

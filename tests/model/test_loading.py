@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.loading import load_model
+from model.engines.loading import load_model
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import TEMPLATE_VERSION
-from model.transformers_engine import TransformersEngine
 
 
 def test_tiny_model_fingerprint_is_stable():

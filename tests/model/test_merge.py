@@ -1,4 +1,4 @@
-"""Merging a LoRA adapter for vLLM (model.merge, `reasonrec merge-adapter`): the merged folder computes what
+"""Merging a LoRA adapter for vLLM (model.engines.merge, `reasonrec merge-adapter`): the merged folder computes what
 base + adapter computes in process, and it carries the base + adapter fingerprint."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from peft import LoraConfig, get_peft_model
 
-from model.loading import MERGED_FILE, folder_fingerprint, load_model
-from model.tiny import tiny_llama
-from model.transformers_engine import TransformersEngine
+from model.engines.loading import MERGED_FILE, folder_fingerprint, load_model
+from model.engines.tiny import tiny_llama
+from model.engines.transformers_engine import TransformersEngine
 from trainer.cli import main
 
 TEXTS = ["Title: Heat (1995)", "hello"]

@@ -3,7 +3,7 @@ format."""
 
 from __future__ import annotations
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from model.prompts import (
     MAX_HISTORY_LINES,
     USER_INSTRUCTION,

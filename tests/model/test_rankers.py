@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.catalog import Catalog, Item
-from model.minilm import MiniLMEncoder, item_text
-from model.prompts import HistoryLine
-from model.rankers.base import UserHistory, top_k_of
+from indexer.core.catalog import Catalog, Item
+from model.networks.minilm import MiniLMEncoder, item_text
+from model.networks.sasrec import SasrecConfig, SasrecNet, SasrecScorer
+from model.prompts import HistoryLine, UserHistory
+from model.rankers.base import top_k_of
 from model.rankers.content import ContentRanker
 from model.rankers.popular import PopularRanker
 from model.rankers.sasrec import SasrecRanker
-from model.sasrec import SasrecConfig, SasrecNet, SasrecScorer
 
 GENRES = ("Comedy", "Horror", "Western")
 

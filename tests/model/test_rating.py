@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.rating import parse_rating_output, predict_ratings
+from model.rating.guided import parse_rating_output, predict_ratings
 
 GOOD = ("<analyze user>likes sci-fi</analyze user>\n<analyze item>a space film</analyze item>\n<match>good</match>\n"
         "<rate>4</rate>")
@@ -44,7 +44,7 @@ def test_guided_prediction_always_parses(tiny_engine, reasoning):
 
 
 def test_stray_tags_written_by_the_model_are_cut_so_the_answer_parses():
-    from model.rating import tag_content
+    from model.rating.guided import tag_content
 
     assert tag_content(" likes space <analyze item> stray <rate>5</rate>") == "likes space"
     assert tag_content("<match>") == "-"

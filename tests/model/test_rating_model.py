@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.catalog import Item
-from model.loading import load_model
+from indexer.core.catalog import Item
+from model.engines.loading import load_model
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import HistoryLine, direct_rating_prompt, render_chat
-from model.rating_model import RatingModel, Ratings, als_step, fit_als, ridge_groups
-from model.rating_states import RATE_MARKER, RateStateReader
-from model.transformers_engine import TransformersEngine
+from model.rating.factors import RatingModel, Ratings, als_step, fit_als, ridge_groups
+from model.rating.states import RATE_MARKER, RateStateReader
 from trainer.train.rating_head import fit_ridge
 
 

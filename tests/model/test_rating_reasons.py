@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from indexer.catalog import Catalog, Item
-from model.rankers.base import UserHistory
-from model.rating import parse_rating_output
-from model.rating_checks import check_reasoning
-from model.rating_reasons import GOOD, POOR, grounded_reasoning, rounded, verdict
+from indexer.core.catalog import Catalog, Item
+from model.prompts import UserHistory
+from model.rating.checks import check_reasoning
+from model.rating.guided import parse_rating_output
+from model.rating.reasons import GOOD, POOR, grounded_reasoning, rounded, verdict
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Sci-Fi", "Children's", "Film-Noir")
 

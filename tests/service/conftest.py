@@ -21,8 +21,8 @@ from service_helpers import (
     tiny_settings,
 )
 
-from indexer.catalog import Catalog
-from model.engine import Engine
+from indexer.core.catalog import Catalog
+from model.engines.base import Engine
 from service.settings import Settings
 
 ServerFactory = Callable[..., Server]

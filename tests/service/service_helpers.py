@@ -22,11 +22,11 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from indexer.catalog import Catalog, Item
+from indexer.core.catalog import Catalog, Item
 from indexer.store import ItemStore
-from model.engine import Engine, Generation, Reasoning
+from model.engines.base import Engine, Generation, Reasoning
+from model.networks.sasrec import SasrecConfig, SasrecNet, SasrecScorer
 from model.prompts import item_prompt
-from model.sasrec import SasrecConfig, SasrecNet, SasrecScorer
 from service.main import create_app
 from service.settings import Settings
 

@@ -13,7 +13,7 @@ import pytest
 import redis
 from service_helpers import SHARED_REDIS, Server, assert_error, history, tiny_settings
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from indexer.store import CURRENT_FILE
 from service.catalog_sync import CatalogChange
 from service.state import AppState

@@ -14,7 +14,7 @@ import pytest
 from engine_doubles import GatedEngine
 from service_helpers import Server, history, tiny_settings
 
-from model.batching import MicroBatchingEngine
+from model.engines.batching import MicroBatchingEngine
 
 WAIT_S = 60.0
 

@@ -12,8 +12,8 @@ import pytest
 from service_helpers import write_sasrec_checkpoint
 from test_table_serving import make_table
 
-from model.sasrec import META_FILE
-from model.transformers_engine import TransformersEngine
+from model.engines.transformers_engine import TransformersEngine
+from model.networks.sasrec import META_FILE
 from service.main import default_artifacts
 from service.settings import Settings
 

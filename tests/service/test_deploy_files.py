@@ -1,6 +1,6 @@
 """deploy/: every YAML and JSON file parses, and what the files point at exists: probe and health-check paths
 are routes the gateway app really has, environment variables are settings fields, vLLM arguments are those of
-model/vllm_launch.py, and dashboard and autoscaler metrics are metrics the gateway exports. (Docker is not run
+model/engines/vllm_launch.py, and dashboard and autoscaler metrics are metrics the gateway exports. (Docker is not run
 here: these checks are static.)"""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from model.replicas import HEALTH_PATH
-from model.vllm_launch import server_args
+from model.engines.replicas import HEALTH_PATH
+from model.engines.vllm_launch import server_args
 from service.main import create_app
 from service.metrics import Metrics
 from service.settings import Settings

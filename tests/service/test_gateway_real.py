@@ -8,7 +8,7 @@ import time
 import pytest
 from service_helpers import ADMIN_TOKEN, admin_headers, build_index
 
-from indexer.catalog import Catalog, Item
+from indexer.core.catalog import Catalog, Item
 from service.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import re
 
 from service_helpers import assert_error, build_index, history, tiny_settings
 
-from indexer.manifest import ModelFingerprint
+from indexer.core.fingerprint import ModelFingerprint
 from indexer.store import ItemStore
 
 

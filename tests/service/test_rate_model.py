@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from service_helpers import ADMIN_TOKEN, admin_headers, tiny_settings
 
-from model.rankers.base import UserHistory
-from model.rating_checks import check_reasoning
-from model.rating_model import RatingModel, rating_dir
-from model.rating_reasons import rounded
+from model.prompts import UserHistory
+from model.rating.checks import check_reasoning
+from model.rating.factors import RatingModel, rating_dir
+from model.rating.reasons import rounded
 from service.main import default_artifacts
 from service.settings import Settings
 from service.state import load_rating_model

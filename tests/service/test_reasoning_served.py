@@ -10,10 +10,9 @@ import pytest
 import torch
 from service_helpers import build_index, history, tiny_settings
 
-from model.loading import load_model
-from model.prompts import ANSWER_MARKER
-from model.rankers.base import UserHistory
-from model.transformers_engine import load_engine
+from model.engines.loading import load_model
+from model.engines.transformers_engine import load_engine
+from model.prompts import ANSWER_MARKER, UserHistory
 from trainer.reasoning.packing import WindowSample, pack_window
 from trainer.train.reasoning_sft import ReasoningSftConfig, add_lora, train_packed
 

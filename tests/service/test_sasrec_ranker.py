@@ -15,7 +15,7 @@ from service_helpers import (
     write_sasrec_checkpoint,
 )
 
-from model.sasrec import SasrecScorer
+from model.networks.sasrec import SasrecScorer
 
 UNSEEN = {"7", "8"}  # catalog items the checkpoint never saw in training
 GONE = "999"  # an item the checkpoint knows that the catalog does not have

@@ -13,15 +13,14 @@ import pytest
 import torch
 from service_helpers import admin_headers, history, tiny_settings
 
-from indexer.catalog import Catalog
+from indexer.core.catalog import Catalog
 from indexer.store import ItemStore
-from model.item_features import ContentFeaturizer, FeatureSpec
-from model.item_table import TableConfig, TableModel
-from model.prompts import item_prompt
-from model.rankers.base import UserHistory
+from model.engines.transformers_engine import TransformersEngine
+from model.networks.item_features import ContentFeaturizer, FeatureSpec
+from model.networks.item_table import TableConfig, TableModel
+from model.networks.table_artifact import TableArtifact
+from model.prompts import UserHistory, item_prompt
 from model.rankers.llm import LlmRanker
-from model.table_artifact import TableArtifact
-from model.transformers_engine import TransformersEngine
 from trainer.train.index import table_rows
 
 

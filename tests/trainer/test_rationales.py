@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from indexer.catalog import Catalog, Item
-from model.engine import Reasoning
+from indexer.core.catalog import Catalog, Item
+from model.engines.base import Reasoning
 from model.prompts import ANSWER_MARKER
 from model.rankers.llm import LlmRanker
 from trainer.data import load_dataset
@@ -164,7 +164,7 @@ def test_token_budget_is_kept_and_the_phrasing_is_seeded(ml1m):
 
 @pytest.mark.slow
 def test_rationales_fit_the_served_budget_in_smollm2_tokens(ml1m):
-    from model.loading import load_model
+    from model.engines.loading import load_model
     from service.settings import Settings
 
     context, examples = ml1m

@@ -35,11 +35,11 @@ from parity import (
 )
 from standin import free_port
 
-from model.engine import Engine
-from model.loading import default_model_dir, load_model, materialize_smollm2
-from model.transformers_engine import TransformersEngine
-from model.vllm_engine import VllmEngine
-from model.vllm_launch import launch, stop, wait_healthy
+from model.engines.base import Engine
+from model.engines.loading import default_model_dir, load_model, materialize_smollm2
+from model.engines.transformers_engine import TransformersEngine
+from model.engines.vllm_engine import VllmEngine
+from model.engines.vllm_launch import launch, stop, wait_healthy
 from trainer.machine import machine_line
 
 

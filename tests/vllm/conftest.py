@@ -16,7 +16,7 @@ import pytest
 from standin import StandIn, free_port
 from vllm_helpers import RealServers
 
-from model.loading import LoadedModel, load_model
+from model.engines.loading import LoadedModel, load_model
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "service"))  # service_helpers, shared with the gateway tests
 
@@ -60,8 +60,8 @@ def standin(tiny_loaded) -> Iterator[StandInFactory]:
 def real_servers(tmp_path_factory) -> Iterator[RealServers]:
     """Both real vLLM servers on the converted SmolLM2, started together (or the running ones named by
     REASONREC_TEST_VLLM_URLS="<generate url>,<pool url>", which must serve that same folder)."""
-    from model.loading import default_model_dir, materialize_smollm2
-    from model.vllm_launch import launch, stop, wait_healthy
+    from model.engines.loading import default_model_dir, materialize_smollm2
+    from model.engines.vllm_launch import launch, stop, wait_healthy
 
     model_dir = materialize_smollm2(default_model_dir())
     if running := os.environ.get("REASONREC_TEST_VLLM_URLS"):

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from indexer.catalog import Catalog
-from model.engine import Engine
+from indexer.core.catalog import Catalog
+from model.engines.base import Engine
 from model.prompts import HistoryLine, display_title, item_prompt, user_prompt
-from model.rating import RATING_CHOICES
+from model.rating.guided import RATING_CHOICES
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset, Interaction
 

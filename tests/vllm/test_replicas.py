@@ -9,8 +9,8 @@ import pytest
 from standin import free_port
 from vllm_helpers import client_for
 
-from model.replicas import ReplicasUnavailable, ReplicaTimeout
-from model.vllm_engine import VllmTimeouts
+from model.engines.replicas import ReplicasUnavailable, ReplicaTimeout
+from model.engines.vllm_engine import VllmTimeouts
 
 FAST = VllmTimeouts(connect_s=1.0, read_s=5.0, retry_after_s=0.2)
 

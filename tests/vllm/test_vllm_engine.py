@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from vllm_helpers import client_for
 
-from model.loading import load_model
-from model.replicas import ReplicaRequestError
-from model.tiny import script_tiny_llama
-from model.transformers_engine import TransformersEngine
-from model.vllm_engine import EMBED_CHUNK
+from model.engines.loading import load_model
+from model.engines.replicas import ReplicaRequestError
+from model.engines.tiny import script_tiny_llama
+from model.engines.transformers_engine import TransformersEngine
+from model.engines.vllm_engine import EMBED_CHUNK
 
 PROMPTS = ["[Toy Story (1995)] (5)\n[Heat (1995)] (4)", "hi", "x"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.loading import LoadedModel
-from model.vllm_engine import VllmEngine, VllmTimeouts
+from model.engines.loading import LoadedModel
+from model.engines.vllm_engine import VllmEngine, VllmTimeouts
 
 SLOW_MACHINE = VllmTimeouts(read_s=600.0)
 

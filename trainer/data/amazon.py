@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from trainer.data.datasets import (
     DataFormatError,
     Dataset,

@@ -1,4 +1,4 @@
-"""Datasets for training and evaluation, all loaded into one `Dataset`: a catalog of `indexer.catalog.Item`
+"""Datasets for training and evaluation, all loaded into one `Dataset`: a catalog of `indexer.core.catalog.Item`
 plus each user's chronological history of `Interaction`s.
 
 Sources (docs/design.md section 6, docs/environment.md "Data"):
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.catalog import Catalog, Item
+from indexer.core.catalog import Catalog, Item
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from indexer.catalog import Catalog
+from indexer.core.catalog import Catalog
 from trainer.data.datasets import Dataset, Interaction, with_item_stats
 
 

@@ -18,8 +18,9 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from indexer.catalog import Catalog
-from model.rankers.base import ScoreRanker, UserHistory
+from indexer.core.catalog import Catalog
+from model.prompts import UserHistory
+from model.rankers.base import ScoreRanker
 from trainer.data.splits import Example
 from trainer.evaluation.metrics import ranking_metrics, target_ranks
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model.minilm import MiniLMEncoder
-from model.paths import sasrec_dir
+from indexer.core.paths import sasrec_dir
+from model.networks.minilm import MiniLMEncoder
+from model.networks.sasrec import SasrecScorer, is_finished
 from model.rankers.content import ContentRanker
 from model.rankers.popular import PopularRanker
 from model.rankers.sasrec import SasrecRanker
-from model.sasrec import SasrecScorer, is_finished
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, make_split, test_parts

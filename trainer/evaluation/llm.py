@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from indexer.catalog import Catalog, Item
+from indexer.core.catalog import Catalog, Item
+from indexer.core.paths import artifacts_dir, table_dir
 from indexer.store import ItemStore
-from model.engine import Engine
-from model.paths import artifacts_dir, table_dir
+from model.engines.base import Engine
+from model.engines.transformers_engine import TransformersEngine, load_engine
+from model.networks.table_artifact import TableArtifact, finished_table
 from model.prompts import item_prompt
 from model.rankers.llm import LlmRanker, UserState
 from model.rankers.table import TableRanker
-from model.table_artifact import TableArtifact, finished_table
-from model.transformers_engine import TransformersEngine, load_engine
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset
 from trainer.data.splits import Example, Split, train_catalog

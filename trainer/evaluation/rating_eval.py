@@ -7,8 +7,8 @@ Rows on the whole test part: the global, user and item means and a plain SGD mat
 row is fitted on training + validation (the trained models chose their settings on validation first). The gain
 of each term comes with an interval over users (`rating_eval_report`). When a `train-rating --head` run exists,
 its seeded test sample adds the head's rows and the language model's own guided rating. Last, the grounded
-reasoning (`model.rating_reasons`) is written for a seeded sample of test ratings and every claim is checked
-(`model.rating_checks`), and the `<match>` verdict is compared with the true rating on the whole test part.
+reasoning (`model.rating.reasons`) is written for a seeded sample of test ratings and every claim is checked
+(`model.rating.checks`), and the `<match>` verdict is compared with the true rating on the whole test part.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.prompts import RATING_TEMPLATE_VERSION
-from model.rankers.base import UserHistory
-from model.rating_checks import check_reasoning
-from model.rating_model import RatingModel, finished_rating_model, rating_dir
-from model.rating_reasons import grounded_reasoning, verdict
+from model.prompts import RATING_TEMPLATE_VERSION, UserHistory
+from model.rating.checks import check_reasoning
+from model.rating.factors import RatingModel, finished_rating_model, rating_dir
+from model.rating.reasons import grounded_reasoning, verdict
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.evaluation.rating_eval_baselines import mean_predictions, mf_predictions, sgd_mf

@@ -5,7 +5,7 @@ matrix factorisation trained by stochastic gradient descent, Funk's SVD as Koren
 
 These rows keep a parameter per user id (they are transductive): they predict the users they were fitted on,
 which the service cannot do (it knows a request's history only); the served model folds its users in
-(`model.rating_model`).
+(`model.rating.factors`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from model.rating_model import Ratings
+from model.rating.factors import Ratings
 
 
 def mean_predictions(fit: Ratings, n_users: int, n_items: int, users: np.ndarray, items: np.ndarray

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.catalog import Catalog
-from model.rating_model import MAX_FOLD_IN, RatingModel, Ratings, ridge_groups
+from indexer.core.catalog import Catalog
+from model.rating.factors import MAX_FOLD_IN, RatingModel, Ratings, ridge_groups
 from trainer.data.datasets import Dataset, Interaction, with_item_stats
 
 TRAIN, VALID, TEST = 0, 1, 2

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from indexer.catalog import Catalog
-from model.engine import Engine
+from indexer.core.catalog import Catalog
+from model.engines.base import Engine
 from model.prompts import direct_rating_prompt, rating_prompt
 from model.rankers.llm import LLM_MODES
-from model.rating import predict_ratings
+from model.rating.guided import predict_ratings
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Interaction
 from trainer.data.splits import Example

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from model.engine import Engine
+from model.engines.base import Engine
 from model.rankers.llm import LlmRanker
 from trainer.data.protocols import SplitConfig, test_parts
 from trainer.data.splits import Example, sample_examples
@@ -171,7 +171,7 @@ class ReasoningEvalConfig(SplitConfig):
 
 def run_reasoning_eval(config: ReasoningEvalConfig, command: str) -> list[Path]:
     """Run the evaluation and write its reports; returns their paths."""
-    from model.transformers_engine import load_engine
+    from model.engines.transformers_engine import load_engine
     from trainer.reasoning.report import write_reasoning_report
 
     ds, split = config.load()
@@ -195,7 +195,7 @@ def run_reasoning_eval(config: ReasoningEvalConfig, command: str) -> list[Path]:
 
 
 def _adapter_meta(adapter: Path | None) -> dict | None:
-    from model.loading import ADAPTER_META
+    from model.engines.loading import ADAPTER_META
 
     path = adapter / ADAPTER_META if adapter is not None else None
     if path is None or not path.is_file():

@@ -16,13 +16,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from indexer.catalog import Catalog
+from indexer.core.catalog import Catalog
 from indexer.store import ItemStore
-from model.item_features import combine
-from model.minilm import MiniLMEncoder, item_text
+from model.networks.item_features import combine
+from model.networks.minilm import MiniLMEncoder, item_text
+from model.networks.table_artifact import TableArtifact
 from model.rankers.base import top_k_of
 from model.rankers.table import TableRanker
-from model.table_artifact import TableArtifact
 from trainer.data.splits import Example
 from trainer.evaluation.harness import user_history
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from trainer.reasoning.claims import (
     Claim,
     DecadeLead,

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from indexer.catalog import Catalog, Item
+from indexer.core.catalog import Catalog, Item
 from model.prompts import MAX_HISTORY_LINES
 
 RECENT = 5

@@ -7,7 +7,7 @@ assistant tokens only. The user prompt of a cut is a textual prefix of the windo
 assistant header, assistant text), with a 4D attention mask in which cut k's tail sees the window only up to the end
 of line k plus its own earlier tail tokens, at the positions a full pass over its own chat gives it. Every tail
 computes exactly what a full pass would (the tests check the loss against separate passes), while a window of J
-cuts costs (window + J x tail) tokens instead of J whole chats: the same trick as `model.cut_states` (inference
+cuts costs (window + J x tail) tokens instead of J whole chats: the same trick as `model.engines.cut_states` (inference
 there), here with gradients and a tail per cut. A cut whose tokens are not (window ids up to line k) + (tail ids) --
 a BPE merge across the boundary -- is skipped and counted. The reasoning supervised this way follows R2ec ("Towards
 Large Recommender Models with Reasoning"): analysis first, the state at `<answer>`.
@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedTokenizerBase
 
-from model.cut_states import boundary_matches, cut_prompt
+from model.engines.cut_states import boundary_matches, cut_prompt
 from model.prompts import MAX_HISTORY_LINES, HistoryLine, render_chat, user_prompt
 
 

@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from model.prompts import ANSWER_MARKER
 from trainer.data.splits import Example
 from trainer.reasoning.claims import Claim, Prediction, parse, render

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from model.sasrec import PAD, right_padded
+from model.networks.sasrec import PAD, right_padded
 from trainer.data.protocols import check_same_run
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The index job: encode a dataset's catalog with the model (item prompt, docs/design.md section 2) into a FAISS
 item index folder, batched, with a progress bar, resumable after an interruption. With an item table
-(`model.table_artifact`, `--table`) the index holds the table's rows [v, b] instead of the raw states: each
+(`model.networks.table_artifact`, `--table`) the index holds the table's rows [v, b] instead of the raw states: each
 catalog item's content features (its state, and MiniLM's text vector when the table reads it) go through the
 table, with the trained residual for the items it has one for, and the index is searched by inner product.
 
@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from indexer.catalog import Catalog, Item
+from indexer.core.catalog import Catalog, Item
+from indexer.core.paths import index_dir_for
 from indexer.manifest import INDEX_KINDS
 from indexer.store import ItemStore
-from model.engine import Engine
-from model.item_features import combine
-from model.paths import index_dir_for
+from model.engines.base import Engine
+from model.networks.item_features import combine
+from model.networks.table_artifact import TableArtifact
 from model.prompts import item_prompt
-from model.table_artifact import TableArtifact
 from trainer.data import DATASETS, load_dataset
 from trainer.evaluation.genre_overlap import genre_overlap
 
@@ -122,7 +122,7 @@ def table_rows(table: TableArtifact, items: list[Item], states: np.ndarray) -> n
     content part alone for the others."""
     text = None
     if table.spec.minilm:
-        from model.minilm import MiniLMEncoder, item_text
+        from model.networks.minilm import MiniLMEncoder, item_text
 
         text = MiniLMEncoder().encode([item_text(item) for item in items])
     features = combine(table.spec, states, text, table.center)

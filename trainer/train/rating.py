@@ -1,4 +1,4 @@
-"""The rating-model job (`reasonrec train-rating`): the model `/rate` serves (`model.rating_model`; docs/design.md
+"""The rating-model job (`reasonrec train-rating`): the model `/rate` serves (`model.rating.factors`; docs/design.md
 section 5), biases and factors after Koren (KDD 2008; with Bell & Volinsky, IEEE Computer 2009).
 
 On the rating protocol (`trainer.evaluation.rating_eval_split`: per user the last 10% of ratings test, the 10%
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.durable import replace_text
-from model.rating_model import META_FILE, RatingModel, SweepHook, finished_rating_model, fit_als, rating_dir
+from indexer.core.durable import replace_text
+from model.rating.factors import META_FILE, RatingModel, SweepHook, finished_rating_model, fit_als, rating_dir
 from trainer.data import DATASETS, load_dataset
 from trainer.data.protocols import check_same_run
 from trainer.evaluation.rating_eval_split import TEST, TRAIN, VALID, RatingSplit, rating_split

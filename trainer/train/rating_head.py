@@ -1,4 +1,4 @@
-"""The rating model's head on the language model's state at `<rate>` (`model.rating_model`, `model.rating_states`),
+"""The rating model's head on the language model's state at `<rate>` (`model.rating.factors`, `model.rating.states`),
 a step of `reasonrec train-rating --head`: stacking on out-of-sample residuals.
 
 The states are slow (about a second per rating on 2 CPU cores, even with one pass per history), so the head is
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from model.loading import load_model
+from model.engines.loading import load_model
 from model.prompts import RATING_TEMPLATE_VERSION, HistoryLine, direct_rating_prompt, display_title
-from model.rating_model import RatingModel
-from model.rating_states import RateStateReader
+from model.rating.factors import RatingModel
+from model.rating.states import RateStateReader
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset
 from trainer.evaluation.metrics import rating_summary

@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.cut_states import cut_prompt
-from model.engine import Engine
-from model.item_table import state_head
-from model.paths import SHIPPED, artifacts_dir, finished_or_shipped, table_dir
-from model.rankers.base import UserHistory
+from indexer.core.paths import SHIPPED, artifacts_dir, finished_or_shipped, table_dir
+from model.engines.base import Engine
+from model.engines.cut_states import cut_prompt
+from model.networks.item_table import state_head
+from model.networks.table_artifact import TableArtifact, finished_table
+from model.prompts import UserHistory
 from model.rankers.llm import LlmRanker
-from model.table_artifact import TableArtifact, finished_table
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, test_parts
@@ -181,7 +181,7 @@ def test_metrics(data: dict[str, HeadData], rows: np.ndarray, item_ids: list[str
 
 def train_reasoning_head(config: ReasoningHeadConfig, command: str) -> list[Path]:
     """Build the states, train the four heads, test them; write the report and return its paths."""
-    from model.transformers_engine import load_engine
+    from model.engines.transformers_engine import load_engine
     from trainer.train.table import item_features, table_store
 
     ds, split = config.load()

@@ -11,7 +11,7 @@ without autograd records. Steps cycle through the pool in a seeded order per epo
 then decays linearly to `lr_floor` x lr. `resume.pt` (LoRA weights, optimizer, schedule, progress) and the adapter
 are written every `checkpoint_minutes`; rerunning the same command resumes and is a no-op once done. At the end a
 few validation users get a greedy reasoning with the served budget (marker rate, faithfulness: `check_users`) and
-the adapter folder gets `reasonrec-adapter.json` (`model.loading.ADAPTER_META`: base model fingerprint, template
+the adapter folder gets `reasonrec-adapter.json` (`model.engines.loading.ADAPTER_META`: base model fingerprint, template
 version, data, split, steps, settings), so `load_model(name, adapter)` serves it and its hash enters every cache
 key and index folder. Devices come from accelerate: the same command runs on a GPU.
 """
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from indexer.durable import replace_text
-from model.loading import ADAPTER_META, LoadedModel, load_model
-from model.paths import artifacts_dir
+from indexer.core.durable import replace_text
+from indexer.core.paths import artifacts_dir
+from model.engines.loading import ADAPTER_META, LoadedModel, load_model
 from trainer.data.protocols import SplitConfig, check_same_run
 from trainer.data.splits import sample_examples
 from trainer.machine import machine_line
@@ -240,7 +240,7 @@ def _final_check(model: Any, loaded: LoadedModel, split: Any, context: Reasoning
     """Greedy reasoning of `check_users` seeded validation users with the trained model (LoRA not merged)."""
     if config.check_users == 0:
         return {}
-    from model.transformers_engine import TransformersEngine
+    from model.engines.transformers_engine import TransformersEngine
     from trainer.evaluation.reasoning_eval import score_reasonings
 
     examples = sample_examples(split.valid, config.check_users, config.seed)

@@ -1,7 +1,7 @@
 """The SASRec+ training job (`reasonrec train-sasrec`): full softmax cross-entropy over all items at every
 position of each user's training sequence, Adam, early stopping on validation NDCG@10 (full ranking, history
 excluded), as in Klenitskiy & Vasilev, RecSys 2023 ("Turning Dross Into Gold Loss"); network and scorer in
-`model.sasrec`.
+`model.networks.sasrec`.
 
 One epoch = every user's most recent `max_len + 1` training items once (inputs = all but the last, labels =
 all but the first), in a seeded random order. The checkpoint folder holds the best model so far
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from indexer.catalog import Catalog
-from model.paths import sasrec_dir
+from indexer.core.catalog import Catalog
+from indexer.core.paths import sasrec_dir
+from model.networks.sasrec import META_FILE, SasrecConfig, SasrecNet, SasrecScorer, is_finished
 from model.rankers.sasrec import SasrecRanker
-from model.sasrec import META_FILE, SasrecConfig, SasrecNet, SasrecScorer, is_finished
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, check_same_run, make_split, test_parts

@@ -1,13 +1,13 @@
 """The item-table job (`reasonrec train-table`): the served ranker's item table, sequence encoder and head
-(`model.item_table`; docs/design.md section 2 and 5).
+(`model.networks.item_table`; docs/design.md section 2 and 5).
 
-1. Content features of every catalog item (`model.item_features`): the language model's item states and MiniLM
+1. Content features of every catalog item (`model.networks.item_features`): the language model's item states and MiniLM
    text vectors, cached on disk (`trainer.batch_cache`) under the model's fingerprint.
 2. The table on the finished SASRec+ checkpoint of the same split: its encoder is `s` and its item embeddings are
    the warm rows, frozen; the content map `g` is trained against them and calibrated (`trainer.train.table_content`).
    Resumable per epoch.
 3. The heads on the language model's `direct` state (`trainer.train.table_head`), when `head` is on.
-The artifact (`model.table_artifact`) goes to `artifacts/tables/<dataset>-<protocol>-seed<seed>/`.
+The artifact (`model.networks.table_artifact`) goes to `artifacts/tables/<dataset>-<protocol>-seed<seed>/`.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from indexer.catalog import Catalog
-from indexer.manifest import ModelFingerprint
+from indexer.core.catalog import Catalog
+from indexer.core.fingerprint import ModelFingerprint
+from indexer.core.paths import artifacts_dir, sasrec_dir, table_dir
 from indexer.store import ItemStore
-from model.engine import Engine
-from model.item_features import FeatureSpec, combine
-from model.item_table import TableConfig, TableModel
-from model.minilm import MiniLMEncoder, item_text
-from model.paths import artifacts_dir, sasrec_dir, table_dir
+from model.engines.base import Engine
+from model.networks.item_features import FeatureSpec, combine
+from model.networks.item_table import TableConfig, TableModel
+from model.networks.minilm import MiniLMEncoder, item_text
+from model.networks.sasrec import SasrecScorer, is_finished
+from model.networks.table_artifact import META_FILE, TableArtifact
 from model.prompts import TEMPLATE_VERSION, item_prompt
-from model.sasrec import SasrecScorer, is_finished
-from model.table_artifact import META_FILE, TableArtifact
 from trainer.batch_cache import BatchCache
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
@@ -138,7 +138,7 @@ def train_table(config: TableTrainConfig, engine: Engine | None = None, command:
     ds = load_dataset(config.dataset, config.data_path)
     split = make_split(ds, config.protocol, config.cold_frac, config.split_seed)
     if engine is None and (config.llm_features or config.head):
-        from model.transformers_engine import load_engine
+        from model.engines.transformers_engine import load_engine
 
         engine = load_engine(config.model)
     items = list(ds.catalog)

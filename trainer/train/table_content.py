@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.item_table import TableModel, scores
-from model.sasrec import PAD, SasrecScorer, finished_checkpoint, right_padded
+from model.networks.item_table import TableModel, scores
+from model.networks.sasrec import PAD, SasrecScorer, finished_checkpoint, right_padded
 from trainer.data.splits import Example
 from trainer.evaluation.metrics import mean_metrics, ranking_metrics
 from trainer.train.epochs import EpochRun, EpochState, run_epochs, softmax_epoch

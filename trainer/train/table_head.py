@@ -25,12 +25,11 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from model.engine import Engine
-from model.item_table import scores, state_head
-from model.prompts import MAX_HISTORY_LINES
-from model.rankers.base import UserHistory
+from model.engines.base import Engine
+from model.networks.item_table import scores, state_head
+from model.networks.table_artifact import TableArtifact
+from model.prompts import MAX_HISTORY_LINES, UserHistory
 from model.rankers.table import history_rows, user_vectors
-from model.table_artifact import TableArtifact
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset, Interaction
 from trainer.data.splits import Example, Split, sample_examples

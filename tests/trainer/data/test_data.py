@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from trainer.data import DATASETS, load_dataset
 from trainer.data.datasets import DataFormatError, Dataset, Interaction, load_ml1m, make_dataset
 from trainer.data.splits import (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from trainer_helpers import write_cycle_ml1m
 
-from model.transformers_engine import TransformersEngine
+from model.engines.transformers_engine import TransformersEngine
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.evaluation.job import EvalConfig, run_eval

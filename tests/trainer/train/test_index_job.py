@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from indexer.store import ItemStore
-from model.transformers_engine import TransformersEngine
+from model.engines.transformers_engine import TransformersEngine
 from trainer.evaluation.genre_overlap import genre_overlap
 from trainer.train.index import IndexJobConfig, build_index
 
@@ -107,7 +107,7 @@ def test_config_names_the_bad_flag():
 
 
 def test_genre_overlap_separates_genre_vectors_from_noise(tiny_engine):
-    from indexer.catalog import Catalog, Item
+    from indexer.core.catalog import Catalog, Item
 
     rng = np.random.default_rng(0)
     items = [Item(str(i), f"m{i}", (GENRES[i % 5], GENRES[(i // 5) % 5])) for i in range(200)]

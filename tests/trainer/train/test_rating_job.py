@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from trainer_helpers import write_cycle_ml1m
 
-from model.rating_model import RatingModel
+from model.rating.factors import RatingModel
 from trainer.cli import main
 from trainer.data import load_dataset
 from trainer.evaluation.metrics import rating_summary

@@ -14,9 +14,9 @@ import torch
 from torch.nn import functional as F
 from trainer_helpers import write_cycle_ml1m
 
-from model.loading import ADAPTER_META, LoadedModel, load_model
+from model.engines.loading import ADAPTER_META, LoadedModel, load_model
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import ANSWER_MARKER, HistoryLine, render_chat, user_prompt
-from model.transformers_engine import TransformersEngine
 from trainer.cli import main
 from trainer.config_args import load_recipe
 from trainer.reasoning.packing import WindowSample, pack_window, packed_loss, packed_states

@@ -1,4 +1,4 @@
-"""SASRec+ (model.sasrec, trainer.train.sasrec) on a tiny synthetic dataset with a learnable pattern: every
+"""SASRec+ (model.networks.sasrec, trainer.train.sasrec) on a tiny synthetic dataset with a learnable pattern: every
 user walks a cycle of items (item i is followed by item i + 1), so the next item is predictable from the last
 one while popularity is nearly uniform. Seconds, CPU only."""
 
@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import trainer.train.sasrec as sasrec_train
-from indexer.catalog import Item
+from indexer.core.catalog import Item
+from model.networks.sasrec import SasrecConfig, SasrecNet, SasrecScorer, last_logits, right_padded
 from model.rankers.popular import PopularRanker
 from model.rankers.sasrec import SasrecRanker
-from model.sasrec import SasrecConfig, SasrecNet, SasrecScorer, last_logits, right_padded
 from trainer.data.datasets import Dataset, Interaction, make_dataset
 from trainer.data.protocols import make_split
 from trainer.evaluation.harness import CoreRanker, rank_examples

@@ -12,14 +12,14 @@ import pytest
 import torch
 from trainer_helpers import write_cycle_ml1m
 
+from indexer.core.paths import sasrec_dir
 from indexer.store import ItemStore
-from model.item_table import TableConfig, TableModel
-from model.paths import sasrec_dir
+from model.engines.transformers_engine import TransformersEngine
+from model.networks.item_table import TableConfig, TableModel
+from model.networks.sasrec import SasrecScorer, last_logits, right_padded
+from model.networks.table_artifact import META_FILE, WEIGHTS_FILE, TableArtifact
 from model.rankers.popular import PopularRanker
 from model.rankers.table import TableRanker
-from model.sasrec import SasrecScorer, last_logits, right_padded
-from model.table_artifact import META_FILE, WEIGHTS_FILE, TableArtifact
-from model.transformers_engine import TransformersEngine
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.evaluation.harness import CoreRanker, rank_examples

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from model.paths import artifacts_dir
+from indexer.core.paths import artifacts_dir
 from trainer.data.protocols import SplitConfig
 from trainer.train.lora import LoraSettings
 

@@ -37,12 +37,12 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from indexer.durable import replace_text
+from indexer.core.durable import replace_text
+from indexer.core.paths import index_dir_for
 from indexer.store import ItemStore
-from model.loading import ADAPTER_META, load_model
-from model.paths import index_dir_for
+from model.engines.loading import ADAPTER_META, load_model
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import RATING_TEMPLATE_VERSION
-from model.transformers_engine import TransformersEngine
 from trainer.batch_cache import BatchCache
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset

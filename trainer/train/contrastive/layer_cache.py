@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.engines.transformers_engine import TransformersEngine, left_padded_positions
 from model.prompts import ANSWER_MARKER
-from model.transformers_engine import TransformersEngine, left_padded_positions
 
 
 class LowerLayerCache:

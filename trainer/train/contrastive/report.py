@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model.loading import ADAPTER_META
+from model.engines.loading import ADAPTER_META
 from trainer.evaluation.prior import PRIOR_WEIGHTS
 from trainer.train.contrastive.config import describe_recipe
 

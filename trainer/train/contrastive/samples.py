@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from indexer.catalog import Catalog
+from indexer.core.catalog import Catalog
 from model.prompts import item_prompt, user_prompt
 from trainer.data.datasets import Dataset, Interaction
 from trainer.data.splits import Example, Split, train_catalog

@@ -17,11 +17,11 @@ from torch.nn import functional as F
 from trainer_helpers import write_cycle_ml1m
 
 import trainer.train.contrastive.job as contrastive
-from indexer.manifest import ManifestMismatchError
+from indexer.core.fingerprint import ManifestMismatchError
 from indexer.store import ItemStore
-from model.loading import load_model
+from model.engines.loading import load_model
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import TEMPLATE_VERSION
-from model.transformers_engine import TransformersEngine
 from trainer.config_args import load_recipe
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split

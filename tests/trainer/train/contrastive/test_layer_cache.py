@@ -16,9 +16,9 @@ from trainer_helpers import write_cycle_ml1m
 
 import trainer.train.contrastive.job as contrastive
 import trainer.train.contrastive.layer_cache as layer_cache
-from model.loading import load_model
+from model.engines.loading import load_model
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import item_prompt
-from model.transformers_engine import TransformersEngine
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.train.contrastive.config import ContrastiveConfig

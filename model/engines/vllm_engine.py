@@ -1,11 +1,11 @@
-"""The vLLM engine: the `model.engine.Engine` interface over HTTP to vLLM's OpenAI-compatible servers.
+"""The vLLM engine: the `model.engines.base.Engine` interface over HTTP to vLLM's OpenAI-compatible servers.
 
 Two server roles, started from the same weights (docs/design.md section 4): a generation server (`/v1/completions`)
 and a pooling server (`--runner pooling --convert embed`, LAST pooling, `use_activation: false`) that returns
 the final-layer hidden state of the last token, not normalized. Each role may have several replicas
-(`model.replicas.ReplicaPool`: least-busy routing, failover, recovery).
+(`model.engines.replicas.ReplicaPool`: least-busy routing, failover, recovery).
 
-Parity with `model.transformers_engine.TransformersEngine` comes from sending the same inputs: prompts are
+Parity with `model.engines.transformers_engine.TransformersEngine` comes from sending the same inputs: prompts are
 rendered here with the model's own tokenizer and chat template (`render`, as the transformers engine renders
 them), tokenized with `add_special_tokens=False`, and sent as TOKEN IDS; the generated token ids come back
 (`return_token_ids`) and are decoded here exactly as the transformers engine decodes them. Generation is
@@ -33,11 +33,11 @@ import httpx
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from indexer.manifest import ModelFingerprint
-from model.engine import Generation, Reasoning
-from model.loading import folder_fingerprint
+from indexer.core.fingerprint import ModelFingerprint
+from model.engines.base import Generation, Reasoning
+from model.engines.loading import folder_fingerprint
+from model.engines.replicas import ReplicaPool
 from model.prompts import ANSWER_MARKER, render_chat
-from model.replicas import ReplicaPool
 
 COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"

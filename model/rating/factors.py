@@ -11,7 +11,7 @@ part folded in from the request's history, and an optional head on the language 
   that trained the items (`fold_in`). A user with no usable rating gets b_u = 0, p_u = 0.
 - Items outside the model (hot-added, unknown) get b_i = 0 and q_i = 0: the prediction is mu + b_u.
 - Optional: a linear head on the language model's final state at `<rate>` after the direct rating prompt
-  (`model.rating_states`), fitted on the residuals of the rest (`trainer.train.rating_head`).
+  (`model.rating.states`), fitted on the residuals of the rest (`trainer.train.rating_head`).
 
 The artifact (`RatingModel.save`/`load`) is a folder: `rating.safetensors` (item biases and factors, the
 optional head) and `rating.json` (item ids, mu, the fold-in regularisation, shapes, data, metrics, command).
@@ -28,8 +28,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
-from indexer.durable import replace_text, replace_with
-from model.paths import artifacts_dir
+from indexer.core.durable import replace_text, replace_with
+from indexer.core.paths import artifacts_dir
 
 WEIGHTS_FILE = "rating.safetensors"
 META_FILE = "rating.json"

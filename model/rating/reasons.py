@@ -2,7 +2,7 @@
 `<analyze item>`, `<match>`, `<rate>`), written from the data instead of by the language model, so that every
 sentence is true and the `<match>` verdict agrees with the number (docs/design.md section 3).
 
-The number comes from the rating model (`model.rating_model`); this module writes the text around it:
+The number comes from the rating model (`model.rating.factors`); this module writes the text around it:
 - `<analyze user>`: how many ratings the history holds, their average and how it compares with the overall
   average (the rating model's mu); the genres the user rates highest and lowest, each with its share of the
   rated catalog items and its average (genres with at least `MIN_GENRE_ITEMS` rated items);
@@ -12,7 +12,7 @@ The number comes from the rating model (`model.rating_model`); this module write
   `POOR`, else a mixed one;
 - `<rate>`: the prediction rounded half up.
 
-`check_reasoning` (`model.rating_checks`) re-derives every claim from the same data with its own code.
+`check_reasoning` (`model.rating.checks`) re-derives every claim from the same data with its own code.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from indexer.catalog import Catalog, Item
-from model.prompts import display_title
-from model.rankers.base import UserHistory
+from indexer.core.catalog import Catalog, Item
+from model.prompts import UserHistory, display_title
 
 MIN_GENRE_ITEMS = 2
 """A genre is described only when the history rates at least this many of its items."""

@@ -1,10 +1,10 @@
 """The language model's final hidden state at `<rate>` after the direct rating prompt: the input of the rating
-model's optional head (`model.rating_model`), and, through the output layer, the model's own guided rating
+model's optional head (`model.rating.factors`), and, through the output layer, the model's own guided rating
 (the expectation over the probabilities of `1`..`5`, as `model.rating.predict_ratings` reads it).
 
 The text is [user: `direct_rating_prompt(history, item)`][assistant: `<rate>`] (docs/design.md section 2's
 rendering). The prompt holds the history first and the target item last (`model.prompts`), so every target of
-one history shares the tokens up to the end of the instruction. As in `model.cut_states`, one forward serves a
+one history shares the tokens up to the end of the instruction. As in `model.engines.cut_states`, one forward serves a
 whole group: a single row holds the shared tokens once, then each target's own tokens (item block, end of turn,
 `<rate>`), with a 4D attention mask in which each target's tokens see the shared tokens and their own earlier
 tokens only, at the positions a full pass over that target's text would give them. A group of J targets costs
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from indexer.catalog import Item
+from indexer.core.catalog import Item
 from model.prompts import (
     DIRECT_RATING_INSTRUCTION,
     HistoryLine,
@@ -29,7 +29,7 @@ from model.prompts import (
     rating_history_block,
     render_chat,
 )
-from model.rating import RATING_CHOICES
+from model.rating.guided import RATING_CHOICES
 
 RATE_MARKER = "<rate>"
 
@@ -49,7 +49,7 @@ class RateStates:
 
 @dataclass
 class RateStateReader:
-    """Reads `RateStates` from an in-process causal LM (`model.loading.LoadedModel`'s model and tokenizer)."""
+    """Reads `RateStates` from an in-process causal LM (`model.engines.loading.LoadedModel`'s model and tokenizer)."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase

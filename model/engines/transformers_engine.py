@@ -7,7 +7,7 @@ chat-rendered [user][assistant: ... `<answer>`]. For reasoning, the canonical us
 when the re-tokenized ids start with the ids already in the cache. When they do not (BPE merges across the
 boundary), a fresh full pass is run instead. Batches are left-padded with explicit position ids, so a batch
 gives the same results as single calls up to float rounding. The `direct` vectors of many cuts of one history
-window share one forward (`direct_states_of_cuts`, `model.cut_states`).
+window share one forward (`direct_states_of_cuts`, `model.engines.cut_states`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.cut_states import cut_prompt, plan_window, shared_forward
-from model.engine import Generation, Reasoning
-from model.loading import LoadedModel, load_model
+from model.engines.base import Generation, Reasoning
+from model.engines.cut_states import cut_prompt, plan_window, shared_forward
+from model.engines.loading import LoadedModel, load_model
 from model.prompts import ANSWER_MARKER, HistoryLine, render_chat
 
 
@@ -92,7 +92,7 @@ class TransformersEngine:
         """`direct` vectors of many cuts of each history window: for window i an array (len(cuts[i]), hidden)
         whose row j is `embed_direct([user_prompt(histories[i][:cuts[i][j]])])[0]` (to float rounding).
 
-        The trick (`model.cut_states`; DESIGN: docs/design.md section 2): a cut's prompt is a textual prefix of
+        The trick (`model.engines.cut_states`; DESIGN: docs/design.md section 2): a cut's prompt is a textual prefix of
         its window's, so one causal forward over the window's tokens fills a KV cache, and one more feeds one copy
         of the turn's closing per cut, each masked to see the cache only up to the end of its line k, at the
         positions a full pass would give it. Windows of similar token length share both forwards
@@ -206,7 +206,7 @@ class TransformersEngine:
             logits = self._feed_step(state, done)
         return state
 
-    # ---- decode steps (also the hooks of `model.continuous`, which admits and retires rows between steps) -----
+    # ---- decode steps (also the hooks of `model.engines.continuous`, which admits and retires rows between steps)
 
     def _accept_token(self, state: _DecodeState, i: int, token: int, max_new_tokens: int, stop: str) -> bool:
         """Record row i's greedy `token`; True when the row is done (end-of-turn, `stop` appeared, budget spent)."""
@@ -290,5 +290,5 @@ def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
 
 def load_engine(model: str, adapter: str | Path | None = None, batch_size: int = 8) -> TransformersEngine:
     """The in-process engine of `model` (smollm2, tiny or an HF folder) with the LoRA `adapter` applied: the one
-    loader every command and the service use (the service may put it behind `model.batching`)."""
+    loader every command and the service use (the service may put it behind `model.engines.batching`)."""
     return TransformersEngine(load_model(model, adapter), batch_size=batch_size)

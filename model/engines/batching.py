@@ -2,7 +2,7 @@
 runs whatever concurrent callers asked for as batches; the callers keep calling the `Engine` methods
 synchronously (from the gateway's worker threads) and each gets back exactly its own rows.
 
-- Decodes (`reason`, `generate`) on a `TransformersEngine` are batched continuously (`model.continuous`):
+- Decodes (`reason`, `generate`) on a `TransformersEngine` are batched continuously (`model.engines.continuous`):
   queued rows join the running batch between decode steps, up to `max_batch` rows, and leave it as soon as they
   are done. When the batch is empty, the first arrival waits up to `window_s` for company before its prefill.
 - Every other call (`embed_direct`, `embed_items`, `choice_probs`, and the decodes of any other engine, or with
@@ -28,10 +28,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from model.continuous import DecodeBatch, DecodeRow
-from model.engine import Deadline, DeadlineExpired, Engine, Generation, Reasoning, current_deadline
+from model.engines.base import Deadline, DeadlineExpired, Engine, Generation, Reasoning, current_deadline
+from model.engines.continuous import DecodeBatch, DecodeRow
+from model.engines.transformers_engine import TransformersEngine
 from model.prompts import ANSWER_MARKER
-from model.transformers_engine import TransformersEngine
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,10 @@
 
 vLLM servers load plain HF folders, so a trained adapter is merged first (`reasonrec merge-adapter`): the base
 model is loaded with the adapter applied and merged exactly as the transformers engine does in process
-(`model.loading.load_model`, fp32 `merge_and_unload`), then saved as fp32 safetensors with its tokenizer and a
+(`model.engines.loading.load_model`, fp32 `merge_and_unload`), then saved as fp32 safetensors with its tokenizer and a
 `reasonrec-merged.json` that records what it was merged from.
 
-A merged folder is fingerprinted as base + adapter (`model.loading.folder_fingerprint`), by the vLLM engine and
+A merged folder is fingerprinted as base + adapter (`model.engines.loading.folder_fingerprint`), by the vLLM engine and
 by `load_model` alike, so indexes and cache entries made either way are interchangeable.
 """
 
@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model.loading import (
+from indexer.core.paths import artifacts_dir
+from model.engines.loading import (
     DEFAULT_MODEL,
     MERGED_FILE,
     default_model_dir,
     folder_weights_hash,
     load_model,
 )
-from model.paths import artifacts_dir
 
 
 def merge_adapter(base: str, adapter: Path, out: Path | None = None) -> Path:

@@ -2,7 +2,7 @@
 it and the head on the language model's final state.
 
 - Item vector and bias: `v_i = g(c_i) + e_i`, `b_i = g_b(c_i) + e_b,i`. `g` (with its bias output `g_b`) maps an
-  item's content features `c_i` (its language-model state and MiniLM text vector, `model.item_features`);
+  item's content features `c_i` (its language-model state and MiniLM text vector, `model.networks.item_features`);
   `e_i`, `e_b,i` are residuals learned for items with training interactions. An item nobody has taken yet (cold,
   hot-added) has no residual and gets `g(c)` alone; training drops the residuals of a share of the items at each
   step (DropoutNet: Volkovs et al., "DropoutNet: Addressing Cold Start in Recommender Systems", NeurIPS 2017), so
@@ -13,7 +13,7 @@ it and the head on the language model's final state.
 - Score: `u . v_i + b_i`, trained with full softmax cross-entropy over all items (Klenitskiy & Vasilev, "Turning
   Dross Into Gold Loss", RecSys 2023). Served as an inner-product search of `[u, 1]` against `[v_i, b_i]`.
 
-Item codes are 1..n_items (0 is padding), as in `model.sasrec`.
+Item codes are 1..n_items (0 is padding), as in `model.networks.sasrec`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.sasrec import PAD, CausalBlock, init_weights
+from model.networks.sasrec import PAD, CausalBlock, init_weights
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class TableModel(nn.Module):
 
     `warm` (n_items,) marks the items that have a residual (training interactions); it is a buffer, saved with
     the weights. The items' content features are not: they are recomputed from the items' text by the model that
-    made them (`model.item_features`) and passed in, so the saved table stays small."""
+    made them (`model.networks.item_features`) and passed in, so the saved table stays small."""
 
     def __init__(self, config: TableConfig, warm: torch.Tensor) -> None:
         super().__init__()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.engine import Engine
+from model.engines.base import Engine
 from model.prompts import RATING_TAGS
 
 RATING_CHOICES = ("1", "2", "3", "4", "5")

@@ -1,4 +1,4 @@
-"""A pool of HTTP replicas of one server role (e.g. every vLLM generation server), used by `model.vllm_engine`.
+"""A pool of HTTP replicas of one server role (e.g. every vLLM generation server), used by `model.engines.vllm_engine`.
 
 Requests go to the healthy replica with the fewest requests in flight (ties: round robin), over one shared
 `httpx.Client` (thread-safe, keeps connections alive). Failure handling, chosen so that retrying is safe:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from indexer.manifest import ModelFingerprint
+from indexer.core.fingerprint import ModelFingerprint
 
 
 def artifacts_dir() -> Path:
@@ -34,7 +34,7 @@ def index_dir_for(dataset: str, fingerprint: ModelFingerprint, chosen: Path | No
     return artifacts_dir() / "indexes" / dataset / name
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "deploy" / "artifacts"
+SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "artifacts"
 """Small trained artifacts committed with the repository (each with a manifest naming the command that made it),
 so that `make serve` answers with them on a fresh machine without training first."""
 

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from indexer.durable import replace_text, replace_with
+from indexer.core.durable import replace_text, replace_with
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"

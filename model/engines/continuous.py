@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 
-from model.engine import Generation, Reasoning
-from model.transformers_engine import TransformersEngine, _DecodeState
+from model.engines.base import Generation, Reasoning
+from model.engines.transformers_engine import TransformersEngine, _DecodeState
 
 
 @dataclass(eq=False)

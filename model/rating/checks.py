@@ -1,6 +1,6 @@
 """The checker of `/rate`'s reasoning: reads a four-tag answer sentence by sentence and verifies every claim against
 the data it speaks about (the history, the catalog, the target item, the overall average, the predicted rating),
-re-deriving each number here rather than reusing the generator's code (`model.rating_reasons`), so a wrong
+re-deriving each number here rather than reusing the generator's code (`model.rating.reasons`), so a wrong
 generator fails it. A sentence it cannot read is a failed claim too: nothing passes unchecked.
 
 In the spirit of Rec-SAVER's check of explanations (Tsai et al., "Leveraging LLM Reasoning Enhances
@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from indexer.catalog import Catalog, Item
-from model.prompts import RATING_TAGS, display_title
-from model.rankers.base import UserHistory
-from model.rating import parse_rating_output
-from model.rating_reasons import GOOD, MIN_GENRE_ITEMS, POOR
+from indexer.core.catalog import Catalog, Item
+from model.prompts import RATING_TAGS, UserHistory, display_title
+from model.rating.guided import parse_rating_output
+from model.rating.reasons import GOOD, MIN_GENRE_ITEMS, POOR
 
 TOLERANCE = 0.005 + 1e-9  # numbers are written with two decimals
 NUMBER = r"(-?\d+(?:\.\d+)?)"

@@ -1,10 +1,10 @@
-"""Content features of items, the input of the item table's content map g (`model.item_table`; docs/design.md
+"""Content features of items, the input of the item table's content map g (`model.networks.item_table`; docs/design.md
 section 2): what an item's text alone says about it, so that an item nobody has taken yet can be placed.
 
 Two parts, each optional (the table's manifest records which):
 - the language model's item state: [user: item prompt][assistant: `<answer>`] -> final hidden state, minus a
   stored center (the mean over the training catalog: the raw states are strongly anisotropic), L2-normalized;
-- the MiniLM text vector of the item's text (`model.minilm`), already L2-normalized.
+- the MiniLM text vector of the item's text (`model.networks.minilm`), already L2-normalized.
 A title outside the catalog is featurized as an item with that title only.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.catalog import Item
-from model.engine import Engine
-from model.minilm import TextEncoder, item_text
+from indexer.core.catalog import Item
+from model.engines.base import Engine
+from model.networks.minilm import TextEncoder, item_text
 from model.prompts import item_prompt
 
 
