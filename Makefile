@@ -35,8 +35,9 @@ test: setup  ## fast suite on the tiny model, then the slow tests on the real Sm
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" -q
 
-lint: setup  ## ruff: lint and import order over the whole tree
+lint: setup  ## ruff (lint, import order) and the import contracts of the floors (pyproject.toml)
 	$(BIN)/ruff check .
+	PYTHONPATH=. $(BIN)/lint-imports --no-cache
 
 # The fast suite runs a short fuzz profile and quick fault checks; these are the long runs, which write their
 # figures (with this command and the machine) into docs/results/reliability.md and .json.
@@ -102,7 +103,7 @@ ship-ml100k: setup  ## retrain the ML-100k artifacts shipped with the repository
 train-cl: setup  ## contrastive LoRA on ML-1M, its index, trained-vs-zero-shot report -> docs/results/cl/
 	$(BIN)/reasonrec train-cl --dataset ml-1m --protocol $(CL_PROTOCOL) --threads $(THREADS) $(CL_ARGS)
 	$(BIN)/reasonrec index --dataset ml-1m --adapter $(CL_ADAPTER) --threads $(THREADS)
-	$(BIN)/reasonrec tune-prior --dataset ml-1m --protocol $(CL_PROTOCOL) --adapter $(CL_ADAPTER) --out-dir docs/results/cl \
+	$(BIN)/reasonrec experiment tune-prior --dataset ml-1m --protocol $(CL_PROTOCOL) --adapter $(CL_ADAPTER) --out-dir docs/results/cl \
 		--threads $(THREADS)
 	$(BIN)/reasonrec eval --dataset ml-1m --protocol $(CL_PROTOCOL) --adapter $(CL_ADAPTER) --no-ratings \
 		--rankers sasrec,popular,content,direct-zero-shot,direct,reasoning --out-dir docs/results/cl --threads $(THREADS)
@@ -173,3 +174,42 @@ test-vllm: setup setup-vllm  ## vLLM engine vs transformers parity + the gateway
 
 bench-vllm: setup setup-vllm  ## both engines' start, requests/s, tokens/s and parity -> docs/results/vllm.json
 	REASONREC_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python tests/vllm/bench_engines.py
+
+# --- every report in docs/results that a command makes ---
+# Each target names its reports and about how long it takes on 2 shared CPU cores; `make reports` runs them all
+# (about a day). THREADS=1 lets two run side by side (`make -j2 ...`).
+.PHONY: reports report-ml100k report-ml100k-cold report-ratings report-reasoning report-reasoning-head
+REASONING_ADAPTER_ML1M := artifacts/adapters/ml-1m-leave-one-out-reasoning-seed0
+REASONING_ADAPTER_ML100K := artifacts/adapters/ml-100k-leave-one-out-reasoning-seed0
+
+report-ml100k: ship-ml100k  ## ml-100k-leave-one-out.* (~1 h 30: the shipped artifacts, then 300 seeded LLM users)
+	$(BIN)/reasonrec eval --dataset ml-100k --protocol leave-one-out --threads $(THREADS) --no-ratings \
+		--llm-users 300 --reasoning-tokens 48
+
+report-ml100k-cold: setup  ## ml-100k-cold-items.*, bench_cold_tradeoff_ml-100k.* (~40 min)
+	$(BIN)/reasonrec train-sasrec --dataset ml-100k --protocol cold-items --threads $(THREADS)
+	$(BIN)/reasonrec train-table --dataset ml-100k --protocol cold-items --threads $(THREADS) --no-head
+	$(BIN)/reasonrec eval --dataset ml-100k --protocol cold-items --threads $(THREADS) \
+		--rankers sasrec,popular,content,table,table-content
+	$(BIN)/python -m benchmarks.cold_tradeoff --dataset ml-100k
+
+# The SVD row needs SVD_PYTHON: a Python with scikit-surprise (it builds C extensions, so it is not a dependency).
+SVD_PYTHON ?=
+report-ratings: setup  ## ml-1m-ratings.* (~40 min)
+	$(BIN)/reasonrec eval-rating --dataset ml-1m --threads $(THREADS) $(if $(SVD_PYTHON),--svd-python $(SVD_PYTHON),)
+
+report-reasoning: setup  ## ml-1m-reasoning.* (~1 h 10: the ML-1M reasoning SFT ~40 min, then 300 seeded users ~25 min)
+	$(BIN)/reasonrec train-reasoning --dataset ml-1m --threads $(THREADS)
+	$(BIN)/reasonrec eval-reasoning --dataset ml-1m --adapter $(REASONING_ADAPTER_ML1M) --users 300 --threads $(THREADS)
+
+report-reasoning-head: ship-ml100k  ## ml-100k-reasoning-head.* (~2 h: the ML-100k reasoning SFT, then the experiment)
+	$(BIN)/reasonrec train-reasoning --dataset ml-100k --threads $(THREADS)
+	$(BIN)/reasonrec experiment reasoning-head --dataset ml-100k --adapter $(REASONING_ADAPTER_ML100K) \
+		--threads $(THREADS) --conclusions forecast
+
+# ML-1M evaluations (`eval`, several hours), benchmarks (`bench` ~1 h, `bench-cuts`, `bench-cold` on ML-1M after
+# `eval`), the load test (~40 min), the reliability runs (`fuzz` ~10 min, `faults` ~15 min), the vLLM comparison
+# (`bench-vllm` ~15 min) and the contrastive LoRA runs (`train-cl`, several hours) write the others.
+reports: eval report-ml100k report-ml100k-cold report-ratings report-reasoning report-reasoning-head bench bench-cuts \
+		loadtest fuzz faults bench-vllm train-cl  ## every report of docs/results (about a day on 2 cores)
+	$(MAKE) bench-cold DATASET=ml-1m

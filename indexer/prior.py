@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 
 from indexer.index import SearchResult
 
+PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""The weights a validation run tries (`reasonrec train-cl`, `reasonrec experiment tune-prior`), best reported."""
 FIRST_FETCH = 4
 """The first search fetches this many times k items by cosine; each retry fetches 4 times more."""
 

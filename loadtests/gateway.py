@@ -115,7 +115,8 @@ def busy_processes(limit: int = 4) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,stat,pcpu,args", "--sort=-pcpu", "--no-headers"], capture_output=True,
                          text=True, check=False).stdout.splitlines()
     rows = [line.split(None, 3) for line in out]
-    return [f"{row[2]}% {row[3][:90]}" for row in rows
+    here = f"{Path.cwd()}/"  # command lines as a checkout shows them: no path of this machine in a report
+    return [f"{row[2]}% {row[3].replace(here, '')[:90]}" for row in rows
             if len(row) == 4 and int(row[0]) != os.getpid() and not row[1].startswith("T")
             and float(row[2]) >= 10][:limit]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Literal, TypeVar
 
 from model.engines.base import Deadline, DeadlineExpired, current_deadline
-from service.rankers.base import CannotRank
+from service.errors import CannotRank
 
 log = logging.getLogger(__name__)
 

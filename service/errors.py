@@ -139,3 +139,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+class CannotRank(Exception):
+    """This ranker cannot rank this query (e.g. sasrec knows no item of the history, or the engine failed); the
+    next ranker of the fallback chain answers and the response's `fallback` says `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

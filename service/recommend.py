@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 
 from indexer.store import ItemStore
-from service.errors import ApiError
+from service.errors import ApiError, CannotRank
 from service.history import resolve_history
-from service.rankers import LAST_RESORT_RANKER, CannotRank, Ranked, RankQuery
+from service.rankers import LAST_RESORT_RANKER, Ranked, RankQuery
 from service.schemas import ModelInfo, RecommendRequest, RecommendResponse, RecommendTimings, ScoredItem
 from service.settings import Settings
 from service.state import AppState

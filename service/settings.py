@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REASONREC_", extra="ignore")
 
     # ---- model and index -------------------------------------------------------------------------------------
+    artifacts: Path = Field(Path("artifacts"), description=(
+        "Root of the trained artifacts (converted model, indexes, tables, checkpoints): the folder the "
+        "`reasonrec` jobs write to under the same variable."))
+    default_artifacts: bool = Field(True, description=(
+        "Fill each unset artifact (sasrec_checkpoint, table, rating_model) with the dataset's finished one under "
+        "`artifacts`, else the one shipped in deploy/artifacts/<dataset>; off: serve only what is configured."))
     model: str = Field("smollm2", description='Model to serve: "smollm2" (default), "tiny" (tests) or a HF folder.')
     adapter: Path | None = Field(None, description="Optional peft LoRA adapter folder applied on top of the model.")
     dataset: str = Field("ml-100k", description="Dataset whose index is served when index_dir is not set.")

@@ -27,15 +27,11 @@ from redis.exceptions import RedisError
 
 from indexer.core.catalog import Item
 from indexer.core.fingerprint import ManifestMismatchError
-from indexer.core.paths import index_dir_for
 from indexer.errors import CorruptIndexError
 from indexer.manifest import check_table
 from indexer.store import CURRENT_FILE, ItemStore
 from model.engines.base import Engine
 from model.engines.batching import MicroBatchingEngine
-from model.engines.merge import model_folder
-from model.engines.transformers_engine import load_engine as load_transformers_engine
-from model.engines.vllm_engine import VllmEngine, VllmTimeouts
 from model.networks.item_features import ContentFeaturizer
 from model.networks.table_artifact import TableArtifact
 from model.prompts import item_prompt
@@ -45,8 +41,9 @@ from service.catalog_sync import CatalogSync
 from service.coalesce import Coalescer
 from service.errors import ApiError
 from service.metrics import Metrics
-from service.rankers import RANKERS, Ranker
+from service.rankers import LlmServing, Ranker, build_rankers
 from service.settings import Settings
+from service.startup import Served
 
 log = logging.getLogger(__name__)
 
@@ -173,75 +170,23 @@ class AppState:
             await self.sync.close()
 
 
-def load_engine(settings: Settings) -> Engine:
-    """The in-process transformers engine for `settings.model` (+ adapter), behind the micro-batcher unless
-    `settings.micro_batching` is off; or, with `settings.engine == "vllm"`, the vLLM client (the vLLM servers
-    batch for themselves)."""
-    if settings.engine == "vllm":
-        timeouts = VllmTimeouts(read_s=settings.request_timeout_s, retry_after_s=settings.vllm_retry_after_s)
-        return VllmEngine.for_model_folder(
-            model_folder(settings.model), settings.vllm_generate_urls, settings.vllm_pool_urls, timeouts
-        )
-    engine = load_transformers_engine(settings.model, settings.adapter, batch_size=settings.engine_batch_size)
-    if not settings.micro_batching:
-        return engine
-    return MicroBatchingEngine(
-        engine, window_s=settings.batch_window_ms / 1000.0, max_batch=settings.engine_batch_size,
-        continuous=settings.continuous_batching,
-    )
-
-
-def load_table(settings: Settings, engine: Engine) -> tuple[TableArtifact | None, ContentFeaturizer | None]:
-    """The configured item table and the featurizer of new items' content (loads MiniLM when the table reads it);
-    an error when the table was trained on another language model's states."""
-    if settings.table is None:
-        return None, None
-    table = TableArtifact.load(settings.table)
-    if (table.spec.llm or table.has_head) and table.fingerprint != engine.fingerprint:
-        raise ValueError(f"REASONREC_TABLE={settings.table} was trained on the states of {table.fingerprint}, not of "
-                         f"the served model {engine.fingerprint}; train one for this model with "
-                         "`reasonrec train-table`")
-    text_encoder = None
-    if table.spec.minilm:
-        from model.networks.minilm import MiniLMEncoder
-
-        text_encoder = MiniLMEncoder()
-    return table, ContentFeaturizer(table.spec, engine, text_encoder, table.center)
-
-
-def load_rating_model(settings: Settings) -> RatingModel | None:
-    """The configured rating model (`settings.rating_model`), None when unset; an error for one with a head on
-    the language model's state (an evaluation ablation, `reasonrec train-rating --head`; not served)."""
-    if settings.rating_model is None:
-        return None
-    rating = RatingModel.load(settings.rating_model)
-    if rating.uses_head:
-        raise ValueError(f"REASONREC_RATING_MODEL={settings.rating_model} has a head on the language model's state "
-                         "(an evaluation ablation): serve a model trained without --head")
-    return rating
-
-
-async def start_state(settings: Settings, metrics: Metrics, engine: Engine | None = None) -> AppState:
-    """Load the engine (unless given), open the cache, try the index; see the module docstring."""
+async def start_state(served: Served, metrics: Metrics) -> AppState:
+    """Open the cache, build the rankers, try the index; see the module docstring."""
+    settings, engine, table, featurizer = served.settings, served.engine, served.table, served.featurizer
     workers = ThreadPoolExecutor(
         2 * settings.max_inflight + 8, thread_name_prefix="reasonrec", initializer=faiss.omp_set_num_threads,
         initargs=(settings.search_threads,),
     )
     asyncio.get_running_loop().set_default_executor(workers)
-    if engine is None:
-        engine = await asyncio.to_thread(load_engine, settings)
     if isinstance(engine, MicroBatchingEngine):
         engine.observer = metrics
-    table, featurizer = await asyncio.to_thread(load_table, settings, engine)
-    index_dir = index_dir_for(settings.dataset, engine.fingerprint, settings.index_dir,
-                              table.table_hash if table else None)
     cache = make_cache(settings, metrics)
     state = AppState(
-        settings, metrics, engine, cache, index_dir, InflightLimiter(settings.max_inflight, metrics),
-        Coalescer(cache, metrics), table=table, featurizer=featurizer,
-        rating=await asyncio.to_thread(load_rating_model, settings),
+        settings, metrics, engine, cache, served.index_dir, InflightLimiter(settings.max_inflight, metrics),
+        Coalescer(cache, metrics), table=table, featurizer=featurizer, rating=served.rating,
     )
-    state.rankers = {name: cls(state) for name, cls in RANKERS.items()}
+    llm = LlmServing(engine, table, featurizer, state.coalescer, settings.request_timeout_s, settings.popularity_prior)
+    state.rankers = build_rankers(state.ready_store, metrics, llm, settings.sasrec_checkpoint)
     if settings.catalog_sync:
         state.sync = CatalogSync(str(settings.redis_url), settings.cache_prefix, metrics, settings.redis_secret())
     await state.ensure_index()

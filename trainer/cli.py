@@ -10,10 +10,14 @@
     reasonrec eval-rating --dataset ml-1m          # the rating report: baselines, MF, the served model, ablations
     reasonrec train-reasoning --dataset ml-1m      # reasoning SFT on program-written rationales (resumable)
     reasonrec eval-reasoning --adapter DIR         # marker rate, faithfulness, next-genre match of the reasoning
-    reasonrec train-reasoning-head --adapter DIR   # heads on reasoning states against direct ones; report
     reasonrec eval --dataset ml-1m                 # every ranker, one harness, reports in docs/results
-    reasonrec tune-prior --dataset ml-1m           # the popularity prior's weight, on validation users
     reasonrec merge-adapter --adapter DIR          # base + LoRA in one folder, for the vLLM servers
+
+Measurements outside the recipe (`trainer.experiments`: they showed no gain, their reports keep the finding):
+
+    reasonrec experiment reasoning-head --adapter DIR   # heads on reasoning states against direct ones
+    reasonrec experiment tune-prior --dataset ml-1m     # the popularity prior's weight, on validation users
+    reasonrec experiment rating-head --dataset ml-1m    # a head on the LM state at <rate> beside the rating model
 
 Each job's flags come from its config dataclass (`trainer.config_args`); `reasonrec <command> --help` lists them.
 """
@@ -26,6 +30,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -98,7 +103,8 @@ def cmd_train_sasrec(args: argparse.Namespace) -> int:
 
 
 def cmd_train_table(args: argparse.Namespace) -> int:
-    from trainer.train.table import TableTrainConfig, train_table
+    from trainer.train.table.config import TableTrainConfig
+    from trainer.train.table.job import train_table
 
     config = config_from_args(TableTrainConfig, args)
     artifact = train_table(config, command=_command_line())
@@ -164,23 +170,34 @@ def cmd_eval_reasoning(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_reasoning_head(args: argparse.Namespace) -> int:
-    from trainer.train.reasoning_head import ReasoningHeadConfig, train_reasoning_head
+def cmd_reasoning_head(args: argparse.Namespace) -> int:
+    from trainer.experiments.reasoning_head import ReasoningHeadConfig, train_reasoning_head
 
     _print_written(train_reasoning_head(config_from_args(ReasoningHeadConfig, args), _command_line()))
     return 0
 
 
+def cmd_rating_head(args: argparse.Namespace) -> int:
+    from trainer.experiments.rating_head import RatingHeadConfig, train_rating_head
+
+    config = config_from_args(RatingHeadConfig, args)
+    head = train_rating_head(config, _command_line()).meta["head"]
+    print(f"rating model with a head {config.folder}: ridge weight {head['ridge_weight']:g}; RMSE gain on the test "
+          f"sample {head['rmse_gain_ci95']['mean']:+.4f} {list(head['rmse_gain_ci95']['ci95'])}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from trainer.evaluation.job import EvalConfig, run_eval
+    from trainer.evaluation.config import EvalConfig
+    from trainer.evaluation.job import run_eval
 
     _print_written(run_eval(config_from_args(EvalConfig, args), _command_line()))
     return 0
 
 
 def cmd_tune_prior(args: argparse.Namespace) -> int:
-    from trainer.evaluation.job import EvalConfig
-    from trainer.evaluation.prior import tune_prior
+    from trainer.evaluation.config import EvalConfig
+    from trainer.experiments.tune_prior import tune_prior
 
     config = config_from_args(EvalConfig, args, rankers=("direct",), ratings=False)
     _print_written(tune_prior(config, args.valid_users, _command_line()))
@@ -204,24 +221,25 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainer.evaluation.job import EvalConfig
+    from trainer.evaluation.config import EvalConfig
     from trainer.evaluation.rating_eval import RatingEvalConfig
     from trainer.evaluation.reasoning_eval import ReasoningEvalConfig
+    from trainer.experiments.rating_head import RatingHeadConfig
+    from trainer.experiments.reasoning_head import ReasoningHeadConfig
     from trainer.train.contrastive.config import ContrastiveConfig
     from trainer.train.index import IndexJobConfig
     from trainer.train.rating import RatingTrainConfig
-    from trainer.train.reasoning_head import ReasoningHeadConfig
     from trainer.train.reasoning_sft import ReasoningSftConfig
     from trainer.train.sasrec import SasrecTrainConfig
-    from trainer.train.table import TableTrainConfig
+    from trainer.train.table.config import TableTrainConfig
 
     parser = argparse.ArgumentParser(prog="reasonrec", description=__doc__, formatter_class=Help)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int], config: type | None = None,
-                **config_options: tuple[str, ...]) -> argparse.ArgumentParser:
-        job = sub.add_parser(name, help=help_text, description=help_text, formatter_class=Help)
+                group: Any = sub, **config_options: tuple[str, ...]) -> argparse.ArgumentParser:
+        job = group.add_parser(name, help=help_text, description=help_text, formatter_class=Help)
         if config is not None:
             add_config_args(job, config, **config_options)
             job.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -261,8 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
                            help="TOML file of settings (e.g. trainer/recipes/reasoning-gpu.toml); flags override it")
     command("eval-reasoning", "the model's own reasoning: marker rate, faithfulness, next-genre match, latency",
             cmd_eval_reasoning, ReasoningEvalConfig)
-    command("train-reasoning-head", "heads on the state after the taught reasoning against the direct state; report",
-            cmd_train_reasoning_head, ReasoningHeadConfig)
 
     command("eval", "evaluate rankers on one split; write docs/results reports", cmd_eval, EvalConfig)
     command("train-rating", "train the rating model that /rate serves (resumable)", cmd_train_rating,
@@ -270,16 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
     command("eval-rating", "the rating report on the rating protocol; writes docs/results", cmd_eval_rating,
             RatingEvalConfig)
 
-    tune = command("tune-prior", "choose the popularity prior's weight on validation users", cmd_tune_prior,
-                   EvalConfig, skip=("rankers", "ratings", "sasrec_checkpoint", "llm_users",
-                                     "reasoning_users", "reasoning_tokens", "popularity_prior", "bootstrap",
-                                     "bootstrap_seed", "trec_dir"))
-    tune.add_argument("--valid-users", type=int, default=300, help="seeded validation users (300)")
-
     merge = command("merge-adapter", "merge a LoRA adapter into its base weights (for vLLM)", cmd_merge_adapter)
     merge.add_argument("--model", default="smollm2", help="base: smollm2 (default), tiny, or a local HF model folder")
     merge.add_argument("--adapter", type=Path, required=True, help="peft LoRA adapter folder")
     merge.add_argument("--out", type=Path, default=None, help="output folder (default under artifacts/models)")
+
+    experiment = sub.add_parser("experiment", help="measurements outside the recipe (they showed no gain)",
+                                description="Measurements outside the recipe: each showed no gain, and its report "
+                                "keeps the finding (trainer/experiments).", formatter_class=Help)
+    lab = experiment.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    command("reasoning-head", "heads on the state after the taught reasoning against the direct state; report",
+            cmd_reasoning_head, ReasoningHeadConfig, group=lab)
+    tune = command("tune-prior", "choose the popularity prior's weight on validation users", cmd_tune_prior,
+                   EvalConfig, group=lab, skip=("rankers", "ratings", "sasrec_checkpoint", "llm_users",
+                                                "reasoning_users", "reasoning_tokens", "popularity_prior",
+                                                "bootstrap", "bootstrap_seed", "trec_dir"))
+    tune.add_argument("--valid-users", type=int, default=300, help="seeded validation users (300)")
+    command("rating-head", "the rating model with a head on the language model's state at <rate>", cmd_rating_head,
+            RatingHeadConfig, group=lab)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The machine line that every training and evaluation report names.
+"""The machine line that every training and evaluation report names, and the paths a report may show.
 
 Reports in `docs/results/` were made on more than one kind of 2-core machine (Intel Xeon and AMD EPYC), so the line
 names the CPU model next to the cores, torch threads and accelerator: timings are only comparable on the same one.
@@ -29,3 +29,11 @@ def machine_line() -> str:
     accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
             f"{accelerator}; Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (reports stay valid in any checkout)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -12,13 +12,15 @@ from pathlib import Path
 from indexer.core.fingerprint import ModelFingerprint
 
 
-def artifacts_dir() -> Path:
-    """The artifacts root: `$REASONREC_ARTIFACTS` if set, else `./artifacts` (created on demand by writers)."""
-    return Path(os.environ.get("REASONREC_ARTIFACTS", "artifacts")).expanduser().resolve()
+def artifacts_dir(root: Path | None = None) -> Path:
+    """The artifacts root: `root` when given (the service passes `REASONREC_ARTIFACTS` from its settings), else
+    `$REASONREC_ARTIFACTS` if set (the jobs of the command line), else `./artifacts` (created on demand by writers)."""
+    chosen = root if root is not None else Path(os.environ.get("REASONREC_ARTIFACTS", "artifacts"))
+    return Path(chosen).expanduser().resolve()
 
 
 def index_dir_for(dataset: str, fingerprint: ModelFingerprint, chosen: Path | None = None,
-                  table: str | None = None) -> Path:
+                  table: str | None = None, root: Path | None = None) -> Path:
     """The index folder of a dataset for one model+adapter+template (+ item table: `table` is its hash): `chosen`
     when one is given (a flag or `REASONREC_INDEX_DIR`), else the default where `reasonrec index` writes and the
     service looks. The one rule every command and the service follow.
@@ -31,7 +33,7 @@ def index_dir_for(dataset: str, fingerprint: ModelFingerprint, chosen: Path | No
     if fingerprint.adapter_hash:
         name += f"-lora-{fingerprint.adapter_hash}"
     name += f"-tpl{fingerprint.template_version}" + (f"-table-{table}" if table else "")
-    return artifacts_dir() / "indexes" / dataset / name
+    return artifacts_dir(root) / "indexes" / dataset / name
 
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "artifacts"
@@ -47,11 +49,21 @@ def finished_or_shipped(trained: Path, shipped: Path, is_done: Callable[[Path], 
     return None
 
 
-def table_dir(dataset: str, protocol: str = "leave-one-out", seed: int = 0) -> Path:
+def table_dir(dataset: str, protocol: str = "leave-one-out", seed: int = 0, root: Path | None = None) -> Path:
     """Where `reasonrec train-table` writes a dataset's item-table artifact, and where the service looks for it."""
-    return artifacts_dir() / "tables" / f"{dataset}-{protocol}-seed{seed}"
+    return artifacts_dir(root) / "tables" / f"{dataset}-{protocol}-seed{seed}"
 
 
-def sasrec_dir(dataset: str, protocol: str = "leave-one-out", seed: int = 0) -> Path:
+def sasrec_dir(dataset: str, protocol: str = "leave-one-out", seed: int = 0, root: Path | None = None) -> Path:
     """Where `reasonrec train-sasrec` writes a dataset's SASRec+ checkpoint, and where the service looks for it."""
-    return artifacts_dir() / "sasrec" / f"{dataset}-{protocol}-seed{seed}"
+    return artifacts_dir(root) / "sasrec" / f"{dataset}-{protocol}-seed{seed}"
+
+
+def rating_dir(dataset: str, seed: int = 0, root: Path | None = None) -> Path:
+    """Where `reasonrec train-rating` writes a dataset's rating model, and where the service looks for it."""
+    return artifacts_dir(root) / "rating" / f"{dataset}-seed{seed}"
+
+
+def models_dir(root: Path | None = None) -> Path:
+    """Where converted and merged language models live (`artifacts/models`)."""
+    return artifacts_dir(root) / "models"

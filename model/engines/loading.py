@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from indexer.core.fingerprint import ModelFingerprint
-from indexer.core.paths import artifacts_dir
+from indexer.core.paths import models_dir
 from model.engines.tiny import tiny_llama, tiny_tokenizer
 from model.prompts import TEMPLATE_VERSION
 
@@ -57,14 +57,16 @@ class LoadedModel:
         return int(self.model.config.hidden_size)
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = None) -> LoadedModel:
-    """Load `smollm2` (default), `tiny` (random test model) or a local HF folder; apply a LoRA adapter if given."""
+def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = None,
+               artifacts: Path | None = None) -> LoadedModel:
+    """Load `smollm2` (default; converted once under the `artifacts` root), `tiny` (random test model) or a local
+    HF folder; apply a LoRA adapter if given."""
     adapter_hash = None
     if name_or_path == TINY_MODEL:
         model, tokenizer = tiny_llama(), tiny_tokenizer()
         model_id, weights_hash = "tiny-llama", _state_dict_hash(model)
     else:
-        folder = default_model_dir() if name_or_path == DEFAULT_MODEL else Path(name_or_path)
+        folder = default_model_dir(artifacts) if name_or_path == DEFAULT_MODEL else Path(name_or_path)
         if name_or_path == DEFAULT_MODEL:
             materialize_smollm2(folder)
         if not (folder / "config.json").is_file():
@@ -88,8 +90,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = N
     return LoadedModel(model, tokenizer, fingerprint)
 
 
-def default_model_dir() -> Path:
-    return artifacts_dir() / "models" / SMOLLM2_ID
+def default_model_dir(artifacts: Path | None = None) -> Path:
+    """Where the converted SmolLM2 lives under the artifacts root."""
+    return models_dir(artifacts) / SMOLLM2_ID
 
 
 def smollm2_gguf_path() -> Path:

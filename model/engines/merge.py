@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from indexer.core.paths import artifacts_dir
+from indexer.core.paths import models_dir
 from model.engines.loading import (
     DEFAULT_MODEL,
     MERGED_FILE,
@@ -28,7 +28,7 @@ def merge_adapter(base: str, adapter: Path, out: Path | None = None) -> Path:
     """Write base + adapter, merged, to `out` (default `artifacts/models/<model>-lora-<adapter hash>`)."""
     loaded = load_model(base, adapter)
     fp = loaded.fingerprint
-    out = out or artifacts_dir() / "models" / f"{fp.model_id}-lora-{fp.adapter_hash}"
+    out = out or models_dir() / f"{fp.model_id}-lora-{fp.adapter_hash}"
     loaded.model.save_pretrained(out, safe_serialization=True)
     loaded.tokenizer.save_pretrained(out)
     meta = {
@@ -39,6 +39,7 @@ def merge_adapter(base: str, adapter: Path, out: Path | None = None) -> Path:
     return out
 
 
-def model_folder(model: str) -> Path:
-    """The HF folder of a `REASONREC_MODEL` value: "smollm2" is the converted default, anything else a path."""
-    return default_model_dir() if model == DEFAULT_MODEL else Path(model)
+def model_folder(model: str, artifacts: Path | None = None) -> Path:
+    """The HF folder of a `REASONREC_MODEL` value: "smollm2" is the converted default (under the `artifacts`
+    root), anything else a path."""
+    return default_model_dir(artifacts) if model == DEFAULT_MODEL else Path(model)

@@ -288,7 +288,9 @@ def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def load_engine(model: str, adapter: str | Path | None = None, batch_size: int = 8) -> TransformersEngine:
+def load_engine(model: str, adapter: str | Path | None = None, batch_size: int = 8,
+                artifacts: Path | None = None) -> TransformersEngine:
     """The in-process engine of `model` (smollm2, tiny or an HF folder) with the LoRA `adapter` applied: the one
-    loader every command and the service use (the service may put it behind `model.engines.batching`)."""
-    return TransformersEngine(load_model(model, adapter), batch_size=batch_size)
+    loader every command and the service use (the service may put it behind `model.engines.batching`, and names
+    its `artifacts` root)."""
+    return TransformersEngine(load_model(model, adapter, artifacts), batch_size=batch_size)

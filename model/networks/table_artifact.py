@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,9 +22,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from indexer.core.catalog import Item
 from indexer.core.durable import replace_text, replace_with
 from indexer.core.fingerprint import ModelFingerprint
-from model.networks.item_features import FeatureSpec
+from model.networks.item_features import FeatureSpec, combine
 from model.networks.item_table import TableConfig, TableModel, state_head
 
 WEIGHTS_FILE = "table.safetensors"
@@ -92,6 +94,26 @@ class TableArtifact:
         with torch.inference_mode():
             return self.model.content_rows(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
 
+    def index_rows(self, items: Sequence[Item], states: np.ndarray) -> np.ndarray:
+        """The [v, b] row of each item from its raw item state, as the index holds it: the trained row for the
+        table's items, the content part alone for the others."""
+        text = None
+        if self.spec.minilm:
+            from model.networks.minilm import MiniLMEncoder, item_text  # loads MiniLM only for tables that read it
+
+            text = MiniLMEncoder().encode([item_text(item) for item in items])
+        features = combine(self.spec, states, text, self.center)
+        code = self.code_of
+        in_table = np.zeros((self.model.config.n_items + 1, features.shape[1]), dtype=np.float32)
+        rows_of = {code[item.item_id]: row for row, item in enumerate(items) if item.item_id in code}
+        in_table[list(rows_of)] = features[list(rows_of.values())]
+        with torch.inference_mode():
+            trained = self.model.table(torch.from_numpy(in_table)).numpy()
+        rows = self.content_rows(features)
+        for table_code, row in rows_of.items():
+            rows[row] = trained[table_code]
+        return rows
+
     @property
     def table_hash(self) -> str:
         """Identifies the trained weights (index manifests and cache keys carry it)."""
@@ -102,6 +124,13 @@ def finished_table(folder: Path) -> bool:
     """Whether `folder` holds the artifact of a finished `reasonrec train-table` run."""
     meta = folder / META_FILE
     return meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("status") == "done"
+
+
+def stored_fingerprint(folder: Path) -> ModelFingerprint | None:
+    """The language model whose states a table artifact was trained on, read from its manifest alone (None: a
+    table of MiniLM features only)."""
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    return ModelFingerprint.from_json(meta["fingerprint"]) if meta.get("fingerprint") else None
 
 
 def file_hash(path: Path) -> str:

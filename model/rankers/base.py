@@ -1,7 +1,7 @@
 """What every ranker reads and returns, shared by the service and the evaluation harness.
 
 A ranker core ranks the catalog for a user's history. The service (`service.rankers`) wraps a core with caching,
-request coalescing, deadlines and fallback; the evaluation harness (`trainer.evaluation.harness`) wraps the same
+request coalescing, deadlines and fallback; the evaluation harness (`trainer.protocol.harness`) wraps the same
 core with batching and a disk cache, so what is measured is what is served (docs/design.md, "Rankers").
 
 Cheap cores (`ScoreRanker`) score every item they know at once: `scores(histories)` is a matrix whose columns

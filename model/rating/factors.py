@@ -11,7 +11,7 @@ part folded in from the request's history, and an optional head on the language 
   that trained the items (`fold_in`). A user with no usable rating gets b_u = 0, p_u = 0.
 - Items outside the model (hot-added, unknown) get b_i = 0 and q_i = 0: the prediction is mu + b_u.
 - Optional: a linear head on the language model's final state at `<rate>` after the direct rating prompt
-  (`model.rating.states`), fitted on the residuals of the rest (`trainer.train.rating_head`).
+  (`model.rating.states`), fitted on the residuals of the rest (`trainer.experiments.rating_head`).
 
 The artifact (`RatingModel.save`/`load`) is a folder: `rating.safetensors` (item biases and factors, the
 optional head) and `rating.json` (item ids, mu, the fold-in regularisation, shapes, data, metrics, command).
@@ -29,10 +29,11 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from indexer.core.durable import replace_text, replace_with
-from indexer.core.paths import artifacts_dir
 
 WEIGHTS_FILE = "rating.safetensors"
 META_FILE = "rating.json"
+HEAD_EVAL_FILE = "head-eval.npz"
+"""Beside a model with a head (`reasonrec experiment rating-head`): its predictions on the seeded test sample."""
 MAX_FOLD_IN = 200
 """Most recent rated history entries a fold-in reads (the API's history cap, `service.schemas.MAX_HISTORY`)."""
 
@@ -127,11 +128,6 @@ class RatingModel:
         weights = load_file(str(folder / WEIGHTS_FILE))
         return cls(list(meta["item_ids"]), float(meta["mean"]), weights["item_bias"], weights["item_factors"],
                    float(meta["reg_bias"]), float(meta["reg_factor"]), weights.get("head"), meta)
-
-
-def rating_dir(dataset: str, seed: int = 0) -> Path:
-    """Where `reasonrec train-rating` writes a dataset's rating model, and where the service looks for it."""
-    return artifacts_dir() / "rating" / f"{dataset}-seed{seed}"
 
 
 def finished_rating_model(folder: Path) -> bool:

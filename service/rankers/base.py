@@ -1,18 +1,21 @@
 """What every served ranker receives and returns, and the interface the dispatch (`service.recommend`) calls.
 
 A served ranker wraps a ranker core of `model.rankers` (the same class the evaluation harness measures) with
-what serving needs: the app's current catalog and index, caching and deadlines (`service.rankers.llm`).
+what serving needs: the app's current catalog and index (`StoreGetter`), metrics, caching and deadlines
+(`service.rankers.llm`). Each is built with what it uses (`service.rankers.build_rankers`), never the app state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
+from indexer.store import ItemStore
 from model.prompts import UserHistory
 
-if TYPE_CHECKING:
-    from service.state import AppState
+StoreGetter = Callable[[], ItemStore]
+"""The item store the app serves now, or a 503 naming why there is none (`AppState.ready_store`)."""
 
 
 @dataclass(frozen=True)
@@ -26,15 +29,6 @@ class RankQuery:
     reasoning_tokens: int
 
 
-class CannotRank(Exception):
-    """This ranker cannot rank this query (e.g. sasrec knows no item of the history, or the engine failed); the
-    next ranker of the fallback chain answers and the response's `fallback` says `reason`."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 @dataclass(frozen=True)
 class Ranked:
     items: list[tuple[str, float]]
@@ -46,12 +40,10 @@ class Ranked:
 
 
 class Ranker(Protocol):
-    """One ranker per app, built by its class from the app state. `uses_engine`: may time out or fail (the
-    fallback ranker must not)."""
+    """One ranker per app (`service.rankers.build_rankers`). `uses_engine`: may time out or fail (the fallback
+    ranker must not)."""
 
     uses_engine: ClassVar[bool]
-
-    def __init__(self, state: AppState) -> None: ...
 
     async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
         """Rank for `query`; add per-stage milliseconds to `timings_ms`; raise `CannotRank` (e.g. `EngineFailure`

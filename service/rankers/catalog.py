@@ -20,7 +20,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -31,11 +31,9 @@ from model.rankers.base import ScoreRanker, top_k_of
 from model.rankers.content import ContentRanker
 from model.rankers.popular import PopularRanker
 from model.rankers.sasrec import SasrecRanker
-from service.errors import ApiError
-from service.rankers.base import CannotRank, Ranked, RankQuery
-
-if TYPE_CHECKING:
-    from service.state import AppState
+from service.errors import ApiError, CannotRank
+from service.metrics import Metrics
+from service.rankers.base import Ranked, RankQuery, StoreGetter
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +43,8 @@ class ServedScoreRanker(ABC):
 
     uses_engine: ClassVar[bool] = False
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, store: StoreGetter, metrics: Metrics) -> None:
+        self.store, self.metrics = store, metrics
         self._built: tuple[Catalog, ScoreRanker, frozenset[str]] | None = None
         self._lock = threading.Lock()
 
@@ -73,8 +71,8 @@ class ServedScoreRanker(ABC):
         return core, top_k_of(scores, core.item_ids, query.k, query.exclude | gone)
 
     async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
-        catalog = self.state.ready_store().catalog
-        with self.state.metrics.stage("search", timings_ms):
+        catalog = self.store().catalog
+        with self.metrics.stage("search", timings_ms):
             core, top = await asyncio.to_thread(self._rank, catalog, query)
         return Ranked(top, notes=self.notes(core, catalog, query))
 
@@ -85,8 +83,9 @@ class PopularServed(ServedScoreRanker):
 
 
 class SasrecServed(ServedScoreRanker):
-    def __init__(self, state: AppState) -> None:
-        super().__init__(state)
+    def __init__(self, store: StoreGetter, metrics: Metrics, checkpoint: Path | None) -> None:
+        super().__init__(store, metrics)
+        self.checkpoint = checkpoint
         self._scorer: SasrecScorer | None = None
         self._failed: tuple[tuple[tuple[str, int], ...], str] | None = None
         """(files and mtimes, error) of the last failed load: the same files are not read again."""
@@ -94,7 +93,7 @@ class SasrecServed(ServedScoreRanker):
     def scorer(self) -> SasrecScorer:
         """The loaded scorer, or a 503 naming what to do (no checkpoint configured, or it cannot be read)."""
         if self._scorer is None:
-            path = self.state.settings.sasrec_checkpoint
+            path = self.checkpoint
             if path is None:
                 raise ApiError(503, "the sasrec ranker has no checkpoint: train one with `reasonrec train-sasrec "
                                "--dataset <dataset>` and set REASONREC_SASREC_CHECKPOINT", param="ranker")
@@ -134,8 +133,8 @@ class SasrecServed(ServedScoreRanker):
 
 
 class ContentServed(ServedScoreRanker):
-    def __init__(self, state: AppState) -> None:
-        super().__init__(state)
+    def __init__(self, store: StoreGetter, metrics: Metrics) -> None:
+        super().__init__(store, metrics)
         self._encoder: TextEncoder | None = None
         self._vectors: dict[str, np.ndarray] = {}
 

@@ -12,16 +12,34 @@ is searched against whatever the index holds now.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
-from model.engines.base import Deadline
+from model.engines.base import Deadline, Engine
+from model.networks.item_features import ContentFeaturizer
+from model.networks.table_artifact import TableArtifact
 from model.rankers.llm import LlmRanker, UserState
 from service.cache import CacheEntry, cache_key
+from service.coalesce import Coalescer
 from service.engine_calls import call_engine
-from service.rankers.base import Ranked, RankQuery
+from service.metrics import Metrics
+from service.rankers.base import Ranked, RankQuery, StoreGetter
 
-if TYPE_CHECKING:
-    from service.state import AppState
+
+@dataclass(frozen=True)
+class LlmServing:
+    """What the language-model rankers use besides the store and the metrics."""
+
+    engine: Engine
+    table: TableArtifact | None
+    """The item table: u = s(history) + f(state) over its rows; None: the raw state by cosine."""
+    featurizer: ContentFeaturizer | None
+    """Content features of titles outside the catalog (with the table)."""
+    coalescer: Coalescer
+    timeout_s: float
+    """How long a request waits for the engine (`REASONREC_REQUEST_TIMEOUT_S`)."""
+    popularity_prior: float
+    """Weight of the popularity prior on the cosine (`REASONREC_POPULARITY_PRIOR`; without a table)."""
 
 
 class ServedLlmRanker:
@@ -31,32 +49,32 @@ class ServedLlmRanker:
     mode: ClassVar[str]
     stage: ClassVar[str]
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
-        self.core = LlmRanker(self.mode, state.engine, state.table, state.featurizer)
+    def __init__(self, store: StoreGetter, metrics: Metrics, llm: LlmServing) -> None:
+        self.store, self.metrics, self.llm = store, metrics, llm
+        self.core = LlmRanker(self.mode, llm.engine, llm.table, llm.featurizer)
 
     async def compute(self, prompt: str, query: RankQuery, deadline: Deadline) -> CacheEntry:
         out = (await call_engine(lambda: self.core.encode([prompt], query.reasoning_tokens), deadline))[0]
-        self.state.metrics.generated_tokens.inc(out.generated_tokens)
+        self.metrics.generated_tokens.inc(out.generated_tokens)
         if self.mode == "reasoning" and not out.wrote_marker:
-            self.state.metrics.reasoning_budget_capped.inc()
+            self.metrics.reasoning_budget_capped.inc()
         return CacheEntry(out.meta(), out.vector)
 
     async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
-        state = self.state
+        llm = self.llm
         prompt = self.core.prompt(query.history)
-        key = cache_key(state.engine.fingerprint, self.mode, self.core.settings(query.reasoning_tokens), prompt)
-        store = state.ready_store()
-        entry, cached = await state.coalescer.get(
+        key = cache_key(llm.engine.fingerprint, self.mode, self.core.settings(query.reasoning_tokens), prompt)
+        store = self.store()
+        entry, cached = await llm.coalescer.get(
             key, lambda deadline: self.compute(prompt, query, deadline),
             accept=lambda found: found.vector is not None and self.core.usable(store, found.vector), stage=self.stage,
-            timeout_s=state.settings.request_timeout_s, timings_ms=timings_ms,
+            timeout_s=llm.timeout_s, timings_ms=timings_ms,
         )
         assert entry.vector is not None, "accepted entries hold a usable state"
         user = UserState.from_meta(entry.vector, entry.meta)
-        with state.metrics.stage("search", timings_ms):
+        with self.metrics.stage("search", timings_ms):
             results = await asyncio.to_thread(self.core.search, store, [query.history], user.vector[None, :], query.k,
-                                              [query.exclude], state.settings.popularity_prior)
+                                              [query.exclude], llm.popularity_prior)
         return Ranked(results[0], user.reasoning, cached)
 
 

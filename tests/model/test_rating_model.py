@@ -12,7 +12,7 @@ from model.engines.transformers_engine import TransformersEngine
 from model.prompts import HistoryLine, direct_rating_prompt, render_chat
 from model.rating.factors import RatingModel, Ratings, als_step, fit_als, ridge_groups
 from model.rating.states import RATE_MARKER, RateStateReader
-from trainer.train.rating_head import fit_ridge
+from trainer.experiments.rating_head import fit_ridge
 
 
 def grid_ratings(values: np.ndarray) -> Ratings:

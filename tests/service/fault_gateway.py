@@ -27,14 +27,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    load_real = service.state.load_transformers_engine
+    load_real = service.startup.load_transformers_engine
 
     def load_hanging(*load_args: object, **load_kwargs: object) -> FaultyEngine:
         engine = FaultyEngine(load_real(*load_args, **load_kwargs))
         engine.delay_s = float(os.environ.get(DELAY_ENV, "0"))
         return engine
 
-    service.state.load_transformers_engine = load_hanging  # behind the micro-batcher, as the real engine
+    service.startup.load_transformers_engine = load_hanging  # behind the micro-batcher, as the real engine
     serve(Settings(port=args.port))
 
 

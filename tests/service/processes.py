@@ -22,7 +22,7 @@ from service_helpers import ADMIN_TOKEN, SHARED_REDIS, history
 REPO = Path(__file__).parents[2]
 FAST_TEST_ENV = {  # tiny_settings' values
     "REASONREC_MODEL": "tiny", "REASONREC_DEFAULT_REASONING_TOKENS": "8", "REASONREC_MAX_REASONING_TOKENS": "32",
-    "REASONREC_RATING_TOKENS_PER_TAG": "4",
+    "REASONREC_RATING_TOKENS_PER_TAG": "4", "REASONREC_DEFAULT_ARTIFACTS": "false",
 }
 UVICORN = ("-m", "uvicorn", "service.main:create_app", "--factory", "--no-access-log")
 FAULT_GATEWAY = ("-m", "tests.service.fault_gateway")

@@ -188,7 +188,7 @@ def tiny_settings(index_dir: Path, **overrides: object) -> Settings:
     """Fast-test settings: tiny model, small token budgets, admin token set, the given index."""
     values: dict[str, object] = {
         "model": "tiny", "index_dir": index_dir, "default_reasoning_tokens": 8, "max_reasoning_tokens": 32,
-        "rating_tokens_per_tag": 4, "admin_token": ADMIN_TOKEN, "request_timeout_s": 30.0,
+        "rating_tokens_per_tag": 4, "admin_token": ADMIN_TOKEN, "request_timeout_s": 30.0, "default_artifacts": False,
     }
     return Settings(**{**values, **overrides})
 

@@ -26,7 +26,7 @@ mount -t tmpfs -o size="${DISK_KIB}k" tmpfs "$DISK"
 cp -a "$SOURCE" "$DISK/index"
 used=$(du -sk "$DISK" | cut -f1)
 dd if=/dev/zero of="$DISK/ballast" bs=1k count=$((DISK_KIB - used - FREE_KIB)) status=none 2>/dev/null || true
-echo "tmpfs: $(df -k "$DISK" | tail -1)"
+echo "tmpfs: $(df -k "$DISK" | tail -1 | awk '{print $2 " KiB, " $3 " used, " $4 " free"}')"
 while [ ! -e "$STOP" ]; do
   "$PYTHON" -m uvicorn service.main:create_app --factory --no-access-log --port "$PORT" &
   echo $! > "$PIDFILE"

@@ -1,4 +1,4 @@
-"""What `reasonrec serve` fills in when nothing is configured (`service.main.default_artifacts`): the dataset's
+"""What `reasonrec serve` fills in when nothing is configured (`service.startup.default_artifacts`): the dataset's
 SASRec+ checkpoint and item table trained here when finished, else the ones shipped with the repository, and a
 table only when it was trained on the served model's states."""
 
@@ -14,14 +14,14 @@ from test_table_serving import make_table
 
 from model.engines.transformers_engine import TransformersEngine
 from model.networks.sasrec import META_FILE
-from service.main import default_artifacts
 from service.settings import Settings
+from service.startup import default_artifacts
 
 
 @pytest.fixture
 def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     monkeypatch.setenv("REASONREC_ARTIFACTS", str(tmp_path / "artifacts"))
-    monkeypatch.setattr("service.main.SHIPPED", tmp_path / "shipped")
+    monkeypatch.setattr("service.startup.SHIPPED", tmp_path / "shipped")
     return {"trained_sasrec": tmp_path / "artifacts" / "sasrec" / "ml-test-leave-one-out-seed0",
             "trained_table": tmp_path / "artifacts" / "tables" / "ml-test-leave-one-out-seed0",
             "shipped_sasrec": tmp_path / "shipped" / "ml-test" / "sasrec",

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from service_helpers import ADMIN_TOKEN, admin_headers, tiny_settings
 
+from indexer.core.paths import rating_dir
 from model.prompts import UserHistory
 from model.rating.checks import check_reasoning
-from model.rating.factors import RatingModel, rating_dir
+from model.rating.factors import RatingModel
 from model.rating.reasons import rounded
-from service.main import default_artifacts
 from service.settings import Settings
-from service.state import load_rating_model
+from service.startup import default_artifacts, load_rating_model
 
 HISTORY = [{"item_id": "3", "rating": 5.0, "timestamp": 1_700_000_000},
            {"item_id": "12", "rating": 2.0, "timestamp": 1_700_003_600},

@@ -21,7 +21,6 @@ from model.networks.item_table import TableConfig, TableModel
 from model.networks.table_artifact import TableArtifact
 from model.prompts import UserHistory, item_prompt
 from model.rankers.llm import LlmRanker
-from trainer.train.index import table_rows
 
 
 def make_table(engine: TransformersEngine, catalog: Catalog, folder: Path, seed: int = 0) -> TableArtifact:
@@ -43,7 +42,7 @@ def make_table(engine: TransformersEngine, catalog: Catalog, folder: Path, seed:
 def served_table(tiny_engine, catalog, tmp_path) -> tuple[TableArtifact, Path, Path]:
     table = make_table(tiny_engine, catalog, tmp_path / "table")
     items = list(catalog)
-    rows = table_rows(table, items, tiny_engine.embed_items([item_prompt(i) for i in items]))
+    rows = table.index_rows(items, tiny_engine.embed_items([item_prompt(i) for i in items]))
     ItemStore.create(catalog, rows, tiny_engine.fingerprint, table=table.table_hash).save(tmp_path / "index")
     return table, tmp_path / "table", tmp_path / "index"
 

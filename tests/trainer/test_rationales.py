@@ -17,8 +17,8 @@ from model.prompts import ANSWER_MARKER
 from model.rankers.llm import LlmRanker
 from trainer.data import load_dataset
 from trainer.data.splits import Example, leave_one_out
-from trainer.evaluation.harness import user_history
-from trainer.evaluation.reasoning_eval import score_reasonings
+from trainer.evaluation.reasoning_report import write_reasoning_report
+from trainer.protocol.harness import user_history
 from trainer.reasoning.checker import check_text, claim_holds, prediction_matches
 from trainer.reasoning.claims import (
     TEMPLATES,
@@ -39,7 +39,7 @@ from trainer.reasoning.rationales import (
     token_counter,
     write_rationale,
 )
-from trainer.reasoning.report import write_reasoning_report
+from trainer.reasoning.scoring import score_reasonings
 
 
 def _item(i: int, genres: tuple[str, ...], year: int, title: str | None = None) -> Item:

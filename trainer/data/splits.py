@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -175,3 +176,9 @@ def sample_examples(examples: Sequence[Example], n: int, seed: int = 0) -> list[
     ordered = sorted(examples, key=lambda example: (example.user_id, example.target.item_id))
     picks = sorted(random.Random(seed).sample(range(len(ordered)), min(n, len(ordered))))
     return [ordered[i] for i in picks]
+
+
+def training_counts(candidates: Sequence[str], split: Split) -> dict[str, int]:
+    """Each candidate's number of training interactions (0 for an item never seen in training)."""
+    counts = Counter(x.item_id for history in split.train.values() for x in history)
+    return {item_id: counts.get(item_id, 0) for item_id in candidates}

@@ -1,5 +1,5 @@
 """The evaluation job (`reasonrec eval`): every ranker on the same data, split and candidates, through one
-harness (`trainer.evaluation.harness`), with bootstrap intervals, reports in `docs/results/` and optional TREC runs.
+harness (`trainer.protocol.harness`), with bootstrap intervals, reports in `docs/results/` and optional TREC runs.
 
 Rankers: `sasrec` (a checkpoint trained on the same split by `reasonrec train-sasrec`), `popular`, `content`
 (MiniLM), and the LLM rankers `direct` and `reasoning` (model + optional LoRA adapter; item vectors from the
@@ -14,7 +14,7 @@ Item prompts hold content only (no rating statistics), so no held-out rating rea
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,114 +28,20 @@ from model.rankers.popular import PopularRanker
 from model.rankers.sasrec import SasrecRanker
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
-from trainer.data.protocols import SplitConfig, make_split, test_parts
-from trainer.data.splits import ColdSplit, Example, Split, sample_examples
-from trainer.evaluation.harness import CoreRanker, EvalRanker, RankingResult, rank_examples
-from trainer.evaluation.llm import LlmContext, LlmEvalRanker, rating_section, training_counts
-from trainer.evaluation.metrics import bootstrap_ci, mean_metrics
-from trainer.evaluation.report import shown_path, write_report, write_trec
+from trainer.data.protocols import make_split, test_parts
+from trainer.data.splits import ColdSplit, Split, training_counts
+from trainer.evaluation.config import LLM_RANKERS, TABLE_RANKERS, ZERO_SHOT, EvalConfig, Samples, draw_samples
+from trainer.evaluation.llm import LlmContext, LlmEvalRanker, rating_section
+from trainer.evaluation.report import write_report, write_trec
 from trainer.evaluation.twins import twin_check
-from trainer.machine import machine_line
+from trainer.machine import machine_line, shown_path
+from trainer.protocol.harness import CoreRanker, EvalRanker, RankingResult, rank_examples
+from trainer.protocol.metrics import bootstrap_ci, mean_metrics
 
 log = logging.getLogger(__name__)
-DEFAULT_RANKERS: tuple[str, ...] = ("sasrec", "popular", "content", "table", "table-content", "direct", "head",
-                                    "reasoning")
-RANKERS: tuple[str, ...] = (*DEFAULT_RANKERS, "direct-cosine", "direct-zero-shot")
-LLM_RANKERS = ("direct", "head", "reasoning", "direct-cosine", "direct-zero-shot")
-TABLE_RANKERS = ("table", "table-content")
-ZERO_SHOT = "direct-zero-shot"
-"""The base model's `direct` ranker beside an adapter's (only with --adapter), on the same user sample."""
 _SAMPLE_NAMES = ("direct-sample", "reasoning-sample")
 PUBLISHED_SASREC_ML1M = {"HR@10": 0.3152, "NDCG@10": 0.1821}
 TREC_TOP = 100
-
-
-@dataclass
-class EvalConfig(SplitConfig):
-    """What `reasonrec eval` evaluates."""
-
-    rankers: tuple[str, ...] = DEFAULT_RANKERS
-    """Rankers to evaluate: sasrec, popular, content, table (s alone), table-content (g(c) only), direct (the
-    served s + f(h)), head (f(h) alone), reasoning, direct-cosine (raw states, no table), direct-zero-shot (with
-    --adapter: the base model's cosine ranking)."""
-    table: Path | None = None
-    """Item-table artifact; default the one `reasonrec train-table` writes for this protocol (seed 0) when done."""
-    twins: int = 100
-    """With the table ranker: items given a hot-added twin for the twin check (`trainer.evaluation.twins`); 0 = no
-    check."""
-    sasrec_checkpoint: Path | None = None
-    """SASRec+ checkpoint folder; default the one `reasonrec train-sasrec` writes for this protocol (seed 0)."""
-    model: str = "smollm2"
-    """LLM: smollm2, tiny or a local HF folder."""
-    adapter: Path | None = None
-    """Optional peft LoRA adapter on the LLM (its index must be built with the same adapter)."""
-    index_dir: Path | None = None
-    """Item index of the LLM; default the one `reasonrec index` builds for this model and adapter."""
-    llm_users: int = 1000
-    """Seeded users per test part for the direct ranker and direct ratings."""
-    reasoning_users: int = 100
-    """Seeded users per test part for the reasoning ranker and reasoning ratings (a subset of the above)."""
-    reasoning_tokens: int = 48
-    """Token budget of the reasoning ranker (the service's default, `REASONREC_DEFAULT_REASONING_TOKENS`)."""
-    popularity_prior: float = 0.0
-    """Weight w of the popularity prior of the LLM rankers (`indexer.prior`): score = cosine + w x log(1 + the
-    item's number of training interactions); 0 = plain cosine, as the service's default."""
-    llm_batch_size: int = 8
-    """Prompts per engine call."""
-    ratings: bool = True
-    """Also evaluate rating prediction (leave-one-out only)."""
-    sample_seed: int = 0
-    """Seed of the user samples."""
-    bootstrap: int = 1000
-    """Bootstrap resamples for the 95% intervals."""
-    bootstrap_seed: int = 0
-    """Seed of the bootstrap."""
-    out_dir: Path = Path("docs/results")
-    """Where the markdown, JSON and PNG reports go."""
-    trec_dir: Path | None = None
-    """If set, write each ranker's top-100 run and the qrels there in TREC format."""
-    cache_dir: Path | None = None
-    """Disk cache of LLM vectors and ratings (resumable); default `artifacts/eval-cache`."""
-
-    def __post_init__(self) -> None:
-        for name in ("sasrec_checkpoint", "table", "adapter", "index_dir", "trec_dir", "cache_dir"):
-            value = getattr(self, name)
-            setattr(self, name, Path(value) if value is not None else None)
-        self.out_dir = Path(self.out_dir)
-        super().__post_init__()
-        unknown = [r for r in self.rankers if r not in RANKERS]
-        if unknown or not self.rankers:
-            raise ValueError(f"--rankers must name some of {', '.join(RANKERS)}; unknown: {unknown}")
-        if ZERO_SHOT in self.rankers and self.adapter is None:
-            raise ValueError(f"--rankers {ZERO_SHOT} compares against an adapter: pass --adapter too")
-        if self.llm_users < 1 or not 1 <= self.reasoning_users <= self.llm_users:
-            raise ValueError("--llm-users must be >= 1 and --reasoning-users in [1, --llm-users]")
-        if not 0 <= self.popularity_prior < float("inf"):
-            raise ValueError(f"--popularity-prior must be a finite number >= 0, got {self.popularity_prior}")
-        if self.reasoning_tokens < 0 or self.llm_batch_size < 1 or self.bootstrap < 1:
-            raise ValueError("--reasoning-tokens must be >= 0, --llm-batch-size and --bootstrap >= 1")
-
-    @property
-    def stem(self) -> str:
-        return f"{self.dataset}-{self.protocol}"
-
-
-@dataclass
-class _Samples:
-    """Per base test part: every example, the direct sample and the (nested) reasoning sample."""
-
-    parts: dict[str, list[Example]]
-    direct: dict[str, list[Example]]
-    reasoning: dict[str, list[Example]]
-
-    def of(self, sample: str) -> dict[str, list[Example]]:
-        return {"all": self.parts, "direct-sample": self.direct, "reasoning-sample": self.reasoning}[sample]
-
-
-def _draw_samples(parts: dict[str, list[Example]], config: EvalConfig) -> _Samples:
-    direct = {p: sample_examples(e, config.llm_users, config.sample_seed) for p, e in parts.items()}
-    reasoning = {p: sample_examples(e, config.reasoning_users, config.sample_seed) for p, e in direct.items()}
-    return _Samples(parts, direct, reasoning)
 
 
 def run_eval(config: EvalConfig, command: str) -> list[Path]:
@@ -146,7 +52,7 @@ def run_eval(config: EvalConfig, command: str) -> list[Path]:
     candidates = ds.catalog.ids()
     parts = test_parts(split)
     base = {k: v for k, v in parts.items() if k != "all"} or parts
-    samples = _draw_samples(base, config)
+    samples = draw_samples(base, config)
     llm = LlmContext(config, ds, split, candidates) if _needs_llm(config) else None
     base_llm = (LlmContext(replace(config, adapter=None, index_dir=None, rankers=("direct",)), ds, split, candidates)
                 if ZERO_SHOT in config.rankers else None)
@@ -237,7 +143,7 @@ def _rows(name: str, sample: str, by_part: dict[str, RankingResult], config: Eva
     return rows
 
 
-def _all_rows(config: EvalConfig, samples: _Samples, results: dict[str, dict[str, RankingResult]],
+def _all_rows(config: EvalConfig, samples: Samples, results: dict[str, dict[str, RankingResult]],
               info: dict) -> list[dict]:
     rows = []
     paired = _SAMPLE_NAMES if any(name in LLM_RANKERS for name in results) else ()
@@ -251,7 +157,7 @@ def _all_rows(config: EvalConfig, samples: _Samples, results: dict[str, dict[str
     return rows
 
 
-def _ranking_report(config: EvalConfig, ds: Dataset, split: Split, samples: _Samples,
+def _ranking_report(config: EvalConfig, ds: Dataset, split: Split, samples: Samples,
                     results: dict[str, dict[str, RankingResult]], info: dict, llm: LlmContext | None,
                     command: str, started: datetime) -> dict:
     sizes = {p: len(e) for p, e in samples.parts.items()}

@@ -7,34 +7,25 @@ section of the leave-one-out report.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
-from indexer.core.catalog import Catalog, Item
+from indexer.core.catalog import Catalog
 from indexer.core.paths import artifacts_dir, table_dir
 from indexer.store import ItemStore
-from model.engines.base import Engine
 from model.engines.transformers_engine import TransformersEngine, load_engine
 from model.networks.table_artifact import TableArtifact, finished_table
-from model.prompts import item_prompt
 from model.rankers.llm import LlmRanker, UserState
 from model.rankers.table import TableRanker
-from trainer.batch_cache import BatchCache
+from trainer.batch_cache import BatchCache, item_state_cache, item_states
 from trainer.data.datasets import Dataset
-from trainer.data.splits import Example, Split, train_catalog
-from trainer.evaluation.harness import CoreRanker, user_history
+from trainer.data.splits import Example, Split, train_catalog, training_counts
+from trainer.evaluation.config import EvalConfig, Samples
 from trainer.evaluation.ratings import baseline_predictions, llm_predictions, rated, summarize
-from trainer.train.index import table_rows
-from trainer.train.table import item_states
-
-if TYPE_CHECKING:
-    from trainer.evaluation.job import EvalConfig, _Samples
+from trainer.protocol.harness import CoreRanker, user_history
 
 
 class LlmEvalRanker:
@@ -91,15 +82,6 @@ class LlmEvalRanker:
         return out
 
 
-def encode_items(items: Sequence[Item], engine: Engine, cache: BatchCache, batch_size: int, desc: str) -> np.ndarray:
-    """Item vectors (item prompts) of `items`, batch by batch through `cache`, with a progress bar."""
-    vectors = [np.zeros((0, engine.hidden_size), dtype=np.float32)]
-    for first in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch"):
-        prompts = [item_prompt(item) for item in items[first : first + batch_size]]
-        vectors.append(cache.get_or_compute(prompts, engine.embed_items))
-    return np.concatenate(vectors)
-
-
 class LlmContext:
     """Engine, index and training-split catalog for the LLM rankers and ratings of one evaluation."""
 
@@ -118,7 +100,8 @@ class LlmContext:
     @cached_property
     def item_states(self) -> np.ndarray:
         """The model's raw states of every candidate's item prompt (cached on disk, shared with train-table)."""
-        return item_states([self.ds.catalog[i] for i in self.candidates], self.engine, self.feature_cache)
+        return item_states([self.ds.catalog[i] for i in self.candidates], self.engine,
+                           item_state_cache(self.feature_cache, self.engine))
 
     @property
     def feature_cache(self) -> Path:
@@ -151,7 +134,7 @@ class LlmContext:
         """The table's rows for every candidate, as `reasonrec index --table` builds the served index."""
         assert self.table is not None
         items = [self.ds.catalog[i] for i in self.candidates]
-        return ItemStore.create(Catalog({i.item_id: i for i in items}), table_rows(self.table, items, self.item_states),
+        return ItemStore.create(Catalog({i.item_id: i for i in items}), self.table.index_rows(items, self.item_states),
                                 self.engine.fingerprint, dataset=self.ds.name, table=self.table.table_hash)
 
     def ranker(self, name: str, popularity_prior: float | None = None) -> LlmEvalRanker:
@@ -205,7 +188,7 @@ class LlmContext:
         return out
 
 
-def rating_section(config: EvalConfig, split: Split, llm: LlmContext | None, samples: _Samples) -> dict:
+def rating_section(config: EvalConfig, split: Split, llm: LlmContext | None, samples: Samples) -> dict:
     """Rows for the baselines (all test targets and the two samples) and the LLM's direct/reasoning modes."""
     examples = rated(split.test)
     sample_of = {"direct-sample": rated(samples.direct["all"]), "reasoning-sample": rated(samples.reasoning["all"])}
@@ -232,9 +215,3 @@ def rating_section(config: EvalConfig, split: Split, llm: LlmContext | None, sam
             "(docs/design.md section 6, Surprise on ML-1M, random 5-fold CV, not this split): SVD RMSE .873, global "
             "baseline .909.")
     return {"rows": rows, "note": note}
-
-
-def training_counts(candidates: Sequence[str], split: Split) -> dict[str, int]:
-    """Each candidate's number of training interactions (0 for an item never seen in training)."""
-    counts = Counter(x.item_id for history in split.train.values() for x in history)
-    return {item_id: counts.get(item_id, 0) for item_id in candidates}

@@ -1,12 +1,12 @@
 """The rating report (`reasonrec eval-rating`; docs/design.md section 6): every row on the rating protocol of
-`trainer.evaluation.rating_eval_split`, written to `docs/results/<dataset>-ratings.{md,json}`.
+`trainer.data.rating_split`, written to `docs/results/<dataset>-ratings.{md,json}`.
 
 Rows on the whole test part: the global, user and item means and a plain SGD matrix factorisation
 (`rating_eval_baselines`), Surprise's SVD when a Python with it is given (`rating_eval_svd`), BaselineOnly
 (`reasonrec train-rating --k 0`: biases only, folded in) and the served model (`reasonrec train-rating`); every
 row is fitted on training + validation (the trained models chose their settings on validation first). The gain
-of each term comes with an interval over users (`rating_eval_report`). When a `train-rating --head` run exists,
-its seeded test sample adds the head's rows and the language model's own guided rating. Last, the grounded
+of each term comes with an interval over users (`rating_eval_report`). When a `reasonrec experiment rating-head`
+run exists, its seeded test sample adds the head's rows and the language model's own guided rating. Last, the grounded
 reasoning (`model.rating.reasons`) is written for a seeded sample of test ratings and every claim is checked
 (`model.rating.checks`), and the `<match>` verdict is compared with the true rating on the whole test part.
 """
@@ -23,19 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.core.paths import rating_dir
 from model.prompts import RATING_TEMPLATE_VERSION, UserHistory
 from model.rating.checks import check_reasoning
-from model.rating.factors import RatingModel, finished_rating_model, rating_dir
+from model.rating.factors import HEAD_EVAL_FILE, RatingModel, finished_rating_model
 from model.rating.reasons import grounded_reasoning, verdict
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
+from trainer.data.rating_split import TEST, TRAIN, VALID, RatingSplit, rating_split
 from trainer.evaluation.rating_eval_baselines import mean_predictions, mf_predictions, sgd_mf
 from trainer.evaluation.rating_eval_report import UserBootstrap, rmse_gain, summary, write_rating_report
-from trainer.evaluation.rating_eval_split import TEST, TRAIN, VALID, RatingSplit, rating_split
-from trainer.evaluation.report import shown_path
-from trainer.machine import machine_line
+from trainer.machine import machine_line, shown_path
 from trainer.train.rating import RatingTrainConfig, train_rating
-from trainer.train.rating_head import HEAD_EVAL_FILE
 
 
 @dataclass
@@ -51,7 +50,8 @@ class RatingEvalConfig:
     baseline_model: Path | None = None
     """The biases-only model's folder; default `artifacts/rating/<dataset>-seed<seed>-k0`, trained when missing."""
     head_model: Path | None = None
-    """A finished `train-rating --head` folder whose test sample adds the head's rows; default `...-head`."""
+    """A finished `reasonrec experiment rating-head` folder whose test sample adds the head's rows; default
+    `...-head`."""
     mf_k: int = 50
     """Factors of the plain SGD matrix factorisation row."""
     mf_epochs: int = 20
@@ -207,7 +207,7 @@ def head_section(report: dict, folder: Path, split: RatingSplit, predictions: di
         f"The head (`{head_command}`) is {'' if gain['ci95'][0] > 0 else 'not '}a gain beyond the interval on its "
         "sample "
         f"(RMSE gain {gain['mean']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]); the served model "
-        "has no head (`train-rating --head` makes one; the gateway refuses to serve it).")
+        "has no head (`reasonrec experiment rating-head` makes one; the gateway refuses to serve it).")
 
 
 def reasoning_checks(ds: Dataset, split: RatingSplit, model: RatingModel, predicted: np.ndarray,

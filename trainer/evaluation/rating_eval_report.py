@@ -3,7 +3,7 @@
 A user's test ratings are predicted from one folded-in user and move together, so intervals resample users,
 not ratings: each bootstrap resample draws the test users with replacement and weighs each user's ratings by how
 often they were drawn (1000 resamples, seeded). MAE, RMSE, accuracy of the rounded rating and macro-F1 over the
-rounded labels (`trainer.evaluation.metrics.rounded_rating`), as `rating_summary` defines them.
+rounded labels (`trainer.protocol.metrics.rounded_rating`), as `rating_summary` defines them.
 Paired differences (what a term adds) are bootstrapped the same way, on the same resamples.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.evaluation.metrics import percentile_interval, rounded_rating
+from trainer.protocol.metrics import percentile_interval, rounded_rating
 
 LABELS = 5
 

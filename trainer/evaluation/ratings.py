@@ -24,8 +24,8 @@ from model.rating.guided import predict_ratings
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Interaction
 from trainer.data.splits import Example
-from trainer.evaluation.harness import user_history
-from trainer.evaluation.metrics import rating_summary
+from trainer.protocol.harness import user_history
+from trainer.protocol.metrics import rating_summary
 
 
 def rated(examples: Sequence[Example]) -> list[Example]:

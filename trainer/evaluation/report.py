@@ -13,19 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from trainer.evaluation.harness import RankingResult
+from trainer.protocol.harness import RankingResult
 
 TABLE_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR")
 PAIRED_METRICS = ("HR@10", "NDCG@10", "MRR")
 RATING_METRICS = ("MAE", "RMSE", "accuracy", "macro_F1")
-
-
-def shown_path(path: Path) -> str:
-    """`path` relative to the working directory when it is below it (reports stay valid in any checkout)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def write_report(report: dict, out_dir: Path, stem: str) -> list[Path]:

@@ -24,7 +24,7 @@ from model.networks.table_artifact import TableArtifact
 from model.rankers.base import top_k_of
 from model.rankers.table import TableRanker
 from trainer.data.splits import Example
-from trainer.evaluation.harness import user_history
+from trainer.protocol.harness import user_history
 
 TWIN_PREFIX = "twin:"
 MIN_HOLDERS = 5

@@ -19,7 +19,7 @@ import numpy as np
 from model.prompts import MAX_HISTORY_LINES
 from trainer.data.datasets import Dataset
 from trainer.data.splits import Example, Split
-from trainer.evaluation.harness import user_history
+from trainer.protocol.harness import user_history
 from trainer.reasoning.facts import ReasoningContext
 from trainer.reasoning.packing import WindowSample
 from trainer.reasoning.rationales import MAX_RATIONALE_TOKENS, rationale_for

@@ -19,25 +19,19 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from indexer.core.catalog import Catalog, Item
+from indexer.core.catalog import Catalog
 from indexer.core.paths import index_dir_for
 from indexer.manifest import INDEX_KINDS
 from indexer.store import ItemStore
 from model.engines.base import Engine
-from model.networks.item_features import combine
 from model.networks.table_artifact import TableArtifact
 from model.prompts import item_prompt
 from trainer.data import DATASETS, load_dataset
-from trainer.evaluation.genre_overlap import genre_overlap
-
-if TYPE_CHECKING:
-    from service.settings import Settings
+from trainer.protocol.genre_overlap import genre_overlap
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +100,7 @@ def build_index(config: IndexJobConfig, engine: Engine) -> IndexJobResult:
     chunks = (len(items) + config.chunk_size - 1) // config.chunk_size
     vectors = np.concatenate([np.load(partial / f"chunk-{n:05d}.npy") for n in range(chunks)])
     if table is not None:
-        vectors = table_rows(table, items, vectors)
+        vectors = table.index_rows(items, vectors)
     store = ItemStore.create(catalog, vectors, engine.fingerprint, kind=config.kind, center=config.center,
                              dataset=config.dataset, table=table_hash)
     store.save(out)
@@ -115,27 +109,6 @@ def build_index(config: IndexJobConfig, engine: Engine) -> IndexJobResult:
         log.info("genre overlap of 10 nearest items: %s", overlap.describe())
     shutil.rmtree(partial)
     return IndexJobResult(out, len(items), encoded, time.perf_counter() - start, skipped=False)
-
-
-def table_rows(table: TableArtifact, items: list[Item], states: np.ndarray) -> np.ndarray:
-    """The table's [v, b] row of each item from its raw item state: trained rows for the table's items, the
-    content part alone for the others."""
-    text = None
-    if table.spec.minilm:
-        from model.networks.minilm import MiniLMEncoder, item_text
-
-        text = MiniLMEncoder().encode([item_text(item) for item in items])
-    features = combine(table.spec, states, text, table.center)
-    code = table.code_of
-    in_table = np.zeros((table.model.config.n_items + 1, features.shape[1]), dtype=np.float32)
-    rows_of = {code[item.item_id]: row for row, item in enumerate(items) if item.item_id in code}
-    in_table[list(rows_of)] = features[list(rows_of.values())]
-    with torch.inference_mode():
-        trained = table.model.table(torch.from_numpy(in_table)).numpy()
-    rows = table.content_rows(features)
-    for table_code, row in rows_of.items():
-        rows[row] = trained[table_code]
-    return rows
 
 
 def _up_to_date(out: Path, catalog: Catalog, engine: Engine, table: str | None) -> bool:
@@ -166,7 +139,8 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def prepare_index(settings: Settings, engine: Engine, index_dir: Path) -> None:
-    """What `reasonrec serve` runs before serving: build the served dataset's index if it is missing."""
-    print(f"checking the {settings.dataset} index at {index_dir} (built once if missing)", flush=True)
-    build_index(IndexJobConfig(dataset=settings.dataset, out_dir=index_dir, table=settings.table), engine)
+def prepare_index(dataset: str, table: Path | None, engine: Engine, index_dir: Path) -> None:
+    """What `reasonrec serve` runs before serving: build the served dataset's index (over `table`'s rows when one is
+    served) if it is missing."""
+    print(f"checking the {dataset} index at {index_dir} (built once if missing)", flush=True)
+    build_index(IndexJobConfig(dataset=dataset, out_dir=index_dir, table=table), engine)

@@ -1,16 +1,14 @@
 """The rating-model job (`reasonrec train-rating`): the model `/rate` serves (`model.rating.factors`; docs/design.md
 section 5), biases and factors after Koren (KDD 2008; with Bell & Volinsky, IEEE Computer 2009).
 
-On the rating protocol (`trainer.evaluation.rating_eval_split`: per user the last 10% of ratings test, the 10%
+On the rating protocol (`trainer.data.rating_split`: per user the last 10% of ratings test, the 10%
 before validation):
 1. Selection: for each factor regularisation of the grid, ALS on the training part, a sweep at a time; after
    each sweep the validation part is predicted with every user folded in from their training ratings (as the
    service would), and the run stops when validation RMSE has not improved for `patience` sweeps. Resumable
    per grid point (`progress.json`).
 2. Refit: ALS on training + validation with the chosen regularisation and sweep count: the served model.
-3. Optionally the head on the language model's state at `<rate>` (`trainer.train.rating_head`), fitted on the
-   residuals of step 1's model on a seeded sample of validation ratings (out of sample, as at serving time).
-4. Test metrics of the served model: the test part, every user folded in from training + validation ratings.
+3. Test metrics of the served model: the test part, every user folded in from training + validation ratings.
 The artifact goes to `artifacts/rating/<dataset>-seed<seed>/` (`rating.json` names command, data, split, seed,
 selection, metrics and machine).
 """
@@ -27,15 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from indexer.core.durable import replace_text
-from model.rating.factors import META_FILE, RatingModel, SweepHook, finished_rating_model, fit_als, rating_dir
+from indexer.core.paths import rating_dir
+from model.rating.factors import META_FILE, RatingModel, SweepHook, finished_rating_model, fit_als
 from trainer.data import DATASETS, load_dataset
 from trainer.data.protocols import check_same_run
-from trainer.evaluation.rating_eval_split import TEST, TRAIN, VALID, RatingSplit, rating_split
+from trainer.data.rating_split import TEST, TRAIN, VALID, RatingSplit, rating_split
 from trainer.machine import machine_line
 
 log = logging.getLogger(__name__)
 PROGRESS_FILE = "progress.json"
-SELECTED_FILE = "selected.npz"
 
 
 @dataclass
@@ -62,20 +60,8 @@ class RatingTrainConfig:
     """At most this many ALS sweeps (users, then items)."""
     patience: int = 2
     """Stop after this many sweeps without a better validation RMSE."""
-    head: bool = False
-    """Fit the head on the language model's state at <rate> (slow: about a second per rating on 2 CPU cores)."""
-    model: str = "smollm2"
-    """Language model of the head's states: smollm2, tiny or an HF folder."""
-    head_ratings: int = 2000
-    """Seeded validation ratings the head is fitted on."""
-    head_valid_ratings: int = 500
-    """Seeded validation ratings (other users) that choose the head's ridge weight."""
-    head_test_ratings: int = 500
-    """Seeded test ratings the head is measured on."""
-    head_per_user: int = 10
-    """At most this many target ratings per sampled user (they share one pass over the history)."""
     seed: int = 0
-    """Seed of the factor initialisation and of the head's samples."""
+    """Seed of the factor initialisation."""
     out_dir: Path | None = None
     """Artifact folder; default `artifacts/rating/<dataset>-seed<seed>`."""
 
@@ -89,8 +75,6 @@ class RatingTrainConfig:
             raise ValueError("--k must be >= 0, --max-sweeps and --patience >= 1")
         if not self.reg_factors or min(self.reg_factors) <= 0 or min(self.reg_user_bias, self.reg_item_bias) <= 0:
             raise ValueError("--reg-factors needs at least one value; every regularisation must be positive")
-        if min(self.head_ratings, self.head_valid_ratings, self.head_test_ratings, self.head_per_user) < 1:
-            raise ValueError("--head-ratings, --head-valid-ratings, --head-test-ratings, --head-per-user must be >= 1")
 
     @property
     def folder(self) -> Path:
@@ -116,7 +100,7 @@ def train_rating(config: RatingTrainConfig, command: str = "") -> RatingModel:
     progress = _select(config, split, folder)
     start = time.perf_counter()  # the selection's seconds are in `progress` (over every run that resumed it)
     best = min(progress["grid"], key=lambda g: g["best_rmse"])
-    model = _fit(config, split, (TRAIN, VALID), best["reg_factor"], best["best_sweeps"])
+    model = fit_rating_model(config, split, (TRAIN, VALID), best["reg_factor"], best["best_sweeps"])
     meta = {"status": "base done", "command": command, "config": config.fingerprint(),
             "model": f"mu + b_u + b_i + p_u . q_i (ALS, k={config.k}; users folded in from their history)",
             "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
@@ -126,15 +110,9 @@ def train_rating(config: RatingTrainConfig, command: str = "") -> RatingModel:
             "metrics": {"valid_rmse_selection": best["best_rmse"], "test": _metrics(model, split)},
             "machine": machine_line(), "date": datetime.now(UTC).isoformat(timespec="seconds")}
     model.save(folder, meta)
-    if config.head:
-        from trainer.train.rating_head import fit_head
-
-        selected = _selected(folder, split, config, best["reg_factor"])
-        model = fit_head(config, ds, split, selected, model, folder)
     model.save(folder, {**model.meta, "status": "done",
                         "train_seconds": round(progress["seconds"] + time.perf_counter() - start, 1)})
-    for name in (PROGRESS_FILE, SELECTED_FILE):
-        (folder / name).unlink(missing_ok=True)
+    (folder / PROGRESS_FILE).unlink(missing_ok=True)
     return model
 
 
@@ -144,8 +122,9 @@ def _metrics(model: RatingModel, split: RatingSplit) -> dict[str, float]:
     return {"RMSE": float(np.sqrt(np.mean(error**2))), "MAE": float(np.mean(np.abs(error)))}
 
 
-def _fit(config: RatingTrainConfig, split: RatingSplit, parts: tuple[int, ...], reg_factor: float, sweeps: int,
-         on_sweep: SweepHook | None = None) -> RatingModel:
+def fit_rating_model(config: RatingTrainConfig, split: RatingSplit, parts: tuple[int, ...], reg_factor: float,
+                     sweeps: int, on_sweep: SweepHook | None = None) -> RatingModel:
+    """ALS on the given parts of the split with this regularisation and number of sweeps."""
     regs = (config.reg_user_bias, config.reg_item_bias, reg_factor)
     mean, bias, factors = fit_als(split.ratings(*parts), split.n_users, split.n_items, config.k, regs, sweeps,
                                   config.seed, on_sweep)
@@ -181,20 +160,6 @@ def _select_one(config: RatingTrainConfig, split: RatingSplit, reg_factor: float
         log.info("reg_factor %g, sweep %d: valid RMSE %.4f", reg_factor, sweep, history[-1])
         return len(history) - 1 - int(np.argmin(history)) >= config.patience
 
-    _fit(config, split, (TRAIN,), reg_factor, config.max_sweeps, on_sweep)
+    fit_rating_model(config, split, (TRAIN,), reg_factor, config.max_sweeps, on_sweep)
     return {"reg_factor": reg_factor, "valid_rmse": [round(r, 5) for r in history], "best_rmse": min(history),
             "best_sweeps": int(np.argmin(history)) + 1}
-
-
-def _selected(folder: Path, split: RatingSplit, config: RatingTrainConfig, reg_factor: float) -> RatingModel:
-    """The selected model fitted on the training part only (for out-of-sample residuals on validation)."""
-    path = folder / SELECTED_FILE
-    best = next(g for g in json.loads((folder / PROGRESS_FILE).read_text(encoding="utf-8"))["grid"]
-                if g["reg_factor"] == reg_factor)
-    if path.is_file():
-        saved = np.load(path)
-        return RatingModel(split.item_ids, float(saved["mean"]), saved["bias"], saved["factors"],
-                           config.reg_user_bias, reg_factor)
-    model = _fit(config, split, (TRAIN,), reg_factor, best["best_sweeps"])
-    np.savez(path, mean=model.mean, bias=model.item_bias, factors=model.item_factors)
-    return model

@@ -40,6 +40,7 @@ from trainer.reasoning.facts import ReasoningContext
 from trainer.reasoning.packing import PackedRow, WindowSample, pack_window, packed_loss
 from trainer.reasoning.rationales import MAX_RATIONALE_TOKENS, token_counter
 from trainer.reasoning.samples import window_pool
+from trainer.reasoning.scoring import score_reasonings
 from trainer.train.lora import LoraSettings, add_lora
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,6 @@ def _final_check(model: Any, loaded: LoadedModel, split: Any, context: Reasoning
     if config.check_users == 0:
         return {}
     from model.engines.transformers_engine import TransformersEngine
-    from trainer.evaluation.reasoning_eval import score_reasonings
 
     examples = sample_examples(split.valid, config.check_users, config.seed)
     engine = TransformersEngine(LoadedModel(model.get_base_model(), loaded.tokenizer, loaded.fingerprint),

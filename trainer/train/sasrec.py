@@ -29,9 +29,9 @@ from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, check_same_run, make_split, test_parts
 from trainer.data.splits import Split
-from trainer.evaluation.harness import CoreRanker, rank_examples
-from trainer.evaluation.metrics import mean_metrics
 from trainer.machine import machine_line
+from trainer.protocol.harness import CoreRanker, rank_examples
+from trainer.protocol.metrics import mean_metrics
 from trainer.train.epochs import EpochRun, EpochState, run_epochs, softmax_epoch
 
 log = logging.getLogger(__name__)

@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 from trainer_helpers import write_cycle_ml1m
 
+from indexer.prior import PRIOR_WEIGHTS
 from model.engines.transformers_engine import TransformersEngine
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
-from trainer.evaluation.job import EvalConfig, run_eval
-from trainer.evaluation.prior import PRIOR_WEIGHTS, tune_prior
+from trainer.evaluation.config import EvalConfig
+from trainer.evaluation.job import run_eval
+from trainer.experiments.tune_prior import tune_prior
 from trainer.train.index import IndexJobConfig, build_index
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
-from trainer.train.table import TableTrainConfig, train_table
+from trainer.train.table.config import TableTrainConfig
+from trainer.train.table.job import train_table
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import pytest
 
 from trainer.data.datasets import Interaction
 from trainer.data.splits import Example
-from trainer.evaluation.harness import rank_examples
-from trainer.evaluation.metrics import KS, ranking_metrics, target_ranks
 from trainer.evaluation.report import write_trec
+from trainer.protocol.harness import rank_examples
+from trainer.protocol.metrics import KS, ranking_metrics, target_ranks
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 

@@ -1,4 +1,4 @@
-"""Rating evaluation (trainer.evaluation.ratings, trainer.evaluation.metrics.rating_summary): the baselines use training
+"""Rating evaluation (trainer.evaluation.ratings, trainer.protocol.metrics.rating_summary): the baselines use training
 ratings only, and MAE/RMSE/accuracy/macro-F1 match hand computations."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 
 from trainer.data.datasets import Interaction
 from trainer.data.splits import Example
-from trainer.evaluation.metrics import macro_f1, rating_summary, rounded_rating
 from trainer.evaluation.ratings import baseline_predictions
+from trainer.protocol.metrics import macro_f1, rating_summary, rounded_rating
 
 
 def test_baselines_use_training_ratings_only() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from indexer.store import ItemStore
 from model.engines.transformers_engine import TransformersEngine
-from trainer.evaluation.genre_overlap import genre_overlap
+from trainer.protocol.genre_overlap import genre_overlap
 from trainer.train.index import IndexJobConfig, build_index
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]

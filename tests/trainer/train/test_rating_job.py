@@ -12,9 +12,9 @@ from trainer_helpers import write_cycle_ml1m
 from model.rating.factors import RatingModel
 from trainer.cli import main
 from trainer.data import load_dataset
-from trainer.evaluation.metrics import rating_summary
+from trainer.data.rating_split import TEST, TRAIN, VALID, held_out, rating_split
 from trainer.evaluation.rating_eval_report import UserBootstrap, summary
-from trainer.evaluation.rating_eval_split import TEST, TRAIN, VALID, held_out, rating_split
+from trainer.protocol.metrics import rating_summary
 from trainer.train.rating import RatingTrainConfig, train_rating
 
 
@@ -79,7 +79,7 @@ def test_the_head_on_the_tiny_model_and_the_report_through_the_cli(data, tmp_pat
     common = ["--dataset", "ml-1m-zip", "--data-path", str(data), "--threads", "1"]
     small = ["--k", "2", "--reg-factors", "2", "--max-sweeps", "3"]
     assert main(["train-rating", *common, *small, "--out-dir", str(tmp_path / "served")]) == 0
-    assert main(["train-rating", *common, *small, "--head", "--model", "tiny", "--head-ratings", "30",
+    assert main(["experiment", "rating-head", *common, *small, "--model", "tiny", "--head-ratings", "30",
                  "--head-valid-ratings", "20", "--head-test-ratings", "20", "--head-per-user", "3",
                  "--out-dir", str(tmp_path / "head")]) == 0
     head = RatingModel.load(tmp_path / "head")

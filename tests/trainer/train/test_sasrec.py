@@ -20,9 +20,9 @@ from model.rankers.popular import PopularRanker
 from model.rankers.sasrec import SasrecRanker
 from trainer.data.datasets import Dataset, Interaction, make_dataset
 from trainer.data.protocols import make_split
-from trainer.evaluation.harness import CoreRanker, rank_examples
-from trainer.evaluation.llm import training_counts
-from trainer.evaluation.metrics import mean_metrics
+from trainer.data.splits import training_counts
+from trainer.protocol.harness import CoreRanker, rank_examples
+from trainer.protocol.metrics import mean_metrics
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
 
 N_ITEMS = 40

@@ -1,4 +1,4 @@
-"""The item-table job on the tiny model (`trainer.train.table`): it learns a sequential pattern, keeps its heads and
+"""The item-table job on the tiny model (`trainer.train.table.job`): it learns a sequential pattern, keeps its heads and
 metadata, resumes and refuses other settings, places cold items by g(c) alone, and the index job serves its rows."""
 
 from __future__ import annotations
@@ -22,15 +22,17 @@ from model.rankers.popular import PopularRanker
 from model.rankers.table import TableRanker
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
-from trainer.evaluation.harness import CoreRanker, rank_examples
-from trainer.evaluation.llm import training_counts
-from trainer.evaluation.metrics import mean_metrics, ranking_metrics
+from trainer.data.splits import training_counts
+from trainer.experiments.reasoning_head import ReasoningHeadConfig, train_reasoning_head
+from trainer.protocol.harness import CoreRanker, rank_examples
+from trainer.protocol.metrics import mean_metrics, ranking_metrics
 from trainer.train.index import IndexJobConfig, build_index
-from trainer.train.reasoning_head import ReasoningHeadConfig, train_reasoning_head
 from trainer.train.reasoning_sft import ReasoningSftConfig, train_reasoning
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
-from trainer.train.table import TableTrainConfig, item_features, table_store, train_table
-from trainer.train.table_content import Ranking, content_shown, validate_with_content_shown
+from trainer.train.table.config import TableTrainConfig
+from trainer.train.table.content import Ranking, content_shown, validate_with_content_shown
+from trainer.train.table.features import item_features, table_store
+from trainer.train.table.job import train_table
 
 
 def tiny_table_config(data: Path, out: Path, **overrides: object) -> TableTrainConfig:
@@ -101,7 +103,7 @@ def test_the_artifact_holds_both_heads_metadata_and_no_content(trained: TableArt
 
 def test_a_rerun_is_a_no_op_and_other_settings_are_refused(trained: TableArtifact, folder: Path, data: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("trainer.train.table._train_on_sasrec", lambda *a: pytest.fail("trained again"))
+    monkeypatch.setattr("trainer.train.table.job._train_on_sasrec", lambda *a: pytest.fail("trained again"))
     assert train_table(tiny_table_config(data, folder)).table_hash == trained.table_hash
     with pytest.raises(ValueError, match="other settings"):
         train_table(tiny_table_config(data, folder, content_hidden=8))

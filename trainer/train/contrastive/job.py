@@ -11,7 +11,7 @@ trains the item side through fresh vectors of the targets and of `item_draws` dr
 `valid_every` steps) first re-encodes every item with the current model and re-centers the table on their mean,
 as the adapter's served index will be, then ranks a seeded sample of validation users against it with history
 excluded (also with the popularity prior of `indexer.prior` at each weight of
-`trainer.evaluation.prior.PRIOR_WEIGHTS`, reporting the best) and keeps the best adapter by plain NDCG@10 in the
+`indexer.prior.PRIOR_WEIGHTS`, reporting the best) and keeps the best adapter by plain NDCG@10 in the
 output folder, with `reasonrec-adapter.json` (base model, templates, data, split, steps, metrics, curve). With
 `sample_pool` the steps cycle through a fixed pool of samples and every prompt passes the frozen layers below the
 LoRA layers once (`trainer.train.contrastive.layer_cache`), so steps, validations and re-encodings run the top
@@ -39,20 +39,19 @@ from tqdm import tqdm
 
 from indexer.core.durable import replace_text
 from indexer.core.paths import index_dir_for
+from indexer.prior import PRIOR_WEIGHTS
 from indexer.store import ItemStore
 from model.engines.loading import ADAPTER_META, load_model
 from model.engines.transformers_engine import TransformersEngine
 from model.prompts import RATING_TEMPLATE_VERSION
-from trainer.batch_cache import BatchCache
+from trainer.batch_cache import BatchCache, item_states
 from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import check_same_run, make_split
 from trainer.data.splits import ColdSplit, Example, Split, sample_examples
-from trainer.evaluation.harness import rank_examples
-from trainer.evaluation.llm import encode_items
-from trainer.evaluation.metrics import mean_metrics
-from trainer.evaluation.prior import PRIOR_WEIGHTS
 from trainer.machine import machine_line
+from trainer.protocol.harness import rank_examples
+from trainer.protocol.metrics import mean_metrics
 from trainer.train.contrastive.config import ContrastiveConfig, describe_recipe
 from trainer.train.contrastive.layer_cache import LowerLayerCache
 from trainer.train.contrastive.loss import ItemTable, draw_items, history_mask, item_side_term, table_logits
@@ -77,7 +76,7 @@ class _Progress:
 
 
 class _TableRanker:
-    """Validation ranker (`trainer.evaluation.harness.EvalRanker`): `direct` user vectors (encoded once per
+    """Validation ranker (`trainer.protocol.harness.EvalRanker`): `direct` user vectors (encoded once per
     validation) scored against the item table (centered cosine), plus `prior_weight` x log(1 + training count) of
     each item (the popularity prior whose value the validation reports; 0 = none)."""
 
@@ -217,7 +216,7 @@ def _encode(encoder: Encoder, model: torch.nn.Module, data: TrainingSamples, cod
     """Raw vectors of the items `codes` (item prompts from training statistics) with the current model."""
     model.eval()
     items = [data.items[data.item_ids[c]] for c in codes]
-    return torch.as_tensor(encode_items(items, encoder, batches or BatchCache(None, {}), encoder.batch_size,
+    return torch.as_tensor(item_states(items, encoder, batches or BatchCache(None, {}), encoder.batch_size,
                                         "encoding the item table"))
 
 

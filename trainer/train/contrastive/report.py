@@ -1,7 +1,7 @@
 """The training report of a contrastive LoRA run (`reasonrec train-cl` writes it when the run ends): validation
 NDCG@10/HR@10 and loss against training time as a PNG, training speed (samples/s) and peak memory, with the
 command, data, split, seed and machine, as markdown + JSON in `docs/results/cl/` (stem `<dataset>-<protocol>-training`).
-It follows no paper: its metrics are those of `trainer.evaluation.metrics` (full ranking, trec_eval's conventions).
+It follows no paper: its metrics are those of `trainer.protocol.metrics` (full ranking, trec_eval's conventions).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from indexer.prior import PRIOR_WEIGHTS
 from model.engines.loading import ADAPTER_META
-from trainer.evaluation.prior import PRIOR_WEIGHTS
 from trainer.train.contrastive.config import describe_recipe
 
 

@@ -17,9 +17,8 @@ import torch
 from indexer.core.catalog import Catalog
 from model.prompts import item_prompt, user_prompt
 from trainer.data.datasets import Dataset, Interaction
-from trainer.data.splits import Example, Split, train_catalog
-from trainer.evaluation.harness import user_history
-from trainer.evaluation.llm import training_counts
+from trainer.data.splits import Example, Split, train_catalog, training_counts
+from trainer.protocol.harness import user_history
 
 
 class TrainingSamples:

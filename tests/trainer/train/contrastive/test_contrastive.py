@@ -25,7 +25,8 @@ from model.prompts import TEMPLATE_VERSION
 from trainer.config_args import load_recipe
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
-from trainer.evaluation.job import EvalConfig, run_eval
+from trainer.evaluation.config import EvalConfig
+from trainer.evaluation.job import run_eval
 from trainer.train.contrastive.config import ContrastiveConfig
 from trainer.train.contrastive.job import ADAPTER_META, train_contrastive
 from trainer.train.contrastive.loss import ItemTable

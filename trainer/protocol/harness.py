@@ -4,8 +4,8 @@ The rankers are the cores the service serves (`model.rankers`): `CoreRanker` put
 candidate order, `trainer.evaluation.llm.LlmEvalRanker` adds a disk cache to a language-model core. A ranker
 scores a batch of `Example`s against a fixed list of candidate item ids (full ranking over all items); the
 harness removes each example's history items from the candidates, finds the rank of the target
-(`trainer.evaluation.metrics.target_ranks`: ties by candidate order, an unscorable target is a miss) and can
-keep each query's top items for a TREC run file. Metrics and intervals come from `trainer.evaluation.metrics`.
+(`trainer.protocol.metrics.target_ranks`: ties by candidate order, an unscorable target is a miss) and can
+keep each query's top items for a TREC run file. Metrics and intervals come from `trainer.protocol.metrics`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from indexer.core.catalog import Catalog
 from model.prompts import UserHistory
 from model.rankers.base import ScoreRanker
 from trainer.data.splits import Example
-from trainer.evaluation.metrics import ranking_metrics, target_ranks
+from trainer.protocol.metrics import ranking_metrics, target_ranks
 
 
 class EvalRanker(Protocol):

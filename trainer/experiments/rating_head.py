@@ -1,5 +1,10 @@
-"""The rating model's head on the language model's state at `<rate>` (`model.rating.factors`, `model.rating.states`),
-a step of `reasonrec train-rating --head`: stacking on out-of-sample residuals.
+"""An experiment (`reasonrec experiment rating-head`): a head on the language model's state at `<rate>` added to the
+rating model (`model.rating.factors`, `model.rating.states`), stacking on out-of-sample residuals. On ML-1M it was
+no gain beyond its interval (RMSE gain +.0023 [-.0011, +.0059], docs/results/ml-1m-ratings.md), so the served
+model has none; `reasonrec eval-rating` adds this run's rows to the rating report when its folder exists.
+
+The job trains the rating model as `reasonrec train-rating` does (its own folder), refits the selected settings
+on the training part alone, and fits the head on that model's validation residuals.
 
 The states are slow (about a second per rating on 2 CPU cores, even with one pass per history), so the head is
 fitted and measured on seeded samples: validation ratings of `head_ratings` worth of users (up to `head_per_user`
@@ -15,28 +20,65 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from model.engines.loading import load_model
 from model.prompts import RATING_TEMPLATE_VERSION, HistoryLine, direct_rating_prompt, display_title
-from model.rating.factors import RatingModel
+from model.rating.factors import HEAD_EVAL_FILE, RatingModel
 from model.rating.states import RateStateReader
 from trainer.batch_cache import BatchCache
+from trainer.data import load_dataset
 from trainer.data.datasets import Dataset
-from trainer.evaluation.metrics import rating_summary
-from trainer.evaluation.rating_eval_split import TEST, VALID, RatingSplit
-
-if TYPE_CHECKING:
-    from trainer.train.rating import RatingTrainConfig
+from trainer.data.rating_split import TEST, TRAIN, VALID, RatingSplit, rating_split
+from trainer.protocol.metrics import rating_summary
+from trainer.train.rating import RatingTrainConfig, fit_rating_model, train_rating
 
 log = logging.getLogger(__name__)
-HEAD_EVAL_FILE = "head-eval.npz"
 RIDGE_WEIGHTS = (1e0, 1e1, 1e2, 1e3, 1e4, 1e5)
 Groups = list[tuple[int, np.ndarray]]
+
+
+@dataclass
+class RatingHeadConfig(RatingTrainConfig):
+    """What `reasonrec experiment rating-head` fits: the rating model's settings, then the head's."""
+
+    model: str = "smollm2"
+    """Language model of the head's states: smollm2, tiny or an HF folder."""
+    head_ratings: int = 2000
+    """Seeded validation ratings the head is fitted on."""
+    head_valid_ratings: int = 500
+    """Seeded validation ratings (other users) that choose the head's ridge weight."""
+    head_test_ratings: int = 500
+    """Seeded test ratings the head is measured on."""
+    head_per_user: int = 10
+    """At most this many target ratings per sampled user (they share one pass over the history)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if min(self.head_ratings, self.head_valid_ratings, self.head_test_ratings, self.head_per_user) < 1:
+            raise ValueError("--head-ratings, --head-valid-ratings, --head-test-ratings, --head-per-user must be >= 1")
+
+    @property
+    def folder(self) -> Path:
+        return self.out_dir or super().folder.with_name(super().folder.name + "-head")
+
+
+def train_rating_head(config: RatingHeadConfig, command: str = "") -> RatingModel:
+    """The rating model of these settings with the head (resumable: a finished model is trained once)."""
+    model = train_rating(config, command)
+    if model.uses_head:
+        return model
+    ds = load_dataset(config.dataset, config.data_path)
+    split = rating_split(ds, config.valid_frac, config.test_frac)
+    chosen = model.meta["chosen"]
+    selected = fit_rating_model(config, split, (TRAIN,), chosen["reg_factor"], chosen["sweeps"])
+    model = fit_head(config, ds, split, selected, model, config.folder)
+    model.save(config.folder, model.meta)
+    return model
 
 
 def sample_groups(split: RatingSplit, part: int, n_ratings: int, per_user: int, seed: int,
@@ -87,7 +129,7 @@ def fit_ridge(states: np.ndarray, residual: np.ndarray, weight: float) -> np.nda
     return np.append(w, residual.mean() - center @ w)
 
 
-def fit_head(config: RatingTrainConfig, ds: Dataset, split: RatingSplit, selected: RatingModel, model: RatingModel,
+def fit_head(config: RatingHeadConfig, ds: Dataset, split: RatingSplit, selected: RatingModel, model: RatingModel,
              folder: Path) -> RatingModel:
     """`model` with a head fitted on `selected`'s validation residuals; measured on a test sample (meta["head"],
     `head-eval.npz`)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,11 +28,9 @@ from tqdm import tqdm
 from model.networks.item_table import TableModel, scores
 from model.networks.sasrec import PAD, SasrecScorer, finished_checkpoint, right_padded
 from trainer.data.splits import Example
-from trainer.evaluation.metrics import mean_metrics, ranking_metrics
+from trainer.protocol.metrics import mean_metrics, ranking_metrics
 from trainer.train.epochs import EpochRun, EpochState, run_epochs, softmax_epoch
-
-if TYPE_CHECKING:
-    from trainer.train.table import TableTrainConfig
+from trainer.train.table.config import TableTrainConfig
 
 log = logging.getLogger(__name__)
 VALID_BATCH = 256

@@ -1,4 +1,4 @@
-"""The head for reasoning states (`reasonrec train-reasoning-head`): does the language model's state after its
+"""The head for reasoning states (`reasonrec experiment reasoning-head`): does the language model's state after its
 taught reasoning carry more of the next item than its `direct` state? The experiment of R2ec ("Towards Large
 Recommender Models with Reasoning"), where the state at `<answer>` after the reasoning is the user vector, run on
 the item table of `reasonrec train-table` (docs/design.md section 2).
@@ -45,15 +45,16 @@ from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset
 from trainer.data.protocols import SplitConfig, test_parts
 from trainer.data.splits import sample_examples
-from trainer.evaluation.harness import user_history
-from trainer.evaluation.metrics import bootstrap_ci
-from trainer.machine import machine_line
+from trainer.machine import machine_line, shown_path
+from trainer.protocol.harness import user_history
+from trainer.protocol.metrics import bootstrap_ci
 from trainer.reasoning.facts import ReasoningContext
 from trainer.reasoning.packing import WindowSample, pack_window, packed_states
 from trainer.reasoning.rationales import teacher_forced_text, token_counter
-from trainer.train.table_head import (
+from trainer.train.table.config import HeadTraining
+from trainer.train.table.features import item_features, table_store
+from trainer.train.table.heads import (
     HeadData,
-    HeadTraining,
     Window,
     direct_states,
     fit_head,
@@ -70,7 +71,7 @@ REASONING_KINDS = ("hindsight", "forecast")
 
 @dataclass
 class ReasoningHeadConfig(SplitConfig, HeadTraining):
-    """What `reasonrec train-reasoning-head` trains and measures."""
+    """What `reasonrec experiment reasoning-head` trains and measures."""
 
     model: str = "smollm2"
     """Base LLM: smollm2, tiny or a local HF folder (the table's features and the direct states)."""
@@ -182,7 +183,6 @@ def test_metrics(data: dict[str, HeadData], rows: np.ndarray, item_ids: list[str
 def train_reasoning_head(config: ReasoningHeadConfig, command: str) -> list[Path]:
     """Build the states, train the four heads, test them; write the report and return its paths."""
     from model.engines.transformers_engine import load_engine
-    from trainer.train.table import item_features, table_store
 
     ds, split = config.load()
     context = ReasoningContext(ds.catalog)
@@ -229,7 +229,7 @@ def train_reasoning_head(config: ReasoningHeadConfig, command: str) -> list[Path
     tests = test_metrics({kind: data[kind]["test"] for kind in kinds}, rows, artifact.item_ids, heads)
     report = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_line(),
               "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-              "table": str(folder), "base_model": base.fingerprint.to_json(),
+              "table": shown_path(folder), "base_model": base.fingerprint.to_json(),
               "reasoner": reasoner.fingerprint.to_json(),
               "samples": {name: len(data["direct"][name].examples) for name in windows},
               "validation": validation, "test": tests}

@@ -1,4 +1,4 @@
-"""The heads of the item-table job (`trainer.train.table`): `f`, a small network on the language model's `direct`
+"""The heads of the item-table job (`trainer.train.table.job`): `f`, a small network on the language model's `direct`
 state `h` (docs/design.md section 2), trained on states cached once per run.
 
 Samples: for each of `head_users` seeded training users, the window of their 20 training items before the last
@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,11 +32,10 @@ from model.rankers.table import history_rows, user_vectors
 from trainer.batch_cache import BatchCache
 from trainer.data.datasets import Dataset, Interaction
 from trainer.data.splits import Example, Split, sample_examples
-from trainer.evaluation.harness import RankingResult, rank_examples, user_history
-from trainer.evaluation.metrics import mean_metrics
-
-if TYPE_CHECKING:
-    from trainer.train.table import TableTrainConfig
+from trainer.protocol.harness import RankingResult, rank_examples, user_history
+from trainer.protocol.metrics import mean_metrics
+from trainer.train.table.config import HeadTraining, TableTrainConfig
+from trainer.train.table.features import table_store
 
 log = logging.getLogger(__name__)
 BATCH = 256
@@ -71,8 +69,6 @@ class _FixedVectors:
 def train_heads(config: TableTrainConfig, artifact: TableArtifact, features: torch.Tensor, ds: Dataset,
                 split: Split, engine: Engine, folder: Path) -> None:
     """Train the served head and the ablation head; save them into the artifact with their validation metrics."""
-    from trainer.train.table import table_store
-
     store = table_store(artifact, features, ds.catalog)
     with torch.inference_mode():
         rows = artifact.model.table(features)[1:].numpy()
@@ -155,23 +151,6 @@ def evaluate_head(data: HeadData, rows: np.ndarray, item_ids: list[str], head: n
                   use: str) -> dict[str, float]:
     result = head_ranking(data, rows, item_ids, head, use)
     return {k: v for k, v in mean_metrics(result.per_query()).items() if k in ("HR@10", "NDCG@10", "MRR")}
-
-
-@dataclass
-class HeadTraining:
-    """How heads are trained: the settings the table job and the reasoning-head job share."""
-
-    head_lr: float = 1e-3
-    """AdamW learning rate of the heads."""
-    head_weight_decay: float = 1e-2
-    """AdamW weight decay of the heads."""
-    head_epochs: int = 40
-    """At most this many passes over the heads' samples."""
-
-    def check_head_training(self) -> None:
-        """Errors that name the flag (call from the config's `__post_init__`)."""
-        if self.head_lr <= 0 or self.head_weight_decay < 0 or self.head_epochs < 1:
-            raise ValueError("--head-lr must be positive, --head-weight-decay >= 0, --head-epochs >= 1")
 
 
 def fit_head(config: HeadTraining, seed: int, head: nn.Module, data: dict[str, HeadData], rows: np.ndarray,

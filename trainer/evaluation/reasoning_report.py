@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from model.prompts import HistoryLine, history_line
-
-if TYPE_CHECKING:
-    from trainer.evaluation.reasoning_eval import ReasoningScores, ScoredReasoning
-    from trainer.reasoning.facts import ReasoningContext
+from trainer.reasoning.facts import ReasoningContext
+from trainer.reasoning.scoring import ReasoningScores, ScoredReasoning
 
 
 def _pct(value: float | None) -> str:

@@ -1,4 +1,4 @@
-"""Choose the weight of the popularity prior (`indexer.prior`) on validation users: `reasonrec tune-prior`.
+"""Choose the weight of the popularity prior (`indexer.prior`) on validation users: `reasonrec experiment tune-prior`.
 
 The LLM's `direct-cosine` ranker (base model or adapter: raw states by cosine, no item table) ranks
 a seeded sample of validation examples once per weight of `PRIOR_WEIGHTS`; the user vectors are computed once
@@ -15,17 +15,16 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from indexer.prior import PRIOR_WEIGHTS
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
 from trainer.data.splits import sample_examples
-from trainer.evaluation.harness import rank_examples
-from trainer.evaluation.job import EvalConfig
+from trainer.evaluation.config import EvalConfig
 from trainer.evaluation.llm import LlmContext
-from trainer.evaluation.metrics import mean_metrics
-from trainer.evaluation.report import shown_path
-from trainer.machine import machine_line
+from trainer.machine import machine_line, shown_path
+from trainer.protocol.harness import rank_examples
+from trainer.protocol.metrics import mean_metrics
 
-PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """Weights tried (0 = plain cosine, 1 = nearly the popularity ranking with cosine tie-breaks)."""
 
 

@@ -1,0 +1,135 @@
+"""Start-up: the settings resolved once into what the app serves (`Served`), each artifact loaded once.
+
+Every way of starting the gateway goes through `resolve`: `reasonrec serve` (`make serve`), the container's
+`uvicorn --factory service.main:create_app`, and the tests. With `REASONREC_DEFAULT_ARTIFACTS` (on by default)
+each artifact left unset is filled in (`default_artifacts`): the dataset's SASRec+ checkpoint, item table and
+rating model trained here when finished (under `REASONREC_ARTIFACTS`), else the ones shipped with the repository
+in `deploy/artifacts/<dataset>/`. Then the engine, the table (with the featurizer of new items' content) and the
+rating model are loaded, and the index folder is named.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.core.paths import SHIPPED, finished_or_shipped, index_dir_for, rating_dir, sasrec_dir, table_dir
+from model.engines.base import Engine
+from model.engines.batching import MicroBatchingEngine
+from model.engines.merge import model_folder
+from model.engines.transformers_engine import load_engine as load_transformers_engine
+from model.engines.vllm_engine import VllmEngine, VllmTimeouts
+from model.networks.item_features import ContentFeaturizer
+from model.networks.sasrec import finished_checkpoint
+from model.networks.table_artifact import TableArtifact, finished_table, stored_fingerprint
+from model.rating.factors import RatingModel, finished_rating_model
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the app serves, resolved and loaded once."""
+
+    settings: Settings
+    """The settings with every artifact path filled in (`default_artifacts`)."""
+    engine: Engine
+    table: TableArtifact | None
+    featurizer: ContentFeaturizer | None
+    """Content features of hot-added items and titles outside the catalog (with a table)."""
+    rating: RatingModel | None
+    index_dir: Path
+
+
+def resolve(settings: Settings, engine: Engine | None = None) -> Served:
+    """Load the engine (unless given), fill in the default artifacts, load the table and the rating model, and
+    name the index folder."""
+    engine = engine if engine is not None else load_engine(settings)
+    if settings.default_artifacts:
+        settings = default_artifacts(settings, engine)
+    table, featurizer = load_table(settings, engine)
+    index_dir = index_dir_for(settings.dataset, engine.fingerprint, settings.index_dir,
+                              table.table_hash if table else None, settings.artifacts)
+    return Served(settings, engine, table, featurizer, load_rating_model(settings), index_dir)
+
+
+def default_artifacts(settings: Settings, engine: Engine) -> Settings:
+    """Settings with the dataset's SASRec+ checkpoint, item table and rating model filled in where none is
+    configured: the ones trained here (under `settings.artifacts`) when finished, else the ones shipped with the
+    repository (`SHIPPED`); a table only when it was trained on the served model's states."""
+    updates: dict[str, Path | None] = {}
+    root = settings.artifacts
+    if settings.sasrec_checkpoint is None:
+        updates["sasrec_checkpoint"] = finished_or_shipped(
+            sasrec_dir(settings.dataset, root=root), SHIPPED / settings.dataset / "sasrec",
+            lambda f: bool(finished_checkpoint(f)))
+        if updates["sasrec_checkpoint"] is None:
+            log.warning("no finished SASRec+ checkpoint for %s: the sasrec ranker is off and the fallback is popular "
+                        "(train it with `reasonrec train-sasrec --dataset %s`)", settings.dataset, settings.dataset)
+    if settings.table is None:
+        table = finished_or_shipped(table_dir(settings.dataset, root=root), SHIPPED / settings.dataset / "table",
+                                    finished_table)
+        if table is not None and stored_fingerprint(table) == engine.fingerprint:
+            updates["table"] = table
+        else:
+            log.warning("no item table for %s and %s: the direct and reasoning rankers rank by the cosine of raw "
+                        "states (train one with `reasonrec train-table --dataset %s`)", settings.dataset,
+                        engine.fingerprint.model_id, settings.dataset)
+    if settings.rating_model is None:
+        updates["rating_model"] = finished_or_shipped(
+            rating_dir(settings.dataset, root=root), SHIPPED / settings.dataset / "rating", finished_rating_model)
+        if updates["rating_model"] is None:
+            log.warning("no rating model for %s: /rate uses the guided LLM rating (train one with `reasonrec "
+                        "train-rating --dataset %s`)", settings.dataset, settings.dataset)
+    return settings.model_copy(update=updates)
+
+
+def load_engine(settings: Settings) -> Engine:
+    """The in-process transformers engine for `settings.model` (+ adapter), behind the micro-batcher unless
+    `settings.micro_batching` is off; or, with `settings.engine == "vllm"`, the vLLM client (the vLLM servers
+    batch for themselves)."""
+    if settings.engine == "vllm":
+        timeouts = VllmTimeouts(read_s=settings.request_timeout_s, retry_after_s=settings.vllm_retry_after_s)
+        return VllmEngine.for_model_folder(
+            model_folder(settings.model, settings.artifacts), settings.vllm_generate_urls, settings.vllm_pool_urls,
+            timeouts,
+        )
+    engine = load_transformers_engine(settings.model, settings.adapter, settings.engine_batch_size, settings.artifacts)
+    if not settings.micro_batching:
+        return engine
+    return MicroBatchingEngine(
+        engine, window_s=settings.batch_window_ms / 1000.0, max_batch=settings.engine_batch_size,
+        continuous=settings.continuous_batching,
+    )
+
+
+def load_table(settings: Settings, engine: Engine) -> tuple[TableArtifact | None, ContentFeaturizer | None]:
+    """The configured item table and the featurizer of new items' content (loads MiniLM when the table reads it);
+    an error when the table was trained on another language model's states."""
+    if settings.table is None:
+        return None, None
+    table = TableArtifact.load(settings.table)
+    if (table.spec.llm or table.has_head) and table.fingerprint != engine.fingerprint:
+        raise ValueError(f"REASONREC_TABLE={settings.table} was trained on the states of {table.fingerprint}, not of "
+                         f"the served model {engine.fingerprint}; train one for this model with "
+                         "`reasonrec train-table`")
+    text_encoder = None
+    if table.spec.minilm:
+        from model.networks.minilm import MiniLMEncoder
+
+        text_encoder = MiniLMEncoder()
+    return table, ContentFeaturizer(table.spec, engine, text_encoder, table.center)
+
+
+def load_rating_model(settings: Settings) -> RatingModel | None:
+    """The configured rating model (`settings.rating_model`), None when unset; an error for one with a head on
+    the language model's state (an experiment, `reasonrec experiment rating-head`; not served)."""
+    if settings.rating_model is None:
+        return None
+    rating = RatingModel.load(settings.rating_model)
+    if rating.uses_head:
+        raise ValueError(f"REASONREC_RATING_MODEL={settings.rating_model} has a head on the language model's state "
+                         "(an evaluation ablation): serve one of `reasonrec train-rating`")
+    return rating
