@@ -92,16 +92,29 @@ class ItemStore:
     def search(
         self, queries: np.ndarray, k: int, exclude: Sequence[Collection[str]] | None = None,
         popularity_prior: float = 0.0, counts: Mapping[str, int] | None = None,
+        terms: Sequence[Mapping[str, float]] | None = None,
     ) -> list[SearchResult]:
         """Top-k (item id, score) per query row, best first, excluding each row's `exclude` ids. The score is the
-        cosine, plus `popularity_prior` x log(1 + interaction count) when that weight is not 0 (`indexer.prior`;
-        counts from `counts`, else each catalog item's `rating_count`)."""
+        index's (cosine, or inner product for a table's rows), plus `popularity_prior` x log(1 + interaction
+        count) when that weight is not 0 (`indexer.prior`; counts from `counts`, else each catalog item's
+        `rating_count`), plus row i's `terms[i]` (an additive score >= 0 per item id; 0 for the others). Exact:
+        the extra terms are bounded, so the candidates are fetched until no item left out could enter the top k."""
         with self._lock.read():
-            if not popularity_prior:
+            if not popularity_prior and not any(terms or ()):
                 return self._index.search(queries, k, exclude)
-            prior = self._prior(popularity_prior, counts)
-            return rerank_with_prior(lambda fetch: self._index.search(queries, fetch, exclude), prior, k,
-                                     len(self._index))
+            prior = self._prior(popularity_prior, counts) if popularity_prior else {}
+            if not any(terms or ()):
+                return rerank_with_prior(lambda fetch: self._index.search(queries, fetch, exclude), prior, k,
+                                         len(self._index))
+            results: list[SearchResult] = []
+            for row, term in enumerate(terms or ()):
+                extra = dict(prior)
+                for item_id, value in term.items():
+                    extra[item_id] = extra.get(item_id, 0.0) + value
+                query, excluded = queries[row : row + 1], None if exclude is None else [exclude[row]]
+                results += rerank_with_prior(lambda fetch, q=query, e=excluded: self._index.search(q, fetch, e),
+                                             extra, k, len(self._index))
+            return results
 
     def _prior(self, weight: float, counts: Mapping[str, int] | None) -> dict[str, float]:
         """The prior of `indexer.prior.log_count_prior`, kept for the last (counts or catalog snapshot, weight)."""

@@ -6,7 +6,9 @@ caches and coalesces it under a deadline, the evaluation caches it on disk); `se
 it, history excluded. With an item table (`model.networks.item_table`, the served default) the user vector is
 `u = s(history) + f(h)` searched against the table's rows (`model.rankers.table`; `head="alone"` ranks with f(h)
 alone, the ablation); without one, `h` itself is searched by cosine against the raw item states (the "no table"
-ablation), plus, with a popularity prior, w x log(1 + the item's interaction count) (`indexer.prior`).
+ablation), plus, with a popularity prior, w x log(1 + the item's interaction count) (`indexer.prior`). The
+`reasoning` ranker adds the conclusion term (`model.rankers.conclusion`): the genre and decade its reasoning
+concludes raise the items of that genre and decade by learned weights.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from indexer.core.catalog import Catalog
 from indexer.store import ItemStore
+from model.claims import Prediction
 from model.engines.base import Engine
 from model.networks.item_features import ContentFeaturizer
 from model.networks.table_artifact import TableArtifact
 from model.prompts import UserHistory, user_prompt
 from model.rankers.base import RankedItems
+from model.rankers.conclusion import ConclusionTerm, conclusion
 from model.rankers.table import HeadUse, history_rows, queries, user_vectors
 
 LLM_MODES = ("direct", "reasoning")
@@ -57,13 +62,15 @@ class LlmRanker:
     uses_engine: ClassVar[bool] = True
 
     def __init__(self, mode: str, engine: Engine, table: TableArtifact | None = None,
-                 featurizer: ContentFeaturizer | None = None, head: HeadUse = "residual") -> None:
+                 featurizer: ContentFeaturizer | None = None, head: HeadUse = "residual",
+                 term: ConclusionTerm | None = None) -> None:
         if mode not in LLM_MODES:
             raise ValueError(f"LLM ranker mode must be one of {', '.join(LLM_MODES)}, got {mode!r}")
         if table is not None and not table.has_head:
             head = "none"
         self.name = self.mode = mode
         self.engine, self.table, self.featurizer, self.head = engine, table, featurizer, head
+        self.term = term if term is not None and mode == "reasoning" else ConclusionTerm()
 
     @staticmethod
     def prompt(history: UserHistory) -> str:
@@ -87,14 +94,26 @@ class LlmRanker:
             return store.searchable(state)
         return state.shape == (self.engine.hidden_size,) and bool(np.isfinite(state).all())
 
+    def conclusions(self, reasonings: Sequence[str | None], catalog: Catalog) -> list[Prediction | None]:
+        """What each reasoning concludes (None without a conclusion, or when the term is zero: then it is not
+        read)."""
+        if self.term.is_zero:
+            return [None] * len(reasonings)
+        return [conclusion(text, catalog) for text in reasonings]
+
     def search(self, store: ItemStore, histories: Sequence[UserHistory], states: np.ndarray, k: int,
                exclude: Sequence[Collection[str]], popularity_prior: float = 0.0,
-               counts: Mapping[str, int] | None = None) -> list[RankedItems]:
+               counts: Mapping[str, int] | None = None,
+               predictions: Sequence[Prediction | None] | None = None) -> list[RankedItems]:
         """The search stage: the k best items per user (history and state `states` row), never one of that row's
-        `exclude`; without a table `counts` are the prior's interaction counts (default: the catalog's)."""
+        `exclude`; without a table `counts` are the prior's interaction counts (default: the catalog's); with the
+        conclusion term, row i's `predictions[i]` (`conclusions`) raises the items it names."""
         states = np.asarray(states, dtype=np.float32)
+        terms = None
+        if predictions is not None and not self.term.is_zero:
+            terms = [self.term.bonus(p, store.catalog) for p in predictions]
         if self.table is None:
-            return store.search(states, k, exclude, popularity_prior, counts)
+            return store.search(states, k, exclude, popularity_prior, counts, terms)
         max_len = self.table.model.config.max_len
         rows = [history_rows(store, h, max_len, self.featurizer, self.table) for h in histories]
-        return store.search(queries(user_vectors(self.table, rows, states, self.head)), k, exclude)
+        return store.search(queries(user_vectors(self.table, rows, states, self.head)), k, exclude, terms=terms)

@@ -95,3 +95,23 @@ def test_rerank_refetches_until_no_unseen_item_can_win() -> None:
     fetches.clear()
     [[(best, score)]] = rerank_with_prior(search, {"a": 0.05}, k=1, total=5)
     assert (best, fetches) == ("a", [4]) and score == pytest.approx(0.95)
+
+
+@pytest.mark.parametrize("weight", [0.01, 0.2, 3.0])
+def test_search_with_per_query_terms_is_the_exact_top_k_of_the_sum(counted, vectors, fingerprint, rng, weight):
+    """Each query row gets its own additive term (the conclusion term of the reasoning ranker), on top of the
+    prior: the result is the brute-force top k of cosine + prior + that row's term, with exclusions."""
+    store = ItemStore.create(counted, vectors, fingerprint)
+    counts = {item.item_id: item.rating_count for item in counted}
+    queries = (3.0 + rng.standard_normal((3, vectors.shape[1]))).astype(np.float32)
+    ids = counted.ids()
+    terms = [{i: weight for i in ids[::7]}, {}, {i: 2 * weight for i in ids[3:40]}]
+    exclude = [{"item7"}, set(), set(ids[:5])]
+    results = store.search(queries, 10, exclude, popularity_prior=0.05, terms=terms)
+    for query, term, ex, got in zip(queries, terms, exclude, results, strict=True):
+        kept = [i for i in ids if i not in ex]
+        scores = (store.vectors_of(kept) @ _unit(query - store.center) + 0.05 * np.log1p([counts[i] for i in kept])
+                  + np.array([term.get(i, 0.0) for i in kept]))
+        assert [i for i, _ in got] == [kept[j] for j in np.argsort(-scores, kind="stable")[:10]]
+        assert [s for _, s in got] == pytest.approx(sorted(scores, reverse=True)[:10], abs=1e-5)
+    assert store.search(queries, 10, terms=[{}, {}, {}]) == store.search(queries, 10)

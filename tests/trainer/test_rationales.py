@@ -12,15 +12,7 @@ import numpy as np
 import pytest
 
 from indexer.core.catalog import Catalog, Item
-from model.engines.base import Reasoning
-from model.prompts import ANSWER_MARKER
-from model.rankers.llm import LlmRanker
-from trainer.data import load_dataset
-from trainer.data.splits import Example, leave_one_out
-from trainer.evaluation.reasoning_report import write_reasoning_report
-from trainer.protocol.harness import user_history
-from trainer.reasoning.checker import check_text, claim_holds, prediction_matches
-from trainer.reasoning.claims import (
+from model.claims import (
     TEMPLATES,
     DecadeLead,
     GenreLead,
@@ -28,8 +20,17 @@ from trainer.reasoning.claims import (
     RatingLead,
     RecentGenre,
     parse,
+    prediction_matches,
     split_sentences,
 )
+from model.engines.base import Reasoning
+from model.prompts import ANSWER_MARKER
+from model.rankers.llm import LlmRanker
+from trainer.data import load_dataset
+from trainer.data.splits import Example, leave_one_out
+from trainer.evaluation.reasoning_report import write_reasoning_report
+from trainer.protocol.harness import user_history
+from trainer.reasoning.checker import check_text, claim_holds
 from trainer.reasoning.facts import Entry, HistoryFacts, ReasoningContext
 from trainer.reasoning.rationales import (
     MAX_RATIONALE_TOKENS,

@@ -1,7 +1,7 @@
 """The checker: is a reasoning text true of the history it was written for? Used on the generator's rationales (a
 test: every claim it writes must pass) and on the model's own reasoning (the evaluation's faithfulness).
 
-A text is read back sentence by sentence with the generator's templates (`trainer.reasoning.claims.parse`); each
+A text is read back sentence by sentence with the generator's templates (`model.claims.parse`); each
 claim is then verified against the window's facts (`trainer.reasoning.facts`): a genre or decade among the dominant
 ones, the rating given most often, the genre the recent entries lean to. Sentences no template reads are counted
 apart (`Parsed.unparsed`), not as false claims (a quoted title an older adapter writes, say); the closing prediction
@@ -14,18 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from indexer.core.catalog import Item
-from trainer.reasoning.claims import (
+from model.claims import (
     Claim,
     DecadeLead,
     GenreLead,
     Parsed,
-    Prediction,
     RatingLead,
     RecentGenre,
     parse,
 )
-from trainer.reasoning.facts import HistoryFacts, decade_of
+from trainer.reasoning.facts import HistoryFacts
 
 
 def claim_holds(claim: Claim, facts: HistoryFacts) -> bool:
@@ -75,10 +73,3 @@ def check_text(text: str, facts: HistoryFacts, genres: dict[str, str] | None = N
     return Check(parsed, tuple(claim_holds(claim, facts) for claim in parsed.claims))
 
 
-def prediction_matches(prediction: Prediction | None, target: Item) -> tuple[bool, bool]:
-    """(genre right, decade right) of a prediction for the item that came next; a missing part is wrong."""
-    if prediction is None:
-        return False, False
-    genre = prediction.genre is not None and prediction.genre in target.genres
-    decade = prediction.decade is not None and prediction.decade == decade_of(target.year)
-    return genre, decade

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from indexer.core.catalog import Catalog, Item
+from model.claims import decade_of
 from model.prompts import MAX_HISTORY_LINES
 
 RECENT = 5
@@ -44,11 +45,6 @@ class Entry:
 
     item: Item
     rating: float | None
-
-
-def decade_of(year: int | None) -> int | None:
-    """1994 -> 1990."""
-    return None if year is None else year // 10 * 10
 
 
 def leaders(counts: Counter, n: int) -> list:

@@ -2,7 +2,7 @@
 analysis that is true of the history, a hindsight conclusion about the next item, then `<answer>`.
 
 What a rationale says, in this order (the middle sentences shuffled, each phrased by one of several templates of
-`trainer.reasoning.claims`, all choices drawn from a generator seeded per example):
+`model.claims`, all choices drawn from a generator seeded per example):
 1. the dominant genre or two of the window ("Mostly Drama and Comedy");
 2. the dominant decade(s); the rating(s) the user gives most often; the genre the last `RECENT` entries lean to;
 3. a conclusion in words a model could have predicted: the next item's genre (of its genres, the one most present
@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from indexer.core.catalog import Item
+from model.claims import Claim, Prediction, decade_of, parse, render
 from model.prompts import ANSWER_MARKER
 from trainer.data.splits import Example
-from trainer.reasoning.claims import Claim, Prediction, parse, render
-from trainer.reasoning.facts import HistoryFacts, ReasoningContext, decade_of
+from trainer.reasoning.facts import HistoryFacts, ReasoningContext
 
 MAX_RATIONALE_TOKENS = 42
 """Tokens of rationale + `<answer>` the generator keeps within when it is given a token counter (the served budget,

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from model.claims import decade_of, prediction_matches
 from model.engines.base import Engine
 from model.rankers.llm import LlmRanker
 from trainer.data.splits import Example
 from trainer.protocol.harness import user_history
-from trainer.reasoning.checker import Check, check_text, prediction_matches
-from trainer.reasoning.facts import ReasoningContext, decade_of
+from trainer.reasoning.checker import Check, check_text
+from trainer.reasoning.facts import ReasoningContext
 from trainer.reasoning.rationales import example_facts
 
 

@@ -1,5 +1,6 @@
-"""The claims a rationale makes and the sentences that phrase them: one table of templates serves both writing
-(`render`) and reading (`parse`), so every sentence the generator writes is one the checker can read back.
+"""The language of the taught reasoning: the claims a rationale makes and the sentences that phrase them. One table
+of templates serves writing (`render`, the trainer's rationale generator) and reading (`parse`: the trainer's
+checker, and the served rankers, which read the conclusion), so every sentence the generator writes can be read back.
 
 A rationale is sentences joined by ". ", each one template filled in: the dominant genres or decades, the ratings the
 user gives most often, the genre the recent entries lean to, and a closing prediction of the next item's genre and
@@ -15,6 +16,8 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from indexer.core.catalog import Item
 
 
 @dataclass(frozen=True)
@@ -169,3 +172,17 @@ def parse(text: str, genres: Mapping[str, str] | None = None) -> Parsed:
         else:
             unparsed.append(sentence)
     return Parsed(tuple(claims), prediction, tuple(unparsed))
+
+
+def decade_of(year: int | None) -> int | None:
+    """1994 -> 1990."""
+    return None if year is None else year // 10 * 10
+
+
+def prediction_matches(prediction: Prediction | None, target: Item) -> tuple[bool, bool]:
+    """(genre right, decade right) of a prediction for the item that came next; a missing part is wrong."""
+    if prediction is None:
+        return False, False
+    genre = prediction.genre is not None and prediction.genre in target.genres
+    decade = prediction.decade is not None and prediction.decade == decade_of(target.year)
+    return genre, decade
