@@ -14,7 +14,7 @@ from indexer.store import ItemStore
 from service.errors import ApiError, CannotRank
 from service.history import resolve_history
 from service.rankers import LAST_RESORT_RANKER, Ranked, RankQuery
-from service.schemas import ModelInfo, RecommendRequest, RecommendResponse, RecommendTimings, ScoredItem
+from service.schemas import Conclusion, ModelInfo, RecommendRequest, RecommendResponse, RecommendTimings, ScoredItem
 from service.settings import Settings
 from service.state import AppState
 
@@ -86,6 +86,8 @@ async def recommend(state: AppState, store: ItemStore, body: RecommendRequest) -
     return RecommendResponse(
         items=items, reasoning=ranked.reasoning, ranker=answered_by, cached=ranked.cached, fallback=fallback,
         notes=list(ranked.notes),
-        model=ModelInfo.of(state.engine.fingerprint), index_version=index_version,
+        conclusion=Conclusion(genre=ranked.conclusion.genre, decade=ranked.conclusion.decade)
+        if ranked.conclusion else None,
+        model=ModelInfo.of(state.engine.fingerprint, state.engine.reasoning_adapter), index_version=index_version,
         timings_ms=RecommendTimings(**timings, total=(time.perf_counter() - start) * 1000.0),
     )

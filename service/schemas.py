@@ -103,13 +103,25 @@ class ModelInfo(BaseModel):
 
     id: str
     weights_hash: str
-    adapter_hash: str | None
+    adapter_hash: str | None = Field(description="An adapter merged into the weights (every vector is base + it).")
+    reasoning_adapter: str | None = Field(
+        None, description="The adapter switched on for the reasoning and the state after it (item vectors, "
+        "`direct` and ratings come from the weights above), or null.")
     template_version: str
 
     @classmethod
-    def of(cls, fingerprint: ModelFingerprint) -> ModelInfo:
+    def of(cls, fingerprint: ModelFingerprint, reasoning_adapter: str | None = None) -> ModelInfo:
         return cls(id=fingerprint.model_id, weights_hash=fingerprint.weights_hash,
-                   adapter_hash=fingerprint.adapter_hash, template_version=fingerprint.template_version)
+                   adapter_hash=fingerprint.adapter_hash, reasoning_adapter=reasoning_adapter,
+                   template_version=fingerprint.template_version)
+
+
+class Conclusion(BaseModel):
+    """What the reasoning concluded about the next item, as its closing sentence says ("Probably a 1990s Comedy
+    next"); items of this genre and decade gained the conclusion term's weights."""
+
+    genre: str | None
+    decade: int | None
 
 
 class ScoredItem(BaseModel):
@@ -133,6 +145,8 @@ class RecommendTimings(BaseModel):
 class RecommendResponse(BaseModel):
     items: list[ScoredItem]
     reasoning: str | None
+    conclusion: Conclusion | None = Field(
+        None, description="The genre and decade the reasoning concluded, when the ranker's score reads them.")
     ranker: str = Field(description="The ranker that answered (the fallback ranker when `fallback` is set).")
     cached: bool
     fallback: str | None = Field(description='Why the fallback ranker answered ("timeout", "engine_error", '

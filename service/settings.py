@@ -28,7 +28,12 @@ class Settings(BaseSettings):
         "Fill each unset artifact (sasrec_checkpoint, table, rating_model) with the dataset's finished one under "
         "`artifacts`, else the one shipped in deploy/artifacts/<dataset>; off: serve only what is configured."))
     model: str = Field("smollm2", description='Model to serve: "smollm2" (default), "tiny" (tests) or a HF folder.')
-    adapter: Path | None = Field(None, description="Optional peft LoRA adapter folder applied on top of the model.")
+    adapter: Path | Literal["none"] | None = Field(None, description=(
+        "The reasoning adapter (peft LoRA folder, `reasonrec train-reasoning`): on for the reasoning and the state "
+        "after it, off for item vectors, `direct` and ratings, so the base model's table and index stay valid. "
+        "Unset: the dataset's trained one, else the one shipped in deploy/artifacts/<dataset>/reasoning (with "
+        "default_artifacts); `none`: the base model reasons. A whole-model adapter (contrastive LoRA) is served "
+        "merged: `reasonrec merge-adapter`, then REASONREC_MODEL."))
     dataset: str = Field("ml-100k", description="Dataset whose index is served when index_dir is not set.")
     table: Path | None = Field(None, description=(
         "Item-table artifact folder (`reasonrec train-table`): the direct and reasoning rankers score "
@@ -138,6 +143,15 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `serve` binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port `serve` binds.")
 
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _adapter_off(cls, value: object) -> object:
+        return "none" if isinstance(value, str) and value.strip().lower() in ("none", "off", "") else value
+
+    def reasoning_adapter(self) -> Path | None:
+        """The reasoning adapter folder to load, None when there is none (unset, or "none")."""
+        return None if self.adapter in (None, "none") else Path(self.adapter)
+
     def redis_secret(self) -> str | None:
         """The Redis password in clear, for the Redis clients only."""
         return self.redis_password.get_secret_value() if self.redis_password is not None else None
@@ -153,7 +167,7 @@ class Settings(BaseSettings):
             if not self.vllm_generate_urls or not self.vllm_pool_urls:
                 raise ValueError(
                     "REASONREC_ENGINE=vllm needs REASONREC_VLLM_GENERATE_URLS and REASONREC_VLLM_POOL_URLS")
-            if self.adapter is not None:
+            if self.reasoning_adapter() is not None:
                 raise ValueError(
                     "REASONREC_ENGINE=vllm serves merged weights: run `reasonrec merge-adapter --adapter ...`, start "
                     "the vLLM servers on the merged folder, set REASONREC_MODEL to it and unset REASONREC_ADAPTER"

@@ -13,16 +13,27 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from indexer.core.paths import SHIPPED, finished_or_shipped, index_dir_for, rating_dir, sasrec_dir, table_dir
+from indexer.core.paths import (
+    SHIPPED,
+    finished_or_shipped,
+    index_dir_for,
+    rating_dir,
+    reasoning_adapter_dir,
+    sasrec_dir,
+    table_dir,
+)
 from model.engines.base import Engine
 from model.engines.batching import MicroBatchingEngine
+from model.engines.loading import adapter_base, finished_adapter, model_fingerprint
 from model.engines.merge import model_folder
 from model.engines.transformers_engine import load_engine as load_transformers_engine
 from model.engines.vllm_engine import VllmEngine, VllmTimeouts
 from model.networks.item_features import ContentFeaturizer
 from model.networks.sasrec import finished_checkpoint
 from model.networks.table_artifact import TableArtifact, finished_table, stored_fingerprint
+from model.rankers.conclusion import ConclusionTerm
 from model.rating.factors import RatingModel, finished_rating_model
 from service.settings import Settings
 
@@ -41,18 +52,45 @@ class Served:
     """Content features of hot-added items and titles outside the catalog (with a table)."""
     rating: RatingModel | None
     index_dir: Path
+    conclusion: ConclusionTerm
+    """The reasoning's conclusion term, saved beside the reasoning adapter (zero without one)."""
 
 
 def resolve(settings: Settings, engine: Engine | None = None) -> Served:
-    """Load the engine (unless given), fill in the default artifacts, load the table and the rating model, and
-    name the index folder."""
+    """Fill in the default reasoning adapter, load the engine (unless given), fill in the other default artifacts,
+    load the table and the rating model, and name the index folder."""
+    if settings.default_artifacts and engine is None:
+        settings = settings.model_copy(update={"adapter": default_adapter(settings)})
     engine = engine if engine is not None else load_engine(settings)
     if settings.default_artifacts:
         settings = default_artifacts(settings, engine)
     table, featurizer = load_table(settings, engine)
     index_dir = index_dir_for(settings.dataset, engine.fingerprint, settings.index_dir,
                               table.table_hash if table else None, settings.artifacts)
-    return Served(settings, engine, table, featurizer, load_rating_model(settings), index_dir)
+    adapter = settings.reasoning_adapter()
+    conclusion = ConclusionTerm.load(adapter) if adapter is not None and engine.reasoning_adapter else ConclusionTerm()
+    return Served(settings, engine, table, featurizer, load_rating_model(settings), index_dir, conclusion)
+
+
+def default_adapter(settings: Settings) -> Path | Literal["none"] | None:
+    """The reasoning adapter to serve when none is configured: the dataset's trained one when finished (under
+    `settings.artifacts`), else the shipped one, when it was trained on the served model's weights and templates;
+    `settings.adapter` itself when it is set ("none" included)."""
+    if settings.adapter is not None or settings.engine == "vllm":
+        return settings.adapter
+    trained = reasoning_adapter_dir(settings.dataset, root=settings.artifacts)
+    found = finished_or_shipped(trained, SHIPPED / settings.dataset / "reasoning", finished_adapter)
+    if found is None:
+        log.warning("no reasoning adapter for %s: the reasoning comes from the base model, which copies the prompt's "
+                    "lines (train one with `reasonrec train-reasoning --dataset %s`)", settings.dataset,
+                    settings.dataset)
+        return None
+    base = model_fingerprint(settings.model, settings.artifacts)
+    if adapter_base(found) != base:
+        log.warning("the reasoning adapter %s was trained on %s, not on the served %s: not used", found,
+                    adapter_base(found), base)
+        return None
+    return found
 
 
 def default_artifacts(settings: Settings, engine: Engine) -> Settings:
@@ -87,16 +125,17 @@ def default_artifacts(settings: Settings, engine: Engine) -> Settings:
 
 
 def load_engine(settings: Settings) -> Engine:
-    """The in-process transformers engine for `settings.model` (+ adapter), behind the micro-batcher unless
-    `settings.micro_batching` is off; or, with `settings.engine == "vllm"`, the vLLM client (the vLLM servers
-    batch for themselves)."""
+    """The in-process transformers engine for `settings.model` (holding the reasoning adapter), behind the
+    micro-batcher unless `settings.micro_batching` is off; or, with `settings.engine == "vllm"`, the vLLM client
+    (the vLLM servers batch for themselves)."""
     if settings.engine == "vllm":
         timeouts = VllmTimeouts(read_s=settings.request_timeout_s, retry_after_s=settings.vllm_retry_after_s)
         return VllmEngine.for_model_folder(
             model_folder(settings.model, settings.artifacts), settings.vllm_generate_urls, settings.vllm_pool_urls,
             timeouts,
         )
-    engine = load_transformers_engine(settings.model, settings.adapter, settings.engine_batch_size, settings.artifacts)
+    engine = load_transformers_engine(settings.model, batch_size=settings.engine_batch_size,
+                                      artifacts=settings.artifacts, reasoning_adapter=settings.reasoning_adapter())
     if not settings.micro_batching:
         return engine
     return MicroBatchingEngine(

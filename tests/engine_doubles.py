@@ -22,6 +22,7 @@ class GatedEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.fingerprint = inner.fingerprint
+        self.reasoning_adapter = inner.reasoning_adapter
         self.hidden_size = inner.hidden_size
         self.calls: list[tuple[str, int]] = []
         self.entered = threading.Event()

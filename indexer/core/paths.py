@@ -67,3 +67,9 @@ def rating_dir(dataset: str, seed: int = 0, root: Path | None = None) -> Path:
 def models_dir(root: Path | None = None) -> Path:
     """Where converted and merged language models live (`artifacts/models`)."""
     return artifacts_dir(root) / "models"
+
+
+def reasoning_adapter_dir(dataset: str, protocol: str = "leave-one-out", seed: int = 0,
+                          root: Path | None = None) -> Path:
+    """Where `reasonrec train-reasoning` writes a dataset's reasoning adapter, and where the service looks for it."""
+    return artifacts_dir(root) / "adapters" / f"{dataset}-{protocol}-reasoning-seed{seed}"

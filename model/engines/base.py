@@ -79,7 +79,10 @@ class Engine(Protocol):
     whose deadline passed before it started; a started call always runs to the end."""
 
     fingerprint: ModelFingerprint
-    """The model of every vector, reasoning and rating (what cache keys and index manifests carry)."""
+    """The model of every item vector, `direct` vector and rating (what index manifests and cache keys carry)."""
+    reasoning_adapter: str | None
+    """Hash of the adapter switched on for reasonings and the state after them (cache keys and responses name
+    it), None when the reasoning comes from the base weights too."""
     hidden_size: int
 
     def reason(self, user_texts: Sequence[str], max_new_tokens: int) -> list[Reasoning]: ...

@@ -104,11 +104,14 @@ class MicroBatchingEngine:
         self.inner = inner
         self.fingerprint = inner.fingerprint
         self.hidden_size = inner.hidden_size
+        self.reasoning_adapter = inner.reasoning_adapter
         self.window_s = window_s
         self.max_batch = max_batch
         self.observer: BatchObserver = observer or _Silent()
         self.stats = BatchingStats()
         self._decoder = DecodeBatch(inner) if continuous and isinstance(inner, TransformersEngine) else None
+        # A reasoning adapter is on for a whole decode batch: other generations are batched apart, as jobs.
+        self._decode_methods = ("reason",) if inner.reasoning_adapter else DECODE_METHODS
         self._queues: dict[tuple[Any, ...], deque[_Job]] = {}
         self._decode_queue: deque[tuple[_Job, int]] = deque()
         self._cond = threading.Condition()
@@ -148,7 +151,7 @@ class MicroBatchingEngine:
         with self._cond:
             if self._closed:
                 raise EngineClosed("the batching engine is closed")
-            if self._decoder is not None and method in DECODE_METHODS:
+            if self._decoder is not None and method in self._decode_methods:
                 job.results = [None] * len(rows)
                 self._decode_queue.extend((job, i) for i in range(len(rows)))
             else:

@@ -120,7 +120,10 @@ class DecodeBatch:
         """Prefill `rows` together and add them to the batch; they take their first token at the next `step`."""
         engine = self.engine
         rendered = [engine.render(row.user_text, row.prefix) for row in rows]
-        with engine._lock, torch.inference_mode():
+        reasoning = all(row.kind == "reason" for row in rows)
+        if engine.reasoning_adapter and not reasoning:
+            raise ValueError("with a reasoning adapter only reasoning rows decode together (the adapter is on)")
+        with engine._scope(reasoning=reasoning):
             hidden, past, mask, ids = engine._prefill(rendered)
             logits = engine._lm_head(hidden[:, -1])
         n = len(rows)
@@ -147,7 +150,7 @@ class DecodeBatch:
         if len(keep) < len(done):
             self._state = state = select_rows(state, keep)
             self.rows = [self.rows[i] for i in keep]
-        with self.engine._lock, torch.inference_mode():
+        with self.engine._scope(reasoning=all(row.kind == "reason" for row in self.rows)):
             logits = self.engine._feed_step(state, [False] * len(keep))
         self._next = logits.argmax(-1).tolist()
         return finished

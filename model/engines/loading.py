@@ -51,6 +51,10 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     fingerprint: ModelFingerprint
+    """What the model's vectors mean: the base weights (with any merged adapter), never the reasoning adapter."""
+    reasoning_adapter: str | None = None
+    """Hash of a reasoning adapter held beside the base weights (`model` is then a peft model whose LoRA layers
+    are off unless switched on for a reasoning: `model.engines.transformers_engine`), None without one."""
 
     @property
     def hidden_size(self) -> int:
@@ -58,25 +62,19 @@ class LoadedModel:
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = None,
-               artifacts: Path | None = None) -> LoadedModel:
+               artifacts: Path | None = None, reasoning_adapter: str | Path | None = None) -> LoadedModel:
     """Load `smollm2` (default; converted once under the `artifacts` root), `tiny` (random test model) or a local
-    HF folder; apply a LoRA adapter if given."""
-    adapter_hash = None
+    HF folder; merge a LoRA `adapter` into it if given (every vector then comes from base + adapter); hold a
+    `reasoning_adapter` beside the base weights if given (switched on for reasonings only)."""
     if name_or_path == TINY_MODEL:
         model, tokenizer = tiny_llama(), tiny_tokenizer()
-        model_id, weights_hash = "tiny-llama", _state_dict_hash(model)
+        base = ModelFingerprint("tiny-llama", _state_dict_hash(model), None, TEMPLATE_VERSION)
     else:
-        folder = default_model_dir(artifacts) if name_or_path == DEFAULT_MODEL else Path(name_or_path)
-        if name_or_path == DEFAULT_MODEL:
-            materialize_smollm2(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"model folder {folder} has no config.json (expected a Hugging Face model folder)")
+        folder = _model_folder(name_or_path, artifacts)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        if name_or_path == DEFAULT_MODEL:
-            model_id, weights_hash = SMOLLM2_ID, folder_weights_hash(folder)
-        else:  # a merged folder carries its base model's id and hash and its adapter's hash
-            model_id, weights_hash, adapter_hash, _ = astuple(folder_fingerprint(folder))
+        base = _folder_model_fingerprint(name_or_path, folder)
+    model_id, weights_hash, adapter_hash, _ = astuple(base)
     if adapter is not None:
         if adapter_hash is not None:
             raise ValueError(f"{name_or_path} already has the adapter {adapter_hash} merged in; apply a new adapter "
@@ -85,9 +83,53 @@ def load_model(name_or_path: str = DEFAULT_MODEL, adapter: str | Path | None = N
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    reasoning_hash = None
+    if reasoning_adapter is not None:
+        model, reasoning_hash = _hold_adapter(model, Path(reasoning_adapter))
     model.eval()
     fingerprint = ModelFingerprint(model_id, weights_hash, adapter_hash, TEMPLATE_VERSION)
-    return LoadedModel(model, tokenizer, fingerprint)
+    return LoadedModel(model, tokenizer, fingerprint, reasoning_hash)
+
+
+def model_fingerprint(name_or_path: str = DEFAULT_MODEL, artifacts: Path | None = None) -> ModelFingerprint:
+    """The fingerprint `load_model(name_or_path)` gives (without an adapter), read without loading the weights
+    (the tiny model's are built in code, in milliseconds)."""
+    if name_or_path == TINY_MODEL:
+        return ModelFingerprint("tiny-llama", _state_dict_hash(tiny_llama()), None, TEMPLATE_VERSION)
+    return _folder_model_fingerprint(name_or_path, _model_folder(name_or_path, artifacts))
+
+
+def _model_folder(name_or_path: str, artifacts: Path | None) -> Path:
+    """The HF folder of a model name (the default converted once) after checking it is one."""
+    folder = default_model_dir(artifacts) if name_or_path == DEFAULT_MODEL else Path(name_or_path)
+    if name_or_path == DEFAULT_MODEL:
+        materialize_smollm2(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model folder {folder} has no config.json (expected a Hugging Face model folder)")
+    return folder
+
+
+def _folder_model_fingerprint(name_or_path: str, folder: Path) -> ModelFingerprint:
+    """The default model's id and weights hash; a merged folder's base id and hash plus its adapter's hash."""
+    if name_or_path == DEFAULT_MODEL:
+        return ModelFingerprint(SMOLLM2_ID, folder_weights_hash(folder), None, TEMPLATE_VERSION)
+    return folder_fingerprint(folder)
+
+
+def finished_adapter(folder: Path) -> bool:
+    """Whether `folder` holds an adapter whose training run finished (`ADAPTER_META` says "done")."""
+    meta = folder / ADAPTER_META
+    return (folder / "adapter_config.json").is_file() and meta.is_file() and json.loads(
+        meta.read_text(encoding="utf-8")).get("status") == "done"
+
+
+def adapter_base(folder: Path) -> ModelFingerprint | None:
+    """The base model an adapter was trained on, as its `ADAPTER_META` records it (None when it does not)."""
+    meta = folder / ADAPTER_META
+    if not meta.is_file():
+        return None
+    base = json.loads(meta.read_text(encoding="utf-8")).get("base_model")
+    return ModelFingerprint.from_json(base) if base else None
 
 
 def default_model_dir(artifacts: Path | None = None) -> Path:
@@ -179,15 +221,31 @@ def _state_dict_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:12]
 
 
-def _apply_adapter(model: PreTrainedModel, adapter: Path) -> tuple[PreTrainedModel, str]:
-    """Load a peft LoRA adapter and merge it for inference; its hash covers config and weights."""
-    from peft import PeftModel
-
+def adapter_hash(adapter: Path) -> str:
+    """Short sha256 over a peft adapter folder's config and weights (what cache keys and fingerprints carry)."""
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
     digest = hashlib.sha256()
     for f in sorted(adapter.glob("adapter_*")):
         digest.update(f.name.encode())
         digest.update(f.read_bytes())
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    return merged, digest.hexdigest()[:12]
+    return digest.hexdigest()[:12]
+
+
+def _apply_adapter(model: PreTrainedModel, adapter: Path) -> tuple[PreTrainedModel, str]:
+    """Load a peft LoRA adapter and merge it for inference."""
+    from peft import PeftModel
+
+    digest = adapter_hash(adapter)
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload(), digest
+
+
+def _hold_adapter(model: PreTrainedModel, adapter: Path) -> tuple[PreTrainedModel, str]:
+    """The model wrapped with a peft LoRA adapter, not merged, its LoRA layers off (the base model's outputs until
+    they are switched on)."""
+    from peft import PeftModel
+
+    digest = adapter_hash(adapter)
+    wrapped = PeftModel.from_pretrained(model, adapter)
+    wrapped.base_model.disable_adapter_layers()
+    return wrapped, digest

@@ -13,7 +13,8 @@ window share one forward (`direct_states_of_cuts`, `model.engines.cut_states`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class TransformersEngine:
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.fingerprint = loaded.fingerprint
+        self.reasoning_adapter = loaded.reasoning_adapter
         self.hidden_size = loaded.hidden_size
         self.batch_size = batch_size
         self._decoder = self.model.get_decoder()
@@ -54,6 +56,20 @@ class TransformersEngine:
         ends = (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
         self._end_ids = {i for i in ends if i is not None}
         self.stats = {"kv_shortcut": 0, "full_pass": 0, "cut_shortcut": 0, "cut_full_pass": 0}
+
+    @contextmanager
+    def _scope(self, reasoning: bool) -> Iterator[None]:
+        """One batch at a time, without autograd, with the reasoning adapter's LoRA layers on for a reasoning (and
+        the state after it) and off for everything else (item vectors, `direct`, ratings)."""
+        with self._lock, torch.inference_mode():
+            if not (reasoning and self.reasoning_adapter):
+                yield
+                return
+            self.model.base_model.enable_adapter_layers()
+            try:
+                yield
+            finally:
+                self.model.base_model.disable_adapter_layers()
 
     # ---- rendering -------------------------------------------------------------------------------------------
 
@@ -108,7 +124,7 @@ class TransformersEngine:
                        + len(plans[i].closing_ids) * len(plans[i].shortcut))
         for start in range(0, len(order), max(1, windows_per_pass)):
             chunk = order[start : start + max(1, windows_per_pass)]
-            with self._lock, torch.inference_mode():
+            with self._scope(reasoning=False):
                 states = shared_forward(self._decoder, [plans[i] for i in chunk], self.tokenizer.pad_token_id,
                                         self.hidden_size)
             for i, rows in zip(chunk, states, strict=True):
@@ -134,7 +150,7 @@ class TransformersEngine:
         results: list[Generation] = []
         rendered = [self.render(u, p) for u, p in zip(user_texts, assistant_prefixes, strict=True)]
         for start in range(0, len(rendered), self.batch_size):
-            with self._lock, torch.inference_mode():
+            with self._scope(reasoning=False):
                 state = self._decode(rendered[start : start + self.batch_size], max_new_tokens, stop)
             results.extend(
                 Generation(text.split(stop, 1)[0], len(gen), stopped)
@@ -155,7 +171,7 @@ class TransformersEngine:
         rendered = [self.render(u, p) for u, p in zip(user_texts, assistant_prefixes, strict=True)]
         rows = []
         for start in range(0, len(rendered), self.batch_size):
-            with self._lock, torch.inference_mode():
+            with self._scope(reasoning=False):
                 hidden = self._prefill(rendered[start : start + self.batch_size])[0]
                 logits = self._lm_head(hidden[:, -1]).float()
             rows.append(torch.softmax(logits[:, choice_ids], dim=-1).numpy())
@@ -173,13 +189,14 @@ class TransformersEngine:
         unpadded = [row[row_mask.bool()].tolist() for row, row_mask in zip(ids, mask, strict=False)]
         return out.last_hidden_state, out.past_key_values, mask, unpadded
 
-    def _last_hidden(self, rendered: list[str]) -> np.ndarray:
-        """Last-token final hidden state of each text; batches are formed from similar lengths."""
+    def _last_hidden(self, rendered: list[str], reasoning: bool = False) -> np.ndarray:
+        """Last-token final hidden state of each text (`reasoning`: with the reasoning adapter on); batches are
+        formed from similar lengths."""
         order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))
         vectors = np.zeros((len(rendered), self.hidden_size), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            with self._lock, torch.inference_mode():
+            with self._scope(reasoning):
                 hidden = self._prefill([rendered[i] for i in chunk])[0]
             vectors[chunk] = hidden[:, -1].float().cpu().numpy()
         return vectors
@@ -238,13 +255,13 @@ class TransformersEngine:
 
     def _reason_batch(self, user_texts: list[str], max_new_tokens: int) -> list[Reasoning]:
         rendered = [self.render(text) for text in user_texts]
-        with self._lock, torch.inference_mode():
+        with self._scope(reasoning=True):
             state = self._decode(rendered, max_new_tokens, ANSWER_MARKER)
         return self._finish_reasoning(user_texts, state)
 
     def _finish_reasoning(self, user_texts: Sequence[str], state: _DecodeState) -> list[Reasoning]:
         """Reasonings and user vectors of decoded rows (row i of `state` is `user_texts[i]`'s decode)."""
-        with self._lock, torch.inference_mode():
+        with self._scope(reasoning=True):
             reasonings = [text.split(ANSWER_MARKER, 1)[0] for text in state.texts]
             canonical = [self._ids(self.render(u, r + ANSWER_MARKER))
                          for u, r in zip(user_texts, reasonings, strict=False)]
@@ -257,7 +274,8 @@ class TransformersEngine:
         missing = [i for i, tail in enumerate(tails) if tail is None]
         if missing:
             self.stats["full_pass"] += len(missing)
-            full = self._last_hidden([self.render(user_texts[i], reasonings[i] + ANSWER_MARKER) for i in missing])
+            full = self._last_hidden([self.render(user_texts[i], reasonings[i] + ANSWER_MARKER) for i in missing],
+                                     reasoning=True)
             vectors[missing] = full
         return [
             Reasoning(text, vectors[i], len(state.generated[i]), state.stopped[i])
@@ -289,8 +307,8 @@ def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 def load_engine(model: str, adapter: str | Path | None = None, batch_size: int = 8,
-                artifacts: Path | None = None) -> TransformersEngine:
-    """The in-process engine of `model` (smollm2, tiny or an HF folder) with the LoRA `adapter` applied: the one
-    loader every command and the service use (the service may put it behind `model.engines.batching`, and names
-    its `artifacts` root)."""
-    return TransformersEngine(load_model(model, adapter, artifacts), batch_size=batch_size)
+                artifacts: Path | None = None, reasoning_adapter: str | Path | None = None) -> TransformersEngine:
+    """The in-process engine of `model` (smollm2, tiny or an HF folder) with the LoRA `adapter` merged and the
+    `reasoning_adapter` held for reasonings (`model.engines.loading.load_model`): the one loader every command and
+    the service use (the service may put it behind `model.engines.batching`, and names its `artifacts` root)."""
+    return TransformersEngine(load_model(model, adapter, artifacts, reasoning_adapter), batch_size=batch_size)

@@ -75,6 +75,7 @@ class VllmEngine:
         timeouts = timeouts or VllmTimeouts()
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint
+        self.reasoning_adapter: str | None = None  # the servers load merged weights (docs/deploy.md)
         self.hidden_size = hidden_size
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s),

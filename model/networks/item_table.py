@@ -146,6 +146,15 @@ class TableModel(nn.Module):
         hidden = self.encode(inputs, lengths)[torch.arange(len(lengths)), lengths - 1]
         return hidden if states is None else hidden + self.head_term(states)
 
+    @property
+    def head_is_zero(self) -> bool:
+        """Whether f(h) is 0 whatever the state (no head, or its output layer kept the zero start): the served
+        `direct` and `reasoning` then rank by s(history) alone."""
+        if self.head is None:
+            return True
+        out = self.head[-1]
+        return not (bool(out.weight.detach().any()) or bool(out.bias.detach().any()))
+
     def head_term(self, states: torch.Tensor) -> torch.Tensor:
         """f(h): (B, dim)."""
         if self.head is None:

@@ -66,11 +66,35 @@ class LlmRanker:
                  term: ConclusionTerm | None = None) -> None:
         if mode not in LLM_MODES:
             raise ValueError(f"LLM ranker mode must be one of {', '.join(LLM_MODES)}, got {mode!r}")
-        if table is not None and not table.has_head:
-            head = "none"
+        if table is not None and head == "residual" and (not table.has_head or table.model.head_is_zero):
+            head = "none"  # f(h) adds nothing: s(history) alone
         self.name = self.mode = mode
         self.engine, self.table, self.featurizer, self.head = engine, table, featurizer, head
         self.term = term if term is not None and mode == "reasoning" else ConclusionTerm()
+
+    @property
+    def state_in_score(self) -> bool:
+        """Whether the model's state enters the score (a head on it, or the raw state by cosine)."""
+        return self.table is None or self.head != "none"
+
+    @property
+    def needs_engine(self) -> bool:
+        """Whether ranking runs the model: not for `direct` when its state adds nothing to the score."""
+        return self.mode == "reasoning" or self.state_in_score
+
+    def notes(self) -> tuple[str, ...]:
+        """What a response should say about the model's part in this ranking."""
+        if self.mode == "direct":
+            return () if self.state_in_score else (
+                "the head on the model's state is zero (it kept its zero start in training): direct ranks by "
+                "s(history) alone and runs no forward pass",)
+        if not self.term.is_zero:
+            return (f"the reasoning's conclusion enters the score (+{self.term.genre:g} for its genre, "
+                    f"+{self.term.decade:g} for its decade)"
+                    + ("" if self.state_in_score else "; the head on the state after it is zero"),)
+        return () if self.state_in_score else (
+            "the reasoning does not enter the score (the head on its state is zero and there is no conclusion "
+            "term): the list is s(history) alone",)
 
     @staticmethod
     def prompt(history: UserHistory) -> str:
@@ -78,7 +102,9 @@ class LlmRanker:
 
     def settings(self, reasoning_tokens: int) -> dict[str, Any]:
         """Everything besides the prompt that changes the engine's output (part of every cache key)."""
-        return {"greedy": True, "max_new_tokens": reasoning_tokens} if self.mode == "reasoning" else {"greedy": True}
+        if self.mode == "direct":
+            return {"greedy": True}
+        return {"greedy": True, "max_new_tokens": reasoning_tokens, "adapter": self.engine.reasoning_adapter}
 
     def encode(self, prompts: Sequence[str], reasoning_tokens: int) -> list[UserState]:
         """The engine stage: one `UserState` per prompt."""

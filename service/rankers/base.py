@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from indexer.store import ItemStore
+from model.claims import Prediction
 from model.prompts import UserHistory
 
 StoreGetter = Callable[[], ItemStore]
@@ -36,6 +37,8 @@ class Ranked:
     reasoning: str | None = None
     cached: bool = False
     notes: tuple[str, ...] = ()
+    conclusion: Prediction | None = None
+    """What the reasoning concluded, when the score read it (the conclusion term)."""
     """What the client should know about this ranking (e.g. items the ranker cannot score)."""
 
 

@@ -2,11 +2,13 @@
 
 User prompt -> cache lookup -> on a miss the core's engine stage in a worker thread under the request deadline ->
 cache {reasoning, state} -> the core's search stage over the current index: with the item table (the default when
-one is configured) u = s(history) + f(state) against the table's rows, else the state by cosine (plus the
-popularity prior when `popularity_prior` is set). Identical concurrent requests share one engine computation,
-whose result is cached even if it comes after the deadline (`service.coalesce`). The cache key covers the model
-fingerprint, the mode, the engine settings and the prompt, never the index version or the table: a cached state
-is searched against whatever the index holds now.
+one is configured) u = s(history) + f(state) against the table's rows, plus for `reasoning` the conclusion term
+(`model.rankers.conclusion`), else the state by cosine (plus the popularity prior when `popularity_prior` is set).
+When the state adds nothing to the score (f is zero), `direct` runs no forward pass and says so in `notes`.
+Identical concurrent requests share one engine computation, whose result is cached even if it comes after the
+deadline (`service.coalesce`). The cache key covers the model fingerprint, the mode, the engine settings (for a
+reasoning its adapter) and the prompt, never the index version or the table: a cached state is searched against
+whatever the index holds now.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from model.engines.base import Deadline, Engine
 from model.networks.item_features import ContentFeaturizer
 from model.networks.table_artifact import TableArtifact
+from model.rankers.conclusion import ConclusionTerm
 from model.rankers.llm import LlmRanker, UserState
 from service.cache import CacheEntry, cache_key
 from service.coalesce import Coalescer
@@ -40,6 +45,8 @@ class LlmServing:
     """How long a request waits for the engine (`REASONREC_REQUEST_TIMEOUT_S`)."""
     popularity_prior: float
     """Weight of the popularity prior on the cosine (`REASONREC_POPULARITY_PRIOR`; without a table)."""
+    conclusion: ConclusionTerm
+    """The reasoning's conclusion term (learned with the reasoning adapter; zero without one)."""
 
 
 class ServedLlmRanker:
@@ -51,7 +58,7 @@ class ServedLlmRanker:
 
     def __init__(self, store: StoreGetter, metrics: Metrics, llm: LlmServing) -> None:
         self.store, self.metrics, self.llm = store, metrics, llm
-        self.core = LlmRanker(self.mode, llm.engine, llm.table, llm.featurizer)
+        self.core = LlmRanker(self.mode, llm.engine, llm.table, llm.featurizer, term=llm.conclusion)
 
     async def compute(self, prompt: str, query: RankQuery, deadline: Deadline) -> CacheEntry:
         out = (await call_engine(lambda: self.core.encode([prompt], query.reasoning_tokens), deadline))[0]
@@ -61,6 +68,8 @@ class ServedLlmRanker:
         return CacheEntry(out.meta(), out.vector)
 
     async def rank(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
+        if not self.core.needs_engine:
+            return await self._rank_without_engine(query, timings_ms)
         llm = self.llm
         prompt = self.core.prompt(query.history)
         key = cache_key(llm.engine.fingerprint, self.mode, self.core.settings(query.reasoning_tokens), prompt)
@@ -72,10 +81,20 @@ class ServedLlmRanker:
         )
         assert entry.vector is not None, "accepted entries hold a usable state"
         user = UserState.from_meta(entry.vector, entry.meta)
+        predictions = self.core.conclusions([user.reasoning], store.catalog)
         with self.metrics.stage("search", timings_ms):
             results = await asyncio.to_thread(self.core.search, store, [query.history], user.vector[None, :], query.k,
-                                              [query.exclude], llm.popularity_prior)
-        return Ranked(results[0], user.reasoning, cached)
+                                              [query.exclude], llm.popularity_prior, None, predictions)
+        return Ranked(results[0], user.reasoning, cached, self.core.notes(), predictions[0])
+
+    async def _rank_without_engine(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
+        """`direct` when the state adds nothing to the score: s(history) alone, no forward pass."""
+        store = self.store()
+        no_state = np.zeros((1, self.llm.engine.hidden_size), dtype=np.float32)
+        with self.metrics.stage("search", timings_ms):
+            results = await asyncio.to_thread(self.core.search, store, [query.history], no_state, query.k,
+                                              [query.exclude])
+        return Ranked(results[0], notes=self.core.notes())
 
 
 class ReasoningRanker(ServedLlmRanker):

@@ -73,6 +73,7 @@ class FaultyEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.fingerprint = inner.fingerprint
+        self.reasoning_adapter = inner.reasoning_adapter
         self.hidden_size = inner.hidden_size
         self.delay_s = 0.0
         self.error: Exception | None = None

@@ -51,3 +51,38 @@ def test_unfinished_runs_and_other_models_tables_are_not_used(places, tiny_engin
     settings = default_artifacts(Settings(model="tiny", dataset="ml-test"), another_model)
     assert settings.sasrec_checkpoint is None and settings.table is None  # unfinished; another model's states
     assert (places["trained_sasrec"] / META_FILE).is_file()
+
+
+def _adapter(folder: Path, base: dict, status: str = "done") -> Path:
+    """An adapter folder as `reasonrec train-reasoning` leaves it (only what the resolution reads)."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "reasonrec-adapter.json").write_text(json.dumps({"status": status, "base_model": base}))
+    return folder
+
+
+def test_the_reasoning_adapter_defaults_to_the_trained_then_the_shipped_one(places, tiny_engine, tmp_path) -> None:
+    from service.startup import default_adapter
+
+    base = tiny_engine.fingerprint.to_json()
+    settings = Settings(model="tiny", dataset="ml-test")
+    assert default_adapter(settings) is None
+    shipped = _adapter(tmp_path / "shipped" / "ml-test" / "reasoning", base)
+    assert default_adapter(settings) == shipped
+    trained = _adapter(tmp_path / "artifacts" / "adapters" / "ml-test-leave-one-out-reasoning-seed0", base)
+    assert default_adapter(settings) == trained
+    assert default_adapter(Settings(model="tiny", dataset="ml-test", adapter="none")) == "none"
+    assert Settings(model="tiny", adapter="off").reasoning_adapter() is None
+    assert default_adapter(Settings(model="tiny", dataset="ml-test", adapter=shipped)) == shipped
+
+
+def test_an_adapter_of_another_model_or_an_unfinished_run_is_not_served(places, tiny_engine, tmp_path) -> None:
+    from service.startup import default_adapter
+
+    other = {**tiny_engine.fingerprint.to_json(), "weights_hash": "another-one"}
+    _adapter(tmp_path / "shipped" / "ml-test" / "reasoning", other)
+    _adapter(tmp_path / "artifacts" / "adapters" / "ml-test-leave-one-out-reasoning-seed0",
+             tiny_engine.fingerprint.to_json(), status="training")
+    assert default_adapter(Settings(model="tiny", dataset="ml-test")) is None

@@ -1,5 +1,6 @@
-"""A reasoning adapter served through the gateway (REASONREC_ADAPTER): `/recommend` with `ranker: reasoning`
-returns the reasoning the adapter was taught, and a reasoning the budget cuts is counted in
+"""A reasoning adapter served through the gateway (REASONREC_ADAPTER) beside the base model's index:
+`/recommend` with `ranker: reasoning` returns the reasoning the adapter was taught and names the adapter, the
+index built on the base weights serves it, and a reasoning the budget cuts is counted in
 `reasonrec_reasoning_budget_capped_total`."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 import torch
 from service_helpers import build_index, history, tiny_settings
 
-from model.engines.loading import load_model
+from model.engines.loading import adapter_hash, load_model
 from model.engines.transformers_engine import load_engine
 from model.prompts import ANSWER_MARKER, UserHistory
 from trainer.reasoning.packing import WindowSample, pack_window
@@ -42,14 +43,13 @@ def adapter(catalog, tmp_path_factory) -> Path:
 
 
 def test_served_reasoning_is_the_taught_one_and_cut_ones_are_counted(serve, catalog, adapter, tmp_path):
-    engine = load_engine("tiny", adapter)
-    index = build_index(engine, catalog, tmp_path / "index")
+    index = build_index(load_engine("tiny"), catalog, tmp_path / "index")  # item vectors: the base weights
     server = serve(tiny_settings(index, adapter=adapter, default_reasoning_tokens=48, max_reasoning_tokens=64))
     capped = "reasonrec_reasoning_budget_capped_total"
 
     data = server.client.post("/recommend", json={"history": history(*HISTORIES[0]), "ranker": "reasoning"}).json()
     assert data["fallback"] is None and data["reasoning"] == RATIONALE
-    assert data["model"]["adapter_hash"] == engine.fingerprint.adapter_hash is not None
+    assert data["model"]["adapter_hash"] is None and data["model"]["reasoning_adapter"] == adapter_hash(adapter)
     assert len(data["items"]) == 10 and not set(HISTORIES[0]) & {item["item_id"] for item in data["items"]}
     assert server.metric(capped) == 0
 
@@ -60,3 +60,26 @@ def test_served_reasoning_is_the_taught_one_and_cut_ones_are_counted(serve, cata
     again = server.client.post("/recommend", json={"history": history(*HISTORIES[2]), "ranker": "reasoning",
                                                    "max_reasoning_tokens": 6}).json()
     assert again["cached"] is True and server.metric(capped) == 1  # a cached answer is not counted again
+
+
+def test_the_conclusion_term_raises_the_concluded_genre(serve, catalog, adapter, tmp_path):
+    """With the conclusion term saved beside the adapter, the reasoning's "Next: likely a 1990s Western" raises
+    the Westerns by the term's genre weight: the response names the conclusion, and a large weight puts Westerns
+    first, the rest keeping the order the state gives them."""
+    import shutil
+
+    from model.rankers.conclusion import ConclusionTerm
+
+    folder = Path(shutil.copytree(adapter, tmp_path / "adapter"))
+    ConclusionTerm(genre=100.0, decade=0.0).save(folder, {"command": "test"})
+    index = build_index(load_engine("tiny"), catalog, tmp_path / "index")
+    settings = tiny_settings(index, adapter=folder, default_reasoning_tokens=48, max_reasoning_tokens=64)
+    server = serve(settings)
+    body = {"history": history(*HISTORIES[0]), "ranker": "reasoning", "k": 5}
+    data = server.client.post("/recommend", json=body).json()
+    assert data["reasoning"] == RATIONALE and data["conclusion"] == {"genre": "Western", "decade": 1990}
+    assert all("Western" in catalog[item["item_id"]].genres for item in data["items"]), data["items"]
+    assert any("conclusion enters the score" in note for note in data["notes"])
+    without = serve(tiny_settings(index, adapter=adapter, default_reasoning_tokens=48, max_reasoning_tokens=64))
+    plain = without.client.post("/recommend", json=body).json()
+    assert plain["conclusion"] is None and plain["items"] != data["items"]

@@ -100,3 +100,36 @@ def test_an_index_of_another_table_is_refused(serve, tiny_engine, catalog, serve
     server = serve(tiny_settings(index, table=tmp_path / "other"), tiny_engine)
     ready = server.client.get("/readyz")
     assert ready.status_code == 503 and "table" in ready.text and other.table_hash in ready.text
+
+
+def test_a_zero_head_means_direct_runs_no_forward_pass_and_says_so(serve, tiny_engine, served_table, catalog,
+                                                                   tmp_path) -> None:
+    """The served head kept its zero start (as on ML-100k and ML-1M): `direct` is s(history) alone, so it answers
+    without calling the engine, with the table ranker's list and a note; `reasoning` still reasons, and says its
+    state adds nothing."""
+    from engine_doubles import GatedEngine
+
+    from model.rankers.table import TableRanker
+
+    table, _, index = served_table
+    torch.nn.init.zeros_(table.model.head[1].weight)
+    torch.nn.init.zeros_(table.model.head[1].bias)
+    table.save(tmp_path / "zero-head", {**table.meta, "status": "done"})
+    store = ItemStore.load(index)
+    rows = table.index_rows(list(catalog), tiny_engine.embed_items([item_prompt(i) for i in catalog]))
+    zero = TableArtifact.load(tmp_path / "zero-head")
+    ItemStore.create(catalog, rows, tiny_engine.fingerprint, table=zero.table_hash).save(tmp_path / "zero-index")
+    engine = GatedEngine(tiny_engine)
+    server = serve(tiny_settings(tmp_path / "zero-index", table=tmp_path / "zero-head"), engine)
+    data = server.client.post("/recommend", json={"history": history("3", "7", "12"), "k": 5,
+                                                  "ranker": "direct"}).json()
+    assert data["ranker"] == "direct" and data["fallback"] is None and engine.calls == []
+    assert any("no forward pass" in note for note in data["notes"])
+    user = UserHistory.of_items([("3", 4.0, None), ("7", 4.0, None), ("12", 4.0, None)], store.catalog)
+    alone = TableRanker(zero, ItemStore.load(tmp_path / "zero-index")).top_k(user, 5, {"3", "7", "12"})
+    assert [(i["item_id"], pytest.approx(i["score"], abs=1e-4)) for i in data["items"]] == alone
+    reasoning = server.client.post("/recommend", json={"history": history("3", "7", "12"), "k": 5,
+                                                       "ranker": "reasoning"}).json()
+    assert [method for method, _ in engine.calls] == ["reason"] and reasoning["reasoning"] is not None
+    assert any("does not enter the score" in note for note in reasoning["notes"])
+    assert [i["item_id"] for i in reasoning["items"]] == [i for i, _ in alone]
