@@ -88,15 +88,23 @@ eval-cold: sasrec-cold table-cold
 eval: eval-loo eval-cold  ## SASRec+ and the item table (both protocols), every ranker on ML-1M -> docs/results/ml-1m-*
 
 # The small artifacts `make serve` uses on a fresh machine (deploy/artifacts/ml-100k, committed with their
-# manifests): SASRec+ and the item table trained on ML-100k leave-one-out, then copied there.
+# manifests): SASRec+, the item table, the reasoning adapter with its conclusion term, all trained on ML-100k
+# leave-one-out, then copied there. The rating model is trained into its folder there directly
+# (`reasonrec train-rating --dataset ml-100k --out-dir deploy/artifacts/ml-100k/rating`).
 SHIPPED := deploy/artifacts/ml-100k
-ship-ml100k: setup  ## retrain the ML-100k artifacts shipped with the repository (about an hour on 2 cores)
+ML100K_ADAPTER := artifacts/adapters/ml-100k-leave-one-out-reasoning-seed0
+ship-ml100k: setup  ## retrain the ML-100k artifacts shipped with the repository (about two hours on 2 cores)
 	$(BIN)/reasonrec train-sasrec --dataset ml-100k --threads $(THREADS)
 	$(BIN)/reasonrec train-table --dataset ml-100k --threads $(THREADS) --head-users 400
-	rm -rf $(SHIPPED)/sasrec $(SHIPPED)/table && mkdir -p $(SHIPPED)/sasrec $(SHIPPED)/table
+	$(BIN)/reasonrec train-reasoning --dataset ml-100k --threads $(THREADS)
+	$(BIN)/reasonrec train-conclusion --dataset ml-100k --adapter $(ML100K_ADAPTER) --threads $(THREADS)
+	rm -rf $(SHIPPED)/sasrec $(SHIPPED)/table $(SHIPPED)/reasoning
+	mkdir -p $(SHIPPED)/sasrec $(SHIPPED)/table $(SHIPPED)/reasoning
 	cp artifacts/sasrec/ml-100k-leave-one-out-seed0/model.safetensors artifacts/sasrec/ml-100k-leave-one-out-seed0/meta.json $(SHIPPED)/sasrec/
 	cp artifacts/tables/ml-100k-leave-one-out-seed0/table.* artifacts/tables/ml-100k-leave-one-out-seed0/head-alone.safetensors \
 		artifacts/tables/ml-100k-leave-one-out-seed0/center.npy $(SHIPPED)/table/
+	cp $(ML100K_ADAPTER)/adapter_config.json $(ML100K_ADAPTER)/adapter_model.safetensors \
+		$(ML100K_ADAPTER)/reasonrec-adapter.json $(ML100K_ADAPTER)/conclusion.json $(SHIPPED)/reasoning/
 
 # The adapter is trained on the protocol's own training split (a cold-item run never sees the cold items), so
 # each protocol has its own: make train-cl CL_PROTOCOL=cold-items. Needs `make eval`'s SASRec+ checkpoints.
@@ -182,7 +190,7 @@ bench-vllm: setup setup-vllm  ## both engines' start, requests/s, tokens/s and p
 REASONING_ADAPTER_ML1M := artifacts/adapters/ml-1m-leave-one-out-reasoning-seed0
 REASONING_ADAPTER_ML100K := artifacts/adapters/ml-100k-leave-one-out-reasoning-seed0
 
-report-ml100k: ship-ml100k  ## ml-100k-leave-one-out.* (~1 h 30: the shipped artifacts, then 300 seeded LLM users)
+report-ml100k: ship-ml100k  ## ml-100k-leave-one-out.*, ml-100k-reasoning-term.* (~2 h 30 with the shipped artifacts)
 	$(BIN)/reasonrec eval --dataset ml-100k --protocol leave-one-out --threads $(THREADS) --no-ratings \
 		--llm-users 300 --reasoning-tokens 48
 
@@ -198,12 +206,12 @@ SVD_PYTHON ?=
 report-ratings: setup  ## ml-1m-ratings.* (~40 min)
 	$(BIN)/reasonrec eval-rating --dataset ml-1m --threads $(THREADS) $(if $(SVD_PYTHON),--svd-python $(SVD_PYTHON),)
 
-report-reasoning: setup  ## ml-1m-reasoning.* (~1 h 10: the ML-1M reasoning SFT ~40 min, then 300 seeded users ~25 min)
+report-reasoning: sasrec-loo  ## ml-1m-reasoning.*, ml-1m-reasoning-term.* (~2 h after SASRec+: SFT, 300 + 600 users)
 	$(BIN)/reasonrec train-reasoning --dataset ml-1m --threads $(THREADS)
 	$(BIN)/reasonrec eval-reasoning --dataset ml-1m --adapter $(REASONING_ADAPTER_ML1M) --users 300 --threads $(THREADS)
+	$(BIN)/reasonrec train-conclusion --dataset ml-1m --adapter $(REASONING_ADAPTER_ML1M) --threads $(THREADS)
 
-report-reasoning-head: ship-ml100k  ## ml-100k-reasoning-head.* (~2 h: the ML-100k reasoning SFT, then the experiment)
-	$(BIN)/reasonrec train-reasoning --dataset ml-100k --threads $(THREADS)
+report-reasoning-head: ship-ml100k  ## ml-100k-reasoning-head.* (~1 h after ship-ml100k's reasoning SFT)
 	$(BIN)/reasonrec experiment reasoning-head --dataset ml-100k --adapter $(REASONING_ADAPTER_ML100K) \
 		--threads $(THREADS) --conclusions forecast
 

@@ -10,6 +10,7 @@
     reasonrec eval-rating --dataset ml-1m          # the rating report: baselines, MF, the served model, ablations
     reasonrec train-reasoning --dataset ml-1m      # reasoning SFT on program-written rationales (resumable)
     reasonrec eval-reasoning --adapter DIR         # marker rate, faithfulness, next-genre match of the reasoning
+    reasonrec train-conclusion --adapter DIR       # the reasoning's conclusion as a score term (validation)
     reasonrec eval --dataset ml-1m                 # every ranker, one harness, reports in docs/results
     reasonrec merge-adapter --adapter DIR          # base + LoRA in one folder, for the vLLM servers
 
@@ -156,10 +157,22 @@ def cmd_train_reasoning(args: argparse.Namespace) -> int:
     from trainer.train.reasoning_sft import ReasoningSftConfig, train_reasoning
 
     config = config_from_args(ReasoningSftConfig, args, args.recipe)
-    folder = train_reasoning(config)
+    folder = train_reasoning(config, _command_line())
     print(f"adapter {folder}; evaluate its reasoning with `reasonrec eval-reasoning --dataset {config.dataset} "
           f"--adapter {folder}`, build its index with `reasonrec index --dataset {config.dataset} --adapter "
           f"{folder}`, serve with REASONREC_ADAPTER={folder}")
+    return 0
+
+
+def cmd_train_conclusion(args: argparse.Namespace) -> int:
+    from model.engines.transformers_engine import load_engine
+    from trainer.train.conclusion import ConclusionConfig, train_conclusion
+
+    config = config_from_args(ConclusionConfig, args)
+    engine = load_engine(config.model, batch_size=config.batch_size, reasoning_adapter=config.adapter)
+    term, paths = train_conclusion(config, engine, _command_line())
+    print(f"conclusion term +{term.genre:g} (genre), +{term.decade:g} (decade) saved in {config.adapter}")
+    _print_written(paths)
     return 0
 
 
@@ -226,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.evaluation.reasoning_eval import ReasoningEvalConfig
     from trainer.experiments.rating_head import RatingHeadConfig
     from trainer.experiments.reasoning_head import ReasoningHeadConfig
+    from trainer.train.conclusion import ConclusionConfig
     from trainer.train.contrastive.config import ContrastiveConfig
     from trainer.train.index import IndexJobConfig
     from trainer.train.rating import RatingTrainConfig
@@ -279,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="TOML file of settings (e.g. trainer/recipes/reasoning-gpu.toml); flags override it")
     command("eval-reasoning", "the model's own reasoning: marker rate, faithfulness, next-genre match, latency",
             cmd_eval_reasoning, ReasoningEvalConfig)
+    command("train-conclusion", "the reasoning's conclusion as a score term: weights on validation, test report",
+            cmd_train_conclusion, ConclusionConfig)
 
     command("eval", "evaluate rankers on one split; write docs/results reports", cmd_eval, EvalConfig)
     command("train-rating", "train the rating model that /rate serves (resumable)", cmd_train_rating,

@@ -163,8 +163,8 @@ def train_packed(model: torch.nn.Module, rows: list[PackedRow], steps: int, lr: 
     return losses
 
 
-def train_reasoning(config: ReasoningSftConfig) -> Path:
-    """Train (or resume, or find done) the reasoning adapter; returns its folder."""
+def train_reasoning(config: ReasoningSftConfig, command: str = "") -> Path:
+    """Train (or resume, or find done) the reasoning adapter; returns its folder (`command` is recorded)."""
     from accelerate import Accelerator
 
     folder = config.adapter_dir
@@ -209,14 +209,14 @@ def train_reasoning(config: ReasoningSftConfig) -> Path:
         bar.update(1)
         bar.set_postfix(loss=f"{progress.losses[-1]:.3f}", samples_per_s=f"{progress.samples / progress.seconds:.2f}")
         if time.monotonic() - last_save > 60 * config.checkpoint_minutes or progress.step == config.steps:
-            _save(folder, config, model, optimizer, schedule, progress, "training", base_fingerprint, ds, split,
-                  context, stats)
+            _save(folder, config, command, model, optimizer, schedule, progress, "training", base_fingerprint, ds,
+                  split, context, stats)
             last_save = time.monotonic()
     bar.close()
     model.eval()
     check = _final_check(model, loaded, split, context, config)
-    _save(folder, config, model, optimizer, schedule, progress, "done", base_fingerprint, ds, split, context, stats,
-          check)
+    _save(folder, config, command, model, optimizer, schedule, progress, "done", base_fingerprint, ds, split, context,
+          stats, check)
     return folder
 
 
@@ -276,7 +276,7 @@ def _resume(folder: Path, config: ReasoningSftConfig, model: torch.nn.Module, op
     return progress
 
 
-def _save(folder: Path, config: ReasoningSftConfig, model: Any, optimizer: torch.optim.Optimizer,
+def _save(folder: Path, config: ReasoningSftConfig, command: str, model: Any, optimizer: torch.optim.Optimizer,
           schedule: torch.optim.lr_scheduler.LRScheduler, progress: _Progress, status: str, base_fingerprint: Any,
           ds: Any, split: Any, context: ReasoningContext, stats: dict, check: dict | None = None) -> None:
     """The adapter, its metadata and (while training) `resume.pt`, each written to a temporary name first."""
@@ -292,7 +292,7 @@ def _save(folder: Path, config: ReasoningSftConfig, model: Any, optimizer: torch
         tmp.replace(folder / RESUME_FILE)
     recent = progress.losses[-10:]
     meta = {
-        "status": status, "job": "reasoning-sft",
+        "status": status, "job": "reasoning-sft", "command": command,
         "method": "reasoning SFT: LoRA on [user prompt][program-written grounded rationale + <answer>], loss on the "
                   "assistant tokens only (trainer.reasoning)",
         "base_model": base_fingerprint.to_json(), "template_version": base_fingerprint.template_version,
