@@ -125,9 +125,9 @@ $(VENV)/.loadtest-installed: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -e '.[dev,loadtest]'
 	touch $@
 
-# Real ML-1M histories against the ML-1M index; the production ranker is the ML-1M SASRec+ of `make eval` when
-# it has finished (else `popular` stands in, and the report says so).
-LOADTEST_DATASET ?= ml-1m
+# Real ML-100k histories against what `make serve` serves (the shipped SASRec+, item table, reasoning adapter and
+# rating model); LOADTEST_DATASET=ml-1m measures the ML-1M stack once `make eval` has built it.
+LOADTEST_DATASET ?= ml-100k
 
 loadtest: setup $(VENV)/.loadtest-installed  ## gateway + k6 against every ranker at a few rates -> docs/results/latency.*
 	$(BIN)/reasonrec index --dataset $(LOADTEST_DATASET)

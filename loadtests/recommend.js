@@ -9,9 +9,13 @@
 //   k6 run --no-usage-report -e REQUESTS=artifacts/loadtest/requests-ml-100k.json -e RANKERS=popular \
 //          -e RATE=20 -e DURATION=30s loadtests/recommend.js
 //
-// Environment: BASE_URL (http://127.0.0.1:8000), REQUESTS (required; absolute, or relative to this script), RANKERS (comma list, taken in turn:
-// popular), SCENARIO (tag; default the ranker list), EXECUTOR (constant | ramping), RATE (requests/s, may be
-// fractional), DURATION (30s), RAMP (ramping: time to reach RATE, 10s), OFFSET (first request used, 0), POOL
+// With EXECUTOR=users the model is closed instead: USERS virtual users each send their next request when the last
+// one is answered, ITERATIONS requests in all (USERS=1: one request at a time, the single-request latency).
+//
+// Environment: BASE_URL (http://127.0.0.1:8000), REQUESTS (required; absolute, or relative to this script), RANKERS
+// (comma list, taken in turn: popular), SCENARIO (tag; default the ranker list), EXECUTOR (constant | ramping |
+// users), RATE (requests/s, may be fractional), DURATION (30s), RAMP (ramping: time to reach RATE, 10s), USERS and
+// ITERATIONS (users), OFFSET (first request used, 0), POOL
 // (requests cycled, 0 = all new), REASONING_TOKENS (max_reasoning_tokens sent), HTTP_TIMEOUT (120s),
 // GRACEFUL_STOP (how long in-flight requests may finish after the run, 130s), P99_MS (threshold, 1000),
 // PRE_VUS (virtual users started up front, 2 x RATE), MAX_VUS (300), SUMMARY (path of the JSON summary written).
@@ -50,6 +54,12 @@ function executor() {
     timeUnit: '100s', preAllocatedVUs: PRE_VUS, maxVUs: MAX_VUS,
     gracefulStop: __ENV.GRACEFUL_STOP || '130s', tags: { scenario_kind: SCENARIO },
   };
+  if (__ENV.EXECUTOR === 'users') {
+    return {
+      executor: 'shared-iterations', vus: Number(__ENV.USERS || 1), iterations: Number(__ENV.ITERATIONS || 10),
+      maxDuration: __ENV.MAX_DURATION || '30m', gracefulStop: common.gracefulStop, tags: common.tags,
+    };
+  }
   if ((__ENV.EXECUTOR || 'constant') === 'ramping') {
     return Object.assign(common, {
       executor: 'ramping-arrival-rate', startRate: 0,

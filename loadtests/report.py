@@ -23,16 +23,21 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def load(r: dict[str, Any]) -> str:
+    """A run's load: its arrival rate (open model), or its concurrent users (closed model)."""
+    return f"{r['users']} user{'s' * (r['users'] > 1)}" if r.get("users") else f"{r['rate']:g}/s"
+
+
 def results_table(results: list[dict[str, Any]]) -> list[str]:
     rows = [
-        "| scenario | ranker | rate/s | requests | OK/s | p50 ms | p95 ms | p99 ms | max ms | client p99 ms | errors "
+        "| scenario | ranker | load | requests | OK/s | p50 ms | p95 ms | p99 ms | max ms | client p99 ms | errors "
         "| 429 | fallback | cached | dropped | thresholds |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         k = r["k6"]
         rows.append(
-            f"| {r['scenario']} | {r['ranker']} | {r['rate']:g} | {k['requests']:.0f} "
+            f"| {r['scenario']} | {r['ranker']} | {load(r)} | {k['requests']:.0f} "
             f"| {fmt(k['throughput_ok_per_s'], 2)} "
             f"| {fmt(k['server_p50_ms'])} | {fmt(k['server_p95_ms'])} | {fmt(k['server_p99_ms'])} "
             f"| {fmt(k['server_max_ms'])} | {fmt(k['client_p99_ms'])} | {pct(k['error_rate'])} | {pct(k['rate_429'])} "
@@ -66,7 +71,7 @@ def overhead(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         total = request["mean_ms"] * request["count"]
         engine = stage["mean_ms"] * stage["count"]
-        out.append({"rate": r["rate"], "requests": request["count"], "mean_total_ms": request["mean_ms"],
+        out.append({"load": load(r), "requests": request["count"], "mean_total_ms": request["mean_ms"],
                     "mean_engine_ms": engine / request["count"], "share": (total - engine) / total})
     return out
 
@@ -84,8 +89,8 @@ def targets(results: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
         )
     for row in shares:
         lines.append(
-            f"| gateway overhead < {100 * TARGET_OVERHEAD_SHARE:g}% of request time, reasoning uncached at "
-            f"{row['rate']:g}/s "
+            f"| gateway overhead < {100 * TARGET_OVERHEAD_SHARE:g}% of request time, reasoning uncached, "
+            f"{row['load']} "
             f"| {fmt(row['mean_total_ms'] - row['mean_engine_ms'])} of {fmt(row['mean_total_ms'])} ms = "
             f"{100 * row['share']:.2f}% | {'yes' if row['share'] < TARGET_OVERHEAD_SHARE else 'no'} |"
         )
@@ -95,18 +100,18 @@ def targets(results: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
 
 
 def stage_table(results: list[dict[str, Any]]) -> list[str]:
-    rows = ["| scenario | rate/s | stage | observations | mean ms | p50 <= ms | p99 <= ms |",
+    rows = ["| scenario | load | stage | observations | mean ms | p50 <= ms | p99 <= ms |",
             "|---|---:|---|---:|---:|---:|---:|"]
     for r in results:
         for stage, s in r["server"]["stages"].items():
-            rows.append(f"| {r['scenario']} | {r['rate']:g} | {stage} | {s['count']:.0f} | {fmt(s['mean_ms'], 2)} "
+            rows.append(f"| {r['scenario']} | {load(r)} | {stage} | {s['count']:.0f} | {fmt(s['mean_ms'], 2)} "
                         f"| {fmt(s['p50_le_ms'], 1)} | {fmt(s['p99_le_ms'], 1)} |")
     return rows
 
 
 def engine_table(results: list[dict[str, Any]]) -> list[str]:
     rows = [
-        "| scenario | rate/s | batches (method: count x mean rows) | mean queue wait ms | dropped unstarted "
+        "| scenario | load | batches (method: count x mean rows) | mean queue wait ms | dropped unstarted "
         "| coalesced | late answers cached | 429 | fallbacks | generated tokens |",
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -118,7 +123,7 @@ def engine_table(results: list[dict[str, Any]]) -> list[str]:
         waits = ", ".join(f"{m}: {fmt(e['mean_queue_ms'])}" for m, e in engine.items() if "mean_queue_ms" in e)
         expired = sum(e.get("expired", 0) for e in engine.values())
         rows.append(
-            f"| {r['scenario']} | {r['rate']:g} | {batches or '-'} | {waits or '-'} | {expired:.0f} "
+            f"| {r['scenario']} | {load(r)} | {batches or '-'} | {waits or '-'} | {expired:.0f} "
             f"| {c['coalesced']:.0f} | {c['late_results_cached']:.0f} | {c['rejected_429']:.0f} "
             f"| {c['fallback_timeout'] + c['fallback_engine_error']:.0f} | {c['generated_tokens']:.0f} |"
         )
@@ -133,7 +138,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for scenario in dict.fromkeys(r["scenario"] for r in results):
-        runs = [r for r in results if r["scenario"] == scenario and r["k6"]["server_p99_ms"] is not None]
+        runs = [r for r in results if r["scenario"] == scenario and r["k6"]["server_p99_ms"] is not None
+                and not r.get("users")]  # closed-model runs have no arrival rate: the tables show them
         if not runs:
             continue
         rates = [r["rate"] for r in runs]

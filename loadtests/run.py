@@ -44,12 +44,14 @@ class Scenario:
     name: str
     ranker: str
     rates: tuple[float, ...]
-    """Arrival rates, requests per second."""
+    """Arrival rates, requests per second; with `requests`, the numbers of concurrent users (a closed model)."""
     duration_s: int
     uncached: bool
     """Every request new (else the warmed pool is replayed)."""
     p99_ms: float
     """k6 threshold on the p99 of x-total-time."""
+    requests: int = 0
+    """Closed model: this many requests in all, each user sending its next one when the last is answered."""
 
 
 PROFILES: dict[str, tuple[Scenario, ...]] = {
@@ -57,14 +59,14 @@ PROFILES: dict[str, tuple[Scenario, ...]] = {
         Scenario("production", PRODUCTION, (5,), 5, False, 100),
         Scenario("reasoning-warm", "reasoning", (5,), 5, False, 200),
         Scenario("direct", "direct", (0.5,), 10, True, 30_000),
-        Scenario("reasoning-uncached", "reasoning", (0.2,), 10, True, 60_000),
+        Scenario("reasoning-uncached", "reasoning", (2,), 0, True, 60_000, requests=4),
     ),
-    "short": (
+    "short": (  # about 15 minutes on 2 cores; every uncached point has at least 50 requests
         Scenario("production", PRODUCTION, (10, 30, 60), 20, False, 100),
         Scenario("popular", "popular", (10, 30, 60), 20, False, 100),
         Scenario("reasoning-warm", "reasoning", (10, 30, 60), 20, False, 200),
-        Scenario("direct", "direct", (0.5, 1.0), 30, True, 30_000),
-        Scenario("reasoning-uncached", "reasoning", (0.1, 0.25), 60, True, 60_000),
+        Scenario("direct", "direct", (1,), 0, True, 30_000, requests=60),
+        Scenario("reasoning-uncached", "reasoning", (1, 8), 0, True, 120_000, requests=64),
     ),
     "long": (
         Scenario("production", PRODUCTION, (5, 20, 50, 100), 60, False, 100),
@@ -121,9 +123,12 @@ def run_k6(base_url: str, requests: Path, scenario: Scenario, ranker: str, rate:
         "GRACEFUL_STOP": f"{timeout_s + 30}s", "HTTP_TIMEOUT": f"{timeout_s + 60}s", "SUMMARY": str(summary),
         "PRE_VUS": str(math.ceil(rate * (timeout_s if scenario.uncached else 1)) + 5),
     }
+    if scenario.requests:
+        env |= {"EXECUTOR": "users", "USERS": str(int(rate)), "ITERATIONS": str(scenario.requests)}
     done = subprocess.run(
         [k6_binary(), "run", "--no-usage-report", "--quiet", str(SCRIPT)], env={**os.environ, **env},
-        capture_output=True, text=True, timeout=scenario.duration_s + 4 * timeout_s + 300,
+        capture_output=True, text=True,
+        timeout=scenario.duration_s + 4 * timeout_s + 300 + scenario.requests * timeout_s,
     )
     if done.returncode not in (0, 99):  # 99: a threshold was crossed, which the report shows
         raise RuntimeError(f"k6 failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -174,7 +179,7 @@ def run_profile(base_url: str, requests: Path, scenarios: tuple[Scenario, ...], 
         for rate in scenario.rates:
             offset, pool_size = (next_new, 0) if scenario.uncached else (0, args.pool)
             if scenario.uncached:
-                next_new += math.ceil(rate * scenario.duration_s * 1.1) + 5
+                next_new += scenario.requests or math.ceil(rate * scenario.duration_s * 1.1) + 5
                 if next_new > len(bodies):
                     raise SystemExit(f"{requests} has {len(bodies)} requests; this profile needs {next_new}")
             before = prom.scrape(base_url)
@@ -183,6 +188,7 @@ def run_profile(base_url: str, requests: Path, scenarios: tuple[Scenario, ...], 
             diff = prom.scrape(base_url).minus(before)
             results.append({
                 "scenario": scenario.name, "ranker": ranker, "rate": rate, "duration_s": scenario.duration_s,
+                "users": int(rate) if scenario.requests else None,
                 "p99_threshold_ms": scenario.p99_ms, "k6": figures, "server": {
                     "request": prom.request_figures(diff, ranker), "stages": prom.stage_figures(diff),
                     "engine": prom.engine_figures(diff), "counters": prom.counter_figures(diff),
@@ -200,7 +206,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--requests", type=Path, default=None, help="request file (made if missing)")
     parser.add_argument("--pool", type=int, default=8, help="requests replayed by production and reasoning-warm")
-    parser.add_argument("--reasoning-tokens", type=int, default=32, help="max_reasoning_tokens of reasoning requests")
+    parser.add_argument("--reasoning-tokens", type=int, default=48,
+                        help="max_reasoning_tokens of reasoning requests (48, the served default)")
     parser.add_argument("--request-timeout-s", type=float, default=30.0, help="REASONREC_REQUEST_TIMEOUT_S")
     parser.add_argument("--max-inflight", type=int, default=8, help="REASONREC_MAX_INFLIGHT")
     parser.add_argument("--batch-window-ms", type=float, default=5.0, help="REASONREC_BATCH_WINDOW_MS")

@@ -33,6 +33,8 @@ def test_smoke_profile_writes_a_report_without_errors(tmp_path: Path, monkeypatc
     for run in runs.values():
         assert run["k6"]["ok"] > 0 and run["k6"]["error_rate"] == 0.0, run
     assert runs["reasoning-warm"]["k6"]["cached_rate"] == 1.0
-    assert runs["reasoning-uncached"]["k6"]["cached_rate"] == 0.0
+    assert runs["reasoning-uncached"]["k6"]["cached_rate"] == 0.0 and runs["reasoning-uncached"]["users"] == 2
+    assert runs["reasoning-uncached"]["k6"]["requests"] == 4  # a closed model: 2 users, 4 requests in all
     assert "| production | sasrec |" in (out / "latency.md").read_text()
+    assert "| reasoning-uncached | reasoning | 2 users | 4 |" in (out / "latency.md").read_text()
     assert (out / "latency.png").stat().st_size > 1000
