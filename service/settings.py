@@ -50,9 +50,17 @@ class Settings(BaseSettings):
     )
 
     # ---- engine ----------------------------------------------------------------------------------------------
-    engine: Literal["transformers", "vllm"] = Field(
-        "transformers", description='"transformers" (in process) or "vllm" (HTTP to vLLM servers of `model`).'
+    engine: Literal["fast", "transformers", "vllm"] = Field(
+        "fast", description='"fast" (in process, the lean forward of model/engines/lean.py, one sequence at a time), '
+        '"transformers" (in process, batched: its parity reference) or "vllm" (HTTP to vLLM servers of `model`).'
     )
+    engine_precision: Literal["fp32", "exact", "fast"] = Field(
+        "exact", description='Weights of the fast engine: "exact" (fp16 for decode steps: the fp32 greedy text, '
+        'measured in docs/results/bench_fast_engine.md), "fp32", or "fast" (bf16 for prefills too: faster, '
+        "the text drifts on some prompts).")
+    engine_threads: int | None = Field(
+        None, ge=1, le=256, description="Torch threads of the in-process engine; unset: torch's default (the "
+        "cores). Fewer than the cores when other work shares them: a busy core slows every thread's step.")
     vllm_generate_urls: UrlList = Field(
         default_factory=list, description="vLLM generation replicas, comma-separated base URLs (engine=vllm)."
     )

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from indexer.core.paths import (
     SHIPPED,
     finished_or_shipped,
@@ -26,8 +28,11 @@ from indexer.core.paths import (
 )
 from model.engines.base import Engine
 from model.engines.batching import MicroBatchingEngine
+from model.engines.fast_engine import FastEngine, load_fast_engine
+from model.engines.lean import PRECISIONS
 from model.engines.loading import adapter_base, finished_adapter, model_fingerprint
 from model.engines.merge import model_folder
+from model.engines.transformers_engine import TransformersEngine
 from model.engines.transformers_engine import load_engine as load_transformers_engine
 from model.engines.vllm_engine import VllmEngine, VllmTimeouts
 from model.networks.item_features import ContentFeaturizer
@@ -125,17 +130,25 @@ def default_artifacts(settings: Settings, engine: Engine) -> Settings:
 
 
 def load_engine(settings: Settings) -> Engine:
-    """The in-process transformers engine for `settings.model` (holding the reasoning adapter), behind the
-    micro-batcher unless `settings.micro_batching` is off; or, with `settings.engine == "vllm"`, the vLLM client
-    (the vLLM servers batch for themselves)."""
+    """The in-process engine for `settings.model` (fast by default, or transformers; holding the reasoning
+    adapter), behind the micro-batcher unless `settings.micro_batching` is off (decodes are batched continuously
+    by the transformers engine only); or, with `settings.engine == "vllm"`, the vLLM client (the vLLM servers
+    batch for themselves)."""
     if settings.engine == "vllm":
         timeouts = VllmTimeouts(read_s=settings.request_timeout_s, retry_after_s=settings.vllm_retry_after_s)
         return VllmEngine.for_model_folder(
             model_folder(settings.model, settings.artifacts), settings.vllm_generate_urls, settings.vllm_pool_urls,
             timeouts,
         )
-    engine = load_transformers_engine(settings.model, batch_size=settings.engine_batch_size,
-                                      artifacts=settings.artifacts, reasoning_adapter=settings.reasoning_adapter())
+    if settings.engine_threads is not None:
+        torch.set_num_threads(settings.engine_threads)
+    engine: FastEngine | TransformersEngine
+    if settings.engine == "fast":
+        engine = load_fast_engine(settings.model, settings.artifacts, settings.reasoning_adapter(),
+                                  PRECISIONS[settings.engine_precision])
+    else:
+        engine = load_transformers_engine(settings.model, batch_size=settings.engine_batch_size,
+                                          artifacts=settings.artifacts, reasoning_adapter=settings.reasoning_adapter())
     if not settings.micro_batching:
         return engine
     return MicroBatchingEngine(

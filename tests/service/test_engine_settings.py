@@ -22,7 +22,7 @@ def test_vllm_engine_reads_comma_separated_urls(monkeypatch):
 
 
 def test_transformers_is_the_default_and_needs_no_urls():
-    assert Settings().engine == "transformers"
+    assert Settings().engine == "fast"
 
 
 @pytest.mark.parametrize(("values", "message"), [

@@ -20,7 +20,7 @@ def test_reasoning_then_the_same_call_is_cached(gateway, catalog, redis_prefix):
     assert data["ranker"] == "reasoning" and data["fallback"] is None and data["cached"] is False
     assert isinstance(data["reasoning"], str) and data["reasoning"]
     assert data["model"] == {"id": "tiny-llama", "weights_hash": data["model"]["weights_hash"], "adapter_hash": None,
-                             "template_version": TEMPLATE_VERSION}
+                             "reasoning_adapter": None, "template_version": TEMPLATE_VERSION}
     assert data["index_version"] == 1
     ids = [item["item_id"] for item in data["items"]]
     assert len(ids) == 5 and len(set(ids)) == 5 and not {"3", "7", "12"} & set(ids)
