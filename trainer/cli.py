@@ -165,11 +165,13 @@ def cmd_train_reasoning(args: argparse.Namespace) -> int:
 
 
 def cmd_train_conclusion(args: argparse.Namespace) -> int:
+    from model.engines.fast_engine import load_fast_engine
     from model.engines.transformers_engine import load_engine
     from trainer.train.conclusion import ConclusionConfig, train_conclusion
 
     config = config_from_args(ConclusionConfig, args)
-    engine = load_engine(config.model, batch_size=config.batch_size, reasoning_adapter=config.adapter)
+    engine = (load_fast_engine(config.model, reasoning_adapter=config.adapter) if config.engine == "fast"
+              else load_engine(config.model, batch_size=config.batch_size, reasoning_adapter=config.adapter))
     term, paths = train_conclusion(config, engine, _command_line())
     print(f"conclusion term +{term.genre:g} (genre), +{term.decade:g} (decade) saved in {config.adapter}")
     _print_written(paths)

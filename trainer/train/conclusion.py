@@ -58,6 +58,9 @@ class ConclusionConfig(SplitConfig):
     """The reasoning adapter (`reasonrec train-reasoning`) whose conclusions are read; the weights are saved in it."""
     model: str = "smollm2"
     """Base model the adapter was trained on: smollm2, tiny or an HF folder."""
+    engine: str = "fast"
+    """Engine of the reasonings: fast (the served default, exact precision) or transformers (its reference; the
+    same greedy text, `docs/results/bench_fast_engine.md`)."""
     sasrec_checkpoint: Path | None = None
     """SASRec+ of the same split (s); default the trained one for this protocol, else the shipped one."""
     valid_users: int = 300
@@ -84,6 +87,8 @@ class ConclusionConfig(SplitConfig):
         self.adapter, self.out_dir = Path(self.adapter), Path(self.out_dir)
         self.sasrec_checkpoint = Path(self.sasrec_checkpoint) if self.sasrec_checkpoint else None
         self.cache_dir = Path(self.cache_dir) if self.cache_dir else None
+        if self.engine not in ("fast", "transformers"):
+            raise ValueError(f"--engine must be fast or transformers, got {self.engine!r}")
         if min(self.valid_users, self.test_users, self.reasoning_tokens, self.batch_size, self.bootstrap) < 1:
             raise ValueError("--valid-users, --test-users, --reasoning-tokens, --batch-size, --bootstrap must be >= 1")
 
@@ -211,7 +216,7 @@ def _report(config: ConclusionConfig, dataset: str, sets: dict[str, UserSet], co
         "command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_line(),
         "data": {"dataset": dataset, "split": config.protocol, "validation_users": len(sets["validation"].examples),
                  "test_users": len(test.examples), "seed": config.seed},
-        "model": {"base": config.model, "adapter": shown_path(config.adapter),
+        "model": {"base": config.model, "adapter": shown_path(config.adapter), "engine": config.engine,
                   "sasrec": shown_path(_sasrec(config)), "reasoning_tokens": config.reasoning_tokens},
         "weights": asdict(term), "validation_grid": [[g, d, v] for (g, d), v in sorted(grid.items())],
         "test": figures,
@@ -265,7 +270,8 @@ def _markdown(r: dict[str, Any]) -> str:
         f"- **data**: {d['dataset']}, {d['split']}; weights chosen on {d['validation_users']} seeded validation "
         f"users, measured on {d['test_users']} seeded test users (seed {d['seed']}); full ranking, history excluded",
         f"- **model**: {r['model']['base']} with the reasoning adapter `{r['model']['adapter']}` (greedy, "
-        f"{r['model']['reasoning_tokens']} tokens); s = SASRec+ `{r['model']['sasrec']}`",
+        f"{r['model']['reasoning_tokens']} tokens, {r['model']['engine']} engine); s = SASRec+ "
+        f"`{r['model']['sasrec']}`",
         f"- **weights** (validation NDCG@10 over the grid): genre +{w['genre']:g}, decade +{w['decade']:g}", "",
         "| test | s alone | s + conclusion term | difference [95% CI, paired] |", "|---|---|---|---|",
     ]
