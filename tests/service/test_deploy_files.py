@@ -130,3 +130,14 @@ def test_dashboard_uses_exported_metrics_and_the_provisioned_datasource(metric_s
     assert {panel["datasource"]["uid"] for panel in dashboard["panels"]} == {source["uid"]}
     prometheus = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")[0]
     assert all(job["metrics_path"] in routes for job in prometheus["scrape_configs"] if "gateway" in job["job_name"])
+
+
+def test_alerts_use_exported_metrics_and_the_status_label(metric_samples):
+    """A 5xx rate can be alerted on: the request histogram has a status label and the rules use exported names."""
+    prometheus = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")[0]
+    assert prometheus["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    rules = [rule for group in load_yaml(DEPLOY / "prometheus" / "alerts.yml")[0]["groups"] for rule in group["rules"]]
+    used = {name for rule in rules for name in re.findall(r"\breasonrec_[a-z_]+", rule["expr"])}
+    assert used and used <= metric_samples, used - metric_samples
+    Metrics().request_duration.labels(endpoint="/recommend", ranker="sasrec", status="503")  # these labels, or raises
+    assert any('status=~"5.."' in rule["expr"] for rule in rules), "no alert on the 5xx rate"
