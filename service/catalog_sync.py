@@ -5,7 +5,8 @@ being saved to the replica's own index folder, and every replica applies every e
 stream order, to its in-memory store:
 
 - an add carries the items *and their vectors* (float32 bytes), so one replica encodes and all apply the
-  same vectors; a batch is one entry, applied all or none, as on a single replica;
+  same vectors; a batch is one entry, applied all or none, as on a single replica; vectors are checked before
+  they reach the index (size, finite values and, for item-table rows, a bound on their length: `norm_bound_of`);
 - the replica that took the admin call applies the stream up to its own entry before answering, so the
   items are searchable there when the call returns (as without sync);
 - the others are woken by a blocking XREAD and apply it within milliseconds;
@@ -73,8 +74,9 @@ class CatalogChange:
         }
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes], dim: int) -> CatalogChange:
-        """Parse and check a stream entry for an index of `dim`; raises `BadEntry` naming what is wrong."""
+    def from_fields(cls, fields: dict[bytes, bytes], dim: int, norm_bound: float | None = None) -> CatalogChange:
+        """Parse and check a stream entry for an index of `dim` (and rows no longer than `norm_bound`); raises
+        `BadEntry` naming what is wrong."""
         try:
             op = fields[b"op"].decode()
             if op == "remove":
@@ -82,7 +84,8 @@ class CatalogChange:
             if op != "add":
                 raise BadEntry("malformed", f"unknown catalog change {op!r}")
             items = parse_items(fields[b"items"])
-            return cls("add", items=items, vectors=parse_vectors(fields[b"vectors"], fields[b"dim"], len(items), dim))
+            vectors = parse_vectors(fields[b"vectors"], fields[b"dim"], len(items), dim, norm_bound)
+            return cls("add", items=items, vectors=vectors)
         except BadEntry:
             raise
         except (KeyError, ValueError) as exc:  # a missing field, bytes that are not UTF-8 or not a number
@@ -125,8 +128,9 @@ def parse_items(raw: bytes) -> tuple[Item, ...]:
     return tuple(items)
 
 
-def parse_vectors(raw: bytes, raw_dim: bytes, count: int, dim: int) -> np.ndarray:
-    """float32 (count, dim) from little-endian bytes; the size must match the index and every value be finite."""
+def parse_vectors(raw: bytes, raw_dim: bytes, count: int, dim: int, norm_bound: float | None = None) -> np.ndarray:
+    """float32 (count, dim) from little-endian bytes; the size must match the index, every value be finite and, with
+    `norm_bound`, no row longer than it (`norm_bound_of`)."""
     stored_dim = int(raw_dim)
     if stored_dim != dim or len(raw) != 4 * count * dim:
         raise BadEntry("vectors", f"{len(raw)} bytes of vectors of dim {stored_dim} for {count} item(s); the index "
@@ -134,7 +138,26 @@ def parse_vectors(raw: bytes, raw_dim: bytes, count: int, dim: int) -> np.ndarra
     vectors = np.frombuffer(raw, dtype="<f4").reshape(count, dim).astype(np.float32)
     if not np.isfinite(vectors).all():
         raise BadEntry("vectors", "the vectors hold NaN or infinite values")
+    if norm_bound is not None:
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+        if (norms > norm_bound).any():
+            raise BadEntry("vectors", f"a vector of norm {norms.max():.4g} is over the bound {norm_bound:.4g} "
+                           f"({NORM_SLACK:g} x the longest row of the base index)")
     return vectors
+
+
+NORM_SLACK = 4.0
+"""How much longer than the longest row of the base index a shared vector may be."""
+
+
+def norm_bound_of(store: ItemStore) -> float | None:
+    """The longest row a catalog change may add to `store`: NORM_SLACK x its longest row, for an inner-product
+    index (item-table rows), where a row's length scales its score for every user, so one huge row would top every
+    list; None for a cosine index, which normalizes every row (and an empty one)."""
+    if store.manifest.metric != "ip" or len(store) == 0:
+        return None
+    rows = store.vectors_of(store.catalog.ids())
+    return NORM_SLACK * float(np.linalg.norm(rows.astype(np.float64), axis=1).max())
 
 
 class CatalogSync:
@@ -147,6 +170,8 @@ class CatalogSync:
             redis_url, password=password, socket_timeout=WATCH_BLOCK_MS / 1000 + 5, socket_connect_timeout=2
         )
         self.store: ItemStore | None = None
+        self.norm_bound: float | None = None
+        """The longest vector an entry may add (`norm_bound_of` the base index, measured when attached)."""
         self.key = ""
         self.last_id = "0-0"
         self._apply_lock = asyncio.Lock()
@@ -155,6 +180,7 @@ class CatalogSync:
     async def attach(self, store: ItemStore) -> None:
         """Replay every change recorded against this base index, then watch for new ones (raises if Redis fails)."""
         self.store, self.key, self.last_id = store, f"{self.prefix}catalog:{store.manifest.version_id}", "0-0"
+        self.norm_bound = await asyncio.to_thread(norm_bound_of, store)
         await self.catch_up()
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="catalog-sync")
@@ -200,7 +226,7 @@ class CatalogSync:
         """Apply one entry; one that cannot be applied is skipped, counted and logged (by every replica alike, so
         they stay equal). Runs in a worker thread."""
         try:
-            apply_change(store, CatalogChange.from_fields(fields, store.manifest.dim))
+            apply_change(store, CatalogChange.from_fields(fields, store.manifest.dim, self.norm_bound))
         except BadEntry as exc:
             self._skip(entry_id, exc.reason, exc)
         except (ValueError, TypeError, KeyError) as exc:  # the store refused it, e.g. an empty id or a zero vector
