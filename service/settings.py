@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="vLLM pooling (embed, LAST) replicas, comma-separated base URLs (engine=vllm)."
     )
+    vllm_api_key: SecretStr | None = Field(
+        None, description="API key of the vLLM servers (their VLLM_API_KEY), sent as a bearer token on every call; "
+        "unset: none is sent.",
+    )
     vllm_retry_after_s: float = Field(
         5.0, gt=0, description="Seconds a failed vLLM replica stays out of rotation before it is probed again."
     )
@@ -141,6 +145,10 @@ class Settings(BaseSettings):
     def redis_secret(self) -> str | None:
         """The Redis password in clear, for the Redis clients only."""
         return self.redis_password.get_secret_value() if self.redis_password is not None else None
+
+    def vllm_secret(self) -> str | None:
+        """The vLLM API key in clear, for the engine's HTTP client and the readiness probe only."""
+        return self.vllm_api_key.get_secret_value() if self.vllm_api_key is not None else None
 
     @field_validator("vllm_generate_urls", "vllm_pool_urls", mode="before")
     @classmethod
