@@ -63,7 +63,13 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds a failed vLLM replica stays out of rotation before it is probed again."
     )
     catalog_sync: bool = Field(
-        False, description="Share hot-added items between gateway replicas through Redis (needs redis_url)."
+        False, description="Share hot-added items between gateway replicas through Redis (needs catalog_redis_url "
+        "or redis_url)."
+    )
+    catalog_redis_url: str | None = Field(
+        None, description="Redis of the shared catalog stream (catalog_sync); unset: redis_url. Production keeps the "
+        "two apart: the cache's Redis evicts under its maxmemory (allkeys-lru), the catalog's must never evict "
+        "(noeviction, AOF), and one policy cannot serve both. The same user and password log in to both.",
     )
     micro_batching: bool = Field(
         True, description="Batch concurrent calls of the in-process engine (model.engines.batching); off: one call at "
@@ -166,8 +172,9 @@ class Settings(BaseSettings):
                     "REASONREC_ENGINE=vllm serves merged weights: run `reasonrec merge-adapter --adapter ...`, start "
                     "the vLLM servers on the merged folder, set REASONREC_MODEL to it and unset REASONREC_ADAPTER"
                 )
-        if self.catalog_sync and not self.redis_url:
-            raise ValueError("REASONREC_CATALOG_SYNC=true needs REASONREC_REDIS_URL (the shared catalog lives there)")
+        if self.catalog_sync and not (self.catalog_redis_url or self.redis_url):
+            raise ValueError("REASONREC_CATALOG_SYNC=true needs REASONREC_CATALOG_REDIS_URL or REASONREC_REDIS_URL "
+                             "(the shared catalog lives there)")
         return self
 
     @model_validator(mode="after")

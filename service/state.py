@@ -188,7 +188,8 @@ async def start_state(served: Served, metrics: Metrics) -> AppState:
     llm = LlmServing(engine, table, featurizer, state.coalescer, settings.request_timeout_s, settings.popularity_prior)
     state.rankers = build_rankers(state.ready_store, metrics, llm, settings.sasrec_checkpoint)
     if settings.catalog_sync:
-        state.sync = CatalogSync(str(settings.redis_url), settings.cache_prefix, metrics, settings.redis_secret())
+        catalog_url = str(settings.catalog_redis_url or settings.redis_url)
+        state.sync = CatalogSync(catalog_url, settings.cache_prefix, metrics, settings.redis_secret())
     await state.ensure_index()
     if state.store is None:
         log.warning("serving without an index: %s", state.index_problem)
