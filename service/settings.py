@@ -71,6 +71,10 @@ class Settings(BaseSettings):
         "two apart: the cache's Redis evicts under its maxmemory (allkeys-lru), the catalog's must never evict "
         "(noeviction, AOF), and one policy cannot serve both. The same user and password log in to both.",
     )
+    catalog_snapshot_every: int = Field(
+        100, ge=1, le=100_000, description="Catalog-stream entries between two snapshots; the stream is trimmed "
+        "behind each, so a starting replica applies the snapshot and replays at most about this many entries.",
+    )
     micro_batching: bool = Field(
         True, description="Batch concurrent calls of the in-process engine (model.engines.batching); off: one call at "
         "a time."

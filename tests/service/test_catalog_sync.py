@@ -14,7 +14,7 @@ import pytest
 import redis
 from private_redis import free_port, private_redis
 from processes import GatewayProcess, replica
-from service_helpers import admin_headers, history, tiny_settings
+from service_helpers import SHARED_REDIS, admin_headers, history, tiny_settings
 
 PROPAGATION_S = 1.0
 
@@ -96,3 +96,29 @@ def test_the_catalog_lives_apart_from_the_cache_and_survives_its_eviction(serve,
 
 def redis_url(proc) -> str:
     return f"redis://127.0.0.1:{proc.args[proc.args.index('--port') + 1]}/0"
+
+
+def test_the_stream_is_trimmed_behind_snapshots_and_replicas_agree(serve, index_dir, tiny_engine, redis_prefix):
+    """Every `catalog_snapshot_every` entries the publishing replica snapshots the catalog and trims the stream, so
+    a replica that starts replays the snapshot and a few entries, not the history; a running replica whose unread
+    entries were trimmed (it lost the race to the trim) reloads its base index and catches up from the snapshot."""
+    settings = tiny_settings(index_dir, redis_url=SHARED_REDIS, cache_prefix=redis_prefix, catalog_sync=True,
+                             catalog_snapshot_every=2)
+    writer, follower = serve(settings, tiny_engine), serve(settings, tiny_engine)
+    for n in range(7):
+        new = {"items": [{"item_id": f"snap-{n}", "title": f"Snapshot {n}", "genres": ["Drama"]}]}
+        assert writer.client.post("/admin/items", json=new, headers=admin_headers()).status_code == 200
+    assert writer.client.delete("/admin/items/snap-0", headers=admin_headers()).status_code == 200
+    assert writer.client.delete("/admin/items/1", headers=admin_headers()).status_code == 200  # a base item
+    client = redis.Redis.from_url(SHARED_REDIS)
+    [key] = [k for k in client.scan_iter(match=f"{redis_prefix}catalog:*") if not k.endswith(b":snapshot")]
+    assert client.xlen(key) < 2 and client.hget(key + b":snapshot", "last_id") is not None  # 9 entries written
+    client.close()
+
+    expected = writer.client.get("/readyz").json()["index_version"]
+    assert expected == 10  # the base version 1 and nine changes
+    late = serve(settings, tiny_engine)
+    for other in (follower, late):
+        wait_for(lambda r=other: r.client.get("/readyz").json().get("index_version") == expected, timeout_s=5)
+        assert other.client.get("/items/snap-6").status_code == 200
+        assert {other.client.get(f"/items/{i}").status_code for i in ("snap-0", "1")} == {404}

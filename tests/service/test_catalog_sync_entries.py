@@ -17,7 +17,7 @@ from test_table_serving import make_table
 from indexer.core.catalog import Item
 from indexer.store import CURRENT_FILE, ItemStore
 from model.prompts import item_prompt
-from service.catalog_sync import CatalogChange
+from service.catalog_sync_entries import CatalogChange
 from service.state import AppState
 
 DIM = 64  # the tiny model's hidden size
