@@ -13,7 +13,7 @@ ADAPTER_FLAG := $(if $(ADAPTER),--adapter $(ADAPTER),)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast test-slow lint index serve clean-venv eval train-cl fuzz faults
+.PHONY: setup setup-browser test test-fast test-slow lint index serve clean-venv eval train-cl fuzz faults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 setup: $(VENV)/.installed  ## create .venv with the project and its test tools
+
+# The /try page's browser test (tests/service/test_try_page.py, slow suite) drives Debian's Chromium; without it
+# that test is skipped and says why.
+setup-browser:  ## Debian's chromium for the page test (apt-get, as root; a no-op when it is installed)
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 test: setup  ## fast suite on the tiny model, then the slow tests on the real SmolLM2
 	$(BIN)/python -m pytest -m "not slow" -q

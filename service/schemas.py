@@ -184,6 +184,11 @@ class ItemOut(BaseModel):
     description: str | None
 
 
+class ItemSearchResponse(BaseModel):
+    items: list[ItemOut] = Field(description="The matching items, most rated first, at most `limit`.")
+    total: int = Field(ge=0, description="How many items match in all.")
+
+
 class AddItemsResponse(BaseModel):
     added: int
     index_version: int
