@@ -34,7 +34,7 @@ async def search_items(
     limit: Annotated[int, Query(ge=1, le=MAX_K, description="Most items to return.")] = 20,
 ) -> ItemSearchResponse:
     """Catalog items whose title (or id) holds every word of `q`, most rated first: what a person picks a history
-    from (the /try page does)."""
+    from (the /try page does). A scan of the catalog: a millisecond for MovieLens' thousands of items."""
     words = q.casefold().split()
     if not words:
         raise ApiError(422, "q: must hold a word, not only whitespace", "q")

@@ -50,6 +50,8 @@ def test_top10_is_the_same_ranking_as_the_transformers_gateway(setup, ranker):
         assert ours["fallback"] is None and ours["ranker"] == ranker, ours
         lists = [[(i["item_id"], i["score"]) for i in answer["items"]] for answer in (ours, theirs)]
         assert ranking_differences(*lists) == [], lists
+        if lists[0] != lists[1] and [i for i, _ in lists[0]] != [i for i, _ in lists[1]]:
+            print(f"\n{ranker}: the same ranking up to ties:\n  vLLM         {lists[0]}\n  transformers {lists[1]}")
         assert ours["reasoning"] == theirs["reasoning"]
         gaps.append(max_score_gap(*lists))
     print(f"\n{ranker}: largest score difference between the engines {max(gaps):.2e}")
