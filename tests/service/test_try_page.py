@@ -50,10 +50,16 @@ def test_the_page_is_served_and_uses_only_the_public_api(gateway):
 def test_the_page_fills_every_rankers_list_in_headless_chromium(serve, index_dir, tiny_engine, catalog, tmp_path):
     checkpoint = write_sasrec_checkpoint(tmp_path / "sasrec", catalog.ids())
     server = serve(tiny_settings(index_dir, sasrec_checkpoint=checkpoint), tiny_engine)
-    url = f"{server.url}/try?history=1:5,2:4,3:5"
+    url = f"{server.url}/try?q=movie+number+1&history=1:5,2:4,3:5&rate=4"
     browser = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=60000"]
     dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
-    assert 'data-done="recommend"' in dom, dom[-2000:]
+    assert 'data-done="recommend"' in dom and 'data-searched="yes"' in dom and 'data-rated="yes"' in dom, dom[-2000:]
+    found = re.search(r'<ul id="results">(.*?)</ul>', dom, re.S).group(1)
+    matches = server.client.get("/items", params={"q": "movie number 1", "limit": 15}).json()["items"]
+    assert found.count(">add</button>") == found.count("<li>") == len(matches) > 1
+    assert all(f"<span>{item['title']} ({item['year']})</span>" in found for item in matches)
+    rated = re.search(r'<div id="rated">(.*?)</div>', dom, re.S).group(1)
+    assert rated.startswith("Movie Number 4") and "&lt;rate&gt;" in rated, rated
     columns = re.findall(r'<div class="panel ranker" data-ranker="(\w+)">(.*?)</ol>', dom, re.S)
     assert {ranker for ranker, _ in columns} == set(RANKERS), dom[-3000:]
     for ranker, column in columns:
