@@ -19,9 +19,10 @@ PROBE_TIMEOUT_S = 2.0
 
 
 async def engine_state(settings: Settings) -> str:
-    """One line: "transformers (in process)", or every vLLM server by role with "ok" or "down (why)"."""
+    """One line: the in-process engine ("transformers (in process)"), or every vLLM server by role with "ok" or
+    "down (why)"."""
     if settings.engine != "vllm":
-        return "transformers (in process)"
+        return f"{settings.engine} (in process)"
     roles = [("generate", url) for url in settings.vllm_generate_urls] + [
         ("pool", url) for url in settings.vllm_pool_urls]
     async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:

@@ -208,8 +208,8 @@ class ReadyResponse(BaseModel):
 
     status: Literal["ready"]
     model: str
-    engine: str = Field(description='"transformers (in process)", or each vLLM server by role, "ok" or "down (why)": '
-                        "a down server is reported, and the fallback ranker answers meanwhile.")
+    engine: str = Field(description='The in-process engine ("transformers (in process)"), or each vLLM server by role, '
+                        '"ok" or "down (why)": a down server is reported, and the fallback ranker answers meanwhile.')
     index: str
     cache: str
     index_version: int | None

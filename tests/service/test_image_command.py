@@ -98,7 +98,7 @@ def post(gateway: GatewayProcess, path: str, body: dict) -> dict:
 def test_the_image_serves_the_index_over_the_shipped_table(gateways):
     ready = httpx.get(gateways["image"].url + "/readyz", timeout=30).json()
     assert ready["model"].startswith("ready: SmolLM2-135M-Instruct") and "-table-" in ready["index"], ready
-    assert ready["engine"] == "transformers (in process)"
+    assert ready["engine"].endswith("(in process)")  # the image's default engine, as make serve's
 
 
 @pytest.mark.parametrize("ranker", RANKERS)
