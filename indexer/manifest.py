@@ -80,6 +80,10 @@ class Manifest:
         version = self.version + 1
         return replace(self, count=count, version=version, version_id=_version_id(version), created_at=_now())
 
+    def at_version(self, version: int) -> Manifest:
+        """The same index labelled as `version` (a replica restoring a catalog snapshot takes its version)."""
+        return replace(self, version=version, version_id=_version_id(version))
+
     def to_json(self) -> dict:
         return {**asdict(self), "fingerprint": self.fingerprint.to_json()}
 

@@ -160,6 +160,13 @@ class ItemStore:
             self._manifest = self._manifest.bumped(count=len(self._index))
             return self._manifest
 
+    def at_version(self, version: int) -> Manifest:
+        """Label the current items as index version `version` (catalog sync restoring a snapshot: every replica
+        reports the version the snapshot's writer had)."""
+        with self._lock.write():
+            self._manifest = self._manifest.at_version(version)
+            return self._manifest
+
     # ---- persistence ---------------------------------------------------------------------------------------
 
     def save(self, root: Path, *, keep: int = 3) -> Path:

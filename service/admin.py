@@ -31,7 +31,8 @@ from indexer.core.catalog import Catalog, Item
 from indexer.errors import DuplicateItemError, UnknownItemError
 from indexer.manifest import Manifest
 from indexer.store import ItemStore
-from service.catalog_sync import CatalogChange
+from service.catalog_sync import FellBehind
+from service.catalog_sync_entries import CatalogChange
 from service.errors import ApiError
 from service.schemas import AddItemsResponse, NewItem, RemoveItemResponse
 from service.state import AppState
@@ -109,6 +110,9 @@ async def publish(state: AppState, change: CatalogChange) -> Manifest:
         except (RedisError, OSError) as exc:
             raise ApiError(
                 503, f"the shared catalog (Redis) is unavailable ({type(exc).__name__}); retry later") from exc
+        except FellBehind as exc:  # published, but this replica must reload before it can show the result
+            raise ApiError(503, "this replica fell behind the shared catalog and is reloading it; the change was "
+                           "published, retry with upsert") from exc
 
 
 async def add_items(state: AppState, store: ItemStore, new_items: Sequence[NewItem], upsert: bool) -> AddItemsResponse:

@@ -74,7 +74,8 @@ def encode(entry: CacheEntry) -> bytes:
 
 
 def decode(data: bytes) -> CacheEntry:
-    """Inverse of `encode`; raises ValueError on anything else (e.g. a foreign value under our prefix)."""
+    """Inverse of `encode`; raises ValueError on anything else (e.g. a foreign value under our prefix), including
+    a field of `META_TYPES` whose value has another type."""
     head, sep, body = data.partition(b"\n")
     try:
         header = json.loads(head)
@@ -83,8 +84,34 @@ def decode(data: bytes) -> CacheEntry:
         raise ValueError(f"not a reasonrec cache value ({exc})") from exc
     if not sep or not isinstance(meta, dict) or (dim is None) != (not body) or (dim and len(body) != 4 * dim):
         raise ValueError("not a reasonrec cache value (header and vector bytes disagree)")
+    check_meta_types(meta)
     vector = None if dim is None else np.frombuffer(body, dtype="<f4").astype(np.float32)
     return CacheEntry(meta, vector)
+
+
+META_TYPES: dict[str, tuple[type, ...]] = {
+    "reasoning": (str, type(None)),
+    "generated_tokens": (int,),
+    "wrote_marker": (bool,),
+    "rating": (int, float),
+    "parsed": (bool,),
+}
+"""The type of every field a cached value may hold: what the language-model rankers store
+(`model.rankers.llm.UserState.meta`) and what /rate stores (`service.rate`). A value read back is checked against
+it before any caller sees it, so a field of the wrong type (planted by whoever reached Redis, or written by
+another version) is a skipped, counted entry rather than an error later in the request."""
+
+
+def check_meta_types(meta: dict[str, Any]) -> None:
+    """ValueError naming the first field of `META_TYPES` whose value has another type (a bool is no number)."""
+    for name, value in meta.items():
+        expected = META_TYPES.get(name)
+        if expected is None:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in expected
+        if wrong_bool or not isinstance(value, expected):
+            raise ValueError(f"field {name!r} holds {type(value).__name__} {value!r:.40}, not "
+                             f"{' or '.join(t.__name__ for t in expected)}")
 
 
 class Backend(Protocol):

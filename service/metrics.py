@@ -1,7 +1,8 @@
 """Prometheus metrics of one app, in a registry of its own (several apps can live in one process, e.g. in tests).
 
 Names follow docs/design.md section 3. `endpoint` is the route template ("/items/{item_id}"), or "unmatched" for
-paths no route serves; `ranker` is the ranker a /recommend request asked for ("" for other endpoints); a
+paths no route serves; `ranker` is the ranker a /recommend request asked for ("" for other endpoints); `status`
+the HTTP status answered ("200", "422", "503", ...; deploy/prometheus/alerts.yml alerts on the 5xx share); a
 fallback answer is counted in `reasonrec_fallback_total{reason}` as well. `Metrics` is also the observer of the
 micro-batching engine (`model.engines.batching.BatchObserver`): batch sizes, queue waits, calls dropped unstarted.
 """
@@ -25,7 +26,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.request_duration = Histogram(
-            "reasonrec_request_duration_seconds", "Time to answer a request.", ["endpoint", "ranker"],
+            "reasonrec_request_duration_seconds", "Time to answer a request, by route, ranker and status answered.",
+            ["endpoint", "ranker", "status"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.stage_duration = Histogram(

@@ -1,4 +1,5 @@
-"""The outermost layer of every request: request id, total time, the request histogram, and the last-resort 500.
+"""The outermost layer of every request: request id, total time, the request histogram (by endpoint, ranker and
+the status answered, so a 5xx rate can be alerted on), and the last-resort 500.
 
 Response headers: `x-request-id` (the client's, echoed when it sent a sane one, else generated) and
 `x-total-time` (milliseconds from the request's arrival to the start of the response, e.g. "12.345").
@@ -41,11 +42,13 @@ class RequestContextMiddleware:
         request_id = choose_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
         token = request_id_var.set(request_id)
         started = False
+        status = 500  # what the request counts as unless a response starts (an exception after it is still a 500)
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers[REQUEST_ID_HEADER] = request_id
                 headers[TOTAL_TIME_HEADER] = f"{(time.perf_counter() - start) * 1000:.3f}"
@@ -55,6 +58,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_headers)
         except Exception:
             log.exception("unhandled error serving %s %s (request %s)", scope["method"], scope["path"], request_id)
+            status = 500
             if started:
                 raise
             response = error_response(500, f"internal error; quote request id {request_id} when reporting it")
@@ -62,5 +66,5 @@ class RequestContextMiddleware:
         finally:
             ranker = scope.get("state", {}).get("ranker", "")
             elapsed = time.perf_counter() - start
-            self.metrics.request_duration.labels(endpoint_label(scope), ranker).observe(elapsed)
+            self.metrics.request_duration.labels(endpoint_label(scope), ranker, str(status)).observe(elapsed)
             request_id_var.reset(token)

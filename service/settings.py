@@ -68,11 +68,25 @@ class Settings(BaseSettings):
         default_factory=list,
         description="vLLM pooling (embed, LAST) replicas, comma-separated base URLs (engine=vllm)."
     )
+    vllm_api_key: SecretStr | None = Field(
+        None, description="API key of the vLLM servers (their VLLM_API_KEY), sent as a bearer token on every call; "
+        "unset: none is sent.",
+    )
     vllm_retry_after_s: float = Field(
         5.0, gt=0, description="Seconds a failed vLLM replica stays out of rotation before it is probed again."
     )
     catalog_sync: bool = Field(
-        False, description="Share hot-added items between gateway replicas through Redis (needs redis_url)."
+        False, description="Share hot-added items between gateway replicas through Redis (needs catalog_redis_url "
+        "or redis_url)."
+    )
+    catalog_redis_url: str | None = Field(
+        None, description="Redis of the shared catalog stream (catalog_sync); unset: redis_url. Production keeps the "
+        "two apart: the cache's Redis evicts under its maxmemory (allkeys-lru), the catalog's must never evict "
+        "(noeviction, AOF), and one policy cannot serve both. The same user and password log in to both.",
+    )
+    catalog_snapshot_every: int = Field(
+        100, ge=1, le=100_000, description="Catalog-stream entries between two snapshots; the stream is trimmed "
+        "behind each, so a starting replica applies the snapshot and replays at most about this many entries.",
     )
     micro_batching: bool = Field(
         True, description="Batch concurrent calls of the in-process engine (model.engines.batching); off: one call at "
@@ -164,6 +178,10 @@ class Settings(BaseSettings):
         """The Redis password in clear, for the Redis clients only."""
         return self.redis_password.get_secret_value() if self.redis_password is not None else None
 
+    def vllm_secret(self) -> str | None:
+        """The vLLM API key in clear, for the engine's HTTP client and the readiness probe only."""
+        return self.vllm_api_key.get_secret_value() if self.vllm_api_key is not None else None
+
     @field_validator("vllm_generate_urls", "vllm_pool_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
@@ -180,8 +198,9 @@ class Settings(BaseSettings):
                     "REASONREC_ENGINE=vllm serves merged weights: run `reasonrec merge-adapter --adapter ...`, start "
                     "the vLLM servers on the merged folder, set REASONREC_MODEL to it and unset REASONREC_ADAPTER"
                 )
-        if self.catalog_sync and not self.redis_url:
-            raise ValueError("REASONREC_CATALOG_SYNC=true needs REASONREC_REDIS_URL (the shared catalog lives there)")
+        if self.catalog_sync and not (self.catalog_redis_url or self.redis_url):
+            raise ValueError("REASONREC_CATALOG_SYNC=true needs REASONREC_CATALOG_REDIS_URL or REASONREC_REDIS_URL "
+                             "(the shared catalog lives there)")
         return self
 
     @model_validator(mode="after")

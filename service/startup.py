@@ -138,7 +138,7 @@ def load_engine(settings: Settings) -> Engine:
         timeouts = VllmTimeouts(read_s=settings.request_timeout_s, retry_after_s=settings.vllm_retry_after_s)
         return VllmEngine.for_model_folder(
             model_folder(settings.model, settings.artifacts), settings.vllm_generate_urls, settings.vllm_pool_urls,
-            timeouts,
+            timeouts, api_key=settings.vllm_secret(),
         )
     if settings.engine_threads is not None:
         torch.set_num_threads(settings.engine_threads)

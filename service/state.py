@@ -102,7 +102,11 @@ class AppState:
         self.metrics.index_items.set(len(store))
 
     async def ensure_index(self) -> ItemStore | None:
-        """The store, loading it first if it is not loaded yet and an index (a new one, if the last failed) exists."""
+        """The store, loading it first if it is not loaded yet and an index (a new one, if the last failed) exists;
+        with catalog sync fallen behind a trimmed stream, the base index is loaded again and the snapshot applied."""
+        if self.sync is not None and self.sync.behind and self.store is not None:
+            log.warning("catalog sync fell behind the trimmed stream: reloading the base index")
+            self.store = None
         if self.store is None:
             async with self._index_lock:
                 if self.store is None:
@@ -189,7 +193,9 @@ async def start_state(served: Served, metrics: Metrics) -> AppState:
                      served.conclusion)
     state.rankers = build_rankers(state.ready_store, metrics, llm, settings.sasrec_checkpoint)
     if settings.catalog_sync:
-        state.sync = CatalogSync(str(settings.redis_url), settings.cache_prefix, metrics, settings.redis_secret())
+        catalog_url = str(settings.catalog_redis_url or settings.redis_url)
+        state.sync = CatalogSync(catalog_url, settings.cache_prefix, metrics, settings.redis_secret(),
+                                 settings.catalog_snapshot_every)
     await state.ensure_index()
     if state.store is None:
         log.warning("serving without an index: %s", state.index_problem)

@@ -70,8 +70,9 @@ class VllmEngine:
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, fingerprint: ModelFingerprint, hidden_size: int,
         generate_urls: Sequence[str], pool_urls: Sequence[str], timeouts: VllmTimeouts | None = None,
-        max_connections: int = 64,
+        max_connections: int = 64, api_key: str | None = None,
     ) -> None:
+        """`api_key`: sent as `Authorization: Bearer` on every call (the servers' `--api-key` / `VLLM_API_KEY`)."""
         timeouts = timeouts or VllmTimeouts()
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint
@@ -80,6 +81,7 @@ class VllmEngine:
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         )
         self.generation = ReplicaPool("generation", generate_urls, self.client, retry_after_s=timeouts.retry_after_s)
         self.pooling = ReplicaPool("pooling", pool_urls, self.client, retry_after_s=timeouts.retry_after_s)
@@ -88,12 +90,14 @@ class VllmEngine:
     @classmethod
     def for_model_folder(
         cls, folder: Path, generate_urls: Sequence[str], pool_urls: Sequence[str], timeouts: VllmTimeouts | None = None,
+        api_key: str | None = None,
     ) -> VllmEngine:
         """The engine for the HF folder the servers were started from (its tokenizer and fingerprint)."""
         config = json.loads((folder / "config.json").read_text())
         tokenizer = AutoTokenizer.from_pretrained(folder)
         hidden = int(config["hidden_size"])
-        return cls(tokenizer, folder_fingerprint(folder), hidden, generate_urls, pool_urls, timeouts)
+        return cls(tokenizer, folder_fingerprint(folder), hidden, generate_urls, pool_urls, timeouts,
+                   api_key=api_key)
 
     # ---- Engine interface ------------------------------------------------------------------------------------
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from service.routes import health, items, rate, recommend
+from service.routes import health, items, page, rate, recommend
 
-ROUTERS = (recommend.router, rate.router, items.router, health.router)
+ROUTERS = (recommend.router, rate.router, items.router, health.router, page.router)

@@ -31,8 +31,10 @@ FAULT_GATEWAY = ("-m", "tests.service.fault_gateway")
 class GatewayProcess:
     """One gateway process on a free loopback port (a new one at every start)."""
 
-    def __init__(self, env: dict[str, str], log: Path, command: tuple[str, ...] = UVICORN) -> None:
-        self.env = {**os.environ, **FAST_TEST_ENV, **env}
+    def __init__(self, env: dict[str, str], log: Path, command: tuple[str, ...] = UVICORN, *,
+                 tiny: bool = True) -> None:
+        """`tiny=False`: the environment as given over this process's, without the fast tests' tiny-model settings."""
+        self.env = {**os.environ, **(FAST_TEST_ENV if tiny else {}), **env}
         self.log = log
         self.command = command
         self.process: subprocess.Popen[bytes] | None = None

@@ -13,6 +13,9 @@ import redis
 from service_helpers import SHARED_REDIS, assert_error, history, popular_order, tiny_settings, write_sasrec_checkpoint
 
 from indexer.store import CURRENT_FILE, ItemStore
+from model.rankers.llm import UserState
+from service.cache import META_TYPES, CacheEntry, decode, encode
+from service.rate import usable_rating
 
 UNSEEN = ("7", "8")  # catalog items the checkpoint never saw
 
@@ -91,12 +94,25 @@ def poison(prefix: str, value: bytes) -> int:
     return len(keys)
 
 
+def planted_state(meta_fields: str) -> bytes:
+    """A cache value holding a usable user state of the tiny model (64 wide) beside the given meta fields."""
+    return b'{"meta": {' + meta_fields.encode() + b'}, "dim": 64}\n' + np.ones(64, "<f4").tobytes()
+
+
 PLANTED = {
     "rate without a rating": (b'{"meta": {"reasoning": "x", "parsed": true}, "dim": null}\n', "/rate"),
     "rating out of range": (b'{"meta": {"rating": 99, "reasoning": "x", "parsed": true}, "dim": null}\n', "/rate"),
     "vector of another size": (b'{"meta": {"reasoning": "x"}, "dim": 2}\n' + np.ones(2, "<f4").tobytes(), "/recommend"),
     "NaN vector": (b'{"meta": {"reasoning": "x"}, "dim": 64}\n' + np.full(64, np.nan, "<f4").tobytes(), "/recommend"),
     "no vector": (b'{"meta": {"reasoning": "x"}, "dim": null}\n', "/recommend"),
+    # the right vector, a field of the wrong type (each was served, or a 500, before the cache checked types)
+    "reasoning as a number": (planted_state('"reasoning": 5, "generated_tokens": 3, "wrote_marker": false'),
+                              "/recommend"),
+    "token count as text": (planted_state('"reasoning": "x", "generated_tokens": "many", "wrote_marker": false'),
+                            "/recommend"),
+    "marker flag as text": (planted_state('"reasoning": "x", "generated_tokens": 3, "wrote_marker": "no"'),
+                            "/recommend"),
+    "parsed flag as a number": (b'{"meta": {"rating": 4, "reasoning": "x", "parsed": 1}, "dim": null}\n', "/rate"),
 }
 
 
@@ -125,3 +141,13 @@ def test_sasrec_falls_back_when_it_cannot_score_the_history(serve, index_dir, ch
     known = " ".join(str(entry.get("item_id")) for entry in history_entries)
     assert [i["item_id"] for i in data["items"]] == popular_ids(catalog, known, 4)
     assert server.metric("reasonrec_fallback_total", reason="cannot_score") == 1
+
+
+def test_every_field_the_producers_cache_has_a_declared_type():
+    """What the cache checks on the way back (`META_TYPES`) covers every field the rankers and /rate write."""
+    written = CacheEntry(UserState(np.ones(4, np.float32), "why", 7, True).meta())
+    assert set(written.meta) <= set(META_TYPES) and decode(encode(written)) == written
+    rate_entry = CacheEntry({"rating": 4.5, "reasoning": None, "parsed": False})
+    assert usable_rating(rate_entry) and set(rate_entry.meta) <= set(META_TYPES)
+    with pytest.raises(ValueError, match="generated_tokens"):
+        decode(encode(CacheEntry({**written.meta, "generated_tokens": True})))

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import redis
 from service_helpers import SHARED_REDIS, Server, assert_error, history, tiny_settings
+from test_table_serving import make_table
 
 from indexer.core.catalog import Item
-from indexer.store import CURRENT_FILE
-from service.catalog_sync import CatalogChange
+from indexer.store import CURRENT_FILE, ItemStore
+from model.prompts import item_prompt
+from service.catalog_sync_entries import CatalogChange
 from service.state import AppState
 
 DIM = 64  # the tiny model's hidden size
@@ -112,3 +114,32 @@ def test_a_watcher_that_stopped_makes_the_replica_unready(serve, index_dir, tiny
     wait_for(watcher.done)
     error = assert_error(server.client.get("/readyz"), 503, "not_ready")
     assert "catalog sync" in error["message"] and "watch" in error["message"]
+
+
+def test_a_vector_far_longer_than_the_index_rows_is_skipped_before_it_reaches_the_index(
+        serve, tiny_engine, catalog, redis_prefix, tmp_path):
+    """On an item-table index (inner product) a row's length scales its score for every user: one huge row, e.g.
+    planted in the stream by whoever reached Redis, would top every list on every replica. It is skipped."""
+    table = make_table(tiny_engine, catalog, tmp_path / "table")
+    items = list(catalog)
+    rows = table.index_rows(items, tiny_engine.embed_items([item_prompt(i) for i in items]))
+    ItemStore.create(catalog, rows, tiny_engine.fingerprint, table=table.table_hash).save(tmp_path / "index")
+    settings = tiny_settings(tmp_path / "index", table=tmp_path / "table", redis_url=SHARED_REDIS,
+                             cache_prefix=redis_prefix, catalog_sync=True)
+    server = serve(settings, tiny_engine)
+    assert server.client.get("/readyz").status_code == 200
+    longest = float(np.linalg.norm(rows, axis=1).max())
+    direction = rows[:1] / np.linalg.norm(rows[:1])
+    client = redis.Redis.from_url(SHARED_REDIS)
+    key = stream_key(redis_prefix, tmp_path / "index")
+    for item_id, length in (("huge", 1e6 * longest), ("over-the-bound", 4.5 * longest), ("long-but-fine", longest)):
+        fields = CatalogChange("add", (Item(item_id, f"Title {item_id}", ("Drama",), 2020),),
+                               (direction * length).astype(np.float32)).to_fields()
+        client.xadd(key, fields)
+    client.close()
+    wait_for(lambda: server.client.get("/items/long-but-fine").status_code == 200)
+    assert server.metric("reasonrec_catalog_sync_skipped_total", reason="vectors") == 2
+    for item_id in ("huge", "over-the-bound"):
+        assert_error(server.client.get(f"/items/{item_id}"), 404, "not_found", "item_id")
+    top = server.client.post("/recommend", json={"history": history("1", "2"), "k": 3, "ranker": "direct"}).json()
+    assert "huge" not in {i["item_id"] for i in top["items"]}

@@ -9,8 +9,8 @@ every operation, and checks each answer:
 Admin operations get the admin token (the refusals without it are tested in test_admin.py and
 test_hostile_input.py), so generated bodies reach validation, encoding and the index.
 
-Each of the 8 operations is fuzzed with requests that fit the schema (positive) and, where it takes any input,
-with requests that break it (negative): 13 runs. Profiles: `REASONREC_FUZZ=short` (the default, part of
+Each of the 9 operations is fuzzed with requests that fit the schema (positive) and, where it takes any input,
+with requests that break it (negative): 15 runs. Profiles: `REASONREC_FUZZ=short` (the default, part of
 `make test`: 10 cases per run, fixed seeds) and `long` (`make fuzz`: 150 per run, about 1,500 in all, random
 seeds; it writes its figures into docs/results/reliability.md and .json through `reliability_report`). The spec
 fuzzed is the app's, and a test checks that the running server serves exactly it.
@@ -109,7 +109,7 @@ PLAN = fuzz_plan(SPEC)
 
 def test_the_fuzzed_spec_is_the_running_servers(fuzzed_gateway: Server) -> None:
     live = fuzzed_gateway.client.get("/openapi.json").json()
-    assert live == SPEC and len({(path, method) for path, method, _ in PLAN}) == 8
+    assert live == SPEC and len({(path, method) for path, method, _ in PLAN}) == 9
 
 
 @pytest.mark.parametrize(("path", "method", "mode"), PLAN, ids=[f"{m.upper()} {p} {g.value}" for p, m, g in PLAN])

@@ -1,4 +1,8 @@
-"""The main flow on the real SmolLM2 with the settings `make serve` uses (defaults), on a 40-item index (slow)."""
+"""The main flow on the real SmolLM2 with the settings `make serve` uses, on a 40-item index of raw states (slow).
+
+The shipped item table is not filled in (`default_artifacts=False`): this index holds the model's raw item states,
+so the language-model rankers rank by their cosine, the path where the engine's vectors decide. `make serve`'s own
+defaults, with the table and the full ML-100k index, are run by test_image_command.py."""
 
 from __future__ import annotations
 
@@ -73,7 +77,8 @@ def ml_catalog() -> Catalog:
 def test_main_flow_on_smollm2(serve, real_engine, ml_catalog, tmp_path):
     index_dir = build_index(real_engine, ml_catalog, tmp_path / "index")
     # `make serve` settings (the app loads "smollm2" itself), but a deadline that a busy CI machine cannot miss
-    server = serve(Settings(index_dir=index_dir, admin_token=ADMIN_TOKEN, request_timeout_s=600))
+    server = serve(Settings(index_dir=index_dir, admin_token=ADMIN_TOKEN, request_timeout_s=600,
+                            default_artifacts=False))
     body = {"history": HISTORY, "k": 5}
 
     start = time.perf_counter()

@@ -35,10 +35,14 @@ def test_metrics_expose_the_histograms_and_counters(gateway, catalog):
     gateway.client.post("/recommend", json=body)
     gateway.client.post("/recommend", json={**body, "ranker": "direct"})
     gateway.client.get("/no-such-path")
+    gateway.client.post("/recommend", json={**body, "k": 0})
     text = gateway.client.get("/metrics").text
-    assert 'reasonrec_request_duration_seconds_count{endpoint="/recommend",ranker="reasoning"} 2.0' in text
-    assert 'reasonrec_request_duration_seconds_bucket{endpoint="/recommend",le="+Inf",ranker="direct"} 1.0' in text
-    assert 'reasonrec_request_duration_seconds_count{endpoint="unmatched",ranker=""} 1.0' in text
+    count = "reasonrec_request_duration_seconds_count"
+    assert f'{count}{{endpoint="/recommend",ranker="reasoning",status="200"}} 2.0' in text
+    bucket = "reasonrec_request_duration_seconds_bucket"
+    assert f'{bucket}{{endpoint="/recommend",le="+Inf",ranker="direct",status="200"}} 1.0' in text
+    assert f'{count}{{endpoint="unmatched",ranker="",status="404"}} 1.0' in text
+    assert f'{count}{{endpoint="/recommend",ranker="",status="422"}} 1.0' in text  # refused before a ranker was read
     for stage in ("cache", "reasoning", "embed", "search"):
         assert f'reasonrec_stage_duration_seconds_count{{stage="{stage}"}}' in text
     assert gateway.metric("reasonrec_cache_total", result="hit") == 1

@@ -115,3 +115,24 @@ def test_bodies_json_cannot_hold_are_a_400_naming_the_problem(gateway, raw, word
     response = gateway.client.post("/recommend", content=raw, headers={"content-type": "application/json"})
     error = assert_error(response, 400, "bad_request")
     assert words in error["message"], error
+
+
+TOO_LONG_UNTIL_STRIPPED = ["t" * 300 + " ", "t" * 300 + "\r\n", "\t" + "t" * 300]
+
+
+@pytest.mark.parametrize("title", TOO_LONG_UNTIL_STRIPPED, ids=["space", "line-break", "tab"])
+def test_a_title_over_its_max_length_is_a_422_even_when_stripping_would_shorten_it(gateway, title):
+    """The documented limit (maxLength 300 in the OpenAPI schema) is the one enforced: on the body as sent, before
+    surrounding whitespace (spaces and control characters such as tabs and line breaks) is stripped."""
+    new = {"items": [{"item_id": "long-title", "title": title}]}
+    response = gateway.client.post("/admin/items", json=new, headers=admin_headers())
+    assert_error(response, 422, "invalid_request", "items[0].title")
+    body = {"history": [{"title": title, "rating": 4}]}
+    assert_error(gateway.client.post("/recommend", json=body), 422, "invalid_request", "history[0].title")
+
+
+@pytest.mark.parametrize("title", [" ", "\x1f\t"], ids=["space", "separator-and-tab"])
+def test_a_blank_title_is_a_422_naming_it(gateway, title):
+    response = gateway.client.post("/admin/items", json={"items": [{"item_id": "blank", "title": title}]},
+                                   headers=admin_headers())
+    assert_error(response, 422, "invalid_request", "items[0].title")

@@ -31,11 +31,11 @@ def sample_users(data: Dataset, n: int, seed: int = 0) -> list[list[Interaction]
 
 
 def user_texts(data: Dataset, users: list[list[Interaction]]) -> list[str]:
-    """Ranking prompts with coarse ages relative to each user's last interaction (stable across runs)."""
+    """The users' ranking prompts (history lines carry absolute months, so they are stable across runs)."""
     prompts = []
     for history in users:
         lines = [HistoryLine(display_title(data.catalog[i.item_id]), i.rating, i.timestamp) for i in history]
-        prompts.append(user_prompt(lines, now=max(i.timestamp or 0 for i in history) + 86_400))
+        prompts.append(user_prompt(lines))
     return prompts
 
 
@@ -97,3 +97,38 @@ def _where_they_part(index: int, ours: str, theirs: str) -> dict[str, Any]:
     common = next((i for i, (x, y) in pairs if x != y), min(len(ours), len(theirs)))
     return {"prompt": index, "same_chars": common, "vllm": ours[common:common + 60],
             "transformers": theirs[common:common + 60]}
+
+
+SCORE_EPS = 1e-5
+"""How far one item's score may differ between the engines. Their vectors agree to cosine >= 0.999 but not bit for
+bit (vLLM's CPU kernels sum in another order than torch's): measured on the gateway test's 6 users, the largest score
+difference of an item in both top-10 lists was 8.9e-07 (reasoning) and 1.3e-06 (direct), 2026-12-06. 1e-5 leaves a
+margin of about 8x; distinct items' scores are further apart, and two that are not may trade places."""
+
+
+def ranking_differences(ours: list[tuple[str, float]], theirs: list[tuple[str, float]],
+                        eps: float = SCORE_EPS) -> list[str]:
+    """Where two top-k lists are not the same ranking up to ties (empty: they are). An item in both must have the
+    same score within `eps`; two items may trade places only when their scores are within 2 x `eps` (a tie the
+    engines' rounding breaks differently); an item in one list only must tie with the other list's last item (it
+    traded places across the cut)."""
+    mine, reference = dict(ours), dict(theirs)
+    problems = [f"{item}: score {mine[item]:.6f} vs {reference[item]:.6f}" for item in mine.keys() & reference.keys()
+                if abs(mine[item] - reference[item]) > eps]
+    rank = {item: position for position, (item, _) in enumerate(ours)}
+    shared = [item for item, _ in theirs if item in rank]
+    for i, first in enumerate(shared):
+        for second in shared[i + 1:]:
+            if rank[second] < rank[first] and abs(reference[first] - reference[second]) > 2 * eps:
+                problems.append(f"{second} ranks above {first}: {reference[second]:.6f} < {reference[first]:.6f}")
+    for only, other in ((mine.keys() - reference.keys(), theirs), (reference.keys() - mine.keys(), ours)):
+        last = other[-1][1]
+        problems += [f"{item} in one list only, score {dict(ours + theirs)[item]:.6f} vs the cut {last:.6f}"
+                     for item in only if abs(dict(ours + theirs)[item] - last) > 2 * eps]
+    return problems
+
+
+def max_score_gap(ours: list[tuple[str, float]], theirs: list[tuple[str, float]]) -> float:
+    """The largest score difference of an item in both lists."""
+    mine = dict(ours)
+    return max((abs(mine[item] - score) for item, score in theirs if item in mine), default=0.0)

@@ -39,6 +39,8 @@ class Faults:
     delay_s: float = 0.0
     """Sleep this long before answering an API call."""
     health_status: int = 200
+    api_key: str | None = None
+    """Refuse API calls (not /health, as vLLM's `--api-key`) without `Authorization: Bearer <api_key>`: 401."""
 
 
 @dataclass
@@ -87,6 +89,8 @@ def _app(standin: StandIn) -> FastAPI:
             return JSONResponse({}, status_code=standin.faults.health_status)
         if standin.faults.delay_s:
             time.sleep(standin.faults.delay_s)  # noqa: ASYNC251 -- blocks this server's loop, like a busy engine
+        if standin.faults.api_key and request.headers.get("authorization") != f"Bearer {standin.faults.api_key}":
+            return JSONResponse({"error": "Unauthorized"}, status_code=401)
         if standin.faults.status is not None:
             return JSONResponse({"error": {"message": "injected fault"}}, status_code=standin.faults.status)
         return await call_next(request)

@@ -98,3 +98,33 @@ def test_slow_replicas_give_the_timeout_fallback(vllm_gateway):
         server.faults.delay_s = 3.0
     answer = gateway.client.post("/recommend", json=BODY).json()
     assert answer["fallback"] == "timeout" and answer["ranker"] == "popular"
+
+
+def test_the_gateway_sends_the_api_key_the_servers_require(standin, model_dir, folder_index):
+    server = standin(load_model(str(model_dir)))
+    server.faults.api_key = "vllm-secret"
+    common = {"model": str(model_dir), "engine": "vllm", "vllm_generate_urls": [server.url],
+              "vllm_pool_urls": [server.url], "request_timeout_s": 2.0}
+    without = start_server(tiny_settings(folder_index, **common), None)
+    try:
+        refused = without.client.post("/recommend", json=BODY).json()
+        assert refused["fallback"] == "engine_error" and server.calls["/v1/completions"] == 1
+    finally:
+        without.stop()
+    keyed = start_server(tiny_settings(folder_index, vllm_api_key="vllm-secret", **common), None)
+    try:
+        answer = keyed.client.post("/recommend", json=BODY).json()
+        assert answer["fallback"] is None and answer["ranker"] == "reasoning", answer
+    finally:
+        keyed.stop()
+
+
+def test_readyz_reports_each_vllm_server_and_stays_ready_when_one_is_down(vllm_gateway):
+    gateway, servers = vllm_gateway
+    ready = gateway.client.get("/readyz").json()
+    assert ready["engine"].count(" ok") == 4, ready["engine"]  # two servers, each in both roles
+    servers[1].stop()
+    ready = gateway.client.get("/readyz")
+    assert ready.status_code == 200, ready.text  # the other replica, or the fallback ranker, answers
+    engine = ready.json()["engine"]
+    assert f"{servers[1].url} down" in engine and f"{servers[0].url} ok" in engine
