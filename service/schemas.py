@@ -129,7 +129,7 @@ class ModelInfo(BaseModel):
 
 class Conclusion(BaseModel):
     """What the reasoning concluded about the next item, as its closing sentence says ("Probably a 1990s Comedy
-    next"); items of this genre and decade gained the conclusion term's weights."""
+    next")."""
 
     genre: str | None
     decade: int | None
@@ -157,7 +157,8 @@ class RecommendResponse(BaseModel):
     items: list[ScoredItem]
     reasoning: str | None
     conclusion: Conclusion | None = Field(
-        None, description="The genre and decade the reasoning concluded, when the ranker's score reads them.")
+        None, description="The genre and decade the reasoning concluded (its closing sentence), or null; items of "
+        "them gain the conclusion term's weights (notes say when the term is zero).")
     ranker: str = Field(description="The ranker that answered (the fallback ranker when `fallback` is set).")
     cached: bool
     fallback: str | None = Field(description='Why the fallback ranker answered ("timeout", "engine_error", '

@@ -7,7 +7,7 @@ this project's way to let a 135M model's reasoning shape the list in a measurabl
 The weights are learned on validation users (`reasonrec train-conclusion`) and saved beside the reasoning adapter
 (`conclusion.json`); both are non-negative, so the term is an additive bonus bounded by their sum and the search
 stays exact (`indexer.store.ItemStore.search`'s `terms`). Weights of zero are a term that adds nothing: the ranker
-says so and does not read the conclusion.
+says so (and still shows what the reasoning concluded).
 """
 
 from __future__ import annotations

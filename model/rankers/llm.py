@@ -121,9 +121,8 @@ class LlmRanker:
         return state.shape == (self.engine.hidden_size,) and bool(np.isfinite(state).all())
 
     def conclusions(self, reasonings: Sequence[str | None], catalog: Catalog) -> list[Prediction | None]:
-        """What each reasoning concludes (None without a conclusion, or when the term is zero: then it is not
-        read)."""
-        if self.term.is_zero:
+        """What each reasoning concludes (None without a conclusion, and for `direct`)."""
+        if self.mode != "reasoning":
             return [None] * len(reasonings)
         return [conclusion(text, catalog) for text in reasonings]
 

@@ -38,7 +38,7 @@ class Ranked:
     cached: bool = False
     notes: tuple[str, ...] = ()
     conclusion: Prediction | None = None
-    """What the reasoning concluded, when the score read it (the conclusion term)."""
+    """What the reasoning concluded (the conclusion term reads it)."""
     """What the client should know about this ranking (e.g. items the ranker cannot score)."""
 
 

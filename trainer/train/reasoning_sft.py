@@ -284,6 +284,10 @@ def _save(folder: Path, config: ReasoningSftConfig, command: str, model: Any, op
 
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
+    config_path = folder / "adapter_config.json"  # peft records the base folder's path: name the model instead
+    adapter_config = json.loads(config_path.read_text())
+    replace_text(config_path, json.dumps({**adapter_config, "base_model_name_or_path": base_fingerprint.model_id},
+                                         indent=2))
     if status != "done":
         tmp = folder / (RESUME_FILE + ".tmp")
         torch.save({"config": config.fingerprint(), "lora": get_peft_model_state_dict(model),
