@@ -193,11 +193,6 @@ class Settings(BaseSettings):
             if not self.vllm_generate_urls or not self.vllm_pool_urls:
                 raise ValueError(
                     "REASONREC_ENGINE=vllm needs REASONREC_VLLM_GENERATE_URLS and REASONREC_VLLM_POOL_URLS")
-            if self.reasoning_adapter() is not None:
-                raise ValueError(
-                    "REASONREC_ENGINE=vllm serves merged weights: run `reasonrec merge-adapter --adapter ...`, start "
-                    "the vLLM servers on the merged folder, set REASONREC_MODEL to it and unset REASONREC_ADAPTER"
-                )
         if self.catalog_sync and not (self.catalog_redis_url or self.redis_url):
             raise ValueError("REASONREC_CATALOG_SYNC=true needs REASONREC_CATALOG_REDIS_URL or REASONREC_REDIS_URL "
                              "(the shared catalog lives there)")

@@ -80,7 +80,8 @@ def resolve(settings: Settings, engine: Engine | None = None) -> Served:
 def default_adapter(settings: Settings) -> Path | Literal["none"] | None:
     """The reasoning adapter to serve when none is configured: the dataset's trained one when finished (under
     `settings.artifacts`), else the shipped one, when it was trained on the served model's weights and templates;
-    `settings.adapter` itself when it is set ("none" included)."""
+    `settings.adapter` itself when it is set ("none" included). With vLLM only a configured adapter is served: the
+    generation servers must have been started with the same one (`model.engines.vllm_launch.server_args`)."""
     if settings.adapter is not None or settings.engine == "vllm":
         return settings.adapter
     trained = reasoning_adapter_dir(settings.dataset, root=settings.artifacts)
@@ -138,7 +139,7 @@ def load_engine(settings: Settings) -> Engine:
         timeouts = VllmTimeouts(read_s=settings.request_timeout_s, retry_after_s=settings.vllm_retry_after_s)
         return VllmEngine.for_model_folder(
             model_folder(settings.model, settings.artifacts), settings.vllm_generate_urls, settings.vllm_pool_urls,
-            timeouts, api_key=settings.vllm_secret(),
+            timeouts, api_key=settings.vllm_secret(), reasoning_adapter=settings.reasoning_adapter(),
         )
     if settings.engine_threads is not None:
         torch.set_num_threads(settings.engine_threads)

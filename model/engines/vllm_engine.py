@@ -35,8 +35,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from indexer.core.fingerprint import ModelFingerprint
 from model.engines.base import Generation, Reasoning
-from model.engines.loading import folder_fingerprint
+from model.engines.loading import adapter_hash, folder_fingerprint
 from model.engines.replicas import ReplicaPool
+from model.engines.vllm_launch import LORA_NAME
 from model.prompts import ANSWER_MARKER, render_chat
 
 COMPLETIONS_PATH = "/v1/completions"
@@ -70,13 +71,15 @@ class VllmEngine:
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, fingerprint: ModelFingerprint, hidden_size: int,
         generate_urls: Sequence[str], pool_urls: Sequence[str], timeouts: VllmTimeouts | None = None,
-        max_connections: int = 64, api_key: str | None = None,
+        max_connections: int = 64, api_key: str | None = None, reasoning_adapter: str | None = None,
     ) -> None:
-        """`api_key`: sent as `Authorization: Bearer` on every call (the servers' `--api-key` / `VLLM_API_KEY`)."""
+        """`api_key`: sent as `Authorization: Bearer` on every call (the servers' `--api-key` / `VLLM_API_KEY`);
+        `reasoning_adapter`: the hash of the adapter the generation servers serve as `LORA_NAME`, asked for by
+        every reasoning (ratings and vectors stay the base weights')."""
         timeouts = timeouts or VllmTimeouts()
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint
-        self.reasoning_adapter: str | None = None  # the servers load merged weights (docs/deploy.md)
+        self.reasoning_adapter = reasoning_adapter
         self.hidden_size = hidden_size
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s),
@@ -90,20 +93,22 @@ class VllmEngine:
     @classmethod
     def for_model_folder(
         cls, folder: Path, generate_urls: Sequence[str], pool_urls: Sequence[str], timeouts: VllmTimeouts | None = None,
-        api_key: str | None = None,
+        api_key: str | None = None, reasoning_adapter: Path | None = None,
     ) -> VllmEngine:
-        """The engine for the HF folder the servers were started from (its tokenizer and fingerprint)."""
+        """The engine for the HF folder the servers were started from (its tokenizer and fingerprint), and the
+        reasoning adapter the generation servers were started with (`vllm_launch.server_args`)."""
         config = json.loads((folder / "config.json").read_text())
         tokenizer = AutoTokenizer.from_pretrained(folder)
         hidden = int(config["hidden_size"])
         return cls(tokenizer, folder_fingerprint(folder), hidden, generate_urls, pool_urls, timeouts,
-                   api_key=api_key)
+                   api_key=api_key, reasoning_adapter=adapter_hash(reasoning_adapter) if reasoning_adapter else None)
 
     # ---- Engine interface ------------------------------------------------------------------------------------
 
     def reason(self, user_texts: Sequence[str], max_new_tokens: int) -> list[Reasoning]:
         """Greedy reasoning up to `<answer>` (or the budget, then `<answer>` is appended), and the user vector."""
-        decoded = self._complete([self.render(text) for text in user_texts], max_new_tokens, ANSWER_MARKER)
+        decoded = self._complete([self.render(text) for text in user_texts], max_new_tokens, ANSWER_MARKER,
+                                  LORA_NAME if self.reasoning_adapter else None)
         reasonings = [d.text.split(ANSWER_MARKER, 1)[0] for d in decoded]
         vectors = self._embed([self.render(u, r + ANSWER_MARKER) for u, r in zip(user_texts, reasonings, strict=False)])
         return [Reasoning(r, v, d.tokens, d.stopped) for r, v, d in zip(reasonings, vectors, decoded, strict=False)]
@@ -160,8 +165,10 @@ class VllmEngine:
             raise ValueError(f"choice {choice!r} is not a single token for this tokenizer")
         return ids[0]
 
-    def _complete(self, rendered: list[str], max_new_tokens: int, stop: str) -> list[_Decoded]:
-        """Greedy completions of token-id prompts, decoded here from the returned token ids."""
+    def _complete(self, rendered: list[str], max_new_tokens: int, stop: str, lora: str | None = None
+                  ) -> list[_Decoded]:
+        """Greedy completions of token-id prompts (with the server's LoRA adapter `lora`), decoded here from the
+        returned token ids."""
         if not rendered or max_new_tokens <= 0:
             return [_Decoded("", 0, False) for _ in rendered]
         body: dict[str, Any] = {
@@ -169,6 +176,8 @@ class VllmEngine:
             "stop": [stop], "include_stop_str_in_output": True, "skip_special_tokens": False,
             "return_token_ids": True,
         }
+        if lora is not None:
+            body["model"] = lora
         choices = _by_index(self.generation.post(COMPLETIONS_PATH, body)["choices"], len(rendered))
         decoded = []
         for choice in choices:

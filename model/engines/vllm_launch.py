@@ -32,18 +32,27 @@ ROLE_ARGS: dict[Role, tuple[str, ...]] = {
     "pool": ("--runner", "pooling", "--convert", "embed", "--pooler-config", json.dumps(POOLER_CONFIG)),
 }
 MODULE = "vllm.entrypoints.openai.api_server"
+LORA_NAME = "reasoning"
+"""The name the generation server gives the reasoning adapter; a request naming it as its model reasons with it."""
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def server_args(role: Role, model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> list[str]:
-    """The arguments after `python -m vllm.entrypoints.openai.api_server` (or `vllm serve`) for one role."""
-    return ["--model", str(model_dir), "--host", host, "--port", str(port), *COMMON_ARGS, *ROLE_ARGS[role]]
+def server_args(role: Role, model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
+                adapter: str | Path | None = None) -> list[str]:
+    """The arguments after `python -m vllm.entrypoints.openai.api_server` (or `vllm serve`) for one role; with the
+    reasoning `adapter`, the generation server also serves it as the model `LORA_NAME` (LoRA per request)."""
+    args = ["--model", str(model_dir), "--host", host, "--port", str(port), *COMMON_ARGS, *ROLE_ARGS[role]]
+    if adapter is not None and role == "generate":
+        rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
+        args += ["--enable-lora", "--max-lora-rank", str(rank), "--lora-modules", f"{LORA_NAME}={adapter}"]
+    return args
 
 
-def launch(python: str | Path, role: Role, model_dir: Path, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+def launch(python: str | Path, role: Role, model_dir: Path, port: int, log: IO[bytes],
+           adapter: Path | None = None) -> subprocess.Popen[bytes]:
     """Start one server on loopback with the vLLM virtualenv's `python`; output goes to `log`."""
     env = {**os.environ, **CPU_ENV}
-    command = [str(python), "-m", MODULE, *server_args(role, model_dir, port=port)]
+    command = [str(python), "-m", MODULE, *server_args(role, model_dir, port=port, adapter=adapter)]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 

@@ -27,11 +27,14 @@ def test_transformers_is_the_default_and_needs_no_urls():
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"engine": "vllm", "vllm_pool_urls": ["http://p:8000"]}, "REASONREC_VLLM_GENERATE_URLS"),
-    ({"engine": "vllm", "vllm_generate_urls": ["http://g"], "vllm_pool_urls": ["http://p"], "adapter": "lora"},
-     "merge-adapter"),
     ({"catalog_sync": True}, "REASONREC_REDIS_URL"),
     ({"engine": "tgi"}, "engine"),
 ])
 def test_incomplete_combinations_are_refused(values, message):
     with pytest.raises(ValidationError, match=message):
         Settings(**values)
+
+
+def test_a_vllm_gateway_takes_the_reasoning_adapter_its_generation_servers_serve():
+    settings = Settings(engine="vllm", vllm_generate_urls=["http://g"], vllm_pool_urls=["http://p"], adapter="lora")
+    assert str(settings.reasoning_adapter()) == "lora"

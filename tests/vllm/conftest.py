@@ -58,15 +58,18 @@ def standin(tiny_loaded) -> Iterator[StandInFactory]:
 
 @pytest.fixture(scope="session")
 def real_servers(tmp_path_factory) -> Iterator[RealServers]:
-    """Both real vLLM servers on the converted SmolLM2, started together (or the running ones named by
-    REASONREC_TEST_VLLM_URLS="<generate url>,<pool url>", which must serve that same folder)."""
+    """Both real vLLM servers on the converted SmolLM2, the generation server with the shipped reasoning adapter as
+    LoRA, started together (or the running ones named by REASONREC_TEST_VLLM_URLS="<generate url>,<pool url>",
+    which must serve that same folder and adapter)."""
+    from indexer.core.paths import SHIPPED
     from model.engines.loading import default_model_dir, materialize_smollm2
     from model.engines.vllm_launch import launch, stop, wait_healthy
 
     model_dir = materialize_smollm2(default_model_dir())
+    adapter = SHIPPED / "ml-100k" / "reasoning"
     if running := os.environ.get("REASONREC_TEST_VLLM_URLS"):
         generate_url, pool_url = running.split(",")
-        yield RealServers(generate_url, pool_url, model_dir)
+        yield RealServers(generate_url, pool_url, model_dir, adapter)
         return
     logs = tmp_path_factory.mktemp("vllm-logs")
     urls, processes = {}, {}
@@ -75,10 +78,10 @@ def real_servers(tmp_path_factory) -> Iterator[RealServers]:
             port = free_port()
             urls[role] = f"http://127.0.0.1:{port}"
             log = (logs / f"{role}.log").open("wb")
-            processes[role] = launch(os.environ[VLLM_PYTHON_ENV], role, model_dir, port, log)
+            processes[role] = launch(os.environ[VLLM_PYTHON_ENV], role, model_dir, port, log, adapter=adapter)
         for role, process in processes.items():
             wait_healthy(urls[role], process)
-        yield RealServers(urls["generate"], urls["pool"], model_dir)
+        yield RealServers(urls["generate"], urls["pool"], model_dir, adapter)
     finally:
         for process in processes.values():
             stop(process)

@@ -22,7 +22,11 @@ class RealServers:
     generate_url: str
     pool_url: str
     model_dir: Path
+    adapter: Path | None = None
+    """The reasoning adapter the generation server serves as LoRA (None: started without one)."""
 
-    def client(self) -> VllmEngine:
-        """A client with a read timeout long enough for a machine busy with other jobs."""
-        return VllmEngine.for_model_folder(self.model_dir, [self.generate_url], [self.pool_url], SLOW_MACHINE)
+    def client(self, reasoning_adapter: bool = False) -> VllmEngine:
+        """A client with a read timeout long enough for a machine busy with other jobs; with `reasoning_adapter`,
+        one that reasons with the server's adapter."""
+        return VllmEngine.for_model_folder(self.model_dir, [self.generate_url], [self.pool_url], SLOW_MACHINE,
+                                           reasoning_adapter=self.adapter if reasoning_adapter else None)
