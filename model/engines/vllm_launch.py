@@ -38,13 +38,15 @@ CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def server_args(role: Role, model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
-                adapter: str | Path | None = None) -> list[str]:
+                adapter: str | Path | None = None, adapter_on_server: str | None = None) -> list[str]:
     """The arguments after `python -m vllm.entrypoints.openai.api_server` (or `vllm serve`) for one role; with the
-    reasoning `adapter`, the generation server also serves it as the model `LORA_NAME` (LoRA per request)."""
+    reasoning `adapter` (a local folder, read for its rank), the generation server also serves it as the model
+    `LORA_NAME` (LoRA per request), from `adapter_on_server` where the server sees it elsewhere (a container)."""
     args = ["--model", str(model_dir), "--host", host, "--port", str(port), *COMMON_ARGS, *ROLE_ARGS[role]]
     if adapter is not None and role == "generate":
         rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
-        args += ["--enable-lora", "--max-lora-rank", str(rank), "--lora-modules", f"{LORA_NAME}={adapter}"]
+        args += ["--enable-lora", "--max-lora-rank", str(rank),
+                 "--lora-modules", f"{LORA_NAME}={adapter_on_server or adapter}"]
     return args
 
 

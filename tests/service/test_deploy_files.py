@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from indexer.core.paths import SHIPPED
 from model.engines.replicas import HEALTH_PATH
 from model.engines.vllm_launch import server_args
 from service.main import create_app
@@ -80,12 +81,25 @@ def test_compose_has_the_stack_with_health_checks_on_real_routes(compose, routes
         assert services[name]["depends_on"]["model-init"]["condition"] == "service_completed_successfully"
 
 
+def served_args(role: str) -> list[str]:
+    """The launch arguments of `role` in the deployments: the model folder and, on the generation server, the
+    shipped reasoning adapter the gateway image serves by default (copied beside the model by the init step)."""
+    return server_args(role, "/models/SmolLM2-135M-Instruct", "0.0.0.0", 8000,
+                       adapter=SHIPPED / "ml-100k" / "reasoning", adapter_on_server="/models/reasoning")
+
+
+def test_the_init_steps_copy_the_adapter_the_generation_server_loads(compose):
+    [vllm_init] = k8s_object("Deployment", "vllm-generate")["spec"]["template"]["spec"]["initContainers"]
+    for command in (compose["services"]["model-init"]["command"], vllm_init["command"]):
+        assert "cp -a /app/deploy/artifacts/ml-100k/reasoning /models/reasoning" in command[-1]
+
+
 def test_compose_gateway_settings_and_vllm_arguments(compose):
     services = compose["services"]
     env = services["gateway"]["environment"]
     assert all(key.removeprefix("REASONREC_").lower() in Settings.model_fields for key in env)
     for name, role in VLLM_ROLES.items():
-        assert services[name]["command"] == server_args(role, "/models/SmolLM2-135M-Instruct", "0.0.0.0", 8000)
+        assert services[name]["command"] == served_args(role)
         assert f"http://{name}:8000" in env[f"REASONREC_VLLM_{role.upper()}_URLS"]
 
 
@@ -103,7 +117,7 @@ def test_kubernetes_probes_point_at_real_routes(routes):
 def test_kubernetes_vllm_roles_have_gpus_and_the_launch_arguments():
     for name, role in VLLM_ROLES.items():
         [container] = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"]
-        assert container["args"] == server_args(role, "/models/SmolLM2-135M-Instruct", "0.0.0.0", 8000)
+        assert container["args"] == served_args(role)
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     env = k8s_object("ConfigMap", "gateway-env")["data"]
     assert all(key.removeprefix("REASONREC_").lower() in Settings.model_fields for key in env)
