@@ -5,6 +5,8 @@ curves, resume from their checkpoints and are a no-op once done; the rewards sco
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +141,24 @@ def test_cli_runs_recpo(setup, tmp_path, capsys):
                  "--group", "2", "--prompts-per-step", "1", "--max-tokens", "4", "--steps", "1", "--min-lines", "3",
                  "--out-dir", str(out), "--threads", "1"])
     assert code == 0 and "reward" in capsys.readouterr().out and (out / ADAPTER_META).is_file()
+
+
+def test_gpu_recipe_runs_on_a_cpu_stand_in(setup, tmp_path):
+    """The GPU machine's command (trainer/recipes/gpu-recpo.sh with its GPU recipe) on the tiny model, a few flags
+    making it small: every stage runs, the adapter lands in OUT/recpo."""
+    repo = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "MODEL": "tiny",
+           "DATASET": "ml-1m-zip", "DATA_PATH": str(setup["data"]), "SFT_ADAPTER": str(setup["sft"]),
+           "SASREC": str(setup["sasrec"]), "RECPO_DIR": str(tmp_path / "recpo"), "OUT": str(tmp_path / "out"),
+           "WHEELS": str(tmp_path / "no-wheels"),
+           "RECPO_ARGS": "--steps 1 --users 2 --prompts-per-step 1 --group 2 --max-tokens 4 --min-lines 3 "
+                         "--mixed-precision no"}
+    done = subprocess.run(["bash", "trainer/recipes/gpu-recpo.sh"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trl 1.16.0" in done.stdout and f"{tmp_path / 'out'}/recpo" in done.stdout
+    meta = json.loads((tmp_path / "out" / "recpo" / ADAPTER_META).read_text())
+    assert meta["steps"] == 1 and meta["config"]["users"] == 2 and meta["config"]["lr"] == 1e-5  # the recipe's
+    bad = subprocess.run(["bash", "trainer/recipes/gpu-recpo.sh", "nothing"], cwd=repo, env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
