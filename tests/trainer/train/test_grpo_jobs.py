@@ -21,7 +21,7 @@ from model.engines.loading import ADAPTER_META, load_model
 from model.rankers.conclusion import ConclusionTerm
 from trainer.cli import main
 from trainer.train.grpo.rating import Accuracy, Format, RatingGrpoConfig, train_rating_grpo
-from trainer.train.grpo.recpo import PROBE_TERM, Marker, RecpoConfig, ServedRank, train_recpo
+from trainer.train.grpo.recpo import PROBE_TERM, Marker, RecpoConfig, ServedRank, marker_stop, train_recpo
 from trainer.train.lora import save_adapter
 from trainer.train.reasoning_sft import ReasoningSftConfig, seeded_lora
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
@@ -93,6 +93,13 @@ def test_recpo_trains_saves_resumes_and_is_done(setup, tmp_path, caplog):
     assert meta["steps"] == 3 and [c for c in meta["curves"] if "reward" in c][:2] == rewards
     with pytest.raises(ValueError, match="other settings"):
         train_recpo(RecpoConfig(**{**settings, "lr": 2e-3}, steps=3))
+
+
+def test_generation_stops_at_the_marker():
+    tokenizer = load_model("tiny").tokenizer
+    stop = marker_stop(tokenizer)
+    assert tokenizer("Next: likely a 1990s Drama.<answer>", add_special_tokens=False)["input_ids"][-1] == stop
+    assert tokenizer.decode([stop]).endswith(">")
 
 
 def test_recpo_needs_the_sft_adapter():

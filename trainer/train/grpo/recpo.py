@@ -14,12 +14,12 @@ served ranking it leads to and by its form:
 The reward is their weighted sum (`rank_weight`, `marker_weight`, `faithfulness_weight`).
 
 Why the score reads the conclusion and not the state: the served head f(h) on the state trained to zero on ML-1M
-and ML-100k (docs/design.md section 8), so the state adds nothing to the served score and the reward needs no
+and ML-100k (docs/design.md section 2), so the state adds nothing to the served score and the reward needs no
 forward pass beyond TRL's; with the reward a function of the text, TRL's trainer runs unchanged. The shipped
 conclusion weights are zero too (the SFT conclusion earned none), which would make every reasoning of a group
 rank alike: then the reward's term is the probe `PROBE_TERM` (recorded in the manifest), and `reasonrec
-train-conclusion` refits the served weights on the trained adapter. Tokens after `<answer>` are not cut from the
-completion (TRL's generation stops at end of text or the budget only): the reward reads the text up to the marker.
+train-conclusion` refits the served weights on the trained adapter.
+Generation stops at the marker's last token (`marker_stop`), so no token after `<answer>` is sampled or trained.
 """
 
 from __future__ import annotations
@@ -161,6 +161,14 @@ def reasoning_of(completion: str) -> str:
     return completion.split(ANSWER_MARKER, 1)[0]
 
 
+def marker_stop(tokenizer: Any) -> int:
+    """The token that ends `<answer>` (its last token however the text before it merges with its start)."""
+    ids = [tokenizer(text + ANSWER_MARKER, add_special_tokens=False)["input_ids"][-1] for text in ("", "Drama.", "x")]
+    if len(set(ids)) != 1:
+        raise ValueError(f"this tokenizer ends {ANSWER_MARKER} with different tokens in context: {ids}")
+    return ids[0]
+
+
 def training_users(split: Any, config: RecpoConfig) -> list[Example]:
     """One example per seeded training window: the window's history and the interaction after it."""
     return [cuts[-1] for cuts in window_examples(split, config.users, 1, config.min_lines, config.recent,
@@ -195,7 +203,7 @@ def train_recpo(config: RecpoConfig, command: str = "") -> Path:
             "sasrec": str(sasrec), "data": {"dataset": ds.name, "users": len(ds.histories), "items": len(ds.catalog),
                                             "training_users": len(examples)},
             "split": {"protocol": split.protocol}}
-    run_grpo(config, folder, JOB, loaded, prompts, rewards,
-             (config.rank_weight, config.marker_weight, config.faithfulness_weight), meta)
+    weights = (config.rank_weight, config.marker_weight, config.faithfulness_weight)
+    run_grpo(config, folder, JOB, loaded, prompts, rewards, weights, meta, [marker_stop(loaded.tokenizer)])
     return folder
 

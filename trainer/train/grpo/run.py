@@ -131,9 +131,12 @@ def policy(loaded: LoadedModel, settings: GrpoSettings) -> torch.nn.Module:
 
 
 def run_grpo(settings: GrpoSettings, folder: Path, job: str, loaded: LoadedModel, prompts: Sequence[str],
-             rewards: Sequence[Reward], weights: Sequence[float], meta: dict[str, Any]) -> dict[str, Any]:
+             rewards: Sequence[Reward], weights: Sequence[float], meta: dict[str, Any],
+             stop_ids: Sequence[int] = ()) -> dict[str, Any]:
     """Train (or resume) the policy on `prompts` (chat texts, each row's `example` its index) with the weighted
-    `rewards`; save the adapter and its manifest in `folder` (`meta` goes into it); returns the manifest."""
+    `rewards`; save the adapter and its manifest in `folder` (`meta` goes into it); returns the manifest. A
+    completion ends at the end of text or at any of `stop_ids` (TRL reads the model's end-of-sequence ids for both
+    the generation and the completion mask, so nothing after the stop is trained)."""
     from datasets import Dataset
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
@@ -148,8 +151,9 @@ def run_grpo(settings: GrpoSettings, folder: Path, job: str, loaded: LoadedModel
         epsilon_high=settings.epsilon_high, reward_weights=list(weights), save_steps=settings.checkpoint_steps,
         save_total_limit=1, logging_steps=1, report_to="none", seed=settings.seed, data_seed=settings.seed,
         use_cpu=not torch.cuda.is_available(), bf16=settings.mixed_precision == "bf16", remove_unused_columns=False,
-        dataloader_num_workers=0)
+        gradient_checkpointing=False, dataloader_num_workers=0)
     data = Dataset.from_dict({"prompt": list(prompts), "example": list(range(len(prompts)))})
+    loaded.model.generation_config.eos_token_id = [loaded.tokenizer.eos_token_id, *stop_ids]
     trainer = GRPOTrainer(model=policy(loaded, settings), reward_funcs=list(rewards), args=config,
                           train_dataset=data, processing_class=loaded.tokenizer)
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
