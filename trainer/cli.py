@@ -328,12 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_eval_reasoning, ReasoningEvalConfig)
     command("train-conclusion", "the reasoning's conclusion as a score term: weights on validation, test report",
             cmd_train_conclusion, ConclusionConfig)
-    for name, help_text, func, config in (
+    lora = ("lora_r", "lora_alpha", "lora_dropout", "lora_modules", "lora_top_layers")
+    for name, help_text, func, config, skip in (
             ("train-recpo", "RecPO: RL of the reasoning against the ranking it leads to (TRL GRPO, resumable)",
-             cmd_train_recpo, RecpoConfig),
+             cmd_train_recpo, RecpoConfig, lora),  # it trains the SFT adapter further: no new LoRA
             ("train-rating-grpo", "RecZero: RL of the four-tag rating reasoning (TRL GRPO, resumable)",
-             cmd_train_rating_grpo, RatingGrpoConfig)):
-        grpo = command(name, help_text, func, config)
+             cmd_train_rating_grpo, RatingGrpoConfig, ())):
+        grpo = command(name, help_text, func, config, skip=skip)
         grpo.add_argument("--recipe", type=Path, default=None,
                           help="TOML file of settings (e.g. trainer/recipes/recpo-gpu.toml); flags override it")
 

@@ -20,6 +20,7 @@ from indexer.core.catalog import Item
 from model.engines.loading import ADAPTER_META, load_model
 from model.rankers.conclusion import ConclusionTerm
 from trainer.cli import main
+from trainer.config_args import load_recipe
 from trainer.train.grpo.rating import Accuracy, Format, RatingGrpoConfig, train_rating_grpo
 from trainer.train.grpo.recpo import PROBE_TERM, Marker, RecpoConfig, ServedRank, marker_stop, train_recpo
 from trainer.train.lora import save_adapter
@@ -100,6 +101,15 @@ def test_generation_stops_at_the_marker():
     stop = marker_stop(tokenizer)
     assert tokenizer("Next: likely a 1990s Drama.<answer>", add_special_tokens=False)["input_ids"][-1] == stop
     assert tokenizer.decode([stop]).endswith(">")
+
+
+def test_gpu_recipes_load():
+    repo = Path(__file__).resolve().parents[3]
+    recipes = repo / "trainer" / "recipes"
+    recpo = RecpoConfig(**load_recipe(recipes / "recpo-gpu.toml", RecpoConfig),
+                        adapter=repo / "deploy" / "artifacts" / "ml-100k" / "reasoning")
+    rating = RatingGrpoConfig(**load_recipe(recipes / "rating-grpo-gpu.toml", RatingGrpoConfig))
+    assert recpo.mixed_precision == rating.mixed_precision == "bf16" and recpo.steps == rating.steps == 120
 
 
 def test_recpo_needs_the_sft_adapter():
