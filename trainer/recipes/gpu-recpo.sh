@@ -45,26 +45,18 @@ finished_sasrec() {
 sys.exit(0 if finished_checkpoint(Path(sys.argv[1])) else 1)" "$1"
 }
 
-stage_deps() {
-    local found=0
-    "$PYTHON" -c "import torch, transformers, peft, accelerate
-try:
-    import trl, datasets
-except ImportError:
-    raise SystemExit(4)" || found=$?
-    if [[ $found == 4 ]]; then
-        [[ -d "$WHEELS" ]] || { echo "gpu-recpo: no TRL here and no wheel folder $WHEELS (make gpu-wheels)" >&2; exit 3; }
-        "$PYTHON" -m pip install --no-index --find-links "$WHEELS" "trl==1.16.0"
-    elif [[ $found != 0 ]]; then
-        echo "gpu-recpo: torch, transformers, peft and accelerate must be installed" >&2; exit 3
-    fi
-    # fail in seconds, not after a model load, when the model or the data is not on this machine
-    "$PYTHON" - "$MODEL" "$DATASET" "$DATA_PATH" <<'PY' || exit 3
+check_machine() {  # the libraries (exit 4: no TRL), the model and the data, in one process (seconds, no model load)
+    "$PYTHON" - "$MODEL" "$DATASET" "$DATA_PATH" <<'PY'
 import sys
 
-import torch
-import trl
-
+try:
+    import accelerate, peft, torch, transformers  # noqa: F401
+except ImportError as exc:
+    sys.exit(f"gpu-recpo: torch, transformers, peft and accelerate must be installed: {exc}")
+try:
+    import datasets, trl  # noqa: F401
+except ImportError:
+    sys.exit(4)
 from model.engines.loading import model_fingerprint
 from trainer.data import load_dataset
 
@@ -79,6 +71,18 @@ try:
 except (FileNotFoundError, OSError, ValueError) as exc:
     sys.exit(f"gpu-recpo: no data for {dataset} here (DATA_PATH=ml-1m.zip): {exc}")
 PY
+}
+
+stage_deps() {
+    local found=0
+    check_machine || found=$?
+    if [[ $found == 4 ]]; then
+        [[ -d "$WHEELS" ]] || { echo "gpu-recpo: no TRL here and no wheel folder $WHEELS (make gpu-wheels)" >&2; exit 3; }
+        "$PYTHON" -m pip install --no-index --find-links "$WHEELS" "trl==1.16.0"
+        check_machine
+    elif [[ $found != 0 ]]; then
+        exit 3
+    fi
 }
 
 stage_sasrec() {
