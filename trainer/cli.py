@@ -11,6 +11,8 @@
     reasonrec train-reasoning --dataset ml-1m      # reasoning SFT on program-written rationales (resumable)
     reasonrec eval-reasoning --adapter DIR         # marker rate, faithfulness, next-genre match of the reasoning
     reasonrec train-conclusion --adapter DIR       # the reasoning's conclusion as a score term (validation)
+    reasonrec train-recpo --adapter DIR            # RecPO: RL of the reasoning against its ranking (TRL, resumable)
+    reasonrec train-rating-grpo --dataset ml-1m    # RecZero: RL of the four-tag rating reasoning (TRL, resumable)
     reasonrec eval --dataset ml-1m                 # every ranker, one harness, reports in docs/results
     reasonrec merge-adapter --adapter DIR          # base + LoRA in one folder, for the vLLM servers
 
@@ -26,6 +28,7 @@ Each job's flags come from its config dataclass (`trainer.config_args`); `reason
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -178,6 +181,32 @@ def cmd_train_conclusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_grpo(folder: Path) -> None:
+    from model.engines.loading import ADAPTER_META
+
+    meta = json.loads((folder / ADAPTER_META).read_text(encoding="utf-8"))
+    print(f"adapter {folder}: {meta['steps']} steps, mean reward of the last 10 {meta['reward_last10']} "
+          f"(curves in {folder / ADAPTER_META})")
+
+
+def cmd_train_recpo(args: argparse.Namespace) -> int:
+    from trainer.train.grpo.recpo import RecpoConfig, train_recpo
+
+    config = config_from_args(RecpoConfig, args, args.recipe)
+    folder = train_recpo(config, _command_line())
+    _print_grpo(folder)
+    print(f"refit its conclusion term with `reasonrec train-conclusion --dataset {config.dataset} --adapter {folder}`,"
+          f" evaluate it with `reasonrec eval-reasoning --dataset {config.dataset} --adapter {folder}`")
+    return 0
+
+
+def cmd_train_rating_grpo(args: argparse.Namespace) -> int:
+    from trainer.train.grpo.rating import RatingGrpoConfig, train_rating_grpo
+
+    _print_grpo(train_rating_grpo(config_from_args(RatingGrpoConfig, args, args.recipe), _command_line()))
+    return 0
+
+
 def cmd_eval_reasoning(args: argparse.Namespace) -> int:
     from trainer.evaluation.reasoning_eval import ReasoningEvalConfig, run_reasoning_eval
 
@@ -243,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.experiments.reasoning_head import ReasoningHeadConfig
     from trainer.train.conclusion import ConclusionConfig
     from trainer.train.contrastive.config import ContrastiveConfig
+    from trainer.train.grpo.rating import RatingGrpoConfig
+    from trainer.train.grpo.recpo import RecpoConfig
     from trainer.train.index import IndexJobConfig
     from trainer.train.rating import RatingTrainConfig
     from trainer.train.reasoning_sft import ReasoningSftConfig
@@ -297,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_eval_reasoning, ReasoningEvalConfig)
     command("train-conclusion", "the reasoning's conclusion as a score term: weights on validation, test report",
             cmd_train_conclusion, ConclusionConfig)
+    lora = ("lora_r", "lora_alpha", "lora_dropout", "lora_modules", "lora_top_layers")
+    for name, help_text, func, config, skip in (
+            ("train-recpo", "RecPO: RL of the reasoning against the ranking it leads to (TRL GRPO, resumable)",
+             cmd_train_recpo, RecpoConfig, lora),  # it trains the SFT adapter further: no new LoRA
+            ("train-rating-grpo", "RecZero: RL of the four-tag rating reasoning (TRL GRPO, resumable)",
+             cmd_train_rating_grpo, RatingGrpoConfig, ())):
+        grpo = command(name, help_text, func, config, skip=skip)
+        grpo.add_argument("--recipe", type=Path, default=None,
+                          help="TOML file of settings (e.g. trainer/recipes/recpo-gpu.toml); flags override it")
 
     command("eval", "evaluate rankers on one split; write docs/results reports", cmd_eval, EvalConfig)
     command("train-rating", "train the rating model that /rate serves (resumable)", cmd_train_rating,

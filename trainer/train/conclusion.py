@@ -34,6 +34,7 @@ from indexer.core.paths import SHIPPED, artifacts_dir, finished_or_shipped, sasr
 from model.claims import Prediction, parse, prediction_matches
 from model.engines.base import Engine
 from model.networks.sasrec import SasrecScorer, finished_checkpoint
+from model.prompts import UserHistory
 from model.rankers.conclusion import ConclusionTerm
 from model.rankers.llm import LlmRanker
 from model.rankers.sasrec import SasrecRanker
@@ -144,13 +145,18 @@ def train_conclusion(config: ConclusionConfig, engine: Engine, command: str) -> 
 
 
 def _sasrec(config: ConclusionConfig) -> Path:
-    if config.sasrec_checkpoint is not None:
-        return config.sasrec_checkpoint
-    found = finished_or_shipped(sasrec_dir(config.dataset, config.protocol), SHIPPED / config.dataset / "sasrec",
+    return find_sasrec(config.dataset, config.protocol, config.sasrec_checkpoint)
+
+
+def find_sasrec(dataset: str, protocol: str, given: Path | None = None) -> Path:
+    """`given`, else the finished SASRec+ of this dataset and protocol, else the shipped one."""
+    if given is not None:
+        return given
+    found = finished_or_shipped(sasrec_dir(dataset, protocol), SHIPPED / dataset / "sasrec",
                                 lambda f: bool(finished_checkpoint(f)))
     if found is None:
-        raise FileNotFoundError(f"no finished SASRec+ for {config.dataset}: run `reasonrec train-sasrec --dataset "
-                                f"{config.dataset}` or pass --sasrec-checkpoint")
+        raise FileNotFoundError(f"no finished SASRec+ for {dataset}: run `reasonrec train-sasrec --dataset "
+                                f"{dataset}` or pass --sasrec-checkpoint")
     return found
 
 
@@ -180,15 +186,22 @@ def _user_set(examples: list[Example], engine: Engine, cache: ReasoningCache, ra
     reasonings = cache.get([LlmRanker.prompt(h) for h in histories], config.batch_size, f"{name} reasonings")
     genres = {g.lower(): g for item in catalog for g in item.genres}
     predictions = [parse(r.text, genres).prediction for r in reasonings]
+    scores, targets = history_scores(examples, histories, ranker)
+    items = [catalog[i] for i in ranker.item_ids]
+    matches = np.array([[prediction_matches(p, item) for item in items] for p in predictions], dtype=bool)
+    return UserSet(examples, reasonings, predictions, scores, targets, matches[..., 0].astype(np.float64),
+                   matches[..., 1].astype(np.float64))
+
+
+def history_scores(examples: list[Example], histories: list[UserHistory], ranker: SasrecRanker
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """s(history) over the ranker's items, -inf on each user's own history, and each target's column (-1 when the
+    ranker does not know it)."""
     scores = ranker.scores(histories)
     column = {item_id: j for j, item_id in enumerate(ranker.item_ids)}
     for row, example in enumerate(examples):
         scores[row, [column[x.item_id] for x in example.history if x.item_id in column]] = -np.inf
-    items = [catalog[i] for i in ranker.item_ids]
-    matches = np.array([[prediction_matches(p, item) for item in items] for p in predictions], dtype=bool)
-    targets = np.array([column.get(e.target.item_id, -1) for e in examples])
-    return UserSet(examples, reasonings, predictions, scores, targets, matches[..., 0].astype(np.float64),
-                   matches[..., 1].astype(np.float64))
+    return scores, np.array([column.get(e.target.item_id, -1) for e in examples])
 
 
 def _report(config: ConclusionConfig, dataset: str, sets: dict[str, UserSet], context: ReasoningContext,

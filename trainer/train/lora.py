@@ -5,9 +5,14 @@ Large Language Models", ICLR 2022): contrastive alignment (`trainer.train.contra
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from indexer.core.durable import replace_text
 
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Every linear layer of a Llama decoder layer."""
@@ -49,3 +54,14 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
                       target_modules=list(settings.lora_modules),
                       layers_to_transform=list(range(layers - top, layers)) if 0 < top < layers else None)
     return get_peft_model(model, lora)
+
+
+def save_adapter(model: torch.nn.Module, folder: Path, model_id: str, adapters: Sequence[str] | None = None) -> None:
+    """The peft adapter(s) of `model` in `folder` (`adapters`: only these, e.g. the trained one beside a frozen
+    reference copy), its `base_model_name_or_path` naming the base model (peft records the folder it was loaded
+    from, which differs between machines)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, selected_adapters=list(adapters) if adapters is not None else None)
+    config_path = folder / "adapter_config.json"
+    adapter_config = json.loads(config_path.read_text())
+    replace_text(config_path, json.dumps({**adapter_config, "base_model_name_or_path": model_id}, indent=2))

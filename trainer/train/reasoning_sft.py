@@ -41,7 +41,7 @@ from trainer.reasoning.packing import PackedRow, WindowSample, pack_window, pack
 from trainer.reasoning.rationales import MAX_RATIONALE_TOKENS, token_counter
 from trainer.reasoning.samples import window_pool
 from trainer.reasoning.scoring import score_reasonings
-from trainer.train.lora import LoraSettings, add_lora
+from trainer.train.lora import LoraSettings, add_lora, save_adapter
 
 log = logging.getLogger(__name__)
 RESUME_FILE = "resume.pt"
@@ -282,12 +282,7 @@ def _save(folder: Path, config: ReasoningSftConfig, command: str, model: Any, op
     """The adapter, its metadata and (while training) `resume.pt`, each written to a temporary name first."""
     from peft import get_peft_model_state_dict
 
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    config_path = folder / "adapter_config.json"  # peft records the base folder's path: name the model instead
-    adapter_config = json.loads(config_path.read_text())
-    replace_text(config_path, json.dumps({**adapter_config, "base_model_name_or_path": base_fingerprint.model_id},
-                                         indent=2))
+    save_adapter(model, folder, base_fingerprint.model_id)
     if status != "done":
         tmp = folder / (RESUME_FILE + ".tmp")
         torch.save({"config": config.fingerprint(), "lora": get_peft_model_state_dict(model),
