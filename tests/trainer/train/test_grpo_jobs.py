@@ -30,21 +30,6 @@ from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _import_trl() -> None:
-    """Import TRL's GRPO trainer with tests/ off the import path: pytest puts tests/ there (the rootdir conftest), so
-    tests/vllm would read as an installed vLLM without a version, which TRL's import refuses."""
-    tests = Path(__file__).resolve().parents[2]
-    saved = sys.path[:]
-    sys.path[:] = [p for p in saved if Path(p or ".").resolve() != tests]
-    try:
-        import trl.trainer.grpo_trainer  # noqa: F401
-    finally:
-        sys.path[:] = saved
-
-
-_import_trl()
-
-
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     before = torch.get_num_threads()

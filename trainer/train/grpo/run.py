@@ -137,9 +137,12 @@ def run_grpo(settings: GrpoSettings, folder: Path, job: str, loaded: LoadedModel
     `rewards`; save the adapter and its manifest in `folder` (`meta` goes into it); returns the manifest. A
     completion ends at the end of text or at any of `stop_ids` (TRL reads the model's end-of-sequence ids for both
     the generation and the completion mask, so nothing after the stop is trained)."""
-    from datasets import Dataset
+    try:
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as error:
+        raise SystemExit(f"the GRPO jobs need TRL ({error}): pip install 'reasonrec[rl]'") from error
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import GRPOConfig, GRPOTrainer
 
     checkpoints = folder / CHECKPOINTS
     _claim_checkpoints(folder, settings, job)

@@ -1,6 +1,6 @@
 """Timings of the two engines on this machine, and their parity, written to docs/results/vllm.json.
 
-    REASONREC_VLLM_PYTHON=.venv-vllm/bin/python .venv/bin/python tests/vllm/bench_engines.py   # = make bench-vllm
+    REASONREC_VLLM_PYTHON=.venv-vllm/bin/python .venv/bin/python tests/vllm_engine/bench_engines.py  # make bench-vllm
 
 Starts the two vLLM servers one after the other (so each start is timed alone), loads the transformers engine,
 then runs the same workloads on both engines with SmolLM2-135M fp32 on MovieLens-100k prompts: reasoning one
