@@ -153,11 +153,11 @@ $(VENV)/.loadtest-installed: pyproject.toml $(VENV)/.installed
 LOADTEST_DATASET ?= ml-100k
 
 loadtest: setup $(VENV)/.loadtest-installed  ## gateway + k6 against every ranker at a few rates -> docs/results/latency.*
-	$(BIN)/reasonrec index --dataset $(LOADTEST_DATASET)
+	$(BIN)/reasonrec serve --dataset $(LOADTEST_DATASET) --build-only
 	$(BIN)/python -m loadtests.run --dataset $(LOADTEST_DATASET) $(LOADTEST_ARGS)
 
 loadtest-smoke: setup $(VENV)/.loadtest-installed  ## the same pipeline in ~2 minutes (too few requests for percentiles)
-	$(BIN)/reasonrec index --dataset $(LOADTEST_DATASET)
+	$(BIN)/reasonrec serve --dataset $(LOADTEST_DATASET) --build-only
 	$(BIN)/python -m loadtests.run --dataset $(LOADTEST_DATASET) --profile smoke --out-dir artifacts/loadtest/smoke
 
 bench-engine: setup  ## micro-batched vs offline batch throughput -> docs/results/bench_engine_throughput.*
@@ -169,7 +169,8 @@ bench-fast: setup  ## the fast engine vs the transformers engine: parity and spe
 bench-decode: setup  ## single-stream decode vs the memory-bandwidth bound -> docs/results/bench_decode_bound.*
 	$(BIN)/python -m benchmarks.decode_bound
 
-bench-gateway: index  ## gateway overhead share on the reasoning path -> docs/results/bench_gateway_overhead.*
+bench-gateway: setup  ## gateway overhead share on the reasoning path -> docs/results/bench_gateway_overhead.*
+	$(BIN)/reasonrec serve --build-only
 	$(BIN)/python -m benchmarks.gateway_overhead
 
 bench-faiss: setup  ## Flat vs IVF vs HNSW at 10k/100k/1M items -> docs/results/bench_faiss_search.*

@@ -70,13 +70,16 @@ Prepare = Callable[[str, Path | None, Engine, Path], None]
 item table (None: raw states), the loaded engine and the index folder it must fill."""
 
 
-def serve(settings: Settings | None = None, prepare: Prepare | None = None) -> None:
+def serve(settings: Settings | None = None, prepare: Prepare | None = None, listen: bool = True) -> None:
     """Resolve what to serve once (`service.startup.resolve`), let `prepare` build a missing index, then run the
-    gateway with uvicorn until interrupted (logs carry request ids)."""
+    gateway with uvicorn until interrupted (logs carry request ids); with `listen` false, stop after preparing."""
     served = resolve(settings or Settings())
     settings = served.settings
     if prepare is not None:
         prepare(settings.dataset, settings.table, served.engine, served.index_dir)
+    if not listen:
+        print(f"ready to serve: index at {served.index_dir}", flush=True)
+        return
     base = f"http://{settings.host}:{settings.port}"
     print(f"\nserving on {base}  (docs: {base}/docs)\ntry:\n  curl -s {base}/recommend -H 'content-type: "
           "application/json' -d '{\"history\": [{\"item_id\": \"1\", \"rating\": 5}, {\"item_id\": \"50\", "

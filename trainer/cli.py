@@ -89,8 +89,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = {"host": args.host, "port": args.port, "model": args.model, "adapter": args.adapter,
                  "dataset": args.dataset}
+    if args.no_build and args.build_only:
+        raise SystemExit("--no-build and --build-only exclude each other")
     serve(Settings(**{k: v for k, v in overrides.items() if v is not None}),
-          prepare=None if args.no_build else prepare_index)
+          prepare=None if args.no_build else prepare_index, listen=not args.build_only)
     return 0
 
 
@@ -308,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--adapter", type=Path, default=None, help="overrides REASONREC_ADAPTER")
     serve.add_argument("--dataset", default=None, help="overrides REASONREC_DATASET")
     serve.add_argument("--no-build", action="store_true", help="do not build a missing index")
+    serve.add_argument("--build-only", action="store_true",
+                       help="build what serving needs (the index over the served table) and exit")
 
     command("train-sasrec", "train the SASRec+ production ranker (resumable)", cmd_train_sasrec, SasrecTrainConfig)
     command("train-table", "train the served ranker's item table, encoder and heads (resumable)", cmd_train_table,
