@@ -32,6 +32,7 @@ from model.engines.fast_engine import FastEngine
 from model.engines.lean import PRECISIONS
 from model.engines.loading import load_model
 from model.engines.transformers_engine import TransformersEngine
+from trainer.machine import shown_path
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,6 +108,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     adapter = args.adapter if (args.adapter / "adapter_config.json").is_file() else None
+    adapter_shown = shown_path(adapter) if adapter else None
     report = Report("fast_engine", "The fast engine against the transformers engine: parity and speed")
     reference = TransformersEngine(load_model("smollm2", reasoning_adapter=adapter), batch_size=1)
     engines: dict[str, Engine] = {"reference": reference}
@@ -118,12 +120,12 @@ def main() -> None:
     times = speed(engines, prompts[: args.speed_n], args.tokens)
     figures = summary(times)
     report.data = {"parity": found, "speed": figures, "times": times, "tokens": args.tokens,
-                   "threads": torch.get_num_threads(), "adapter": str(adapter) if adapter else None}
+                   "threads": torch.get_num_threads(), "adapter": adapter_shown}
     ref = figures["reference"]
     report.lines = [
         f"Reasoning prompts of {max(args.n, args.speed_n)} real ML-100k requests (`benchmarks.common.user_prompts`; "
         f"the instruction and 20 history lines, ~630 tokens), greedy, budget {args.tokens}, reasoning adapter "
-        f"`{adapter}`, one request at a time, {torch.get_num_threads()} torch threads.", "",
+        f"`{adapter_shown}`, one request at a time, {torch.get_num_threads()} torch threads.", "",
         "## Where the reference's time goes", "",
         f"One reasoning {ref['reasoning_p50_s']:.2f} s (p50 of {args.speed_n}); its `direct` state (a prefill of the "
         f"prompt) {ref['direct_p50_s']:.2f} s; per generated token (reasoning - prefill over the tokens, the state "
