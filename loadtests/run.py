@@ -197,6 +197,16 @@ def run_profile(base_url: str, requests: Path, scenarios: tuple[Scenario, ...], 
     return (production, why), results
 
 
+def without_checkout(value: Any) -> Any:
+    """`value` (JSON-like) with this checkout's absolute path cut from every string: reports name paths relative to
+    the repository, never the machine's (the gateway's /readyz names its index folder absolutely)."""
+    if isinstance(value, dict):
+        return {k: without_checkout(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_checkout(v) for v in value]
+    return value.replace(f"{Path.cwd().resolve()}/", "") if isinstance(value, str) else value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="short")
@@ -252,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "reasoning_tokens": args.reasoning_tokens, "settings": settings if not args.base_url else "external gateway",
         "readiness": readiness, "machine_start": start, "machine_end": machine(), "busy_note": busy_note(start),
     }
-    for path in write_report(meta, results, args.out_dir):
+    for path in write_report(without_checkout(meta), results, args.out_dir):
         print(f"wrote {path}")
     return 0
 
