@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -98,3 +98,15 @@ class Engine(Protocol):
     def choice_probs(
         self, user_texts: Sequence[str], assistant_prefixes: Sequence[str], choices: Sequence[str]
     ) -> np.ndarray: ...
+
+
+def single_token_ids(tokenizer: Any, choices: Sequence[str]) -> list[int]:
+    """The one token id of each of `choices` under `tokenizer` (no special tokens): what `choice_probs` reads;
+    a choice of several tokens is a ValueError."""
+    out = []
+    for choice in choices:
+        ids = list(tokenizer(choice, add_special_tokens=False)["input_ids"])
+        if len(ids) != 1:
+            raise ValueError(f"choice {choice!r} is not a single token for this tokenizer")
+        out.append(ids[0])
+    return out

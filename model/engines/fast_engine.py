@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.engines.base import Generation, Reasoning
+from model.engines.base import Generation, Reasoning, single_token_ids
 from model.engines.lean import BASE, EXACT, LeanLlama, Precision, common_prefix_length, peft_lora_deltas
 from model.engines.loading import LoadedModel, load_model
 from model.prompts import ANSWER_MARKER, USER_INSTRUCTION, render_chat
@@ -99,12 +99,7 @@ class FastEngine:
     def choice_probs(self, user_texts: Sequence[str], assistant_prefixes: Sequence[str],
                      choices: Sequence[str]) -> np.ndarray:
         """Next-token probabilities of single-token `choices` after each prefix, renormalized over the choices."""
-        choice_ids = []
-        for choice in choices:
-            ids = self._ids(choice)
-            if len(ids) != 1:
-                raise ValueError(f"choice {choice!r} is not a single token for this tokenizer")
-            choice_ids.append(ids[0])
+        choice_ids = single_token_ids(self.tokenizer, choices)
         rows = []
         for user, prefix in zip(user_texts, assistant_prefixes, strict=True):
             with self._lock, torch.inference_mode():

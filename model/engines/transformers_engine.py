@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.engines.base import Generation, Reasoning
+from model.engines.base import Generation, Reasoning, single_token_ids
 from model.engines.cut_states import cut_prompt, plan_window, shared_forward
 from model.engines.loading import LoadedModel, load_model
 from model.prompts import ANSWER_MARKER, HistoryLine, render_chat
@@ -162,12 +162,7 @@ class TransformersEngine:
         self, user_texts: Sequence[str], assistant_prefixes: Sequence[str], choices: Sequence[str]
     ) -> np.ndarray:
         """Next-token probabilities of single-token `choices` after each prefix, renormalized over the choices."""
-        choice_ids = []
-        for choice in choices:
-            ids = self._ids(choice)
-            if len(ids) != 1:
-                raise ValueError(f"choice {choice!r} is not a single token for this tokenizer")
-            choice_ids.append(ids[0])
+        choice_ids = single_token_ids(self.tokenizer, choices)
         rendered = [self.render(u, p) for u, p in zip(user_texts, assistant_prefixes, strict=True)]
         rows = []
         for start in range(0, len(rendered), self.batch_size):

@@ -34,7 +34,7 @@ import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from indexer.core.fingerprint import ModelFingerprint
-from model.engines.base import Generation, Reasoning
+from model.engines.base import Generation, Reasoning, single_token_ids
 from model.engines.loading import adapter_hash, folder_fingerprint
 from model.engines.replicas import ReplicaPool
 from model.engines.vllm_launch import LORA_NAME
@@ -135,7 +135,7 @@ class VllmEngine:
         self, user_texts: Sequence[str], assistant_prefixes: Sequence[str], choices: Sequence[str]
     ) -> np.ndarray:
         """Next-token probabilities of single-token `choices` after each prefix, renormalized over the choices."""
-        choice_ids = [self._single_token(choice) for choice in choices]
+        choice_ids = single_token_ids(self.tokenizer, choices)
         rendered = [self.render(u, p) for u, p in zip(user_texts, assistant_prefixes, strict=True)]
         if not rendered:
             return np.zeros((0, len(choice_ids)), dtype=np.float32)
@@ -158,12 +158,6 @@ class VllmEngine:
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _single_token(self, choice: str) -> int:
-        ids = self._ids(choice)
-        if len(ids) != 1:
-            raise ValueError(f"choice {choice!r} is not a single token for this tokenizer")
-        return ids[0]
 
     def _complete(self, rendered: list[str], max_new_tokens: int, stop: str, lora: str | None = None
                   ) -> list[_Decoded]:
