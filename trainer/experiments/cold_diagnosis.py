@@ -1,7 +1,8 @@
 """Where a cold-items table loses its cold targets (`reasonrec experiment cold-diagnosis`, issue #40): each test user
 whose target is a cold item has the target ranked among the cold items alone (every item served by g(c) alone;
 history excluded), by
-- `g`: the served score u . g(c) + g_b(c) with u = s(history) (the table's rows as served, `Ranking`),
+- `g`: the served score u . g(c) + g_b(c) with u = s(history) (the `table` ranker of `reasonrec eval` over the
+  table's rows as `reasonrec index` serves them),
 - `content`: the MiniLM ranker's cosine (`model.rankers.content`, the `content` row of `reasonrec eval`),
 - `random`: seeded uniform scores,
 and, for contrast, `g` and `content` among all items (what `reasonrec eval --protocol cold-items` reports for the
@@ -27,12 +28,15 @@ import numpy as np
 
 from model.engines.base import Engine
 from model.networks.minilm import MiniLMEncoder, TextEncoder
+from model.rankers.base import ScoreRanker
 from model.rankers.content import ContentRanker
+from model.rankers.table import TableRanker
 from trainer.data.protocols import SplitConfig
 from trainer.data.splits import Example
 from trainer.machine import machine_line, shown_path
 from trainer.protocol.harness import CoreRanker, rank_examples
 from trainer.protocol.metrics import bootstrap_ci, mean_metrics, ranking_metrics
+from trainer.train.table.features import table_store
 from trainer.train.table.served import ServedTable, load_served_table
 
 METRICS = ("HR@10", "NDCG@10", "MRR")
@@ -129,24 +133,26 @@ def diagnosis_ranks(served: ServedTable, encoder: TextEncoder, random_seed: int)
                 and any(x.item_id in code for x in e.history)]
     if not examples:
         raise ValueError("no test example has a target served by g(c) alone: is this a cold-items table?")
-    ranking = served.ranking(examples)
-    assert ranking.target_shown.all() and len(ranking.target_shown) == len(examples)
-    all_ids = served.dataset.catalog.ids()
-    content = ContentRanker(encoder, [served.dataset.catalog[i] for i in all_ids])
+    catalog, all_ids = served.dataset.catalog, served.dataset.catalog.ids()
+    table = TableRanker(served.artifact, table_store(served.artifact, served.features, catalog))
+    content = ContentRanker(encoder, [catalog[i] for i in all_ids])
+
+    def ranks_of(core: ScoreRanker | RandomRanker, candidates: list[str]) -> np.ndarray:
+        ranker = core if isinstance(core, RandomRanker) else CoreRanker(core, catalog, candidates)
+        return rank_examples(ranker, examples, candidates, desc=f"{ranker.name} among {len(candidates)}").ranks
+
     rows = {
-        ("g", "cold items"): ranking.ranks_among_shown(),
-        ("content", "cold items"): rank_examples(CoreRanker(content, served.dataset.catalog, cold_ids), examples,
-                                                 cold_ids).ranks,
-        ("random", "cold items"): rank_examples(RandomRanker(len(cold_ids), random_seed), examples, cold_ids).ranks,
-        ("g", "all items"): ranking.ranks(1.0, 0.0),
-        ("content", "all items"): rank_examples(CoreRanker(content, served.dataset.catalog, all_ids), examples,
-                                                all_ids).ranks,
+        ("g", "cold items"): ranks_of(table, cold_ids),
+        ("content", "cold items"): ranks_of(content, cold_ids),
+        ("random", "cold items"): ranks_of(RandomRanker(len(cold_ids), random_seed), cold_ids),
+        ("g", "all items"): ranks_of(table, all_ids),
+        ("content", "all items"): ranks_of(content, all_ids),
     }
     return DiagnosisRanks(examples, cold_ids, rows)
 
 
 RANKER_LINES = {
-    "g": "u . g(c) + g_b(c), u = s(history): the table's rows as served (calibration folded into g)",
+    "g": "u . g(c) + g_b(c), u = s(history): the `table` ranker over the rows as served (calibration folded into g)",
     "content": "MiniLM: cosine between the mean vector of the history items and the item's (`content` ranker)",
     "random": "seeded uniform scores",
 }

@@ -79,6 +79,7 @@ def test_the_ranks_among_cold_items_are_the_served_rows_restricted_to_them(serve
     assert ranks.examples and set(ranks.cold_ids) >= served.split.cold_items & set(served.dataset.catalog.ids())
     among_cold, among_all = served_cold_ranks(served, ranks.examples)
     np.testing.assert_array_equal(ranks.rows[("g", "cold items")], among_cold)
+    np.testing.assert_array_equal(served.ranking(ranks.examples).ranks_among_shown(), among_cold)
     np.testing.assert_array_equal(ranks.rows[("g", "all items")], among_all)
     for ranker in ("g", "content"):  # fewer candidates, never a worse rank
         assert (ranks.rows[(ranker, "cold items")] <= ranks.rows[(ranker, "all items")]).all()
