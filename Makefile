@@ -180,6 +180,10 @@ bench-faiss: setup  ## Flat vs IVF vs HNSW at 10k/100k/1M items -> docs/results/
 bench-cold: setup  ## cold vs warm HR@10 along the content offset of a cold-items table -> docs/results/bench_cold_tradeoff_<dataset>.*
 	$(BIN)/python -m benchmarks.cold_tradeoff --dataset $(DATASET)
 
+.PHONY: cold-diagnosis
+cold-diagnosis: setup  ## cold targets among the cold items only: g, MiniLM, random -> docs/results/<dataset>-cold-diagnosis.*
+	$(BIN)/reasonrec experiment cold-diagnosis --dataset $(DATASET) --threads $(THREADS)
+
 .PHONY: bench-cuts
 bench-cuts: setup  ## direct vectors of history cuts, shared forward vs per prompt -> docs/results/bench_cut_states.*
 	$(BIN)/python -m benchmarks.cut_states
@@ -233,12 +237,13 @@ report-ml100k: ship-ml100k  ## ml-100k-leave-one-out.*, ml-100k-reasoning-term.*
 	$(BIN)/reasonrec eval --dataset ml-100k --protocol leave-one-out --threads $(THREADS) --no-ratings \
 		--llm-users 300 --reasoning-tokens 48
 
-report-ml100k-cold: setup  ## ml-100k-cold-items.*, bench_cold_tradeoff_ml-100k.* (~40 min)
+report-ml100k-cold: setup  ## ml-100k-cold-items.*, bench_cold_tradeoff_ml-100k.*, ml-100k-cold-diagnosis.* (~40 min)
 	$(BIN)/reasonrec train-sasrec --dataset ml-100k --protocol cold-items --threads $(THREADS)
 	$(BIN)/reasonrec train-table --dataset ml-100k --protocol cold-items --threads $(THREADS) --no-head
 	$(BIN)/reasonrec eval --dataset ml-100k --protocol cold-items --threads $(THREADS) \
 		--rankers sasrec,popular,content,table,table-content
 	$(BIN)/python -m benchmarks.cold_tradeoff --dataset ml-100k
+	$(BIN)/reasonrec experiment cold-diagnosis --dataset ml-100k --threads $(THREADS)
 
 # The SVD row needs SVD_PYTHON: a Python with scikit-surprise (it builds C extensions, so it is not a dependency).
 SVD_PYTHON ?=

@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from benchmarks.common import Report
-from indexer.core.paths import artifacts_dir, sasrec_dir, table_dir
-from model.engines.transformers_engine import load_engine
-from model.networks.table_artifact import TableArtifact
-from trainer.data import load_dataset
-from trainer.data.protocols import make_split
+from indexer.core.paths import table_dir
 from trainer.protocol.metrics import ranking_metrics
-from trainer.train.table.content import Ranking, content_shown, load_sasrec, start_from_sasrec
-from trainer.train.table.features import item_features
+from trainer.train.table.served import load_served_table
 
 PROTOCOL = "cold-items"
 OFFSETS = (-100.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -35,15 +29,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k", help="a dataset with a finished cold-items table")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    artifact = TableArtifact.load(table_dir(args.dataset, PROTOCOL))
-    ds = load_dataset(args.dataset)
-    split = make_split(ds, PROTOCOL)
-    _, content = item_features(list(ds.catalog), artifact.spec, load_engine("smollm2"),
-                               artifacts_dir() / "table-cache" / ds.name)
-    features = torch.from_numpy(np.vstack([np.zeros((1, content.shape[1]), np.float32), content]))
-    fixed = start_from_sasrec(artifact.model, artifact.code_of, load_sasrec(sasrec_dir(args.dataset, PROTOCOL)))
-    ranking = Ranking(artifact.model, fixed, features, split.test, artifact.code_of,
-                      content_shown(artifact.model, 0.0, 0))
+    served = load_served_table(args.dataset, PROTOCOL)
+    artifact, ranking = served.artifact, served.ranking(served.split.test)
     spread = ranking.score_sd()
     cold = ranking.target_shown
     rows = []

@@ -21,6 +21,7 @@ Measurements outside the recipe (`trainer.experiments`: they showed no gain, the
     reasonrec experiment reasoning-head --adapter DIR   # heads on reasoning states against direct ones
     reasonrec experiment tune-prior --dataset ml-1m     # the popularity prior's weight, on validation users
     reasonrec experiment rating-head --dataset ml-1m    # a head on the LM state at <rate> beside the rating model
+    reasonrec experiment cold-diagnosis --dataset ml-100k  # cold targets among cold items: g, MiniLM, random
 
 Each job's flags come from its config dataclass (`trainer.config_args`); `reasonrec <command> --help` lists them.
 """
@@ -250,6 +251,13 @@ def cmd_tune_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cold_diagnosis(args: argparse.Namespace) -> int:
+    from trainer.experiments.cold_diagnosis import ColdDiagnosisConfig, cold_diagnosis
+
+    _print_written(cold_diagnosis(config_from_args(ColdDiagnosisConfig, args), _command_line()))
+    return 0
+
+
 def cmd_merge_adapter(args: argparse.Namespace) -> int:
     from model.engines.loading import folder_fingerprint
     from model.engines.merge import merge_adapter
@@ -270,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.evaluation.config import EvalConfig
     from trainer.evaluation.rating_eval import RatingEvalConfig
     from trainer.evaluation.reasoning_eval import ReasoningEvalConfig
+    from trainer.experiments.cold_diagnosis import ColdDiagnosisConfig
     from trainer.experiments.rating_head import RatingHeadConfig
     from trainer.experiments.reasoning_head import ReasoningHeadConfig
     from trainer.train.conclusion import ConclusionConfig
@@ -366,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--valid-users", type=int, default=300, help="seeded validation users (300)")
     command("rating-head", "the rating model with a head on the language model's state at <rate>", cmd_rating_head,
             RatingHeadConfig, group=lab)
+    command("cold-diagnosis", "cold targets ranked among the cold items only: g, MiniLM and random; report",
+            cmd_cold_diagnosis, ColdDiagnosisConfig, group=lab)
     return parser
 
 

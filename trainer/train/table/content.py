@@ -230,6 +230,15 @@ class Ranking:
         finite = self.fixed_scores[torch.isfinite(self.fixed_scores)]
         return float(finite.std()) if finite.numel() > 1 else 1.0
 
+    def ranks_among_shown(self) -> np.ndarray:
+        """1-based ranks of the targets among the `shown` items alone (the others are no candidates; history
+        excluded), as served (the calibration folded into g): the scale and offset of `ranks` move every shown item
+        alike, so they cannot change this order. Only for the examples whose target is shown (`target_shown`)."""
+        rows = torch.from_numpy(self.target_shown)
+        target = (self.target_dot + self.target_bias)[rows]
+        content_scores = self.content_dot[rows] + self.content_bias  # nan (excluded) compares false
+        return (1 + (content_scores > target[:, None]).sum(dim=1)).double().numpy()
+
     def ranks(self, scale: float, offset: float) -> np.ndarray:
         """1-based ranks of the targets with g's vector scaled by `scale` and its bias moved by `offset`."""
         if not len(self.target_dot):
