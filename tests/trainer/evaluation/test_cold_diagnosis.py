@@ -5,7 +5,7 @@ written without absolute paths."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +32,13 @@ class HashEncoder:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as patch:
-        root = tmp_path_factory.mktemp("artifacts")
-        patch.setenv("REASONREC_ARTIFACTS", str(root))
-        yield root
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cycle_ml1m(tmp_path_factory.mktemp("cold") / "data")
 
 
 @pytest.fixture(scope="module")
-def served(data: Path, tiny_engine: TransformersEngine) -> ServedTable:
+def served(data: Path, tiny_engine: TransformersEngine, module_artifacts: Path) -> ServedTable:
     train_sasrec(SasrecTrainConfig(dataset="ml-1m-zip", data_path=data, protocol="cold-items", max_len=12, hidden=16,
                                    blocks=1, dropout=0.0, lr=5e-3, batch_size=16, max_epochs=3, patience=2))
     train_table(TableTrainConfig(dataset="ml-1m-zip", data_path=data, protocol="cold-items", model="tiny",
@@ -112,11 +104,11 @@ def test_the_random_ranker_is_seeded() -> None:
 
 
 def test_the_command_writes_the_report_without_absolute_paths(served: ServedTable, data: Path,
-                                                               tiny_engine: TransformersEngine, artifacts: Path,
+                                                               tiny_engine: TransformersEngine, module_artifacts: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(["experiment", "cold-diagnosis", "--dataset", "ml-1m-zip", "--data-path",
                                       str(data), "--model", "tiny", "--out-dir", "results", "--bootstrap", "50"])
-    monkeypatch.chdir(artifacts.parent)  # the artifacts are below it, as ./artifacts is in a checkout
+    monkeypatch.chdir(module_artifacts.parent)  # the artifacts are below it, as ./artifacts is in a checkout
 
     config = config_from_args(ColdDiagnosisConfig, args)
     paths = cold_diagnosis(config, "reasonrec experiment cold-diagnosis --dataset ml-1m-zip", tiny_engine,
@@ -132,5 +124,5 @@ def test_the_command_writes_the_report_without_absolute_paths(served: ServedTabl
             low, high = row["metrics"][metric]["ci95"]
             assert low <= row["metrics"][metric]["mean"] <= high
     text = paths[0].read_text()
-    assert "| g | cold items |" in text and str(artifacts.parent) not in text and str(data) not in text
+    assert "| g | cold items |" in text and str(module_artifacts.parent) not in text and str(data) not in text
 

@@ -4,7 +4,6 @@ metadata, resumes and refuses other settings, places cold items by g(c) alone, a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,22 +41,13 @@ def tiny_table_config(data: Path, out: Path, **overrides: object) -> TableTrainC
     return TableTrainConfig(**{**settings, **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Caches, tables and indexes of these tests go to a temporary artifacts folder."""
-    with pytest.MonkeyPatch.context() as patch:
-        root = tmp_path_factory.mktemp("artifacts")
-        patch.setenv("REASONREC_ARTIFACTS", str(root))
-        yield root
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cycle_ml1m(tmp_path_factory.mktemp("table") / "data")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def sasrec_runs(artifacts: Path, data: Path) -> None:
+def sasrec_runs(module_artifacts: Path, data: Path) -> None:
     """The SASRec+ checkpoints the tables are built on, where train-table looks for them (both protocols)."""
     for protocol in ("leave-one-out", "cold-items"):
         train_sasrec(SasrecTrainConfig(dataset="ml-1m-zip", data_path=data, protocol=protocol, max_len=12, hidden=16,
