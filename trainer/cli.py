@@ -22,6 +22,8 @@ Measurements outside the recipe (`trainer.experiments`: they showed no gain, the
     reasonrec experiment tune-prior --dataset ml-1m     # the popularity prior's weight, on validation users
     reasonrec experiment rating-head --dataset ml-1m    # a head on the LM state at <rate> beside the rating model
     reasonrec experiment cold-diagnosis --dataset ml-100k  # cold targets among cold items: g, MiniLM, random
+    reasonrec experiment title-history --dataset ml-100k   # history items by title only vs ids vs left out
+    reasonrec experiment grpo-curve --adapter DIR          # a GRPO run's reward curve and its rise
 
 Each job's flags come from its config dataclass (`trainer.config_args`); `reasonrec <command> --help` lists them.
 """
@@ -258,6 +260,20 @@ def cmd_cold_diagnosis(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_title_history(args: argparse.Namespace) -> int:
+    from trainer.experiments.title_history import TitleHistoryConfig, title_history
+
+    _print_written(title_history(config_from_args(TitleHistoryConfig, args), _command_line()))
+    return 0
+
+
+def cmd_grpo_curve(args: argparse.Namespace) -> int:
+    from trainer.train.grpo.curves import GrpoCurveConfig, grpo_curve
+
+    _print_written(grpo_curve(config_from_args(GrpoCurveConfig, args), _command_line()))
+    return 0
+
+
 def cmd_merge_adapter(args: argparse.Namespace) -> int:
     from model.engines.loading import folder_fingerprint
     from model.engines.merge import merge_adapter
@@ -281,8 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.experiments.cold_diagnosis import ColdDiagnosisConfig
     from trainer.experiments.rating_head import RatingHeadConfig
     from trainer.experiments.reasoning_head import ReasoningHeadConfig
+    from trainer.experiments.title_history import TitleHistoryConfig
     from trainer.train.conclusion import ConclusionConfig
     from trainer.train.contrastive.config import ContrastiveConfig
+    from trainer.train.grpo.curves import GrpoCurveConfig
     from trainer.train.grpo.rating import RatingGrpoConfig
     from trainer.train.grpo.recpo import RecpoConfig
     from trainer.train.index import IndexJobConfig
@@ -377,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
             RatingHeadConfig, group=lab)
     command("cold-diagnosis", "cold targets ranked among the cold items only: g, MiniLM and random; report",
             cmd_cold_diagnosis, ColdDiagnosisConfig, group=lab)
+    command("title-history", "history items given by title only, against ids and left out; report",
+            cmd_title_history, TitleHistoryConfig, group=lab)
+    command("grpo-curve", "the reward curve of a finished GRPO run and its rise beyond the noise; report",
+            cmd_grpo_curve, GrpoCurveConfig, group=lab)
     return parser
 
 
