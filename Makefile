@@ -229,7 +229,8 @@ bench-vllm: setup setup-vllm  ## both engines' start, requests/s, tokens/s and p
 # --- every report in docs/results that a command makes ---
 # Each target names its reports and about how long it takes on 2 shared CPU cores; `make reports` runs them all
 # (about a day). THREADS=1 lets two run side by side (`make -j2 ...`).
-.PHONY: reports report-ml100k report-ml100k-cold report-ml100k-aldi report-ratings report-reasoning report-reasoning-head
+.PHONY: reports report-ml100k report-ml100k-cold report-ml100k-titles report-ml100k-recpo report-ratings \
+	report-reasoning report-reasoning-head
 REASONING_ADAPTER_ML1M := artifacts/adapters/ml-1m-leave-one-out-reasoning-seed0
 REASONING_ADAPTER_ML100K := artifacts/adapters/ml-100k-leave-one-out-reasoning-seed0
 
@@ -245,16 +246,24 @@ report-ml100k-cold: setup  ## ml-100k-cold-items.*, bench_cold_tradeoff_ml-100k.
 	$(BIN)/python -m benchmarks.cold_tradeoff --dataset ml-100k
 	$(BIN)/reasonrec experiment cold-diagnosis --dataset ml-100k --threads $(THREADS)
 
-# g with ALDI's alignment (trainer/train/table/aldi.py) against the plain DropoutNet g of report-ml100k-cold, on
-# the same SASRec+ and users: the cold/warm curves of both tables, and history items given by title only.
-ALDI_TABLE_ML100K := artifacts/tables/ml-100k-cold-items-aldi-seed0
-report-ml100k-aldi: report-ml100k-cold  ## bench_cold_tradeoff_ml-100k-aldi.*, ml-100k-title-history.* (~30 min after it)
-	$(BIN)/reasonrec train-table --dataset ml-100k --protocol cold-items --threads $(THREADS) --no-head \
-		--align-rating 1 --align-ranking 1 --align-identification 1 --out-dir $(ALDI_TABLE_ML100K)
-	$(BIN)/python -m benchmarks.cold_tradeoff --dataset ml-100k --name aldi \
-		--table artifacts/tables/ml-100k-cold-items-seed0 --table $(ALDI_TABLE_ML100K)
-	$(BIN)/reasonrec experiment title-history --dataset ml-100k --protocol cold-items --threads $(THREADS) \
-		--tables artifacts/tables/ml-100k-cold-items-seed0,$(ALDI_TABLE_ML100K)
+# History items given by title only against ids and against leaving them out, on the served table and on the
+# cold-items table of report-ml100k-cold.
+report-ml100k-titles: report-ml100k-cold  ## ml-100k-{leave-one-out,cold-items}-title-history.* (~15 min after it)
+	$(BIN)/reasonrec experiment title-history --dataset ml-100k --protocol leave-one-out --threads $(THREADS) \
+		--tables $(SHIPPED)/table --sasrec-checkpoint $(SHIPPED)/sasrec
+	$(BIN)/reasonrec experiment title-history --dataset ml-100k --protocol cold-items --threads $(THREADS)
+
+# RecPO from the shipped reasoning adapter on 2 cores (30 steps), its reward curve, and the reasoning before and
+# after on the same 100 test users.
+RECPO_ML100K := artifacts/adapters/ml-100k-recpo-seed0
+report-ml100k-recpo: setup  ## ml-100k-recpo-curve.*, ml-100k-reasoning-{sft,recpo}.* (~1 h 40 on 2 cores)
+	$(BIN)/reasonrec train-recpo --dataset ml-100k --adapter $(SHIPPED)/reasoning --steps 30 --checkpoint-steps 5 \
+		--threads $(THREADS) --out-dir $(RECPO_ML100K)
+	$(BIN)/reasonrec experiment grpo-curve --adapter $(RECPO_ML100K) --name ml-100k-recpo-curve
+	$(BIN)/reasonrec eval-reasoning --dataset ml-100k --adapter $(SHIPPED)/reasoning --users 100 --latency-users 0 \
+		--threads $(THREADS) --report-name ml-100k-reasoning-sft
+	$(BIN)/reasonrec eval-reasoning --dataset ml-100k --adapter $(RECPO_ML100K) --users 100 --latency-users 0 \
+		--threads $(THREADS) --report-name ml-100k-reasoning-recpo
 
 # The SVD row needs SVD_PYTHON: a Python with scikit-surprise (it builds C extensions, so it is not a dependency).
 SVD_PYTHON ?=
@@ -273,6 +282,6 @@ report-reasoning-head: ship-ml100k  ## ml-100k-reasoning-head.* (~1 h after ship
 # ML-1M evaluations (`eval`, several hours), benchmarks (`bench` ~1 h, `bench-cuts`, `bench-cold` on ML-1M after
 # `eval`), the load test (~40 min), the reliability runs (`fuzz` ~10 min, `faults` ~15 min), the vLLM comparison
 # (`bench-vllm` ~15 min) and the contrastive LoRA runs (`train-cl`, several hours) write the others.
-reports: eval report-ml100k report-ml100k-cold report-ml100k-aldi report-ratings report-reasoning \
-		report-reasoning-head bench bench-cuts loadtest fuzz faults bench-vllm train-cl  ## every report of docs/results (about a day on 2 cores)
+reports: eval report-ml100k report-ml100k-cold report-ml100k-titles report-ml100k-recpo report-ratings \
+		report-reasoning report-reasoning-head bench bench-cuts loadtest fuzz faults bench-vllm train-cl  ## every report of docs/results (about a day on 2 cores)
 	$(MAKE) bench-cold DATASET=ml-1m

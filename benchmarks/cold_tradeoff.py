@@ -5,14 +5,14 @@
 Offsets are in standard deviations of the warm rows' scores; 0 is the calibration the table ships with
 (`trainer.train.table.content.calibrate`, chosen on validation), large negative offsets put every cold item last
 (SASRec+'s own ranking of the warm items). The curve is what bounds the cold target: how much warm HR@10 each step
-of cold HR@10 costs. With several tables (e.g. g trained with and without ALDI's alignment, `--align-*`), each
-gets its curve and its cold HR@10 at the warm floor (the best offset that keeps warm HR@10 at `--warm-floor` of
-SASRec+'s), and the later tables' gain there over the first (with `--pairs`: each candidate's over its own
-reference, e.g. one pair per seed) is given with a paired bootstrap interval over the cold-target users (the test
-users are the same for every table).
+of cold HR@10 costs. With several tables (e.g. g trained by two recipes, one pair per seed), each gets its curve and
+its cold HR@10 at the warm floor (the best offset that keeps warm HR@10 at `--warm-floor` of SASRec+'s), and the
+later tables' gain there over the first (with `--pairs`: each candidate's over its own reference, e.g. one pair per
+seed) is given with a paired bootstrap interval over the cold-target users (the test users are the same for every
+table).
 
     python -m benchmarks.cold_tradeoff --dataset ml-100k   # -> docs/results/bench_cold_tradeoff_ml-100k.{md,json}
-    python -m benchmarks.cold_tradeoff --dataset ml-100k --table A --table B --name aligned
+    python -m benchmarks.cold_tradeoff --dataset ml-100k --table A --table B --name recipe
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from benchmarks.common import Report
 from indexer.core.paths import table_dir
 from trainer.protocol.metrics import percentile_interval, ranking_metrics, resamples
-from trainer.train.table.served import load_served_table
+from trainer.train.table.served import load_served_table, settings_apart
 
 PROTOCOL = "cold-items"
 OFFSETS = (-100.0, -1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -48,7 +48,7 @@ def curve(dataset: str, table: Path, warm_floor: float) -> dict:
     floor = warm_floor * rows[0]["warm_hr10"]
     best = max((r for r in rows if r["warm_hr10"] >= floor), key=lambda r: r["cold_hr10"])
     return {"table": table.name, "calibration": served.artifact.meta.get("calibration"),
-            "alignment": {k: v for k, v in served.artifact.meta.get("config", {}).items() if k.startswith("align_")},
+            "meta": served.artifact.meta,
             "score_sd": spread, "test_examples": len(cold), "cold_targets": int(cold.sum()), "warm_floor": floor,
             "at_floor": best, "rows": rows, "_cold_hits": hits_at[best["offset_sd"]][cold]}
 
@@ -71,6 +71,9 @@ def main() -> None:
     if args.pairs and len(tables) % 2:
         parser.error("--pairs needs an even number of --table")
     curves = [curve(args.dataset, table, args.warm_floor) for table in tables]
+    metas = [c.pop("meta") for c in curves]
+    for c, meta in zip(curves, metas, strict=True):
+        c["settings_apart"] = settings_apart(meta, metas[0])  # the first table's: none
     picks = resamples(curves[0]["cold_targets"], BOOTSTRAP, 0)
     for index, other in enumerate(curves):
         reference = curves[index - 1] if args.pairs else curves[0]
@@ -89,9 +92,9 @@ def main() -> None:
     report.lines = [
         f"Summary: each table at the warm floor (warm HR@10 >= {args.warm_floor:.0%} of the all-cold-last level), "
         "and the best all-items NDCG@10 along its offsets.", "",
-        "| table | alignment | cold HR@10 at the floor | warm HR@10 | cold gain over its reference [95% CI] | "
-        "best all NDCG@10 |", "|---|---|---|---|---|---|",
-        *[f"| {c['table']} | {'ALDI' if any(c['alignment'].values()) else 'none'} | {c['at_floor']['cold_hr10']:.4f} "
+        "| table | settings apart from the first | cold HR@10 at the floor | warm HR@10 | "
+        "cold gain over its reference [95% CI] | best all NDCG@10 |", "|---|---|---|---|---|---|",
+        *[f"| {c['table']} | {c['settings_apart'] or '-'} | {c['at_floor']['cold_hr10']:.4f} "
           f"| {c['at_floor']['warm_hr10']:.4f} | "
           + (f"{c['cold_gain_at_floor']['mean']:+.4f} [{c['cold_gain_at_floor']['ci95'][0]:+.4f}, "
              f"{c['cold_gain_at_floor']['ci95'][1]:+.4f}] vs {c['reference']}" if "reference" in c else "-")
@@ -101,7 +104,7 @@ def main() -> None:
         gain = c.get("cold_gain_at_floor")
         report.lines += [
             f"## Table `{c['table']}`", "",
-            f"Alignment weights {c['alignment'] or 'none (DropoutNet alone)'}; g calibrated on validation: "
+            f"Settings apart from the first table: {c['settings_apart'] or 'none'}; g calibrated on validation: "
             f"{c['calibration']}. Test split of {PROTOCOL}: {c['test_examples']} examples, {c['cold_targets']} with a "
             f"cold target. Offset added to the bias of every content-served item, in standard deviations "
             f"({c['score_sd']:.3f}) of the warm rows' scores; 0 = as shipped.", "",

@@ -6,8 +6,9 @@ and the target is ranked over every item (history excluded) in three forms of th
   exactly as the served rankers read them (`model.rankers.table.history_rows` with the content featurizer);
 - `dropped`: those items left out (what a ranker that cannot read a title does).
 `titles` above `dropped` says the placed row carries what the item meant to the user; the gap to `ids` is what
-placement by text still loses. Several tables (e.g. g trained with and without ALDI's alignment) are measured on
-the same users; the paired differences come with bootstrap intervals. Writes `<dataset>-title-history.{md,json}`.
+placement by text still loses. Several tables (e.g. g trained by two recipes) are measured on
+the same users; the paired differences come with bootstrap intervals. Writes
+`<dataset>-<protocol>-title-history.{md,json}`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from trainer.machine import machine_line, shown_path
 from trainer.protocol.harness import rank_examples, user_history
 from trainer.protocol.metrics import bootstrap_ci, mean_metrics, percentile_interval, ranking_metrics, resamples
 from trainer.train.table.features import table_store
-from trainer.train.table.served import ServedTable, load_served_table
+from trainer.train.table.served import ServedTable, load_served_table, settings_apart
 
 FORMS = ("ids", "titles", "dropped")
 METRICS = ("HR@10", "NDCG@10", "MRR")
@@ -155,7 +156,7 @@ def title_history(config: TitleHistoryConfig, command: str = "", engine: Engine 
     assert first is not None
     report = _report(config, first, examples, results, command, started)
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = config.out_dir / f"{first.dataset.name}-title-history"
+    stem = config.out_dir / f"{first.dataset.name}-{config.protocol}-title-history"
     paths = [stem.with_suffix(".md"), stem.with_suffix(".json")]
     paths[1].write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     paths[0].write_text(_markdown(report), encoding="utf-8")
@@ -183,7 +184,7 @@ def _report(config: TitleHistoryConfig, first: ServedTable, examples: list[Examp
                                                    for m, v in mean_metrics(per_query).items()}})
         tables.append({
             "table": shown_path(folder), "calibration": meta.get("calibration"),
-            "alignment": {k: v for k, v in meta.get("config", {}).items() if k.startswith("align_")},
+            "settings_apart": settings_apart(meta, results[0][1]),
             "rows": rows,
             "titles_minus_dropped": _paired(ranks["titles"], ranks["dropped"], picks),
             "ids_minus_titles": _paired(ranks["ids"], ranks["titles"], picks),
@@ -215,7 +216,7 @@ def _markdown(report: dict) -> str:
               "(placed by g from the title's text, as served); `dropped`: those items left out.", ""]
     for table in report["tables"]:
         lines += [f"## Table `{table['table']}`", "",
-                  f"Alignment weights {table['alignment'] or 'none (DropoutNet alone)'}.", "",
+                  f"Settings apart from the first table: {table['settings_apart'] or 'none'}.", "",
                   "| history | HR@10 | NDCG@10 | MRR |", "|---|---|---|---|"]
         for row in table["rows"]:
             cells = [f"{row['metrics'][m]['mean']:.4f} [{row['metrics'][m]['ci95'][0]:.4f}, "

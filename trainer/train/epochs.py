@@ -109,23 +109,13 @@ def softmax_epoch(sequences: list[list[int]], batch_size: int, order: torch.Gene
     """One pass over the users' item-code sequences in a seeded order, next-item full softmax cross-entropy at
     every position (SASRec+'s loss); `logits_of(inputs, real)` gives the logits (real positions x items, column j =
     item code j + 1) of a right-padded batch. Returns the mean loss per batch."""
-    return sequence_epoch(sequences, batch_size, order, epoch, optimizer,
-                          lambda inputs, real, targets: F.cross_entropy(logits_of(inputs, real), targets - 1))
-
-
-def sequence_epoch(sequences: list[list[int]], batch_size: int, order: torch.Generator, epoch: int,
-                   optimizer: torch.optim.Optimizer,
-                   loss_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
-    """One pass over the users' item-code sequences in a seeded order; `loss_of(inputs, real, targets)` is the loss
-    of a right-padded batch: `inputs` (B, L) codes, `real` (B, L) its positions with a next item, `targets` the
-    next items' codes at the real positions. Returns the mean loss per batch."""
     permutation = torch.randperm(len(sequences), generator=order).tolist()
     total, steps = 0.0, 0
     for first in tqdm(range(0, len(permutation), batch_size), desc=f"epoch {epoch}", unit="batch", leave=False):
         batch = [sequences[i] for i in permutation[first : first + batch_size]]
         inputs, labels = right_padded([s[:-1] for s in batch]), right_padded([s[1:] for s in batch])
         real = labels != PAD
-        loss = loss_of(inputs, real, labels[real])
+        loss = F.cross_entropy(logits_of(inputs, real), labels[real] - 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from trainer_helpers import write_cycle_ml1m
 
 from indexer.core.catalog import Item
 from model.engines.transformers_engine import TransformersEngine
@@ -19,26 +18,8 @@ from trainer.cli import build_parser
 from trainer.config_args import config_from_args
 from trainer.experiments.title_history import FormRanker, KnownTitles, TitleHistoryConfig, history_form, title_history
 from trainer.protocol.harness import user_history
-from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
-from trainer.train.table.config import TableTrainConfig
 from trainer.train.table.features import table_store
-from trainer.train.table.job import train_table
-from trainer.train.table.served import ServedTable, load_served_table
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_cycle_ml1m(tmp_path_factory.mktemp("titles") / "data")
-
-
-@pytest.fixture(scope="module")
-def served(data: Path, tiny_engine: TransformersEngine, module_artifacts: Path) -> ServedTable:
-    train_sasrec(SasrecTrainConfig(dataset="ml-1m-zip", data_path=data, protocol="cold-items", max_len=12, hidden=16,
-                                   blocks=1, dropout=0.0, lr=5e-3, batch_size=16, max_epochs=3, patience=2))
-    train_table(TableTrainConfig(dataset="ml-1m-zip", data_path=data, protocol="cold-items", model="tiny",
-                                 minilm_features=False, content_hidden=32, dropout=0.0, lr=1e-2, batch_size=16,
-                                 max_epochs=2, patience=2, valid_users=0, head=False), tiny_engine)
-    return load_served_table("ml-1m-zip", "cold-items", tiny_engine, data)
+from trainer.train.table.served import ServedTable
 
 
 def test_the_three_forms_of_a_history(served: ServedTable) -> None:
@@ -89,7 +70,8 @@ def test_the_command_compares_tables_on_the_same_users(served: ServedTable, data
     monkeypatch.chdir(module_artifacts.parent)
     config = config_from_args(TitleHistoryConfig, args)
     paths = title_history(config, "reasonrec experiment title-history --dataset ml-1m-zip", tiny_engine)
-    assert [p.name for p in paths] == ["ml-1m-zip-title-history.md", "ml-1m-zip-title-history.json"]
+    assert [p.name for p in paths] == ["ml-1m-zip-cold-items-title-history.md",
+                                       "ml-1m-zip-cold-items-title-history.json"]
     report = json.loads(paths[1].read_text())
     first, second = report["tables"]
     assert [r["form"] for r in first["rows"]] == ["ids", "titles", "dropped"] and report["users"] >= 1

@@ -132,25 +132,6 @@ def test_a_cold_item_run_ranks_cold_items_through_g(data: Path, tiny_engine: Tra
     assert len(cold.ranks) and np.isfinite(cold.ranks).all()  # scorable, unlike SASRec's -inf
 
 
-def test_an_aligned_run_keeps_sasrecs_warm_rows_and_records_its_weights(data: Path, tiny_engine: TransformersEngine,
-                                                                        tmp_path: Path) -> None:
-    config = tiny_table_config(data, tmp_path / "aligned", protocol="cold-items", max_epochs=2, head=False,
-                               align_rating=1.0, align_ranking=0.5, align_identification=0.5)
-    artifact = train_table(config, tiny_engine)
-    stored = json.loads((tmp_path / "aligned" / META_FILE).read_text())["config"]
-    assert (stored["align_rating"], stored["align_ranking"], stored["align_identification"]) == (1.0, 0.5, 0.5)
-    assert "align_rating" not in tiny_table_config(data, tmp_path).fingerprint()  # off: fingerprints as before
-    sasrec = SasrecScorer.load(sasrec_dir("ml-1m-zip", "cold-items"))
-    ds = load_dataset("ml-1m-zip", data)
-    _, content = item_features(list(ds.catalog), artifact.spec, tiny_engine, data.parent / "cache")
-    features = torch.from_numpy(np.vstack([np.zeros((1, content.shape[1]), np.float32), content]))
-    with torch.no_grad():
-        table = artifact.model.table(features)
-    warm = torch.tensor([artifact.code_of[i] for i in sasrec.item_ids])
-    torch.testing.assert_close(table[warm, :-1], sasrec.net.item_emb.weight[1:].detach(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(table[warm, -1], torch.zeros(len(warm)), atol=1e-5, rtol=0)
-
-
 def test_the_table_serves_sasrecs_rows_for_warm_items_and_g_for_the_others(trained: TableArtifact, folder: Path,
                                                                              data: Path,
                                                                              tiny_engine: TransformersEngine) -> None:

@@ -10,9 +10,6 @@ from pathlib import Path
 from indexer.core.paths import table_dir
 from model.networks.item_features import FeatureSpec
 from trainer.data.protocols import SplitConfig
-from trainer.train.table.aldi import AlignmentWeights
-
-ALIGNMENT_FIELDS = ("align_rating", "align_ranking", "align_identification")
 
 
 @dataclass
@@ -51,13 +48,6 @@ class TableTrainConfig(SplitConfig, HeadTraining):
     residual_dropout: float = 0.1
     """Share of the items shown by g(c) instead of their SASRec+ row at each step, so g learns to place them
     (DropoutNet)."""
-    align_rating: float = 0.0
-    """Weight of ALDI's rating-distribution alignment of g with the warm rows (`trainer.train.table.aldi`; 0 = off,
-    as the three below)."""
-    align_ranking: float = 0.0
-    """Weight of ALDI's ranking alignment."""
-    align_identification: float = 0.0
-    """Weight of ALDI's identification alignment."""
     sasrec_checkpoint: Path | None = None
     """The SASRec+ checkpoint to start from; default `artifacts/sasrec/<dataset>-<protocol>-seed<seed>`."""
     warm_tolerance: float = 0.05
@@ -98,22 +88,16 @@ class TableTrainConfig(SplitConfig, HeadTraining):
         if min(self.batch_size, self.max_epochs, self.patience) < 1 or self.valid_users < 0:
             raise ValueError("--batch-size, --max-epochs, --patience must be >= 1, --valid-users >= 0")
         FeatureSpec(llm=self.llm_features, minilm=self.minilm_features)  # raises when no content feature is on
-        AlignmentWeights(self.align_rating, self.align_ranking, self.align_identification)  # raises when negative
 
     @property
     def spec(self) -> FeatureSpec:
         return FeatureSpec(llm=self.llm_features, minilm=self.minilm_features)
 
     @property
-    def alignment(self) -> AlignmentWeights:
-        return AlignmentWeights(self.align_rating, self.align_ranking, self.align_identification)
-
-    @property
     def folder(self) -> Path:
         return self.out_dir or table_dir(self.dataset, self.protocol, self.seed)
 
     def fingerprint(self) -> dict:
-        """Everything that decides the result (not where it is written or when training stops); the alignment
-        weights only when one is on, so that tables trained before they existed keep their fingerprint."""
-        skipped = ("out_dir", "max_epochs", "patience") + (ALIGNMENT_FIELDS if self.alignment.off else ())
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in skipped}
+        """Everything that decides the result (not where it is written or when training stops)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+                if k not in ("out_dir", "max_epochs", "patience")}

@@ -4,12 +4,11 @@ its future users are among the warm items (docs/design.md section 2).
 
 Training is DropoutNet's (Volkovs et al., NeurIPS 2017) with the warm side fixed: at each step a random
 `residual_dropout` share of the items is shown through `g(c)` instead of its SASRec+ row, under the full softmax
-over the warm items at every position (SASRec+'s loss, Klenitskiy & Vasilev, RecSys 2023); the user vectors come
-from the frozen encoder, so a step is one forward pass of it and a small MLP. With `--align-*` weights on, ALDI's
-alignment of g(c) with the warm rows (score level, order, distinctness: `trainer.train.table.aldi`) is added.
-Validation serves some items by `g(c)` alone (`content_shown`: a cold-items split's cold items, else a seeded share
-of warm stand-ins) and the rest by their rows, calibrates how the two compete (`calibrate`: a scale of g's vector
-and an offset of its bias, chosen so that warm targets keep their level) and early-stops on that calibrated NDCG@10.
+over the warm items at every position (SASRec+'s loss, Klenitskiy & Vasilev, RecSys 2023); the user vectors come from
+the frozen encoder, so a step is one forward pass of it and a small MLP. Validation serves some items by `g(c)`
+alone (`content_shown`: a cold-items split's cold items, else a seeded share of warm stand-ins) and the rest by
+their rows, calibrates how the two compete (`calibrate`: a scale of g's vector and an offset of its bias, chosen
+so that warm targets keep their level) and early-stops on that calibrated NDCG@10.
 
 Served rows stay `[v_i, b_i] = g(c_i) + e_i`: when a model is saved the residuals are set to `e_i = w_i - g(c_i)`
 (`w_i` the SASRec+ row, bias 0), so every warm item's row is exactly SASRec+'s and a cold or hot-added one's is
@@ -24,15 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from model.networks.item_table import TableModel, scores
 from model.networks.sasrec import PAD, SasrecScorer, finished_checkpoint, right_padded
 from trainer.data.splits import Example
 from trainer.protocol.metrics import mean_metrics, ranking_metrics
-from trainer.train.epochs import EpochRun, EpochState, run_epochs, sequence_epoch
-from trainer.train.table.aldi import alignment_loss, teacher_weights
+from trainer.train.epochs import EpochRun, EpochState, run_epochs, softmax_epoch
 from trainer.train.table.config import TableTrainConfig
 
 log = logging.getLogger(__name__)
@@ -78,15 +75,14 @@ def train_content_map(model: TableModel, fixed: torch.Tensor, features: torch.Te
     order_gen = torch.Generator().manual_seed(config.seed)
     run = EpochRun(config.folder, config.fingerprint(), "item-table", model, optimizer, order_gen)
     shown = content_shown(model, stand_in_share, config.seed)
-    trust = teacher_weights(torch.bincount(torch.tensor([c for s in sequences for c in s]), minlength=len(fixed)))
 
     def save_best(state: EpochState) -> None:
         fold_residuals(model, fixed, features)
         save(state)
 
     return run_epochs(run, config.max_epochs, config.patience,
-                      lambda epoch: _epoch(model, fixed, features, optimizer, sequences, config, trust, order_gen,
-                                           epoch),
+                      lambda epoch: _epoch(model, fixed, features, optimizer, sequences, config.residual_dropout,
+                                           config.batch_size, order_gen, epoch),
                       lambda: validate_with_content_shown(model, fixed, features, valid, code, shown,
                                                           config.warm_tolerance), save_best)
 
@@ -100,31 +96,21 @@ def fold_residuals(model: TableModel, fixed: torch.Tensor, features: torch.Tenso
 
 
 def _epoch(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, optimizer: torch.optim.Optimizer,
-           sequences: list[list[int]], config: TableTrainConfig, trust: torch.Tensor, order_gen: torch.Generator,
+           sequences: list[list[int]], residual_dropout: float, batch_size: int, order_gen: torch.Generator,
            epoch: int) -> float:
-    """One pass over the users in a seeded order; each step shows a fresh random item share through g(c) under the
-    full softmax, plus ALDI's alignment of g(c) with the warm rows when a weight of it is on (`trust`: ALDI's
-    teacher weights per item code)."""
+    """One pass over the users in a seeded order; each step shows a fresh random item share through g(c)."""
     model.eval()  # the frozen encoder without dropout
     model.content_map.train()
     not_warm = ~model.warm[1:]
-    warm_codes = model.warm.nonzero()[:, 0]
-    alignment = config.alignment
 
-    def loss_of(inputs: torch.Tensor, real: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def logits_of(inputs: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             hidden = model.encode(fixed[inputs, :-1], (inputs != PAD).sum(dim=1))[real]
-        shown_by_content = torch.rand(len(fixed)) < config.residual_dropout
-        content = model.content_rows(features)
-        rows = torch.where(shown_by_content[:, None], content, fixed)
-        logits = scores(hidden, rows[1:]).masked_fill(not_warm, float("-inf"))
-        loss = F.cross_entropy(logits, targets - 1)
-        if alignment.off:
-            return loss
-        negatives = warm_codes[torch.randint(len(warm_codes), (len(targets),), generator=order_gen)]
-        return loss + alignment_loss(hidden, targets, negatives, fixed, content, trust, alignment)
+        shown_by_content = torch.rand(len(fixed)) < residual_dropout
+        rows = torch.where(shown_by_content[:, None], model.content_rows(features), fixed)
+        return scores(hidden, rows[1:]).masked_fill(not_warm, float("-inf"))
 
-    return sequence_epoch(sequences, config.batch_size, order_gen, epoch, optimizer, loss_of)
+    return softmax_epoch(sequences, batch_size, order_gen, epoch, optimizer, logits_of)
 
 
 def content_shown(model: TableModel, stand_in_share: float, seed: int) -> torch.Tensor:

@@ -70,3 +70,10 @@ def load_served_table(dataset: str, protocol: str = "cold-items", engine: Engine
     features = torch.from_numpy(np.vstack([np.zeros((1, content.shape[1]), np.float32), content]))
     fixed = start_from_sasrec(artifact.model, artifact.code_of, load_sasrec(sasrec_folder))
     return ServedTable(ds, split, artifact, table_folder, sasrec_folder, features, fixed)
+
+
+def settings_apart(meta: dict, reference: dict) -> dict:
+    """The training settings of a table (`meta["config"]`) that differ from those of `reference` (another table's
+    meta): what sets two tables of one comparison apart (a seed, a loss weight)."""
+    mine, theirs = meta.get("config", {}), reference.get("config", {})
+    return {key: value for key, value in mine.items() if theirs.get(key) != value}
