@@ -146,8 +146,9 @@ def title_history(config: TitleHistoryConfig, command: str = "", engine: Engine 
             if not examples:
                 raise ValueError(f"no test user has {config.min_history} or more history items")
         titles = [line.title for e in examples for line in user_history(e, catalog).lines[-config.titles:]]
-        featurizer = KnownTitles(ContentFeaturizer(artifact.spec, engine, encoder or MiniLMEncoder(),
-                                                   artifact.center), titles)
+        if encoder is None and artifact.spec.minilm:
+            encoder = MiniLMEncoder()  # loaded once, for the first table that reads it
+        featurizer = KnownTitles(ContentFeaturizer(artifact.spec, engine, encoder, artifact.center), titles)
         store = table_store(artifact, served.features, catalog)
         ranks = {form: rank_examples(FormRanker(artifact, store, featurizer, form, config.titles), examples,
                                      catalog.ids(), desc=f"{served.table_folder.name}: {form}").ranks
