@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.common import Report
 from indexer.core.paths import table_dir
-from trainer.protocol.metrics import percentile_interval, ranking_metrics, resamples
+from trainer.protocol.metrics import bootstrap_ci, ranking_metrics
 from trainer.train.table.served import load_served_table, settings_apart
 
 PROTOCOL = "cold-items"
@@ -74,7 +74,6 @@ def main() -> None:
     metas = [c.pop("meta") for c in curves]
     for c, meta in zip(curves, metas, strict=True):
         c["settings_apart"] = settings_apart(meta, metas[0])  # the first table's: none
-    picks = resamples(curves[0]["cold_targets"], BOOTSTRAP, 0)
     for index, other in enumerate(curves):
         reference = curves[index - 1] if args.pairs else curves[0]
         if (args.pairs and index % 2 == 0) or other is reference:
@@ -82,7 +81,7 @@ def main() -> None:
         gain = other["_cold_hits"].astype(float) - reference["_cold_hits"].astype(float)
         other["reference"] = reference["table"]
         other["cold_gain_at_floor"] = {"mean": float(gain.mean()),
-                                       "ci95": percentile_interval(gain[picks].mean(axis=1))}
+                                       "ci95": bootstrap_ci({"gain": gain}, BOOTSTRAP, 0)["gain"]}
     variant = f"{args.dataset}-{args.name}" if args.name else args.dataset
     report = Report("cold_tradeoff", f"Cold against warm items: the content offset of the {args.dataset} table"
                     + ("s" if len(curves) > 1 else ""), variant=variant)

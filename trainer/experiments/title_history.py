@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from indexer.core.catalog import Catalog
 from indexer.store import ItemStore
@@ -34,7 +33,7 @@ from trainer.data.protocols import SplitConfig
 from trainer.data.splits import Example
 from trainer.machine import machine_line, shown_path
 from trainer.protocol.harness import rank_examples, user_history
-from trainer.protocol.metrics import bootstrap_ci, mean_metrics, percentile_interval, ranking_metrics, resamples
+from trainer.protocol.metrics import bootstrap_ci, mean_metrics, ranking_metrics
 from trainer.train.table.features import table_store
 from trainer.train.table.served import ServedTable, load_served_table, settings_apart
 
@@ -115,8 +114,7 @@ class FormRanker:
         histories = [history_form(user_history(e, catalog), self.form, self.titles) for e in examples]
         max_len = self.table.model.config.max_len
         rows = [history_rows(self.store, h, max_len, self.featurizer, self.table) for h in histories]
-        with torch.inference_mode():
-            return (queries(user_vectors(self.table, rows)) @ self.rows.T).astype(np.float64)
+        return (queries(user_vectors(self.table, rows)) @ self.rows.T).astype(np.float64)
 
 
 def title_history(config: TitleHistoryConfig, command: str = "", engine: Engine | None = None,
@@ -164,16 +162,15 @@ def title_history(config: TitleHistoryConfig, command: str = "", engine: Engine 
     return paths
 
 
-def _paired(a: np.ndarray, b: np.ndarray, picks: np.ndarray) -> dict:
-    """NDCG@10 of `a` minus that of `b`, per user, with its bootstrap interval."""
+def _paired(a: np.ndarray, b: np.ndarray, bootstrap: int) -> dict:
+    """NDCG@10 of `a` minus that of `b`, per user, with its bootstrap interval (the report's resamples)."""
     gain = ranking_metrics(a)["NDCG@10"] - ranking_metrics(b)["NDCG@10"]
-    return {"mean": float(gain.mean()), "ci95": list(percentile_interval(gain[picks].mean(axis=1)))}
+    return {"mean": float(gain.mean()), "ci95": list(bootstrap_ci({"gain": gain}, bootstrap, 0)["gain"])}
 
 
 def _report(config: TitleHistoryConfig, first: ServedTable, examples: list[Example],
             results: list[tuple[Path, dict, dict[str, np.ndarray]]], command: str, started: datetime) -> dict:
     ds, split = first.dataset, first.split
-    picks = resamples(len(examples), config.bootstrap, 0)
     tables = []
     reference = results[0][2]
     for folder, meta, ranks in results:
@@ -187,9 +184,9 @@ def _report(config: TitleHistoryConfig, first: ServedTable, examples: list[Examp
             "table": shown_path(folder), "calibration": meta.get("calibration"),
             "settings_apart": settings_apart(meta, results[0][1]),
             "rows": rows,
-            "titles_minus_dropped": _paired(ranks["titles"], ranks["dropped"], picks),
-            "ids_minus_titles": _paired(ranks["ids"], ranks["titles"], picks),
-            **({"titles_minus_reference_titles": _paired(ranks["titles"], reference["titles"], picks)}
+            "titles_minus_dropped": _paired(ranks["titles"], ranks["dropped"], config.bootstrap),
+            "ids_minus_titles": _paired(ranks["ids"], ranks["titles"], config.bootstrap),
+            **({"titles_minus_reference_titles": _paired(ranks["titles"], reference["titles"], config.bootstrap)}
                if ranks is not reference else {}),
         })
     return {
