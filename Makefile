@@ -229,8 +229,8 @@ bench-vllm: setup setup-vllm  ## both engines' start, requests/s, tokens/s and p
 # --- every report in docs/results that a command makes ---
 # Each target names its reports and about how long it takes on 2 shared CPU cores; `make reports` runs them all
 # (about a day). THREADS=1 lets two run side by side (`make -j2 ...`).
-.PHONY: reports report-ml100k report-ml100k-cold report-ml100k-titles report-ml100k-recpo report-ratings \
-	report-reasoning report-reasoning-head
+.PHONY: reports report-ml100k report-ml100k-cold report-ml100k-titles report-ml100k-simulated report-ml100k-recpo \
+	report-ratings report-reasoning report-reasoning-head
 REASONING_ADAPTER_ML1M := artifacts/adapters/ml-1m-leave-one-out-reasoning-seed0
 REASONING_ADAPTER_ML100K := artifacts/adapters/ml-100k-leave-one-out-reasoning-seed0
 
@@ -252,6 +252,16 @@ report-ml100k-titles: report-ml100k-cold  ## ml-100k-{leave-one-out,cold-items}-
 	$(BIN)/reasonrec experiment title-history --dataset ml-100k --protocol leave-one-out --threads $(THREADS) \
 		--tables $(SHIPPED)/table --sasrec-checkpoint $(SHIPPED)/sasrec
 	$(BIN)/reasonrec experiment title-history --dataset ml-100k --protocol cold-items --threads $(THREADS)
+
+# Simulated users for the cold items of report-ml100k-cold's table: the users' real answers (the ceiling), the base
+# model as the user, and the model taught A/B preferences on warm pairs (train-judge, ~45 min on one thread).
+JUDGE_ML100K := artifacts/adapters/ml-100k-cold-items-judge-seed0
+SIMULATED := $(BIN)/reasonrec experiment simulated-users --dataset ml-100k --protocol cold-items --threads $(THREADS)
+report-ml100k-simulated: report-ml100k-cold  ## ml-100k-cold-items-simulated-users-*.* (~1 h 20 after it)
+	$(SIMULATED) --judge real
+	$(SIMULATED) --judge llm
+	$(BIN)/reasonrec train-judge --dataset ml-100k --protocol cold-items --threads $(THREADS) --out-dir $(JUDGE_ML100K)
+	$(SIMULATED) --judge llm --judge-adapter $(JUDGE_ML100K)
 
 # RecPO from the shipped reasoning adapter on 2 cores (30 steps), its reward curve, and the reasoning before and
 # after on the same 100 test users.
@@ -282,6 +292,6 @@ report-reasoning-head: ship-ml100k  ## ml-100k-reasoning-head.* (~1 h after ship
 # ML-1M evaluations (`eval`, several hours), benchmarks (`bench` ~1 h, `bench-cuts`, `bench-cold` on ML-1M after
 # `eval`), the load test (~40 min), the reliability runs (`fuzz` ~10 min, `faults` ~15 min), the vLLM comparison
 # (`bench-vllm` ~15 min) and the contrastive LoRA runs (`train-cl`, several hours) write the others.
-reports: eval report-ml100k report-ml100k-cold report-ml100k-titles report-ml100k-recpo report-ratings \
-		report-reasoning report-reasoning-head bench bench-cuts loadtest fuzz faults bench-vllm train-cl  ## every report of docs/results (about a day on 2 cores)
+reports: eval report-ml100k report-ml100k-cold report-ml100k-titles report-ml100k-simulated report-ml100k-recpo \
+		report-ratings report-reasoning report-reasoning-head bench bench-cuts loadtest fuzz faults bench-vllm train-cl  ## every report of docs/results (about a day on 2 cores)
 	$(MAKE) bench-cold DATASET=ml-1m

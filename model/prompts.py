@@ -136,6 +136,30 @@ def item_prompt(item: Item) -> str:
     )
 
 
+PREFERENCE_TEMPLATE_VERSION = "p1"
+"""Version of `preference_prompt` (reports of simulated users record it; it defines no vector)."""
+PREFERENCE_HISTORY_LINES = 50
+PREFERENCE_CHOICES = ("A", "B")
+PREFERENCE_INSTRUCTION = (
+    "Below is your viewing history, oldest first: month, your rating out of 5, title, genres. You are this viewer.\n\n"
+)
+
+
+def preference_prompt(history: Sequence[HistoryLine], first: Item, second: Item) -> str:
+    """The language model as the user (seed 001, 2511.21989): the user's history (up to the 50 most recent lines,
+    more than the ranking prompt's 20, because the paper finds the whole history makes the simulated user more
+    faithful), then two items as choices A and B. Everything before the choices is the same for every pair asked
+    of one user, so the fast engine computes it once per user (its held prefix)."""
+    lines = "\n".join(history_line(entry) for entry in history[-PREFERENCE_HISTORY_LINES:])
+    return (f"{PREFERENCE_INSTRUCTION}{lines}\n\nWhich of these two would you rather watch next?\n"
+            f"A: {_choice_line(first)}\nB: {_choice_line(second)}\nAnswer with A or B.")
+
+
+def _choice_line(item: Item) -> str:
+    genres = f" {', '.join(item.genres)}" if item.genres else ""
+    return f"[{display_title(item)}]{genres}"
+
+
 def rating_history_block(history: Sequence[HistoryLine]) -> str:
     """The start of both rating prompts: the history (up to 20 lines, without genres) and the user's average. It
     holds nothing of the target item, so the states of one history serve every target item of it

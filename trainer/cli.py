@@ -9,6 +9,7 @@
     reasonrec train-rating --dataset ml-1m         # the rating model /rate serves (resumable)
     reasonrec eval-rating --dataset ml-1m          # the rating report: baselines, MF, the served model, ablations
     reasonrec train-reasoning --dataset ml-1m      # reasoning SFT on program-written rationales (resumable)
+    reasonrec train-judge --dataset ml-100k        # the model as the user: A/B preference SFT (resumable)
     reasonrec eval-reasoning --adapter DIR         # marker rate, faithfulness, next-genre match of the reasoning
     reasonrec train-conclusion --adapter DIR       # the reasoning's conclusion as a score term (validation)
     reasonrec train-recpo --adapter DIR            # RecPO: RL of the reasoning against its ranking (TRL, resumable)
@@ -23,6 +24,7 @@ Measurements outside the recipe (`trainer.experiments`: they showed no gain, the
     reasonrec experiment rating-head --dataset ml-1m    # a head on the LM state at <rate> beside the rating model
     reasonrec experiment cold-diagnosis --dataset ml-100k  # cold targets among cold items: g, MiniLM, random
     reasonrec experiment title-history --dataset ml-100k   # history items by title only vs ids vs left out
+    reasonrec experiment simulated-users --dataset ml-100k --protocol cold-items  # the model as the user
     reasonrec experiment grpo-curve --adapter DIR          # a GRPO run's reward curve and its rise
 
 Each job's flags come from its config dataclass (`trainer.config_args`); `reasonrec <command> --help` lists them.
@@ -161,6 +163,16 @@ def cmd_train_cl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_judge(args: argparse.Namespace) -> int:
+    from trainer.train.judge import JudgeSftConfig, train_judge
+
+    config = config_from_args(JudgeSftConfig, args)
+    folder = train_judge(config, _command_line())
+    print(f"adapter {folder}; measure it with `reasonrec experiment simulated-users --dataset {config.dataset} "
+          f"--judge-adapter {folder}`")
+    return 0
+
+
 def cmd_train_reasoning(args: argparse.Namespace) -> int:
     from trainer.train.reasoning_sft import ReasoningSftConfig, train_reasoning
 
@@ -267,6 +279,13 @@ def cmd_title_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulated_users(args: argparse.Namespace) -> int:
+    from trainer.experiments.simulated_users import SimulatedUsersConfig, simulated_users
+
+    _print_written(simulated_users(config_from_args(SimulatedUsersConfig, args), _command_line()))
+    return 0
+
+
 def cmd_grpo_curve(args: argparse.Namespace) -> int:
     from trainer.train.grpo.curves import GrpoCurveConfig, grpo_curve
 
@@ -297,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.experiments.cold_diagnosis import ColdDiagnosisConfig
     from trainer.experiments.rating_head import RatingHeadConfig
     from trainer.experiments.reasoning_head import ReasoningHeadConfig
+    from trainer.experiments.simulated_users import SimulatedUsersConfig
     from trainer.experiments.title_history import TitleHistoryConfig
     from trainer.train.conclusion import ConclusionConfig
     from trainer.train.contrastive.config import ContrastiveConfig
@@ -304,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.train.grpo.rating import RatingGrpoConfig
     from trainer.train.grpo.recpo import RecpoConfig
     from trainer.train.index import IndexJobConfig
+    from trainer.train.judge import JudgeSftConfig
     from trainer.train.rating import RatingTrainConfig
     from trainer.train.reasoning_sft import ReasoningSftConfig
     from trainer.train.sasrec import SasrecTrainConfig
@@ -355,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                         cmd_train_reasoning, ReasoningSftConfig)
     reasoning.add_argument("--recipe", type=Path, default=None,
                            help="TOML file of settings (e.g. trainer/recipes/reasoning-gpu.toml); flags override it")
+    command("train-judge", "preference SFT of the model as the user (A/B between two items; resumable)",
+            cmd_train_judge, JudgeSftConfig)
     command("eval-reasoning", "the model's own reasoning: marker rate, faithfulness, next-genre match, latency",
             cmd_eval_reasoning, ReasoningEvalConfig)
     command("train-conclusion", "the reasoning's conclusion as a score term: weights on validation, test report",
@@ -397,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_cold_diagnosis, ColdDiagnosisConfig, group=lab)
     command("title-history", "history items given by title only, against ids and left out; report",
             cmd_title_history, TitleHistoryConfig, group=lab)
+    command("simulated-users", "the model as the user on pairs of cold items; user selection rules; report",
+            cmd_simulated_users, SimulatedUsersConfig, group=lab)
     command("grpo-curve", "the reward curve of a finished GRPO run and its rise beyond the noise; report",
             cmd_grpo_curve, GrpoCurveConfig, group=lab)
     return parser

@@ -6,6 +6,8 @@ of `model.engines.lean`, one sequence at a time, with `model.engines.transformer
 - **Pinned prefix.** Every rendered user prompt starts with the chat template's system part and
   `USER_INSTRUCTION`: its KV is computed once per weight set and copied in per request. Reuse goes as far as the
   longest common run of *token ids*, so it is exact even where a BPE merge crosses the boundary.
+- **Held prefix.** The cache still holds the last sequence fed: a prompt that shares more of its ids (the same
+  history asked about another pair of items, `model.preference`) starts from there instead of the pinned prefix.
 - **Reasoning state from the generation's cache.** After greedy decoding up to `<answer>` (or the budget), the
   state is that of the re-tokenized [user][assistant: reasoning + `<answer>`] (docs/design.md section 2), fed on
   top of the cache from the longest common prefix of the fed and the canonical ids.
@@ -63,6 +65,8 @@ class FastEngine:
         self._lock = threading.Lock()
         self._pinned_ids = self._ids(render_chat(self.tokenizer, USER_INSTRUCTION + "\x00").split("\x00")[0])
         self._pinned: dict[str, _Prefix] = {}
+        self._held: tuple[str, list[int]] = (BASE, [])
+        """The weight set and the ids whose KV the cache holds at positions 0.. now."""
 
     @property
     def _reasoning_set(self) -> str:
@@ -121,16 +125,29 @@ class FastEngine:
         return vectors
 
     def _prefill(self, ids: list[int], weights: str) -> torch.Tensor:
-        """Load the pinned prefix (as far as its ids agree with `ids`, at most all but the last) and feed the rest;
-        the final state of the last id."""
+        """Start from the held sequence or the pinned prefix, whichever agrees with `ids` further (at most all
+        but the last id), and feed the rest; the final state of the last id."""
+        held_weights, held_ids = self._held
+        held = min(common_prefix_length(held_ids, ids), len(ids) - 1) if held_weights == weights else 0
         pinned = self._pinned.get(weights)
         if pinned is None:
             self.lean.forward(self._pinned_ids, 0, weights)
             pinned = self._pinned[weights] = _Prefix(self._pinned_ids, *self.lean.snapshot(len(self._pinned_ids)))
+            held = 0
         reuse = min(common_prefix_length(pinned.ids, ids), len(ids) - 1)
-        if reuse:
+        if held > reuse:
+            reuse = held
+        elif reuse:
             self.lean.restore(pinned.k, pinned.v, reuse)
-        return self.lean.forward(ids[reuse:], reuse, weights)
+        return self._feed(ids, reuse, weights)
+
+    def _feed(self, ids: list[int], start: int, weights: str) -> torch.Tensor:
+        """Feed ids[start:] on top of the cache's first `start` positions (which must hold ids[:start]); the
+        final state of the last id. The cache then holds `ids`."""
+        self._held = (weights, list(ids[:start]))  # what stays true if the forward fails half-way
+        hidden = self.lean.forward(ids[start:], start, weights)
+        self._held = (weights, list(ids))
+        return hidden
 
     def _decode(self, ids: list[int], max_new_tokens: int, stop: str, weights: str
                 ) -> tuple[str, int, bool, list[int]]:
@@ -148,6 +165,7 @@ class FastEngine:
                 break
             fed.append(token)
             token = lean.step(token, len(fed) - 1, weights)
+        self._held = (weights, list(fed))  # steps write only after `ids`: until here `_prefill`'s `ids` hold
         return text, len(generated), stopped, fed
 
     def _reason(self, user_text: str, max_new_tokens: int) -> Reasoning:
@@ -158,7 +176,7 @@ class FastEngine:
             reasoning = text.split(ANSWER_MARKER, 1)[0]
             canonical = self._ids(render_chat(self.tokenizer, user_text, reasoning + ANSWER_MARKER))
             start = min(common_prefix_length(fed, canonical), len(canonical) - 1)
-            vector = self.lean.forward(canonical[start:], start, weights).numpy().copy()
+            vector = self._feed(canonical, start, weights).numpy().copy()
         return Reasoning(reasoning, vector, generated, stopped)
 
 

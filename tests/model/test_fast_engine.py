@@ -20,19 +20,14 @@ from model.engines.lean import BASE, EXACT, FAST, FP32, LeanLlama, Precision, pe
 from model.engines.loading import load_model
 from model.engines.tiny import tiny_llama, tiny_tokenizer
 from model.engines.transformers_engine import load_engine
-from model.prompts import ANSWER_MARKER, USER_INSTRUCTION
+from model.prompts import ANSWER_MARKER, USER_INSTRUCTION, render_chat
 
 PROMPTS = [USER_INSTRUCTION + f"2000-0{i + 1} (5) [Toy Story (1995)] Drama, Thriller " * (1 + i % 3)
            for i in range(4)]
 ITEMS = ["Title: Toy Story (1995)\nGenres: Animation", "Title: Heat (1995)\nGenres: Action, Crime"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,3 +110,34 @@ def test_a_held_reasoning_adapter_reasons_as_merged_and_embeds_as_base(tmp_path:
         assert _cos(ours, theirs) > 0.99999
     assert fast.generate([PROMPTS[0]], [""], 6, ANSWER_MARKER)[0].text == \
         base.generate([PROMPTS[0]], [""], 6, ANSWER_MARKER)[0].text
+
+
+def test_a_prompt_that_shares_the_held_sequence_feeds_only_its_tail(tmp_path: Path) -> None:
+    """The cache's last sequence is reused exactly: the same probabilities and states as a fresh engine, only the
+    new tail is fed, and never across weight sets."""
+    history = USER_INSTRUCTION + "2000-01 (5) [Toy Story (1995)] Animation, Comedy\n" * 6
+    prompts = [history + f"Which? A: {a} B: {b}" for a, b in (("Heat", "Fargo"), ("Fargo", "Heat"), ("Big", "Heat"))]
+    fast = FastEngine(load_model("tiny"))
+    fed: list[int] = []
+    forward = fast.lean.forward
+
+    def counting(ids, start, weights=BASE):  # noqa: ANN001, ANN202
+        fed.append(len(ids))
+        return forward(ids, start, weights)
+
+    fast.lean.forward = counting  # type: ignore[method-assign]
+    shared = fast.choice_probs(prompts, [""] * 3, ["A", "B"])
+    fresh = np.vstack([FastEngine(load_model("tiny")).choice_probs([p], [""], ["A", "B"]) for p in prompts])
+    np.testing.assert_allclose(shared, fresh, atol=1e-5)
+    rendered = render_chat(fast.tokenizer, prompts[2])
+    head = len(fast._ids(rendered.split("Which?")[0]))
+    assert head > 40 and fed[-1] <= len(fast._ids(rendered)) - head + 2  # the history was not fed again
+
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=16, init_lora_weights=False, target_modules=["q_proj", "v_proj"])
+    get_peft_model(load_model("tiny").model, config).save_pretrained(tmp_path)
+    held = load_fast_engine("tiny", reasoning_adapter=tmp_path)
+    held.reason([prompts[0]], 4)  # the adapter's KV of this prompt is in the cache now
+    for ours, theirs in zip(held.embed_direct([prompts[0]]), load_engine("tiny").embed_direct([prompts[0]]),
+                            strict=True):
+        assert _cos(ours, theirs) > 0.99999

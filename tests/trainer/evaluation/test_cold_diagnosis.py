@@ -5,12 +5,12 @@ written without absolute paths."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from trainer_helpers import HashEncoder
 
 from model.engines.transformers_engine import TransformersEngine
 from model.networks.sasrec import right_padded
@@ -18,14 +18,6 @@ from trainer.cli import build_parser
 from trainer.config_args import config_from_args
 from trainer.experiments.cold_diagnosis import ColdDiagnosisConfig, RandomRanker, cold_diagnosis, diagnosis_ranks
 from trainer.train.table.served import ServedTable
-
-
-class HashEncoder:
-    """A stand-in for MiniLM: a seeded unit vector per text."""
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.stack([np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8) for t in texts]).astype(np.float32)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def served_cold_ranks(served: ServedTable, examples: list) -> tuple[list[int], list[int]]:

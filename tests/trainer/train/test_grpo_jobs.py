@@ -8,12 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from trainer_helpers import write_cycle_ml1m
 
 from indexer.core.catalog import Item
@@ -27,15 +25,9 @@ from trainer.train.lora import save_adapter
 from trainer.train.reasoning_sft import ReasoningSftConfig, seeded_lora
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("one_torch_thread")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

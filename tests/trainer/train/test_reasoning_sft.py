@@ -5,7 +5,6 @@ resumable adapter."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -25,13 +24,7 @@ from trainer.train.reasoning_sft import ReasoningSftConfig, seeded_lora, train_p
 RATIONALE = "Mostly Drama. Next: likely a 1990s Western."
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: tiny-model steps are ~50x faster than with two threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _window(offset: int, n: int = 6) -> tuple[HistoryLine, ...]:
