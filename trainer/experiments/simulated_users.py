@@ -143,8 +143,10 @@ class SimulatedUsersConfig(SplitConfig):
 
     @property
     def label(self) -> str:
-        """The judge in the report's name: real, llm, or llm-<adapter folder name>."""
-        return f"llm-{self.judge_adapter.name}" if self.judge_adapter is not None else self.judge
+        """The judge in the report's name: real, llm, or llm-<adapter folder name>; then -pool<seed> for a pool
+        seed other than 0."""
+        judge = f"llm-{self.judge_adapter.name}" if self.judge_adapter is not None else self.judge
+        return judge + (f"-pool{self.pool_seed}" if self.pool_seed else "")
 
 
 @dataclass

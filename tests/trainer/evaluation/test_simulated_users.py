@@ -126,7 +126,7 @@ def test_the_experiment_writes_its_report_and_reuses_the_pool(judge: str, served
     assert rules["none"]["gain_recall50"]["mean"] == 0 and rules["random"]["runs"] == 2
     assert all(len(run["chosen"]) == 4 for rule in ("random", "feature", "policy") for run in report["runs"][rule])
     assert len(report["runs"]["all"][0]["chosen"]) == 12
-    assert "| rule |" in md.read_text()
+    assert "| rule |" in md.read_text() and md.name == f"ml-1m-zip-cold-items-simulated-users-{judge}.md"
     sweep = report["refine_l2"]["sweep"]
     assert [row["l2"] for row in sweep] == [None, 0.1, 10.0] and report["refine_l2"]["chosen"] in (0.1, 10.0)
     kept = [row for row in sweep[1:] if row["kept"]]
@@ -148,3 +148,11 @@ def test_the_experiment_writes_its_report_and_reuses_the_pool(judge: str, served
         assert again["rules"] == report["rules"]
     else:
         assert report["judge_accuracy"] == {} and 0 < report["pairs_asked"]["test"] <= 24
+
+
+def test_the_report_is_named_by_its_judge_and_pool_seed() -> None:
+    assert SimulatedUsersConfig(dataset="ml-100k").label == "llm"
+    assert SimulatedUsersConfig(dataset="ml-100k", judge="real", pool_seed=2).label == "real-pool2"
+    assert SimulatedUsersConfig(dataset="ml-100k", judge_adapter=Path("adapters/judge-a")).label == "llm-judge-a"
+    with pytest.raises(ValueError, match="judge-adapter"):
+        SimulatedUsersConfig(dataset="ml-100k", judge="real", judge_adapter=Path("adapters/judge-a"))
