@@ -632,8 +632,15 @@ def _report(config: SimulatedUsersConfig, served: ServedTable, lab: Lab, results
         "rules": _summary(lab, results, config.bootstrap),
         "policy_reward": {"first5": float(np.mean([c[:5] for c in curves])),
                           "last5": float(np.mean([c[-5:] for c in curves]))},
-        "runs": results,
+        "runs": {rule: [_run_summary(lab, run) for run in runs] for rule, runs in results.items()},
     }
+
+
+def _run_summary(lab: Lab, run: dict) -> dict:
+    """A run as the report keeps it: its settings, chosen users and mean test metrics (not the per-user ranks)."""
+    metrics = _metrics(lab, np.asarray(run["test_ranks"]))
+    return {**{k: v for k, v in run.items() if k != "test_ranks"},
+            "metrics": {name: float(values.mean()) for name, values in metrics.items()}}
 
 
 def _markdown(report: dict) -> str:

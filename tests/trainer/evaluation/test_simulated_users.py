@@ -126,6 +126,8 @@ def test_the_experiment_writes_its_report_and_reuses_the_pool(judge: str, served
     assert rules["none"]["gain_recall50"]["mean"] == 0 and rules["random"]["runs"] == 2
     assert all(len(run["chosen"]) == 4 for rule in ("random", "feature", "policy") for run in report["runs"][rule])
     assert len(report["runs"]["all"][0]["chosen"]) == 12
+    assert all("test_ranks" not in run and set(run["metrics"]) == set(rules["none"]["metrics"])
+               for runs in report["runs"].values() for run in runs)
     assert "| rule |" in md.read_text() and md.name == f"ml-1m-zip-cold-items-simulated-users-{judge}.md"
     sweep = report["refine_l2"]["sweep"]
     assert [row["l2"] for row in sweep] == [None, 0.1, 10.0] and report["refine_l2"]["chosen"] in (0.1, 10.0)
