@@ -230,7 +230,7 @@ bench-vllm: setup setup-vllm  ## both engines' start, requests/s, tokens/s and p
 # Each target names its reports and about how long it takes on 2 shared CPU cores; `make reports` runs them all
 # (about a day). THREADS=1 lets two run side by side (`make -j2 ...`).
 .PHONY: reports report-ml100k report-ml100k-cold report-ml100k-titles report-ml100k-simulated report-ml100k-recpo \
-	report-ratings report-reasoning report-reasoning-head
+	report-ml100k-rating-rl report-ratings report-reasoning report-reasoning-head
 REASONING_ADAPTER_ML1M := artifacts/adapters/ml-1m-leave-one-out-reasoning-seed0
 REASONING_ADAPTER_ML100K := artifacts/adapters/ml-100k-leave-one-out-reasoning-seed0
 
@@ -275,6 +275,23 @@ report-ml100k-recpo: setup  ## ml-100k-recpo-curve.*, ml-100k-reasoning-{sft,rec
 	$(BIN)/reasonrec eval-reasoning --dataset ml-100k --adapter $(RECPO_ML100K) --users 100 --latency-users 0 \
 		--threads $(THREADS) --report-name ml-100k-reasoning-recpo
 
+# RecOne on 2 cores: the rating SFT warm start (the served grounded answers of the shipped rating model), then rating
+# GRPO from it, each measured on the same 100 test ratings (the base model first).
+RATING_SFT_ML100K := artifacts/adapters/ml-100k-rating-sft-seed0
+RATING_GRPO_ML100K := artifacts/adapters/ml-100k-rating-grpo-seed0
+LLM_RATING := $(BIN)/reasonrec eval-llm-rating --dataset ml-100k --rating-model $(SHIPPED)/rating --ratings 100 \
+	--threads $(THREADS)
+report-ml100k-rating-rl: setup  ## ml-100k-llm-rating-{base,sft,grpo}.*, ml-100k-rating-grpo-curve.* (~2 h 30 on 2 cores)
+	$(LLM_RATING) --report-name ml-100k-llm-rating-base
+	$(BIN)/reasonrec train-rating-sft --dataset ml-100k --rating-model $(SHIPPED)/rating --threads $(THREADS) \
+		--out-dir $(RATING_SFT_ML100K)
+	$(LLM_RATING) --adapter $(RATING_SFT_ML100K) --report-name ml-100k-llm-rating-sft
+	$(BIN)/reasonrec train-rating-grpo --dataset ml-100k --adapter $(RATING_SFT_ML100K) --steps 16 --max-tokens 384 \
+		--users 64 --checkpoint-steps 4 --threads $(THREADS) --out-dir $(RATING_GRPO_ML100K)
+	$(BIN)/reasonrec experiment grpo-curve --adapter $(RATING_GRPO_ML100K) --window 5 \
+		--name ml-100k-rating-grpo-curve
+	$(LLM_RATING) --adapter $(RATING_GRPO_ML100K) --report-name ml-100k-llm-rating-grpo
+
 # The SVD row needs SVD_PYTHON: a Python with scikit-surprise (it builds C extensions, so it is not a dependency).
 SVD_PYTHON ?=
 report-ratings: setup  ## ml-1m-ratings.* (~40 min)
@@ -293,5 +310,5 @@ report-reasoning-head: ship-ml100k  ## ml-100k-reasoning-head.* (~1 h after ship
 # `eval`), the load test (~40 min), the reliability runs (`fuzz` ~10 min, `faults` ~15 min), the vLLM comparison
 # (`bench-vllm` ~15 min) and the contrastive LoRA runs (`train-cl`, several hours) write the others.
 reports: eval report-ml100k report-ml100k-cold report-ml100k-titles report-ml100k-simulated report-ml100k-recpo \
-		report-ratings report-reasoning report-reasoning-head bench bench-cuts loadtest fuzz faults bench-vllm train-cl  ## every report of docs/results (about a day on 2 cores)
+		report-ml100k-rating-rl report-ratings report-reasoning report-reasoning-head bench bench-cuts loadtest fuzz faults bench-vllm train-cl  ## every report of docs/results (about a day on 2 cores)
 	$(MAKE) bench-cold DATASET=ml-1m

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import time
 
-from indexer.core.catalog import Catalog, Item
+from indexer.core.catalog import Item
 from indexer.store import ItemStore
 from model.engines.base import Deadline
 from model.prompts import UserHistory, direct_rating_prompt, rating_prompt
-from model.rating.factors import RatingModel
 from model.rating.guided import parse_rating_output, predict_ratings
-from model.rating.reasons import grounded_reasoning, rounded
+from model.rating.reasons import model_rating
 from service.cache import CacheEntry, cache_key
 from service.engine_calls import EngineFailure, call_engine
 from service.errors import ApiError
@@ -64,16 +63,6 @@ async def predict(state: AppState, prompt: str, reasoning: bool, estimate: float
     state.metrics.generated_tokens.inc(pred.generated_tokens)
     parsed = parse_rating_output(pred.text, require_reasoning=reasoning) is not None
     return CacheEntry({"rating": pred.rating if parsed else estimate, "reasoning": pred.text, "parsed": parsed})
-
-
-def model_rating(model: RatingModel, history: UserHistory, catalog: Catalog, item: Item, reasoning: bool
-                 ) -> tuple[float, str]:
-    """The rating model's rating of `item` for a user folded in from `history`, and its answer text."""
-    user_bias, user_factors = model.fold_in(history.item_ids, [line.rating for line in history.lines])
-    rating = float(model.predict(user_bias, user_factors, [item.item_id])[0])
-    if reasoning:
-        return rating, grounded_reasoning(history, catalog, item, model.mean, rating)
-    return rating, f"<rate>{rounded(rating)}</rate>"
 
 
 async def rate(state: AppState, store: ItemStore, body: RateRequest) -> RateResponse:

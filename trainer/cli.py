@@ -13,7 +13,9 @@
     reasonrec eval-reasoning --adapter DIR         # marker rate, faithfulness, next-genre match of the reasoning
     reasonrec train-conclusion --adapter DIR       # the reasoning's conclusion as a score term (validation)
     reasonrec train-recpo --adapter DIR            # RecPO: RL of the reasoning against its ranking (TRL, resumable)
-    reasonrec train-rating-grpo --dataset ml-1m    # RecZero: RL of the four-tag rating reasoning (TRL, resumable)
+    reasonrec train-rating-sft --dataset ml-100k   # RecOne's warm start: SFT of /rate's four-tag answer (resumable)
+    reasonrec train-rating-grpo --adapter DIR      # RecZero/RecOne: RL of the four-tag rating reasoning (TRL)
+    reasonrec eval-llm-rating --adapter DIR        # the model's own four-tag rating: format, claims, RMSE
     reasonrec eval --dataset ml-1m                 # every ranker, one harness, reports in docs/results
     reasonrec merge-adapter --adapter DIR          # base + LoRA in one folder, for the vLLM servers
 
@@ -224,6 +226,24 @@ def cmd_train_rating_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_rating_sft(args: argparse.Namespace) -> int:
+    from trainer.train.rating_sft import RatingSftConfig, train_rating_sft
+
+    config = config_from_args(RatingSftConfig, args)
+    folder = train_rating_sft(config, _command_line())
+    print(f"adapter {folder}; measure it with `reasonrec eval-llm-rating --dataset {config.dataset} --adapter "
+          f"{folder}`, train it further with `reasonrec train-rating-grpo --dataset {config.dataset} --adapter "
+          f"{folder}`")
+    return 0
+
+
+def cmd_eval_llm_rating(args: argparse.Namespace) -> int:
+    from trainer.evaluation.llm_rating_eval import LlmRatingEvalConfig, run_llm_rating_eval
+
+    _print_written(run_llm_rating_eval(config_from_args(LlmRatingEvalConfig, args), _command_line()))
+    return 0
+
+
 def cmd_eval_reasoning(args: argparse.Namespace) -> int:
     from trainer.evaluation.reasoning_eval import ReasoningEvalConfig, run_reasoning_eval
 
@@ -311,6 +331,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from trainer.evaluation.config import EvalConfig
+    from trainer.evaluation.llm_rating_eval import LlmRatingEvalConfig
     from trainer.evaluation.rating_eval import RatingEvalConfig
     from trainer.evaluation.reasoning_eval import ReasoningEvalConfig
     from trainer.experiments.cold_diagnosis import ColdDiagnosisConfig
@@ -326,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.train.index import IndexJobConfig
     from trainer.train.judge import JudgeSftConfig
     from trainer.train.rating import RatingTrainConfig
+    from trainer.train.rating_sft import RatingSftConfig
     from trainer.train.reasoning_sft import ReasoningSftConfig
     from trainer.train.sasrec import SasrecTrainConfig
     from trainer.train.table.config import TableTrainConfig
@@ -392,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
         grpo.add_argument("--recipe", type=Path, default=None,
                           help="TOML file of settings (e.g. trainer/recipes/recpo-gpu.toml); flags override it")
 
+    command("train-rating-sft", "RecOne's warm start: SFT of /rate's grounded four-tag answer (resumable)",
+            cmd_train_rating_sft, RatingSftConfig)
+    command("eval-llm-rating", "the model's own four-tag rating: format, claims, RMSE against the served model",
+            cmd_eval_llm_rating, LlmRatingEvalConfig)
     command("eval", "evaluate rankers on one split; write docs/results reports", cmd_eval, EvalConfig)
     command("train-rating", "train the rating model that /rate serves (resumable)", cmd_train_rating,
             RatingTrainConfig)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from indexer.core.catalog import Catalog, Item
 from model.prompts import UserHistory, display_title
+from model.rating.factors import RatingModel
 
 MIN_GENRE_ITEMS = 2
 """A genre is described only when the history rates at least this many of its items."""
@@ -148,3 +149,13 @@ def grounded_reasoning(history: UserHistory, catalog: Catalog, item: Item, globa
             f"<analyze item>{analyze_item(item)}</analyze item>\n"
             f"<match>{match(profile, item, predicted)}</match>\n"
             f"<rate>{rounded(predicted)}</rate>")
+
+
+def model_rating(model: RatingModel, history: UserHistory, catalog: Catalog, item: Item, reasoning: bool
+                 ) -> tuple[float, str]:
+    """The rating model's rating of `item` for a user folded in from `history`, and its answer text."""
+    user_bias, user_factors = model.fold_in(history.item_ids, [line.rating for line in history.lines])
+    rating = float(model.predict(user_bias, user_factors, [item.item_id])[0])
+    if reasoning:
+        return rating, grounded_reasoning(history, catalog, item, model.mean, rating)
+    return rating, f"<rate>{rounded(rating)}</rate>"

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.core.catalog import Catalog
+from indexer.core.catalog import Catalog, Item
+from model.prompts import MAX_HISTORY_LINES, UserHistory
 from model.rating.factors import MAX_FOLD_IN, RatingModel, Ratings, ridge_groups
 from trainer.data.datasets import Dataset, Interaction, with_item_stats
 
@@ -25,6 +26,17 @@ TRAIN, VALID, TEST = 0, 1, 2
 def held_out(n: int, frac: float) -> int:
     """How many of a user's `n` ratings one held-out part takes: `frac` of them rounded half up, at least one."""
     return max(1, int(n * frac + 0.5))
+
+
+@dataclass(frozen=True)
+class RatingExample:
+    """One rating to predict as a prompt shows it: the user's ratings before it (the most recent
+    `MAX_HISTORY_LINES`), the item, and the true rating."""
+
+    user: int
+    history: UserHistory
+    item: Item
+    truth: float
 
 
 @dataclass
@@ -91,6 +103,38 @@ class RatingSplit:
         u, i = self.users[targets], self.items[targets]
         raw = model.mean + users[u, 0] + item_bias[i] + np.einsum("nk,nk->n", users[u, 1:], item_factors[i])
         return np.clip(raw, 1.0, 5.0) if clip else raw
+
+    def example(self, shown: np.ndarray, target: int, catalog: Catalog) -> RatingExample:
+        """The example of row `target` with the rows `shown` before it as its history (the last
+        `MAX_HISTORY_LINES` of them)."""
+        shown = shown[-MAX_HISTORY_LINES:]
+        history = UserHistory.of_items([(self.item_ids[i], float(r), int(t)) for i, r, t in zip(
+            self.items[shown], self.values[shown], self.timestamps[shown], strict=True)], catalog)
+        return RatingExample(int(self.users[target]), history, catalog[self.item_ids[self.items[target]]],
+                             float(self.values[target]))
+
+    def training_examples(self, catalog: Catalog, n: int, min_history: int, seed: int) -> list[RatingExample]:
+        """One seeded training rating for each of up to `n` users in a seeded order, each after at least
+        `min_history` of the user's earlier training ratings (users with fewer are passed over)."""
+        rng = np.random.default_rng([seed, 39])
+        starts = np.searchsorted(self.users, np.arange(self.n_users + 1))
+        out: list[RatingExample] = []
+        for user in rng.permutation(self.n_users):
+            rows = np.array([r for r in range(starts[user], starts[user + 1]) if self.parts[r] == TRAIN])
+            if len(rows) <= min_history:
+                continue
+            at = int(rng.integers(min_history, len(rows)))
+            out.append(self.example(rows[:at], int(rows[at]), catalog))
+            if len(out) == n:
+                break
+        return out
+
+    def part_examples(self, catalog: Catalog, part: int, n: int, seed: int) -> list[RatingExample]:
+        """`n` seeded ratings of `part` (all when fewer), each with the user's ratings before the part."""
+        targets = self.targets(part)
+        histories = self.history_rows(part)
+        picks = np.sort(np.random.default_rng([seed, 40]).permutation(len(targets))[:n])
+        return [self.example(histories[int(self.users[targets[j]])], int(targets[j]), catalog) for j in picks]
 
     def describe(self) -> dict:
         return {"protocol": "per-user time split: the last 10% of each user's ratings in time are test (at least "

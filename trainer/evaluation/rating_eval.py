@@ -34,7 +34,7 @@ from trainer.data.rating_split import TEST, TRAIN, VALID, RatingSplit, rating_sp
 from trainer.evaluation.rating_eval_baselines import mean_predictions, mf_predictions, sgd_mf
 from trainer.evaluation.rating_eval_report import UserBootstrap, rmse_gain, summary, write_rating_report
 from trainer.machine import machine_line, shown_path
-from trainer.train.rating import RatingTrainConfig, train_rating
+from trainer.train.rating import RatingTrainConfig, finished_or_trained
 
 
 @dataclass
@@ -140,12 +140,6 @@ def run_rating_eval(config: RatingEvalConfig, command: str) -> list[Path]:
         head_section(report, head_folder, split, predictions, config)
     report["reasoning"] = reasoning_checks(ds, split, served, predictions[served_name], config)
     return write_rating_report(report, config.out_dir, f"{ds.name}-ratings")
-
-
-def finished_or_trained(train: RatingTrainConfig) -> RatingModel:
-    """The finished model in `train.folder` (whatever settings made it; they are in its manifest), else the one
-    `train` trains there."""
-    return RatingModel.load(train.folder) if finished_rating_model(train.folder) else train_rating(train)
 
 
 def split_line(split: RatingSplit) -> str:

@@ -6,37 +6,31 @@ right after it (what the user did watch next) and a seeded item with a training 
 rated, as choices A and B of `model.prompts.preference_prompt` in both orders (one step holds both). The loss is the
 cross-entropy of the right letter against the other at the answer's first token, which is what
 `model.preference.prefer_first` reads; the items are warm, but the model sees only their text, as it would a cold
-item's. LoRA (Hu et al., ICLR 2022) on the top `lora_top_layers` layers. `resume.pt` (LoRA weights, optimizer,
-progress) and the adapter are written every `checkpoint_minutes`; rerunning the same command resumes and is a no-op
-once done. The adapter is merged into the judge by `reasonrec experiment simulated-users --judge-adapter`.
+item's. LoRA (Hu et al., ICLR 2022) on the top `lora_top_layers` layers, trained by the resumable loop of
+`trainer.train.sft_loop` (rerunning the same command resumes and is a no-op once done). The adapter is merged
+into the judge by `reasonrec experiment simulated-users --judge-adapter`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from indexer.core.durable import replace_text
 from indexer.core.paths import artifacts_dir
 from model.engines.base import single_token_ids
-from model.engines.loading import ADAPTER_META, load_model
+from model.engines.loading import load_model
 from model.engines.transformers_engine import left_padded_positions
 from model.prompts import PREFERENCE_CHOICES, PREFERENCE_TEMPLATE_VERSION, HistoryLine, preference_prompt, render_chat
-from trainer.data.protocols import SplitConfig, check_same_run
+from trainer.data.protocols import SplitConfig
 from trainer.data.splits import Split
-from trainer.machine import machine_line
-from trainer.train.lora import LoraSettings, add_lora, save_adapter
+from trainer.train.lora import LoraSettings, add_lora
+from trainer.train.sft_loop import SftRun, run_sft, sft_done
 
 log = logging.getLogger(__name__)
-RESUME_FILE = "resume.pt"
 
 
 @dataclass
@@ -109,61 +103,19 @@ def judge_samples(split: Split, n: int, min_history: int, seed: int) -> list[Jud
 
 def train_judge(config: JudgeSftConfig, command: str = "") -> Path:
     """Train (or resume, or find done) the judge adapter; returns its folder."""
-    folder = config.folder
-    meta_path = folder / ADAPTER_META
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        check_same_run(folder, meta.get("config", {}), config.fingerprint(), "judge SFT")
-        if meta.get("status") == "done":
-            log.info("%s is already trained with these settings", folder)
-            return folder
+    run = SftRun(config.folder, "judge SFT", config.fingerprint(), config.checkpoint_minutes)
+    if sft_done(run):
+        log.info("%s is already trained with these settings", run.folder)
+        return run.folder
     ds, split = config.load()
     loaded = load_model(config.model)
     tokenizer, catalog = loaded.tokenizer, ds.catalog
     torch.manual_seed(config.seed)
     model = add_lora(loaded.model, config)
     letters = torch.tensor(single_token_ids(tokenizer, PREFERENCE_CHOICES))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     samples = judge_samples(split, config.pairs, config.min_history, config.seed)
-    step, losses, seconds = 0, [], 0.0
-    resume = folder / RESUME_FILE
-    if resume.is_file():
-        from peft import set_peft_model_state_dict
 
-        saved = torch.load(resume, weights_only=True)
-        check_same_run(folder, saved["config"], config.fingerprint(), "judge SFT")
-        set_peft_model_state_dict(model, saved["lora"])
-        optimizer.load_state_dict(saved["optimizer"])
-        step, losses, seconds = saved["step"], list(saved["losses"]), saved["seconds"]
-        log.info("resuming %s after step %d", folder, step)
-
-    def save(status: str) -> None:
-        from peft import get_peft_model_state_dict
-
-        save_adapter(model, folder, loaded.fingerprint.model_id)
-        if status != "done":
-            torch.save({"config": config.fingerprint(), "lora": get_peft_model_state_dict(model),
-                        "optimizer": optimizer.state_dict(), "step": step, "losses": losses, "seconds": seconds},
-                       folder / (RESUME_FILE + ".tmp"))
-            (folder / (RESUME_FILE + ".tmp")).replace(resume)
-        elif resume.exists():
-            resume.unlink()
-        recent = losses[-50:]
-        replace_text(folder / ADAPTER_META, json.dumps({
-            "status": status, "job": "judge-sft", "command": command,
-            "method": "preference SFT: LoRA on [history][A/B choice of the next item and an unrated one], "
-                      "two-way cross-entropy at the answer token, both orders (trainer.train.judge)",
-            "base_model": loaded.fingerprint.to_json(), "template_version": PREFERENCE_TEMPLATE_VERSION,
-            "config": config.fingerprint(), "data": {"dataset": ds.name, "split": split.protocol},
-            "steps": step, "train_seconds": round(seconds, 1),
-            "loss_last50": sum(recent) / len(recent) if recent else None, "losses": [round(x, 4) for x in losses],
-            "machine": machine_line(), "date": datetime.now(UTC).isoformat(timespec="seconds")}, indent=1))
-
-    model.train()
-    last_save = time.monotonic()
-    bar = tqdm(total=len(samples), initial=step, desc="judge SFT", unit="pair")
-    while step < len(samples):
-        started = time.perf_counter()
+    def step_loss(step: int) -> torch.Tensor:
         sample = samples[step]
         history = [HistoryLine.of_item(catalog[x.item_id], x.rating, x.timestamp)
                    for x in split.train[sample.user][: sample.cut]]
@@ -173,19 +125,12 @@ def train_judge(config: JudgeSftConfig, command: str = "") -> Path:
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         positions = left_padded_positions(batch["attention_mask"])
         logits = model(**batch, position_ids=positions).logits[:, -1][:, letters].float()
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        seconds += time.perf_counter() - started
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
-        if time.monotonic() - last_save > 60 * config.checkpoint_minutes and step < len(samples):
-            save("training")
-            last_save = time.monotonic()
-    bar.close()
-    model.eval()
-    save("done")
-    return folder
+        return torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
+
+    manifest = {"job": "judge-sft", "command": command,
+                "method": "preference SFT: LoRA on [history][A/B choice of the next item and an unrated one], "
+                          "two-way cross-entropy at the answer token, both orders (trainer.train.judge)",
+                "base_model": loaded.fingerprint.to_json(), "template_version": PREFERENCE_TEMPLATE_VERSION,
+                "data": {"dataset": ds.name, "split": split.protocol}}
+    run_sft(run, model, config.lr, len(samples), step_loss, manifest, loaded.fingerprint.model_id, unit="pair")
+    return run.folder

@@ -163,3 +163,9 @@ def _select_one(config: RatingTrainConfig, split: RatingSplit, reg_factor: float
     fit_rating_model(config, split, (TRAIN,), reg_factor, config.max_sweeps, on_sweep)
     return {"reg_factor": reg_factor, "valid_rmse": [round(r, 5) for r in history], "best_rmse": min(history),
             "best_sweeps": int(np.argmin(history)) + 1}
+
+
+def finished_or_trained(train: RatingTrainConfig) -> RatingModel:
+    """The finished model in `train.folder` (whatever settings made it; they are in its manifest), else the one
+    `train` trains there."""
+    return RatingModel.load(train.folder) if finished_rating_model(train.folder) else train_rating(train)

@@ -18,7 +18,8 @@ from model.prompts import HistoryLine
 from trainer.cli import main
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
-from trainer.train.judge import RESUME_FILE, JudgeSftConfig, judge_samples, train_judge
+from trainer.train.judge import JudgeSftConfig, judge_samples, train_judge
+from trainer.train.sft_loop import RESUME_FILE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -24,10 +24,10 @@ import numpy as np
 
 from indexer.core.paths import artifacts_dir
 from model.engines.loading import load_model
-from model.prompts import MAX_HISTORY_LINES, UserHistory, rating_prompt, render_chat
+from model.prompts import rating_prompt, render_chat
 from model.rating.guided import parse_rating_output
 from trainer.data import DATASETS, load_dataset
-from trainer.data.rating_split import TRAIN, VALID, rating_split
+from trainer.data.rating_split import VALID, rating_split
 from trainer.train.grpo.run import GrpoSettings, finished, run_grpo
 
 log = logging.getLogger(__name__)
@@ -92,28 +92,16 @@ class Accuracy:
 
 
 def training_prompts(config: RatingGrpoConfig) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """One seeded training rating per sampled user: its prompt text (before the chat template), the true ratings,
-    and what the data was."""
+    """One seeded training rating per sampled user (`RatingSplit.training_examples`): its prompt text (before the
+    chat template), the true ratings, and what the data was."""
     ds = load_dataset(config.dataset, config.data_path)
     split = rating_split(ds, config.valid_frac, config.test_frac)
-    catalog = split.catalog_before(ds.catalog, VALID)
-    rng = np.random.default_rng([config.seed, 39])
-    starts = np.searchsorted(split.users, np.arange(split.n_users + 1))
-    texts, truth = [], []
-    for user in rng.permutation(split.n_users):
-        rows = [r for r in range(starts[user], starts[user + 1]) if split.parts[r] == TRAIN]
-        if len(rows) <= config.min_history:
-            continue
-        at = int(rng.integers(config.min_history, len(rows)))
-        shown = rows[max(0, at - MAX_HISTORY_LINES) : at]
-        history = UserHistory.of_items([(split.item_ids[split.items[r]], float(split.values[r]),
-                                         int(split.timestamps[r])) for r in shown], catalog)
-        texts.append(rating_prompt(history.lines, catalog[split.item_ids[split.items[rows[at]]]]))
-        truth.append(float(split.values[rows[at]]))
-        if len(texts) == config.users:
-            break
-    return texts, np.array(truth), {"dataset": ds.name, "users": split.n_users, "items": split.n_items,
-                                                "training_prompts": len(texts), "split": split.describe()}
+    examples = split.training_examples(split.catalog_before(ds.catalog, VALID), config.users, config.min_history,
+                                       config.seed)
+    texts = [rating_prompt(x.history.lines, x.item) for x in examples]
+    return texts, np.array([x.truth for x in examples]), {
+        "dataset": ds.name, "users": split.n_users, "items": split.n_items, "training_prompts": len(texts),
+        "split": split.describe()}
 
 
 def train_rating_grpo(config: RatingGrpoConfig, command: str = "") -> Path:
