@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from model.engines.transformers_engine import load_engine
 from model.prompts import MAX_HISTORY_LINES, rating_prompt
@@ -111,7 +112,9 @@ def run_llm_rating_eval(config: LlmRatingEvalConfig, command: str) -> list[Path]
     true = np.array([x.truth for x in examples])
     users = np.array([x.user for x in examples])
     teacher = np.array([model_rating(served, x.history, catalog, x.item, reasoning=False)[0] for x in examples])
-    answers = engine.generate(prompts, [""] * len(prompts), config.max_tokens, stop=RATE_END)
+    chunks = [prompts[first : first + config.batch_size] for first in range(0, len(prompts), config.batch_size)]
+    answers = [a for chunk in tqdm(chunks, desc="free answers", unit="batch")
+               for a in engine.generate(chunk, [""] * len(chunk), config.max_tokens, stop=RATE_END)]
     texts = [a.text + RATE_END if a.stopped else a.text for a in answers]
     free = [parse_rating_output(text) for text in texts]
     parsed = np.array([r is not None for r in free])
@@ -121,7 +124,8 @@ def run_llm_rating_eval(config: LlmRatingEvalConfig, command: str) -> list[Path]
             continue
         checks = check_reasoning(text, x.history, catalog, x.item, served.mean, stated_rating(text, rate))
         claims, wrong = claims + len(checks), wrong + sum(not c.ok for c in checks)
-    guided = np.array([p.rating for p in predict_ratings(engine, prompts, True, config.tokens_per_tag)])
+    guided = np.array([p.rating for chunk in tqdm(chunks, desc="guided answers", unit="batch")
+                       for p in predict_ratings(engine, chunk, True, config.tokens_per_tag)])
     boot = UserBootstrap(users, config.bootstrap, config.seed)
     llm = engine.fingerprint
     rows = [{"name": "served rating model (folded in from the shown lines)", "ratings": len(true),
