@@ -281,7 +281,7 @@ RATING_SFT_ML100K := artifacts/adapters/ml-100k-rating-sft-seed0
 RATING_GRPO_ML100K := artifacts/adapters/ml-100k-rating-grpo-seed0
 LLM_RATING := $(BIN)/reasonrec eval-llm-rating --dataset ml-100k --rating-model $(SHIPPED)/rating --ratings 100 \
 	--threads $(THREADS)
-report-ml100k-rating-rl: setup  ## ml-100k-llm-rating-{base,sft,grpo}.*, ml-100k-rating-grpo-curve.* (~2 h 30 on 2 cores)
+report-ml100k-rating-rl: setup  ## ml-100k-llm-rating-{base,sft,grpo}.*, ml-100k-rating-grpo-curve.* (~4 h on 2 cores)
 	$(LLM_RATING) --report-name ml-100k-llm-rating-base
 	$(BIN)/reasonrec train-rating-sft --dataset ml-100k --rating-model $(SHIPPED)/rating --threads $(THREADS) \
 		--out-dir $(RATING_SFT_ML100K)
