@@ -158,7 +158,7 @@ def run_llm_rating_eval(config: LlmRatingEvalConfig, command: str) -> list[Path]
             "served model": served.meta.get("command") or "reasonrec train-rating",
             "machine": machine_line(), "date": f"{started} to {datetime.now(UTC).isoformat(timespec='seconds')}"},
         "intervals": f"95% percentile bootstrap intervals over users ({config.bootstrap} resamples).",
-        "rows": rows, "gains": gains,
+        "rows_heading": "Every row on the sampled test ratings", "rows": rows, "gains": gains,
         "reasoning": [
             f"free answers in the four-tag format (GRPO's format reward +1): {parsed.mean():.1%} of {len(true)}; "
             f"{tokens.mean():.1f} tokens on average, {np.mean(tokens >= config.max_tokens):.1%} cut by the budget",

@@ -94,7 +94,8 @@ def _gains(gains: list[dict]) -> list[str]:
 
 def render_markdown(report: dict) -> str:
     lines = [f"# {report['title']}", "", *[f"- **{k}**: {v}" for k, v in report["header"].items()], ""]
-    lines += ["## Every row on the whole test part", "", report["intervals"], "", *_table(report["rows"]), ""]
+    lines += [f"## {report.get('rows_heading', 'Every row on the whole test part')}", "", report["intervals"], "",
+              *_table(report["rows"]), ""]
     if report.get("gains"):
         lines += ["## What each term adds", "", "RMSE of the row without the term minus RMSE with it, on the same "
                   "ratings (positive = the term helps), interval over users.", "", *_gains(report["gains"]), ""]
