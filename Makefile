@@ -287,7 +287,7 @@ report-ml100k-rating-rl: setup  ## ml-100k-llm-rating-{base,sft,grpo}.*, ml-100k
 		--out-dir $(RATING_SFT_ML100K)
 	$(LLM_RATING) --adapter $(RATING_SFT_ML100K) --report-name ml-100k-llm-rating-sft
 	$(BIN)/reasonrec train-rating-grpo --dataset ml-100k --adapter $(RATING_SFT_ML100K) --steps 16 --max-tokens 384 \
-		--users 64 --checkpoint-steps 4 --threads $(THREADS) --out-dir $(RATING_GRPO_ML100K)
+		--users 64 --checkpoint-steps 4 --lr 1e-4 --threads $(THREADS) --out-dir $(RATING_GRPO_ML100K)
 	$(BIN)/reasonrec experiment grpo-curve --adapter $(RATING_GRPO_ML100K) --window 5 \
 		--name ml-100k-rating-grpo-curve
 	$(LLM_RATING) --adapter $(RATING_GRPO_ML100K) --report-name ml-100k-llm-rating-grpo

@@ -56,6 +56,7 @@ from trainer.data.protocols import SplitConfig
 from trainer.data.splits import ColdSplit, Example
 from trainer.machine import machine_line, shown_path
 from trainer.protocol.metrics import bootstrap_ci
+from trainer.train.table.content import rows_as_read
 from trainer.train.table.served import ServedTable, load_served_table
 from trainer.train.table.simulated import Preferences, refine_rows
 
@@ -337,7 +338,7 @@ def _user_vectors(served: ServedTable, histories: Sequence[Sequence[Interaction]
     """u = s(history) for each history (items as served; the most recent `max_len` items in the table)."""
     model, code = served.artifact.model, served.artifact.code_of
     with torch.inference_mode():
-        rows = torch.where(model.warm[:, None], served.fixed, model.content_rows(served.features))
+        rows = rows_as_read(model, served.fixed, model.content_rows(served.features), served.artifact.history_scale)
         coded = [[code[x.item_id] for x in h if x.item_id in code][-model.config.max_len:] for h in histories]
         return model.user_vectors(rows[right_padded(coded), :-1], torch.tensor([len(h) for h in coded]))
 

@@ -170,6 +170,14 @@ def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, ex
             "content_shown_items": int(shown.sum())}
 
 
+def rows_as_read(model: TableModel, fixed: torch.Tensor, content: torch.Tensor,
+                 history_scale: float = 1.0) -> torch.Tensor:
+    """Every item's row (n_items + 1, dim + 1) as the encoder `s` reads it in a history: a warm item's fixed row,
+    any other item's g row `content` with its vector times `history_scale` (`TableArtifact.as_history`)."""
+    as_history = torch.cat([content[:, :-1] * history_scale, content[:, -1:]], dim=1)
+    return torch.where(model.warm[:, None], fixed, as_history)
+
+
 CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 
 
@@ -190,8 +198,7 @@ class Ranking:
         parts: list[tuple[torch.Tensor, ...]] = []
         with torch.inference_mode():
             content = model.content_rows(features)
-            as_history = torch.cat([content[:, :-1] * history_scale, content[:, -1:]], dim=1)  # `as_history`
-            history_rows = torch.where(model.warm[:, None], fixed, as_history)  # as served: stand-ins keep theirs
+            history_rows = rows_as_read(model, fixed, content, history_scale)  # as served: stand-ins keep theirs
             self.content_bias = content[shown, -1]
             for first in tqdm(range(0, len(usable), VALID_BATCH), desc="validating", unit="batch", leave=False):
                 batch = usable[first : first + VALID_BATCH]
