@@ -15,7 +15,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -94,24 +93,6 @@ class TableArtifact:
         their content part alone, as a cold item has no residual."""
         with torch.inference_mode():
             return self.model.content_rows(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
-
-    @cached_property
-    def warm_ids(self) -> frozenset[str]:
-        """The items served by their trained row (SASRec+'s); every other item is placed by g(c) alone."""
-        return frozenset(i for i, warm in zip(self.item_ids, self.model.warm[1:].tolist(), strict=True) if warm)
-
-    @property
-    def history_scale(self) -> float:
-        """Factor on g's vector when a row placed by g(c) alone is read as a history item: 1 / the calibration's
-        scale for a table whose g was trained as an input (`reasonrec train-table --input-dropout`), so the encoder
-        reads g at the scale it was trained with; else 1 (the served row)."""
-        return float(self.meta.get("history_scale", 1.0))
-
-    def as_history(self, rows: np.ndarray) -> np.ndarray:
-        """Rows placed by g(c) alone (n, dim + 1), as the encoder `s` reads them in a history (`history_scale`)."""
-        out = np.array(rows, dtype=np.float32)
-        out[:, :-1] *= self.history_scale
-        return out
 
     def index_rows(self, items: Sequence[Item], states: np.ndarray) -> np.ndarray:
         """The [v, b] row of each item from its raw item state, as the index holds it: the trained row for the

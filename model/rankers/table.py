@@ -4,9 +4,8 @@ sequence encoder alone.
 The item index of a table (`indexer` metric "ip") holds every item's row [v, b]; a user's history enters the
 encoder `s` as the rows of its items read back from that index, so hot-added items count as soon as they are
 indexed. A history entry given by title only enters through its text (content features -> g), when a featurizer
-is given (the language-model rankers have the engine for it); otherwise it is skipped. Rows placed by g alone
-(titles, hot-added and cold items) are read at the scale g was trained with as an input (`TableArtifact.as_history`).
-The query is [u, 1], so the index's inner product is the score u . v + b.
+is given (the language-model rankers have the engine for it); otherwise it is skipped. The query is [u, 1], so
+the index's inner product is the score u . v + b.
 
 `TableRanker` ranks with `s(history)` alone (no language model): the "s alone" row of every report; with
 `residuals=False` the items keep their content part only ("without e").
@@ -34,15 +33,10 @@ def history_rows(store: ItemStore, history: UserHistory, max_len: int,
                  featurizer: ContentFeaturizer | None, table: TableArtifact) -> np.ndarray:
     """The [v, b] rows of the history's items (oldest first, the `max_len` most recent that can be read)."""
     known = [i for i in history.item_ids if i is not None and store.get(i) is not None]
-    rows: dict[str, np.ndarray] = {}
-    if known:
-        stored = store.vectors_of(known)
-        placed = np.array([i not in table.warm_ids for i in known])
-        stored[placed] = table.as_history(stored[placed])
-        rows = dict(zip(known, stored, strict=True))
+    rows = dict(zip(known, store.vectors_of(known), strict=True)) if known else {}
     titles = [line.title for line, i in zip(history.lines, history.item_ids, strict=True) if i is None]
     if titles and featurizer is not None:
-        text_rows = table.as_history(table.content_rows(featurizer.of_titles(titles)))
+        text_rows = table.content_rows(featurizer.of_titles(titles))
         rows |= {f"title:{t}": r for t, r in zip(titles, text_rows, strict=True)}
     keys = [i if i is not None else f"title:{line.title}" for line, i in zip(history.lines, history.item_ids,
                                                                             strict=True)]

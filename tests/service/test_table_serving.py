@@ -19,9 +19,8 @@ from model.engines.transformers_engine import TransformersEngine
 from model.networks.item_features import ContentFeaturizer, FeatureSpec
 from model.networks.item_table import TableConfig, TableModel
 from model.networks.table_artifact import TableArtifact
-from model.prompts import HistoryLine, UserHistory, item_prompt
+from model.prompts import UserHistory, item_prompt
 from model.rankers.llm import LlmRanker
-from model.rankers.table import history_rows
 
 
 def make_table(engine: TransformersEngine, catalog: Catalog, folder: Path, seed: int = 0) -> TableArtifact:
@@ -134,24 +133,3 @@ def test_a_zero_head_means_direct_runs_no_forward_pass_and_says_so(serve, tiny_e
     assert [method for method, _ in engine.calls] == ["reason"] and reasoning["reasoning"] is not None
     assert any("does not enter the score" in note for note in reasoning["notes"])
     assert [i["item_id"] for i in reasoning["items"]] == [i for i, _ in alone]
-
-
-def test_rows_placed_by_g_enter_the_history_at_the_scale_g_was_trained_with(tiny_engine, served_table,
-                                                                            catalog) -> None:
-    """A table trained with input dropout records `history_scale`: a title outside the catalog and a hot-added
-    item enter `s` with g's vector times it (bias unchanged), warm items with their stored rows."""
-    table, folder, index = served_table
-    store = ItemStore.load(index)
-    featurizer = ContentFeaturizer(table.spec, tiny_engine, None, table.center)
-    original = catalog["5"]
-    hot = replace(original, item_id="hot-5")
-    store.add_items([hot], table.content_rows(featurizer.features([hot])))
-    user = UserHistory((HistoryLine("3"), HistoryLine("hot"), HistoryLine(original.title)), ("3", "hot-5", None))
-    plain = history_rows(store, user, 20, featurizer, table)
-    scaled_table = TableArtifact(table.model, table.item_ids, table.spec, table.center, table.fingerprint,
-                                 {**table.meta, "history_scale": 0.5})
-    scaled = history_rows(store, user, 20, featurizer, scaled_table)
-    np.testing.assert_array_equal(scaled[0], plain[0])  # the warm item: its stored row
-    np.testing.assert_allclose(scaled[1:, :-1], 0.5 * plain[1:, :-1], rtol=1e-6)
-    np.testing.assert_array_equal(scaled[1:, -1], plain[1:, -1])
-    np.testing.assert_allclose(plain[2], table.content_rows(featurizer.of_titles([original.title]))[0], atol=1e-6)

@@ -338,7 +338,7 @@ def _user_vectors(served: ServedTable, histories: Sequence[Sequence[Interaction]
     """u = s(history) for each history (items as served; the most recent `max_len` items in the table)."""
     model, code = served.artifact.model, served.artifact.code_of
     with torch.inference_mode():
-        rows = rows_as_read(model, served.fixed, model.content_rows(served.features), served.artifact.history_scale)
+        rows = rows_as_read(model, served.fixed, model.content_rows(served.features))
         coded = [[code[x.item_id] for x in h if x.item_id in code][-model.config.max_len:] for h in histories]
         return model.user_vectors(rows[right_padded(coded), :-1], torch.tensor([len(h) for h in coded]))
 

@@ -29,7 +29,7 @@ from trainer.train.index import IndexJobConfig, build_index
 from trainer.train.reasoning_sft import ReasoningSftConfig, train_reasoning
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
 from trainer.train.table.config import TableTrainConfig
-from trainer.train.table.content import Ranking, _epoch, content_shown, validate_with_content_shown
+from trainer.train.table.content import Ranking, content_shown, validate_with_content_shown
 from trainer.train.table.features import item_features, table_store
 from trainer.train.table.job import train_table
 
@@ -205,38 +205,6 @@ def test_the_validation_ranks_are_those_of_the_items_served_by_their_content(dat
         else:  # the history's own rows move with g too when it holds items without a residual
             assert all(h == e for h, e, ex in zip(ranked.ranks(scale, offset), expected, examples, strict=True)
                        if all(bool(model.warm[code[x.item_id]]) for x in ex.history))
-
-
-@pytest.mark.parametrize("input_dropout", [0.0, 0.9])
-def test_g_learns_from_the_history_side_only_with_input_dropout(input_dropout: float) -> None:
-    torch.manual_seed(0)
-    model = TableModel(TableConfig(n_items=6, content_dim=4, dim=8, content_hidden=8, max_len=5, blocks=1,
-                                   dropout=0.0), torch.ones(6, dtype=torch.bool))
-    model.requires_grad_(False)
-    model.content_map.requires_grad_(True)
-    fixed = torch.cat([torch.zeros(1, 9), torch.randn(6, 9)])
-    before = [p.clone() for p in model.content_map.parameters()]
-    optimizer = torch.optim.SGD(model.content_map.parameters(), lr=0.1)
-    # no item is shown by g(c) as a candidate: only histories read through g can move it
-    _epoch(model, fixed, torch.randn(7, 4), optimizer, [[1, 2, 3, 4], [2, 3, 4, 5, 6]], 0.0, input_dropout, 2,
-           torch.Generator().manual_seed(0), 1)
-    moved = any(not torch.equal(b, p) for b, p in zip(before, model.content_map.parameters(), strict=True))
-    assert moved == (input_dropout > 0)
-
-
-def test_a_table_trained_as_an_input_reads_titles_at_gs_trained_scale(data: Path, tiny_engine: TransformersEngine,
-                                                                      tmp_path: Path) -> None:
-    artifact = train_table(tiny_table_config(data, tmp_path / "input", max_epochs=2, head=False, input_dropout=0.3),
-                           tiny_engine)
-    scale = artifact.meta["calibration"]["scale"]
-    assert artifact.meta["config"]["input_dropout"] == 0.3 and artifact.history_scale == pytest.approx(1 / scale)
-    features = np.random.default_rng(0).normal(size=(3, artifact.model.config.content_dim)).astype(np.float32)
-    served = artifact.content_rows(features)
-    read = artifact.as_history(served)
-    np.testing.assert_allclose(read[:, :-1], served[:, :-1] / scale, rtol=1e-6)
-    np.testing.assert_array_equal(read[:, -1], served[:, -1])
-    plain = tiny_table_config(data, tmp_path / "plain")
-    assert "input_dropout" not in plain.fingerprint()  # tables made before the setting still resume
 
 
 def test_a_table_cannot_start_from_a_missing_sasrec(data: Path, tiny_engine: TransformersEngine,

@@ -48,9 +48,6 @@ class TableTrainConfig(SplitConfig, HeadTraining):
     residual_dropout: float = 0.1
     """Share of the items shown by g(c) instead of their SASRec+ row at each step, so g learns to place them
     (DropoutNet)."""
-    input_dropout: float = 0.0
-    """Share of the items that enter the encoder's histories as g(c) at each step (DropoutNet on the input side), so
-    that a history item known by its text alone (a title outside the catalog) is read as its users' items are."""
     sasrec_checkpoint: Path | None = None
     """The SASRec+ checkpoint to start from; default `artifacts/sasrec/<dataset>-<protocol>-seed<seed>`."""
     warm_tolerance: float = 0.05
@@ -83,9 +80,8 @@ class TableTrainConfig(SplitConfig, HeadTraining):
         super().__post_init__()
         if not 0 <= self.warm_tolerance < 1:
             raise ValueError(f"--warm-tolerance must be in [0, 1), got {self.warm_tolerance}")
-        for name, share in (("residual-dropout", self.residual_dropout), ("input-dropout", self.input_dropout)):
-            if not 0 <= share < 1:
-                raise ValueError(f"--{name} must be in [0, 1), got {share}")
+        if not 0 <= self.residual_dropout < 1:
+            raise ValueError(f"--residual-dropout must be in [0, 1), got {self.residual_dropout}")
         self.check_head_training()
         if self.lr <= 0:
             raise ValueError("--lr must be positive")
@@ -102,7 +98,6 @@ class TableTrainConfig(SplitConfig, HeadTraining):
         return self.out_dir or table_dir(self.dataset, self.protocol, self.seed)
 
     def fingerprint(self) -> dict:
-        """Everything that decides the result (not where it is written or when training stops; `input_dropout` only
-        when on, so that tables made before it existed stay resumable)."""
+        """Everything that decides the result (not where it is written or when training stops)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-                if k not in ("out_dir", "max_epochs", "patience") and not (k == "input_dropout" and not v)}
+                if k not in ("out_dir", "max_epochs", "patience")}

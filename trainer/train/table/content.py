@@ -10,11 +10,6 @@ alone (`content_shown`: a cold-items split's cold items, else a seeded share of 
 their rows, calibrates how the two compete (`calibrate`: a scale of g's vector and an offset of its bias, chosen
 so that warm targets keep their level) and early-stops on that calibrated NDCG@10.
 
-With `input_dropout`, DropoutNet also works on the input side: a random share of the items in the histories enter
-the frozen encoder as g(c) (gradients reach g through it), so that a history item known by its text alone (a title
-outside the catalog, a hot-added item) is read as its users' items are; such a table records `history_scale`
-(1 / the calibration's scale) so that `s` reads g's vector at the scale it was trained with.
-
 Served rows stay `[v_i, b_i] = g(c_i) + e_i`: when a model is saved the residuals are set to `e_i = w_i - g(c_i)`
 (`w_i` the SASRec+ row, bias 0), so every warm item's row is exactly SASRec+'s and a cold or hot-added one's is
 `g(c)`.
@@ -87,7 +82,7 @@ def train_content_map(model: TableModel, fixed: torch.Tensor, features: torch.Te
 
     return run_epochs(run, config.max_epochs, config.patience,
                       lambda epoch: _epoch(model, fixed, features, optimizer, sequences, config.residual_dropout,
-                                           config.input_dropout, config.batch_size, order_gen, epoch),
+                                           config.batch_size, order_gen, epoch),
                       lambda: validate_with_content_shown(model, fixed, features, valid, code, shown,
                                                           config.warm_tolerance), save_best)
 
@@ -101,24 +96,16 @@ def fold_residuals(model: TableModel, fixed: torch.Tensor, features: torch.Tenso
 
 
 def _epoch(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, optimizer: torch.optim.Optimizer,
-           sequences: list[list[int]], residual_dropout: float, input_dropout: float, batch_size: int,
-           order_gen: torch.Generator, epoch: int) -> float:
-    """One pass over the users in a seeded order; each step shows a fresh random item share through g(c) as
-    candidates and, with `input_dropout`, another as history items."""
+           sequences: list[list[int]], residual_dropout: float, batch_size: int, order_gen: torch.Generator,
+           epoch: int) -> float:
+    """One pass over the users in a seeded order; each step shows a fresh random item share through g(c)."""
     model.eval()  # the frozen encoder without dropout
     model.content_map.train()
     not_warm = ~model.warm[1:]
 
     def logits_of(inputs: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        lengths = (inputs != PAD).sum(dim=1)
-        if input_dropout:
-            read_by_content = torch.rand(len(fixed)) < input_dropout
-            read_by_content[PAD] = False
-            history = torch.where(read_by_content[:, None], model.content_rows(features), fixed)
-            hidden = model.encode(history[inputs, :-1], lengths)[real]
-        else:
-            with torch.no_grad():
-                hidden = model.encode(fixed[inputs, :-1], lengths)[real]
+        with torch.no_grad():
+            hidden = model.encode(fixed[inputs, :-1], (inputs != PAD).sum(dim=1))[real]
         shown_by_content = torch.rand(len(fixed)) < residual_dropout
         rows = torch.where(shown_by_content[:, None], model.content_rows(features), fixed)
         return scores(hidden, rows[1:]).masked_fill(not_warm, float("-inf"))
@@ -170,12 +157,10 @@ def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, ex
             "content_shown_items": int(shown.sum())}
 
 
-def rows_as_read(model: TableModel, fixed: torch.Tensor, content: torch.Tensor,
-                 history_scale: float = 1.0) -> torch.Tensor:
+def rows_as_read(model: TableModel, fixed: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """Every item's row (n_items + 1, dim + 1) as the encoder `s` reads it in a history: a warm item's fixed row,
-    any other item's g row `content` with its vector times `history_scale` (`TableArtifact.as_history`)."""
-    as_history = torch.cat([content[:, :-1] * history_scale, content[:, -1:]], dim=1)
-    return torch.where(model.warm[:, None], fixed, as_history)
+    any other item's g row from `content`."""
+    return torch.where(model.warm[:, None], fixed, content)
 
 
 CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
@@ -184,12 +169,11 @@ CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 class Ranking:
     """The parts of the ranking that do not depend on g's scale and bias offset, per example: the fixed rows'
     scores (history and target excluded, sorted), u . g(c) and g_b(c) of the shown items, and the target's. The
-    history is read as served (warm items by their fixed rows, the others by g with its vector times
-    `history_scale`, `TableArtifact.as_history`), so only items without a residual in it move with the calibration
-    (none in leave-one-out)."""
+    history is read as served (warm items by their fixed rows), so only items without a residual in it move with
+    the calibration (none in leave-one-out)."""
 
     def __init__(self, model: TableModel, fixed: torch.Tensor, features: torch.Tensor, examples: Sequence[Example],
-                 code: dict[str, int], shown: torch.Tensor, history_scale: float = 1.0) -> None:
+                 code: dict[str, int], shown: torch.Tensor) -> None:
         model.eval()
         max_len = model.config.max_len
         usable = [e for e in examples if any(x.item_id in code for x in e.history)]
@@ -198,7 +182,7 @@ class Ranking:
         parts: list[tuple[torch.Tensor, ...]] = []
         with torch.inference_mode():
             content = model.content_rows(features)
-            history_rows = rows_as_read(model, fixed, content, history_scale)  # as served: stand-ins keep theirs
+            history_rows = rows_as_read(model, fixed, content)  # as served: shown stand-ins keep theirs
             self.content_bias = content[shown, -1]
             for first in tqdm(range(0, len(usable), VALID_BATCH), desc="validating", unit="batch", leave=False):
                 batch = usable[first : first + VALID_BATCH]

@@ -100,9 +100,7 @@ def _train_on_sasrec(config: TableTrainConfig, sasrec: SasrecScorer, artifact: T
                             config.warm_tolerance)
     fold_residuals(best.model, fixed, features)
     log.info("g calibrated on validation: %s", calibration)
-    history_scale = {"history_scale": 1 / calibration["scale"]} if config.input_dropout else {}
-    best.save(folder, {**_meta(config, ds, split, state, "encoder done"), "calibration": calibration,
-                       **history_scale})
+    best.save(folder, {**_meta(config, ds, split, state, "encoder done"), "calibration": calibration})
 
 
 def _sequences(max_len: int, split: Split, code: dict[str, int]) -> list[list[int]]:

@@ -48,8 +48,7 @@ class ServedTable:
 
     def ranking(self, examples: Sequence[Example]) -> Ranking:
         """The examples ranked as served (examples without a history item in the table are left out)."""
-        return Ranking(self.artifact.model, self.fixed, self.features, examples, self.artifact.code_of, self.shown,
-                       self.artifact.history_scale)
+        return Ranking(self.artifact.model, self.fixed, self.features, examples, self.artifact.code_of, self.shown)
 
 
 def load_served_table(dataset: str, protocol: str = "cold-items", engine: Engine | None = None,
