@@ -189,7 +189,7 @@ async def start_state(served: Served, metrics: Metrics) -> AppState:
         settings, metrics, engine, cache, served.index_dir, InflightLimiter(settings.max_inflight, metrics),
         Coalescer(cache, metrics), table=table, featurizer=featurizer, rating=served.rating,
     )
-    llm = LlmServing(engine, table, featurizer, state.coalescer, settings.request_timeout_s, settings.popularity_prior,
+    llm = LlmServing(engine, table, state.coalescer, settings.request_timeout_s, settings.popularity_prior,
                      served.conclusion)
     state.rankers = build_rankers(state.ready_store, metrics, llm, settings.sasrec_checkpoint)
     if settings.catalog_sync:

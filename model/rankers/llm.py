@@ -23,7 +23,6 @@ from indexer.core.catalog import Catalog
 from indexer.store import ItemStore
 from model.claims import Prediction
 from model.engines.base import Engine
-from model.networks.item_features import ContentFeaturizer
 from model.networks.table_artifact import TableArtifact
 from model.prompts import UserHistory, user_prompt
 from model.rankers.base import RankedItems
@@ -61,15 +60,14 @@ class LlmRanker:
 
     uses_engine: ClassVar[bool] = True
 
-    def __init__(self, mode: str, engine: Engine, table: TableArtifact | None = None,
-                 featurizer: ContentFeaturizer | None = None, head: HeadUse = "residual",
+    def __init__(self, mode: str, engine: Engine, table: TableArtifact | None = None, head: HeadUse = "residual",
                  term: ConclusionTerm | None = None) -> None:
         if mode not in LLM_MODES:
             raise ValueError(f"LLM ranker mode must be one of {', '.join(LLM_MODES)}, got {mode!r}")
         if table is not None and head == "residual" and (not table.has_head or table.model.head_is_zero):
             head = "none"  # f(h) adds nothing: s(history) alone
         self.name = self.mode = mode
-        self.engine, self.table, self.featurizer, self.head = engine, table, featurizer, head
+        self.engine, self.table, self.head = engine, table, head
         self.term = term if term is not None and mode == "reasoning" else ConclusionTerm()
 
     @property
@@ -140,5 +138,5 @@ class LlmRanker:
         if self.table is None:
             return store.search(states, k, exclude, popularity_prior, counts, terms)
         max_len = self.table.model.config.max_len
-        rows = [history_rows(store, h, max_len, self.featurizer, self.table) for h in histories]
+        rows = [history_rows(store, h, max_len, None, self.table) for h in histories]  # titles: the prompt only
         return store.search(queries(user_vectors(self.table, rows, states, self.head)), k, exclude, terms=terms)

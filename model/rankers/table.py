@@ -3,9 +3,10 @@ sequence encoder alone.
 
 The item index of a table (`indexer` metric "ip") holds every item's row [v, b]; a user's history enters the
 encoder `s` as the rows of its items read back from that index, so hot-added items count as soon as they are
-indexed. A history entry given by title only enters through its text (content features -> g), when a featurizer
-is given (the language-model rankers have the engine for it); otherwise it is skipped. The query is [u, 1], so
-the index's inner product is the score u . v + b.
+indexed. A history entry given by title only (a film the catalog lacks) is left out of `s` by the served rankers
+(the language model still reads it in the prompt): placed by g from its text it cost more than leaving it out
+(`docs/results/ml-100k-leave-one-out-title-history.md`); `history_rows` places it so, when given a featurizer,
+for that measurement. The query is [u, 1], so the index's inner product is the score u . v + b.
 
 `TableRanker` ranks with `s(history)` alone (no language model): the "s alone" row of every report; with
 `residuals=False` the items keep their content part only ("without e").

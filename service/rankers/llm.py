@@ -20,7 +20,6 @@ from typing import ClassVar
 import numpy as np
 
 from model.engines.base import Deadline, Engine
-from model.networks.item_features import ContentFeaturizer
 from model.networks.table_artifact import TableArtifact
 from model.rankers.conclusion import ConclusionTerm
 from model.rankers.llm import LlmRanker, UserState
@@ -38,8 +37,6 @@ class LlmServing:
     engine: Engine
     table: TableArtifact | None
     """The item table: u = s(history) + f(state) over its rows; None: the raw state by cosine."""
-    featurizer: ContentFeaturizer | None
-    """Content features of titles outside the catalog (with the table)."""
     coalescer: Coalescer
     timeout_s: float
     """How long a request waits for the engine (`REASONREC_REQUEST_TIMEOUT_S`)."""
@@ -58,7 +55,7 @@ class ServedLlmRanker:
 
     def __init__(self, store: StoreGetter, metrics: Metrics, llm: LlmServing) -> None:
         self.store, self.metrics, self.llm = store, metrics, llm
-        self.core = LlmRanker(self.mode, llm.engine, llm.table, llm.featurizer, term=llm.conclusion)
+        self.core = LlmRanker(self.mode, llm.engine, llm.table, term=llm.conclusion)
 
     async def compute(self, prompt: str, query: RankQuery, deadline: Deadline) -> CacheEntry:
         out = (await call_engine(lambda: self.core.encode([prompt], query.reasoning_tokens), deadline))[0]
@@ -85,7 +82,7 @@ class ServedLlmRanker:
         with self.metrics.stage("search", timings_ms):
             results = await asyncio.to_thread(self.core.search, store, [query.history], user.vector[None, :], query.k,
                                               [query.exclude], llm.popularity_prior, None, predictions)
-        return Ranked(results[0], user.reasoning, cached, self.core.notes(), predictions[0])
+        return Ranked(results[0], user.reasoning, cached, self.core.notes() + self._title_notes(query), predictions[0])
 
     async def _rank_without_engine(self, query: RankQuery, timings_ms: dict[str, float]) -> Ranked:
         """`direct` when the state adds nothing to the score: s(history) alone, no forward pass."""
@@ -94,7 +91,15 @@ class ServedLlmRanker:
         with self.metrics.stage("search", timings_ms):
             results = await asyncio.to_thread(self.core.search, store, [query.history], no_state, query.k,
                                               [query.exclude])
-        return Ranked(results[0], notes=self.core.notes())
+        return Ranked(results[0], notes=self.core.notes() + self._title_notes(query))
+
+    def _title_notes(self, query: RankQuery) -> tuple[str, ...]:
+        """Entries given by title only have no row for `s` (placed by their text they cost more than leaving them
+        out: docs/results/ml-100k-leave-one-out-title-history.md)."""
+        if self.llm.table is None or all(i is not None for i in query.history.item_ids):
+            return ()
+        return ("the history entries given by title only are left out of s(history); the model reads them in the "
+                "prompt",)
 
 
 class ReasoningRanker(ServedLlmRanker):

@@ -1,7 +1,7 @@
 """The gateway with an item table (`REASONREC_TABLE`): direct answers u = s(history) + f(h) against the table's
 rows exactly as the ranker core computes it, a hot-added item is placed through g by its text (a twin of an
-existing item lands next to it), titles outside the catalog enter through their text, and an index of another
-table is refused."""
+existing item lands next to it), titles outside the catalog reach the model's prompt and stay out of `s`, and an
+index of another table is refused."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from model.engines.transformers_engine import TransformersEngine
 from model.networks.item_features import ContentFeaturizer, FeatureSpec
 from model.networks.item_table import TableConfig, TableModel
 from model.networks.table_artifact import TableArtifact
-from model.prompts import UserHistory, item_prompt
+from model.prompts import HistoryLine, UserHistory, item_prompt
 from model.rankers.llm import LlmRanker
 
 
@@ -86,12 +86,22 @@ def test_a_hot_added_twin_is_placed_by_its_text_next_to_its_original(serve, tiny
     assert "twin-5" in nearest
 
 
-def test_a_title_outside_the_catalog_enters_through_its_text(serve, tiny_engine, served_table) -> None:
-    _, folder, index = served_table
+def test_a_title_outside_the_catalog_is_read_by_the_model_and_left_out_of_s(serve, tiny_engine,
+                                                                           served_table) -> None:
+    table, folder, index = served_table
     server = serve(tiny_settings(index, table=folder), tiny_engine)
     body = {"history": [{"title": "A Film Nobody Indexed (1999)", "rating": 5}], "k": 3, "ranker": "direct"}
     data = server.client.post("/recommend", json=body).json()
     assert data["ranker"] == "direct" and len(data["items"]) == 3, data
+    assert any("title only are left out of s(history)" in note for note in data["notes"]), data["notes"]
+    store = ItemStore.load(index)
+    core = LlmRanker("direct", tiny_engine, table)
+    with_title = UserHistory((HistoryLine("A Film Nobody Indexed (1999)"), HistoryLine("x")), (None, "3"))
+    without = UserHistory((HistoryLine("x"),), ("3",))
+    assert "A Film Nobody Indexed" in core.prompt(with_title)  # the model reads it
+    states = tiny_engine.embed_direct([core.prompt(with_title)])
+    found = [core.search(store, [h], states, 5, [{"3"}])[0] for h in (with_title, without)]
+    assert found[0] == found[1]  # s reads the catalog's items only
 
 
 def test_an_index_of_another_table_is_refused(serve, tiny_engine, catalog, served_table, tmp_path) -> None:

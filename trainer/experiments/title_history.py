@@ -2,9 +2,9 @@
 user's last `titles` history items are given by title only, as a client sends a film the catalog does not have,
 and the target is ranked over every item (history excluded) in three forms of the same history:
 - `ids`: every item by its catalog id (its served row: SASRec+'s for warm items);
-- `titles`: the last items by title only, entering the encoder `s` through their text, `g(features of the title)`,
-  exactly as the served rankers read them (`model.rankers.table.history_rows` with the content featurizer);
-- `dropped`: those items left out (what a ranker that cannot read a title does).
+- `titles`: the last items by title only, entering the encoder `s` through their text, `g(features of the title)`
+  (`model.rankers.table.history_rows` with the content featurizer), as a hot-added item's row would;
+- `dropped`: those items left out (what the served rankers do: the title stays in the prompt only).
 `titles` above `dropped` says the placed row carries what the item meant to the user; the gap to `ids` is what
 placement by text still loses. Several tables (e.g. g trained by two recipes) are measured on
 the same users; the paired differences come with bootstrap intervals. Writes
@@ -211,7 +211,8 @@ def _markdown(report: dict) -> str:
     lines += [f"- **{key}**: {value}" for key, value in report["header"].items()]
     lines += ["", "Mean over users with a 95% percentile bootstrap interval; the users and resamples are the same "
               "for every row. `ids`: the history as the catalog knows it; `titles`: its last items by title only "
-              "(placed by g from the title's text, as served); `dropped`: those items left out.", ""]
+              "(placed by g from the title's text, as a hot-added item is); `dropped`: those items left out (as the "
+              "served rankers do).", ""]
     for table in report["tables"]:
         lines += [f"## Table `{table['table']}`", "",
                   f"Settings apart from the first table: {table['settings_apart'] or 'none'}.", "",

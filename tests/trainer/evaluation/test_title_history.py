@@ -1,5 +1,5 @@
 """`reasonrec experiment title-history` on a tiny cold-items table: the three forms of a history, the `titles`
-form read as served (the title's row is g of the title's features), and the report of two tables on the same
+form placed by g (the title's row is g of the title's features), and the report of two tables on the same
 users."""
 
 from __future__ import annotations
