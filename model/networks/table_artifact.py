@@ -114,6 +114,12 @@ class TableArtifact:
             rows[row] = trained[table_code]
         return rows
 
+    def content_served(self, item_ids: Sequence[str]) -> np.ndarray:
+        """(n,) bool: which of `item_ids` are served by g(c) alone (no residual: outside the table or without
+        training interactions), the candidates of the cold slots (`model.rankers.cold_slots`)."""
+        code, warm = self.code_of, self.model.warm
+        return np.array([item_id not in code or not bool(warm[code[item_id]]) for item_id in item_ids], dtype=bool)
+
     @property
     def table_hash(self) -> str:
         """Identifies the trained weights (index manifests and cache keys carry it)."""

@@ -25,7 +25,8 @@ from model.claims import Prediction
 from model.engines.base import Engine
 from model.networks.table_artifact import TableArtifact
 from model.prompts import UserHistory, user_prompt
-from model.rankers.base import RankedItems
+from model.rankers.base import RankedItems, top_k_of
+from model.rankers.cold_slots import ColdSlots
 from model.rankers.conclusion import ConclusionTerm, conclusion
 from model.rankers.table import HeadUse, history_rows, queries, user_vectors
 
@@ -69,6 +70,8 @@ class LlmRanker:
         self.name = self.mode = mode
         self.engine, self.table, self.head = engine, table, head
         self.term = term if term is not None and mode == "reasoning" else ConclusionTerm()
+        self.slots = ColdSlots.from_meta(table.meta) if table is not None else ColdSlots()
+        self._content_served: tuple[Catalog, list[str]] | None = None
 
     @property
     def state_in_score(self) -> bool:
@@ -81,7 +84,16 @@ class LlmRanker:
         return self.mode == "reasoning" or self.state_in_score
 
     def notes(self) -> tuple[str, ...]:
-        """What a response should say about the model's part in this ranking."""
+        """What a response should say about the model's part in this ranking (and about the cold slots)."""
+        return self._model_notes() + self._slot_notes()
+
+    def _slot_notes(self) -> tuple[str, ...]:
+        if self.slots.is_off:
+            return ()
+        return (f"up to {self.slots.max_slots} of the last places go to items placed by their text alone (no "
+                f"interactions yet) that score within {self.slots.margin:.3g} of the item they displace",)
+
+    def _model_notes(self) -> tuple[str, ...]:
         if self.mode == "direct":
             return () if self.state_in_score else (
                 "the head on the model's state is zero (it kept its zero start in training): direct ranks by "
@@ -139,4 +151,28 @@ class LlmRanker:
             return store.search(states, k, exclude, popularity_prior, counts, terms)
         max_len = self.table.model.config.max_len
         rows = [history_rows(store, h, max_len, None, self.table) for h in histories]  # titles: the prompt only
-        return store.search(queries(user_vectors(self.table, rows, states, self.head)), k, exclude, terms=terms)
+        users = queries(user_vectors(self.table, rows, states, self.head))
+        results = store.search(users, k, exclude, terms=terms)
+        if self.slots.is_off:
+            return results
+        cold_ids = self.content_served_ids(store.catalog)
+        if not cold_ids:
+            return results
+        cold_scores = users @ store.vectors_of(cold_ids).T
+        gated = []
+        for row, top in enumerate(results):
+            bonus = terms[row] if terms else {}
+            scored = cold_scores[row] + np.array([bonus.get(i, 0.0) for i in cold_ids])
+            cold = top_k_of(scored, cold_ids, k + self.slots.max_slots, exclude[row] if exclude else ())
+            gated.append(self.slots.merge(top, cold, k, set(cold_ids)))
+        return gated
+
+    def content_served_ids(self, catalog: Catalog) -> list[str]:
+        """The catalog's items served by g(c) alone (cold, hot-added), kept per catalog version."""
+        assert self.table is not None
+        known = self._content_served
+        if known is None or known[0] is not catalog:
+            ids = catalog.ids()
+            known = (catalog, [i for i, served in zip(ids, self.table.content_served(ids), strict=True) if served])
+            self._content_served = known
+        return known[1]

@@ -1,10 +1,11 @@
 """The gateway with an item table (`REASONREC_TABLE`): direct answers u = s(history) + f(h) against the table's
 rows exactly as the ranker core computes it, a hot-added item is placed through g by its text (a twin of an
 existing item lands next to it), titles outside the catalog reach the model's prompt and stay out of `s`, and an
-index of another table is refused."""
+index of another table is refused; with the cold-slot gate a hot-added item takes the last place."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from model.networks.item_features import ContentFeaturizer, FeatureSpec
 from model.networks.item_table import TableConfig, TableModel
 from model.networks.table_artifact import TableArtifact
 from model.prompts import HistoryLine, UserHistory, item_prompt
+from model.rankers.cold_slots import ColdSlots
 from model.rankers.llm import LlmRanker
 
 
@@ -143,3 +145,23 @@ def test_a_zero_head_means_direct_runs_no_forward_pass_and_says_so(serve, tiny_e
     assert [method for method, _ in engine.calls] == ["reason"] and reasoning["reasoning"] is not None
     assert any("does not enter the score" in note for note in reasoning["notes"])
     assert [i["item_id"] for i in reasoning["items"]] == [i for i, _ in alone]
+
+
+def test_a_hot_added_item_takes_the_last_place_through_the_cold_slots(serve, tiny_engine, served_table,
+                                                                      catalog) -> None:
+    table, folder, index = served_table
+    table.save(folder, {**table.meta, "cold_slots": ColdSlots(1, math.inf).to_meta()})  # the gate train-table fits
+    server = serve(tiny_settings(index, table=folder), tiny_engine)
+    body = {"history": history("3", "7", "12"), "k": 5, "ranker": "direct"}
+    before = server.client.post("/recommend", json=body).json()
+    new = {"item_id": "new-1", "title": "A Film Added Today (2026)", "genres": ["Drama"], "year": 2026}
+    assert server.client.post("/admin/items", json={"items": [new]}, headers=admin_headers()).status_code == 200
+    after = server.client.post("/recommend", json=body).json()
+    ids_before, ids_after = ([i["item_id"] for i in r["items"]] for r in (before, after))
+    # the only item without interactions: it takes the last place (unless it made the list on its own score)
+    assert "new-1" not in ids_before and "new-1" in ids_after, after
+    if ids_after[-1] == "new-1":
+        assert ids_after[:-1] == ids_before[:-1]
+    assert any("placed by their text alone" in note for note in after["notes"]), after["notes"]
+    scores = [i["score"] for i in after["items"]]
+    assert scores == sorted(scores, reverse=True)

@@ -4,6 +4,7 @@ metadata, resumes and refuses other settings, places cold items by g(c) alone, a
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from model.engines.transformers_engine import TransformersEngine
 from model.networks.item_table import TableConfig, TableModel
 from model.networks.sasrec import SasrecScorer, last_logits, right_padded
 from model.networks.table_artifact import META_FILE, WEIGHTS_FILE, TableArtifact
+from model.rankers.cold_slots import ColdSlots
 from model.rankers.popular import PopularRanker
 from model.rankers.table import TableRanker
 from trainer.data import load_dataset
@@ -28,6 +30,7 @@ from trainer.protocol.metrics import mean_metrics, ranking_metrics
 from trainer.train.index import IndexJobConfig, build_index
 from trainer.train.reasoning_sft import ReasoningSftConfig, train_reasoning
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
+from trainer.train.table.cold_slots import TopLists, fit_cold_slots
 from trainer.train.table.config import TableTrainConfig
 from trainer.train.table.content import Ranking, content_shown, validate_with_content_shown
 from trainer.train.table.features import item_features, table_store
@@ -155,6 +158,7 @@ def test_the_table_serves_sasrecs_rows_for_warm_items_and_g_for_the_others(train
     assert "served by g(c) alone" in meta["model"] and meta["metrics"]["valid"]["epoch"] == meta["best_epoch"] >= 1
     calibration = meta["calibration"]
     assert calibration["valid_ndcg10_after"] >= calibration["valid_ndcg10_before"]
+    assert {"max_slots", "margin", "valid"} <= meta["cold_slots"].keys()  # the gate fitted on the same validation
     split = make_split(ds, "leave-one-out")
     fixed = torch.zeros_like(table)
     fixed[warm] = table[warm]
@@ -205,6 +209,47 @@ def test_the_validation_ranks_are_those_of_the_items_served_by_their_content(dat
         else:  # the history's own rows move with g too when it holds items without a residual
             assert all(h == e for h, e, ex in zip(ranked.ranks(scale, offset), expected, examples, strict=True)
                        if all(bool(model.warm[code[x.item_id]]) for x in ex.history))
+
+
+def test_the_gated_validation_ranks_are_those_of_the_served_gate(data: Path) -> None:
+    torch.manual_seed(1)
+    ds = load_dataset("ml-1m-zip", data)
+    examples = make_split(ds, "leave-one-out").valid[:20]
+    code = {item_id: c for c, item_id in enumerate(ds.catalog.ids(), start=1)}
+    warm = torch.tensor([i % 5 != 0 for i in range(len(code))])
+    model = TableModel(TableConfig(n_items=len(code), content_dim=5, dim=8, content_hidden=8, max_len=12, blocks=1,
+                                   dropout=0.0), warm).eval()
+    with torch.no_grad():
+        model.content_map.net[-1].weight.normal_()
+        model.content_map.net[-1].bias.normal_()
+    features = torch.cat([torch.zeros(1, 5), torch.randn(len(code), 5)])
+    fixed = torch.randn(len(code) + 1, 9) * model.warm[:, None]
+    shown = ~model.warm
+    shown[0] = False
+    ranked = Ranking(model, fixed, features, examples, code, shown)
+    lists = TopLists.of(ranked)
+    with torch.no_grad():
+        rows = torch.where(model.warm[:, None], fixed, model.content_rows(features))
+    ids = [str(c) for c in range(1, len(code) + 1)]
+    cold_mask = shown[1:].numpy()
+    spread = ranked.score_sd()
+    for slots in (ColdSlots(), ColdSlots(1, math.inf), ColdSlots(2, 0.5 * spread), ColdSlots(3, math.inf)):
+        expected = []
+        for e in examples:
+            history = [code[x.item_id] for x in e.history][-12:]
+            with torch.no_grad():
+                user = model.user_vectors(rows[torch.tensor([history]), :-1], torch.tensor([len(history)]))[0]
+            all_scores = (rows[1:] @ torch.cat([user, torch.ones(1)])).double().numpy()
+            gated = [int(i) for i, _ in slots.top_k(all_scores, ids, cold_mask, 10, {str(c) for c in history})]
+            target = code[e.target.item_id]
+            expected.append(gated.index(target) + 1 if target in gated else np.inf)
+        np.testing.assert_array_equal(lists.ranks(slots), expected)
+    chosen, fit = fit_cold_slots(ranked, 1.0, 0.0, 0.05)
+    assert fit["grid"][0]["max_slots"] == 0 and len(fit["grid"]) > 1  # no gate is always a candidate
+    floor = fit["warm_ndcg10_floor"]
+    best = max(fit["grid"], key=lambda r: (r["warm_ndcg10"] >= floor, r["ndcg10"] if r["warm_ndcg10"] >= floor
+                                                                       else r["warm_ndcg10"]))
+    assert chosen.to_meta() == {"max_slots": best["max_slots"], "margin": best["margin"]}
 
 
 def test_a_table_cannot_start_from_a_missing_sasrec(data: Path, tiny_engine: TransformersEngine,

@@ -140,12 +140,11 @@ def validate_with_content_shown(model: TableModel, fixed: torch.Tensor, features
             "scale": scale, "offset": offset}
 
 
-def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, examples: Sequence[Example],
-              code: dict[str, int], shown: torch.Tensor, warm_tolerance: float) -> dict[str, float]:
-    """Choose a scale of g's vector and an offset of its bias on the examples (`Ranking.best_calibration`, with the
-    `shown` items served by g(c) alone) and fold them into g's output layer: how items placed by their content
-    alone compete with the warm items' SASRec+ rows. Returns the choice and the NDCG@10 before and after."""
-    ranked = Ranking(model, fixed, features, examples, code, shown)
+def calibrate(model: TableModel, ranked: Ranking, warm_tolerance: float) -> dict[str, float]:
+    """Choose a scale of g's vector and an offset of its bias on validation examples ranked with some items served
+    by g(c) alone (`ranked`, made with `model`; `Ranking.best_calibration`) and fold them into g's output layer: how
+    items placed by their content alone compete with the warm items' SASRec+ rows. Returns the choice and the
+    NDCG@10 before and after."""
     scale, offset, after = ranked.best_calibration(warm_tolerance)
     output = model.content_map.net[-1]
     with torch.no_grad():
@@ -154,7 +153,7 @@ def calibrate(model: TableModel, fixed: torch.Tensor, features: torch.Tensor, ex
         output.bias[-1] += offset
     before = float(ranking_metrics(ranked.ranks(1.0, 0.0))["NDCG@10"].mean()) if len(ranked.target_dot) else 0.0
     return {"scale": scale, "offset": offset, "valid_ndcg10_before": before, "valid_ndcg10_after": after,
-            "content_shown_items": int(shown.sum())}
+            "content_shown_items": ranked.shown_items}
 
 
 def rows_as_read(model: TableModel, fixed: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -209,6 +208,7 @@ class Ranking:
             (torch.zeros(0),) * 3 + (torch.zeros(0, dtype=torch.bool),) if empty
             else tuple(torch.cat([p[i] for p in parts]) for i in range(2, 6)))
         self.target_shown = target_shown.numpy()
+        self.shown_items = int(shown.sum())
 
     def best_calibration(self, warm_tolerance: float) -> tuple[float, float, float]:
         """(scale, offset, NDCG@10) of the grid point (scales `CALIBRATION_SCALES`, offsets from -6 to +2 standard

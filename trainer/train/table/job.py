@@ -31,8 +31,10 @@ from trainer.data.protocols import check_same_run, make_split
 from trainer.data.splits import ColdSplit, Split, sample_examples
 from trainer.machine import machine_line
 from trainer.train.epochs import RESUME_FILE, EpochState
+from trainer.train.table.cold_slots import fit_cold_slots
 from trainer.train.table.config import TableTrainConfig
 from trainer.train.table.content import (
+    Ranking,
     calibrate,
     content_shown,
     fold_residuals,
@@ -96,11 +98,13 @@ def _train_on_sasrec(config: TableTrainConfig, sasrec: SasrecScorer, artifact: T
     state = train_content_map(model, fixed, features, config, sequences, valid, code, stand_ins,
                               lambda state: artifact.save(folder, _meta(config, ds, split, state, "training")))
     best = TableArtifact.load(folder)
-    calibration = calibrate(best.model, fixed, features, valid, code, content_shown(best.model, stand_ins, config.seed),
-                            config.warm_tolerance)
+    ranked = Ranking(best.model, fixed, features, valid, code, content_shown(best.model, stand_ins, config.seed))
+    calibration = calibrate(best.model, ranked, config.warm_tolerance)
+    slots, slot_fit = fit_cold_slots(ranked, calibration["scale"], calibration["offset"], config.warm_tolerance)
     fold_residuals(best.model, fixed, features)
-    log.info("g calibrated on validation: %s", calibration)
-    best.save(folder, {**_meta(config, ds, split, state, "encoder done"), "calibration": calibration})
+    log.info("g calibrated on validation: %s; cold slots: %s", calibration, slots)
+    best.save(folder, {**_meta(config, ds, split, state, "encoder done"), "calibration": calibration,
+                       "cold_slots": {**slots.to_meta(), "valid": slot_fit}})
 
 
 def _sequences(max_len: int, split: Split, code: dict[str, int]) -> list[list[int]]:

@@ -1,0 +1,115 @@
+"""Fitting the cold-slot gate (`model.rankers.cold_slots`) on validation, and measuring it: the targets' places in
+the gated top k of a `Ranking` (the calibrated scores of warm rows and content-served items, history excluded).
+
+The gate's two numbers are chosen like the calibration (`Ranking.best_calibration`): the grid point with the best
+NDCG@10 over all validation targets among those that keep the warm targets' NDCG@10 within `warm_tolerance` of its
+level with every content-served item last. No gate (`max_slots = 0`, the calibrated list) is on the grid, so the
+gate is only switched on where validation says it pays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.rankers.cold_slots import ColdSlots
+from trainer.protocol.metrics import ranking_metrics
+from trainer.train.table.content import Ranking
+
+K = 10
+"""The list length the gate is fitted for (the reports' HR@10 / NDCG@10)."""
+MAX_SLOTS = (1, 2, 3)
+MARGINS_SD = (0.0, 0.25, 0.5, 1.0, 2.0, math.inf)
+"""Margins in standard deviations of the warm rows' scores (`Ranking.score_sd`)."""
+TARGET = -1
+"""The target's id in the per-example lists (warm candidates are 0..k-1, content-served ones k, k+1, ...)."""
+
+
+@dataclass
+class TopLists:
+    """Per example, the calibrated top k and the best content-served candidates, as (id, score) lists over
+    local ids (the target is `TARGET`): all the gate reads."""
+
+    top: list[list[tuple[int, float]]]
+    cold: list[list[tuple[int, float]]]
+    cold_ids: list[set[int]]
+    target_cold: np.ndarray
+
+    @classmethod
+    def of(cls, ranked: Ranking, scale: float = 1.0, offset: float = 0.0, k: int = K,
+           max_slots: int = max(MAX_SLOTS)) -> TopLists:
+        """The lists of `ranked` with g's vector scaled by `scale` and its bias moved by `offset` (1, 0: as
+        served, the calibration folded in)."""
+        n = len(ranked.target_dot)
+        warm = ranked.fixed_scores[:, -k:].flip(1) if n else torch.zeros(0, 0)
+        content = (scale * ranked.content_dot + ranked.content_bias + offset).nan_to_num(nan=-math.inf)
+        depth = min(k + max_slots, content.shape[1]) if n else 0
+        cold = content.topk(depth, dim=1).values if depth else torch.zeros(n, 0)
+        target_cold = torch.from_numpy(ranked.target_shown)
+        target = torch.where(target_cold, scale * ranked.target_dot + ranked.target_bias + offset,
+                             ranked.target_fixed)
+        tops, colds, cold_ids = [], [], []
+        for row in range(n):
+            t = float(target[row])
+            warm_items = [(j, float(s)) for j, s in enumerate(warm[row].tolist()) if s > -math.inf]
+            cold_items = [(k + j, float(s)) for j, s in enumerate(cold[row].tolist()) if s > -math.inf]
+            if target_cold[row]:
+                cold_items.append((TARGET, t))
+            else:
+                warm_items.append((TARGET, t))
+            by_score = sorted(warm_items + cold_items, key=_order)  # the target first among ties, as `ranks` counts
+            tops.append(by_score[:k])
+            colds.append(sorted(cold_items, key=_order))
+            cold_ids.append({i for i, _ in cold_items})
+        return cls(tops, colds, cold_ids, ranked.target_shown)
+
+    def ranks(self, slots: ColdSlots, k: int = K) -> np.ndarray:
+        """1-based ranks of the targets in the gated top k; inf for a target outside it (so only metrics at k or
+        less are exact)."""
+        out = np.full(len(self.top), np.inf)
+        for row, (top, cold, is_cold) in enumerate(zip(self.top, self.cold, self.cold_ids, strict=True)):
+            gated = slots.merge(top, cold, k, is_cold)  # type: ignore[arg-type]  # local int ids for item ids
+            for place, (item, _) in enumerate(gated, start=1):
+                if item == TARGET:
+                    out[row] = place
+                    break
+        return out
+
+
+def _order(item: tuple[int, float]) -> tuple[float, int]:
+    return (-item[1], 0 if item[0] == TARGET else 1)
+
+
+def slot_metrics(lists: TopLists, slots: ColdSlots) -> dict[str, float]:
+    """NDCG@10 (all, warm targets) and HR@10 (cold, warm targets) under the gate."""
+    ranks = lists.ranks(slots)
+    metrics = ranking_metrics(ranks)
+    hits, ndcg, cold = metrics["HR@10"], metrics["NDCG@10"], lists.target_cold
+    return {"ndcg10": float(ndcg.mean()) if len(ndcg) else 0.0,
+            "warm_ndcg10": float(ndcg[~cold].mean()) if (~cold).any() else 0.0,
+            "cold_hr10": float(hits[cold].mean()) if cold.any() else 0.0,
+            "warm_hr10": float(hits[~cold].mean()) if (~cold).any() else 0.0}
+
+
+def fit_cold_slots(ranked: Ranking, scale: float, offset: float, warm_tolerance: float) -> tuple[ColdSlots, dict]:
+    """The gate chosen on `ranked` (validation) for the calibration (`scale`, `offset`), and what it measured: every
+    grid point's metrics and the warm floor. Margins are stored in score units."""
+    lists = TopLists.of(ranked, scale, offset)
+    spread = ranked.score_sd()
+    warm = ~ranked.target_shown
+    floor = (1 - warm_tolerance) * float(ranking_metrics(ranked.ranks(1.0, -1e9))["NDCG@10"][warm].mean()) \
+        if warm.any() else 0.0
+    grid = [ColdSlots()] + [ColdSlots(m, margin * spread) for m in MAX_SLOTS for margin in MARGINS_SD]
+    rows, best, best_key = [], grid[0], (False, -1.0)
+    for slots in grid:
+        measured = slot_metrics(lists, slots)
+        rows.append({**slots.to_meta(), "margin_sd": None if math.isinf(slots.margin) else slots.margin / spread,
+                     **measured})
+        feasible = measured["warm_ndcg10"] >= floor
+        key = (feasible, measured["ndcg10"] if feasible else measured["warm_ndcg10"])
+        if key > best_key:
+            best, best_key = slots, key
+    return best, {"warm_ndcg10_floor": floor, "score_sd": spread, "grid": rows}
