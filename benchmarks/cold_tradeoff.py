@@ -9,7 +9,10 @@ of cold HR@10 costs. With several tables (e.g. g trained by two recipes, one pai
 its cold HR@10 at the warm floor (the best offset that keeps warm HR@10 at `--warm-floor` of SASRec+'s), and the
 later tables' gain there over the first (with `--pairs`: each candidate's over its own reference, e.g. one pair per
 seed) is given with a paired bootstrap interval over the cold-target users (the test users are the same for every
-table).
+table). Each table's cold-slot gate (`model.rankers.cold_slots`: the best cold items take up to `max_slots` of the
+last places of the calibrated top 10, each within a margin of the warm item it displaces), as `train-table` chose it
+on validation, is measured on the same test examples beside fixed slots (1-3 places, any margin), with its paired
+change against the calibrated list.
 
     python -m benchmarks.cold_tradeoff --dataset ml-100k   # -> docs/results/bench_cold_tradeoff_ml-100k.{md,json}
     python -m benchmarks.cold_tradeoff --dataset ml-100k --table A --table B --name recipe
@@ -24,7 +27,10 @@ import torch
 
 from benchmarks.common import Report
 from indexer.core.paths import table_dir
+from model.rankers.cold_slots import ColdSlots
 from trainer.protocol.metrics import bootstrap_ci, ranking_metrics
+from trainer.train.table.cold_slots import TopLists, fit_cold_slots
+from trainer.train.table.content import Ranking
 from trainer.train.table.served import load_served_table, settings_apart
 
 PROTOCOL = "cold-items"
@@ -47,10 +53,53 @@ def curve(dataset: str, table: Path, warm_floor: float) -> dict:
                      "all_ndcg10": float(ranking_metrics(ranks)["NDCG@10"].mean())})
     floor = warm_floor * rows[0]["warm_hr10"]
     best = max((r for r in rows if r["warm_hr10"] >= floor), key=lambda r: r["cold_hr10"])
-    return {"table": table.name, "calibration": served.artifact.meta.get("calibration"),
-            "meta": served.artifact.meta,
+    meta = served.artifact.meta
+    if "cold_slots" in meta:
+        chosen, fitted_by = ColdSlots.from_meta(meta), "train-table"
+    else:  # a table from before the gate: fitted here as train-table now does
+        tolerance = float(meta.get("config", {}).get("warm_tolerance", 0.05))
+        chosen, fitted_by = fit_cold_slots(served.ranking(served.split.valid), 1.0, 0.0, tolerance)[0], "this benchmark"
+    return {"table": table.name, "calibration": meta.get("calibration"), "meta": meta,
             "score_sd": spread, "test_examples": len(cold), "cold_targets": int(cold.sum()), "warm_floor": floor,
-            "at_floor": best, "rows": rows, "_cold_hits": hits_at[best["offset_sd"]][cold]}
+            "at_floor": best, "rows": rows, "_cold_hits": hits_at[best["offset_sd"]][cold],
+            "gate": gate_rows(ranking, chosen, spread) | {"fitted_by": fitted_by}}
+
+
+def gate_rows(ranking: Ranking, chosen: ColdSlots, spread: float) -> dict:
+    """The calibrated list, the chosen gate and fixed slots on the test examples; the chosen gate's paired changes
+    of cold and warm HR@10 against the calibrated list (bootstrap over the examples of each part)."""
+    lists = TopLists.of(ranking)
+    cold = ranking.target_shown
+    hits = {}
+    rows = []
+    gates = [("calibrated, no gate", ColdSlots()), ("chosen on validation", chosen),
+             *[(f"{m} fixed slot{'s' if m > 1 else ''}", ColdSlots(m, float("inf"))) for m in (1, 2, 3)]]
+    for name, slots in gates:
+        ranks = lists.ranks(slots)
+        hits[name] = (ranks <= 10).astype(float)
+        rows.append({"gate": name, **slots.to_meta(),
+                     "margin_sd": None if slots.margin == float("inf") else slots.margin / spread,
+                     "cold_hr10": float(hits[name][cold].mean()), "warm_hr10": float(hits[name][~cold].mean()),
+                     "all_ndcg10": float(ranking_metrics(ranks)["NDCG@10"].mean())})
+    change = hits["chosen on validation"] - hits["calibrated, no gate"]
+    paired = {part: {"mean": float(change[mask].mean()),
+                     "ci95": bootstrap_ci({"change": change[mask]}, BOOTSTRAP, 0)["change"]}
+              for part, mask in (("cold", cold), ("warm", ~cold))}
+    return {"chosen": chosen.to_meta(), "rows": rows, "chosen_vs_calibrated": paired}
+
+
+def gate_lines(gate: dict) -> list[str]:
+    paired = gate["chosen_vs_calibrated"]
+    return [f"Cold slots (fitted by {gate['fitted_by']} on validation: {gate['chosen']}); the chosen gate against the "
+            "calibrated list on the same examples: cold HR@10 "
+            f"{paired['cold']['mean']:+.4f} [{paired['cold']['ci95'][0]:+.4f}, {paired['cold']['ci95'][1]:+.4f}], "
+            f"warm HR@10 {paired['warm']['mean']:+.4f} [{paired['warm']['ci95'][0]:+.4f}, "
+            f"{paired['warm']['ci95'][1]:+.4f}] (95% bootstrap, {BOOTSTRAP} resamples).", "",
+            "| gate | max slots | margin (sd) | cold HR@10 | warm HR@10 | all NDCG@10 |", "|---|---|---|---|---|---|",
+            *[f"| {r['gate']} | {r['max_slots']} | "
+              + ("any" if r["margin_sd"] is None else f"{r['margin_sd']:.2f}")
+              + f" | {r['cold_hr10']:.4f} | {r['warm_hr10']:.4f} | {r['all_ndcg10']:.4f} |" for r in gate["rows"]],
+            ""]
 
 
 def main() -> None:
@@ -92,12 +141,14 @@ def main() -> None:
         f"Summary: each table at the warm floor (warm HR@10 >= {args.warm_floor:.0%} of the all-cold-last level), "
         "and the best all-items NDCG@10 along its offsets.", "",
         "| table | settings apart from the first | cold HR@10 at the floor | warm HR@10 | "
-        "cold gain over its reference [95% CI] | best all NDCG@10 |", "|---|---|---|---|---|---|",
+        "cold gain over its reference [95% CI] | best all NDCG@10 | gate: cold HR@10 | gate: warm HR@10 |",
+        "|---|---|---|---|---|---|---|---|",
         *[f"| {c['table']} | {c['settings_apart'] or '-'} | {c['at_floor']['cold_hr10']:.4f} "
           f"| {c['at_floor']['warm_hr10']:.4f} | "
           + (f"{c['cold_gain_at_floor']['mean']:+.4f} [{c['cold_gain_at_floor']['ci95'][0]:+.4f}, "
              f"{c['cold_gain_at_floor']['ci95'][1]:+.4f}] vs {c['reference']}" if "reference" in c else "-")
-          + f" | {max(r['all_ndcg10'] for r in c['rows']):.4f} |" for c in curves], ""]
+          + f" | {max(r['all_ndcg10'] for r in c['rows']):.4f} | {c['gate']['rows'][1]['cold_hr10']:.4f} "
+          f"| {c['gate']['rows'][1]['warm_hr10']:.4f} |" for c in curves], ""]
     for c in curves:
         at = c["at_floor"]
         gain = c.get("cold_gain_at_floor")
@@ -114,7 +165,7 @@ def main() -> None:
             + ".", "",
             "| offset (sd) | cold HR@10 | warm HR@10 | all NDCG@10 |", "|---|---|---|---|",
             *[f"| {r['offset_sd']:+.2f} | {r['cold_hr10']:.4f} | {r['warm_hr10']:.4f} | {r['all_ndcg10']:.4f} |"
-              for r in c["rows"]], ""]
+              for r in c["rows"]], "", *gate_lines(c["gate"])]
     for path in report.write():
         print(path)
     print("\n".join(report.lines))

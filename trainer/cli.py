@@ -5,6 +5,7 @@
     reasonrec serve                                # build what is missing, then serve on 127.0.0.1:8000
     reasonrec train-sasrec --dataset ml-1m         # the SASRec+ production ranker (resumable)
     reasonrec train-table --dataset ml-1m          # the served ranker: item table, encoder, heads (resumable)
+    reasonrec fit-cold-slots --table DIR           # a finished table's gate for new items (train-table fits it)
     reasonrec train-cl --dataset ml-1m             # contrastive LoRA on the language model (resumable)
     reasonrec train-rating --dataset ml-1m         # the rating model /rate serves (resumable)
     reasonrec eval-rating --dataset ml-1m          # the rating report: baselines, MF, the served model, ablations
@@ -112,6 +113,14 @@ def cmd_train_sasrec(args: argparse.Namespace) -> int:
           f"{meta['train_seconds']:.0f} s); test " + "; ".join(
               f"{part}: HR@10 {m['HR@10']:.4f} NDCG@10 {m['NDCG@10']:.4f}"
               for part, m in meta["metrics"]["test"].items()))
+    return 0
+
+
+def cmd_fit_cold_slots(args: argparse.Namespace) -> int:
+    from trainer.train.table.cold_slots import FitColdSlotsConfig, refit_cold_slots
+
+    slots, manifest = refit_cold_slots(config_from_args(FitColdSlotsConfig, args), _command_line())
+    print(f"cold slots {slots.to_meta()} written to {manifest}")
     return 0
 
 
@@ -350,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.train.rating_sft import RatingSftConfig
     from trainer.train.reasoning_sft import ReasoningSftConfig
     from trainer.train.sasrec import SasrecTrainConfig
+    from trainer.train.table.cold_slots import FitColdSlotsConfig
     from trainer.train.table.config import TableTrainConfig
 
     parser = argparse.ArgumentParser(prog="reasonrec", description=__doc__, formatter_class=Help)
@@ -386,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("train-sasrec", "train the SASRec+ production ranker (resumable)", cmd_train_sasrec, SasrecTrainConfig)
     command("train-table", "train the served ranker's item table, encoder and heads (resumable)", cmd_train_table,
             TableTrainConfig)
+    command("fit-cold-slots", "fit a finished table's cold-slot gate on its validation split (train-table does it)",
+            cmd_fit_cold_slots, FitColdSlotsConfig)
 
     cl = command("train-cl", "contrastive LoRA alignment of user and item vectors (resumable)", cmd_train_cl,
                  ContrastiveConfig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from trainer.protocol.metrics import mean_metrics, ranking_metrics
 from trainer.train.index import IndexJobConfig, build_index
 from trainer.train.reasoning_sft import ReasoningSftConfig, train_reasoning
 from trainer.train.sasrec import SasrecTrainConfig, train_sasrec
-from trainer.train.table.cold_slots import TopLists, fit_cold_slots
+from trainer.train.table.cold_slots import FitColdSlotsConfig, TopLists, fit_cold_slots, refit_cold_slots
 from trainer.train.table.config import TableTrainConfig
 from trainer.train.table.content import Ranking, content_shown, validate_with_content_shown
 from trainer.train.table.features import item_features, table_store
@@ -250,6 +251,21 @@ def test_the_gated_validation_ranks_are_those_of_the_served_gate(data: Path) -> 
     best = max(fit["grid"], key=lambda r: (r["warm_ndcg10"] >= floor, r["ndcg10"] if r["warm_ndcg10"] >= floor
                                                                        else r["warm_ndcg10"]))
     assert chosen.to_meta() == {"max_slots": best["max_slots"], "margin": best["margin"]}
+
+
+def test_fit_cold_slots_refits_what_train_table_chose(folder: Path, data: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "table"
+    shutil.copytree(folder, copy)
+    meta = json.loads((copy / META_FILE).read_text())
+    chosen = meta.pop("cold_slots")
+    (copy / META_FILE).write_text(json.dumps(meta))
+    slots, manifest = refit_cold_slots(FitColdSlotsConfig(dataset="ml-1m-zip", data_path=data, model="tiny",
+                                                          table=copy), "reasonrec fit-cold-slots")
+    refit = json.loads(manifest.read_text())
+    assert slots.to_meta() == {k: chosen[k] for k in ("max_slots", "margin")}
+    assert refit["weights_sha256"] == meta["weights_sha256"] and refit["cold_slots"]["command"]
+    np.testing.assert_allclose([r["ndcg10"] for r in refit["cold_slots"]["valid"]["grid"]],
+                               [r["ndcg10"] for r in chosen["valid"]["grid"]], atol=1e-6)
 
 
 def test_a_table_cannot_start_from_a_missing_sasrec(data: Path, tiny_engine: TransformersEngine,

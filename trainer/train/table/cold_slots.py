@@ -4,20 +4,25 @@ the gated top k of a `Ranking` (the calibrated scores of warm rows and content-s
 The gate's two numbers are chosen like the calibration (`Ranking.best_calibration`): the grid point with the best
 NDCG@10 over all validation targets among those that keep the warm targets' NDCG@10 within `warm_tolerance` of its
 level with every content-served item last. No gate (`max_slots = 0`, the calibrated list) is on the grid, so the
-gate is only switched on where validation says it pays.
+gate is only switched on where validation says it pays. `train-table` fits it after the calibration;
+`reasonrec fit-cold-slots` fits it for a finished table.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from model.networks.table_artifact import META_FILE
 from model.rankers.cold_slots import ColdSlots
+from trainer.data.protocols import SplitConfig
+from trainer.data.splits import ColdSplit, sample_examples
 from trainer.protocol.metrics import ranking_metrics
-from trainer.train.table.content import Ranking
+from trainer.train.table.content import Ranking, content_shown
 
 K = 10
 """The list length the gate is fitted for (the reports' HR@10 / NDCG@10)."""
@@ -113,3 +118,42 @@ def fit_cold_slots(ranked: Ranking, scale: float, offset: float, warm_tolerance:
         if key > best_key:
             best, best_key = slots, key
     return best, {"warm_ndcg10_floor": floor, "score_sd": spread, "grid": rows}
+
+
+@dataclass
+class FitColdSlotsConfig(SplitConfig):
+    """What `reasonrec fit-cold-slots` fits: the gate of a finished table (one made before `train-table` fitted it,
+    e.g. the shipped one), on the validation split the table was trained with."""
+
+    model: str = "smollm2"
+    """Language model of the table's item states (read from the table cache): smollm2, tiny or an HF folder."""
+    seed: int = 0
+    """Seed of the table and SASRec+ runs (their folders)."""
+    table: Path | None = None
+    """Item-table folder (default: where `reasonrec train-table` writes it); its table.json gets `cold_slots`."""
+    sasrec_checkpoint: Path | None = None
+    """SASRec+ folder the table was built on (default: where `reasonrec train-sasrec` writes it)."""
+
+
+def refit_cold_slots(config: FitColdSlotsConfig, command: str = "") -> tuple[ColdSlots, Path]:
+    """Fit the gate of a finished table as `train-table` does (same validation examples and stand-ins, its warm
+    tolerance) and write it into the table's manifest; returns the gate and the manifest's path. The weights and
+    so the table's hash (index manifests, caches) do not change."""
+    from model.engines.transformers_engine import load_engine
+    from trainer.train.table.served import load_served_table
+
+    served = load_served_table(config.dataset, config.protocol, load_engine(config.model), config.data_path,
+                               config.cold_frac, config.split_seed, config.seed, config.table,
+                               config.sasrec_checkpoint)
+    trained = served.artifact.meta.get("config", {})
+    stand_ins = 0.0 if isinstance(served.split, ColdSplit) else float(trained.get("cold_frac", config.cold_frac))
+    seed = int(trained.get("seed", config.seed))
+    valid_users = int(trained.get("valid_users", 0))
+    valid = sample_examples(served.split.valid, valid_users, seed) if valid_users else served.split.valid
+    model = served.artifact.model
+    ranked = Ranking(model, served.fixed, served.features, valid, served.artifact.code_of,
+                     content_shown(model, stand_ins, seed))
+    slots, fit = fit_cold_slots(ranked, 1.0, 0.0, float(trained.get("warm_tolerance", 0.05)))
+    served.artifact.save(served.table_folder, {**served.artifact.meta,
+                                               "cold_slots": {**slots.to_meta(), "valid": fit, "command": command}})
+    return slots, served.table_folder / META_FILE
