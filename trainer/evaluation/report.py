@@ -78,9 +78,11 @@ def render_markdown(report: dict, chart_name: str, training_chart: str | None = 
     if report.get("twins"):
         twins = report["twins"]
         lines += ["", "## Hot-added twins", "", twins["note"], "",
-                  f"| items | pairs | twin in top {twins['k']} | original in top {twins['k']} |", "|---|---|---|---|",
+                  f"| items | pairs | twin in top {twins['k']} | original in top {twins['k']} | gated: twin | "
+                  "gated: original |", "|---|---|---|---|---|---|",
                   f"| {twins['items']} | {twins['pairs']} | {twins['twin_in_top_k']:.3f} | "
-                  f"{twins['original_in_top_k']:.3f} |"]
+                  f"{twins['original_in_top_k']:.3f} | {twins.get('twin_gated_in_top_k', float('nan')):.3f} | "
+                  f"{twins.get('original_gated_in_top_k', float('nan')):.3f} |"]
     if report.get("ratings"):
         lines += ["", "## Ratings (leave-one-out test targets)", "", report["ratings"]["note"], ""]
         lines += _table(report["ratings"]["rows"], RATING_METRICS, ("predictor", "sample", "users"))

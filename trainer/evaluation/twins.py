@@ -6,7 +6,8 @@ a copy of the table's index the way the service hot-adds an item: its content ro
 up to `users_per_item` test users whose history holds the original, s(history) ranks every item (twins included)
 with their history excluded except the original; the check counts how often the twin and how often the original land
 in the top `k`. A twin that is in the top k about as often as its original is placed by its text where its users
-are.
+are. With the table's cold-slot gate (`model.rankers.cold_slots`) the counts are also taken on the gated top k,
+as the service lists them (twins are content-served, so the gate can only add them and drop warm originals).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from model.networks.item_features import combine
 from model.networks.minilm import MiniLMEncoder, item_text
 from model.networks.table_artifact import TableArtifact
 from model.rankers.base import top_k_of
+from model.rankers.cold_slots import ColdSlots
 from model.rankers.table import TableRanker
 from trainer.data.splits import Example
 from trainer.protocol.harness import user_history
@@ -52,20 +54,24 @@ def twin_check(table: TableArtifact, store: ItemStore, states: dict[str, np.ndar
                                  np.vstack([store.vectors_of(store.catalog.ids()), rows]), store.manifest.fingerprint,
                                  table=store.manifest.table)
     ranker = TableRanker(table, augmented)
-    twin_hits = original_hits = pairs = 0
+    slots, cold_mask = ColdSlots.from_meta(table.meta), table.content_served(ranker.item_ids)
+    hits = {"twin": 0, "original": 0, "twin_gated": 0, "original_gated": 0}
+    pairs = 0
     for item_id in chosen:
         users = random.Random(f"{seed}:{item_id}").sample(holders[item_id], min(users_per_item, len(holders[item_id])))
         scores = ranker.scores([user_history(e, augmented.catalog) for e in users])
         for example, row in zip(users, scores, strict=True):
             exclude = {x.item_id for x in example.history} - {item_id}
-            top = {i for i, _ in top_k_of(row, ranker.item_ids, k, exclude)}
-            twin_hits += TWIN_PREFIX + item_id in top
-            original_hits += item_id in top
+            for suffix, top in (("", top_k_of(row, ranker.item_ids, k, exclude)),
+                                ("_gated", slots.top_k(row, ranker.item_ids, cold_mask, k, exclude))):
+                listed = {i for i, _ in top}
+                hits["twin" + suffix] += TWIN_PREFIX + item_id in listed
+                hits["original" + suffix] += item_id in listed
             pairs += 1
     return {"items": len(chosen), "users_per_item": users_per_item, "pairs": pairs, "k": k,
-            "twin_in_top_k": twin_hits / max(pairs, 1), "original_in_top_k": original_hits / max(pairs, 1),
+            **{f"{name}_in_top_k": count / max(pairs, 1) for name, count in hits.items()}, "gate": slots.to_meta(),
             "note": (f"{len(chosen)} seeded warm items held by at least {MIN_HOLDERS} test users each (up to "
                      f"{users_per_item} of them checked); a twin (same "
                      "text, new id) added through g like a hot-added item; s(history) of those users ranks every "
                      f"item, history excluded except the original; share of (user, item) pairs with the twin / the "
-                     f"original in the top {k}.")}
+                     f"original in the top {k}; gated: the same with the table's cold-slot gate {slots.to_meta()}.")}

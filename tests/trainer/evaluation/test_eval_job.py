@@ -180,6 +180,9 @@ def test_the_table_rankers_report_s_alone_content_only_the_served_sum_and_the_he
     twins = report["twins"]
     assert twins["items"] == 5 and 5 * 5 <= twins["pairs"] <= 5 * twins["users_per_item"]
     assert 0 <= twins["twin_in_top_k"] <= 1 and 0 <= twins["original_in_top_k"] <= 1
+    # the gate can only add twins (content-served) to a list and push warm originals out of it
+    assert twins["twin_gated_in_top_k"] >= twins["twin_in_top_k"]
+    assert twins["original_gated_in_top_k"] <= twins["original_in_top_k"] and "gate" in twins
     with pytest.raises(FileNotFoundError, match="--table"):
         run_eval(config_for(world, "leave-one-out", rankers=("head",), table=world["root"] / "none", ratings=False),
                  "no table")
