@@ -248,8 +248,8 @@ def test_the_gated_validation_ranks_are_those_of_the_served_gate(data: Path) -> 
     chosen, fit = fit_cold_slots(ranked, 1.0, 0.0, 0.05)
     assert fit["grid"][0]["max_slots"] == 0 and len(fit["grid"]) > 1  # no gate is always a candidate
     floor = fit["warm_ndcg10_floor"]
-    best = max(fit["grid"], key=lambda r: (r["warm_ndcg10"] >= floor, r["ndcg10"] if r["warm_ndcg10"] >= floor
-                                                                       else r["warm_ndcg10"]))
+    best = max(fit["grid"], key=lambda r: (r["warm_ndcg10"] >= floor, r["cold_hr10"] if r["warm_ndcg10"] >= floor
+                                           else r["warm_ndcg10"], r["ndcg10"]))
     assert chosen.to_meta() == {"max_slots": best["max_slots"], "margin": best["margin"]}
 
 

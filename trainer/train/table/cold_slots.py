@@ -1,11 +1,13 @@
 """Fitting the cold-slot gate (`model.rankers.cold_slots`) on validation, and measuring it: the targets' places in
 the gated top k of a `Ranking` (the calibrated scores of warm rows and content-served items, history excluded).
 
-The gate's two numbers are chosen like the calibration (`Ranking.best_calibration`): the grid point with the best
-NDCG@10 over all validation targets among those that keep the warm targets' NDCG@10 within `warm_tolerance` of its
-level with every content-served item last. No gate (`max_slots = 0`, the calibrated list) is on the grid, so the
-gate is only switched on where validation says it pays. `train-table` fits it after the calibration;
-`reasonrec fit-cold-slots` fits it for a finished table.
+The gate's two numbers are chosen on validation for what it is for, new items' exposure at the warm level the
+calibration keeps (`Ranking.best_calibration`): the grid point with the most cold HR@10 among those that keep the
+warm targets' NDCG@10 within `warm_tolerance` of its level with every content-served item last (ties: the better
+NDCG@10 over all targets). The calibration chose the best NDCG@10 over all targets under the same floor; the gate
+spends what is left of the warm budget on the best new items. No gate (`max_slots = 0`, the calibrated list) is on
+the grid, so the gate stays off where every point costs more than the budget. `train-table` fits it after the
+calibration; `reasonrec fit-cold-slots` fits it for a finished table.
 """
 
 from __future__ import annotations
@@ -108,13 +110,13 @@ def fit_cold_slots(ranked: Ranking, scale: float, offset: float, warm_tolerance:
     floor = (1 - warm_tolerance) * float(ranking_metrics(ranked.ranks(1.0, -1e9))["NDCG@10"][warm].mean()) \
         if warm.any() else 0.0
     grid = [ColdSlots()] + [ColdSlots(m, margin * spread) for m in MAX_SLOTS for margin in MARGINS_SD]
-    rows, best, best_key = [], grid[0], (False, -1.0)
+    rows, best, best_key = [], grid[0], (False, -1.0, -1.0)
     for slots in grid:
         measured = slot_metrics(lists, slots)
         rows.append({**slots.to_meta(), "margin_sd": None if math.isinf(slots.margin) else slots.margin / spread,
                      **measured})
         feasible = measured["warm_ndcg10"] >= floor
-        key = (feasible, measured["ndcg10"] if feasible else measured["warm_ndcg10"])
+        key = (feasible, measured["cold_hr10"] if feasible else measured["warm_ndcg10"], measured["ndcg10"])
         if key > best_key:
             best, best_key = slots, key
     return best, {"warm_ndcg10_floor": floor, "score_sd": spread, "grid": rows}
