@@ -3,8 +3,9 @@ recommended where its original is?
 
 For `n_items` seeded warm items (held by at least `MIN_HOLDERS` test users), a twin (same text, new id) is added to
 a copy of the table's index the way the service hot-adds an item: its content row [g(c), g_b(c)], no residual. For
-up to `users_per_item` test users whose history holds the original, s(history) ranks every item (twins included)
-with their history excluded except the original; the check counts how often the twin and how often the original land
+up to `users_per_item` test users whose history holds the original, s(history) ranks every item with their history
+excluded except the original, and every other twin excluded (each twin is checked as if it were the one item
+added); the check counts how often the twin and how often the original land
 in the top `k`. A twin that is in the top k about as often as its original is placed by its text where its users
 are. With the table's cold-slot gate (`model.rankers.cold_slots`) the counts are also taken on the gated top k,
 as the service lists them (twins are content-served, so the gate can only add them and drop warm originals).
@@ -57,11 +58,13 @@ def twin_check(table: TableArtifact, store: ItemStore, states: dict[str, np.ndar
     slots, cold_mask = ColdSlots.from_meta(table.meta), table.content_served(ranker.item_ids)
     hits = {"twin": 0, "original": 0, "twin_gated": 0, "original_gated": 0}
     pairs = 0
+    twin_ids = {twin.item_id for twin in twins}
     for item_id in chosen:
         users = random.Random(f"{seed}:{item_id}").sample(holders[item_id], min(users_per_item, len(holders[item_id])))
         scores = ranker.scores([user_history(e, augmented.catalog) for e in users])
+        others = twin_ids - {TWIN_PREFIX + item_id}
         for example, row in zip(users, scores, strict=True):
-            exclude = {x.item_id for x in example.history} - {item_id}
+            exclude = ({x.item_id for x in example.history} - {item_id}) | others
             for suffix, top in (("", top_k_of(row, ranker.item_ids, k, exclude)),
                                 ("_gated", slots.top_k(row, ranker.item_ids, cold_mask, k, exclude))):
                 listed = {i for i, _ in top}
@@ -73,5 +76,6 @@ def twin_check(table: TableArtifact, store: ItemStore, states: dict[str, np.ndar
             "note": (f"{len(chosen)} seeded warm items held by at least {MIN_HOLDERS} test users each (up to "
                      f"{users_per_item} of them checked); a twin (same "
                      "text, new id) added through g like a hot-added item; s(history) of those users ranks every "
-                     f"item, history excluded except the original; share of (user, item) pairs with the twin / the "
-                     f"original in the top {k}; gated: the same with the table's cold-slot gate {slots.to_meta()}.")}
+                     "item, history excluded except the original, the other twins excluded; share of (user, item) "
+                     f"pairs with the twin / the original in the top {k}; gated: the same with the table's cold-slot "
+                     f"gate {slots.to_meta()}.")}
