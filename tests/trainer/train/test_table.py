@@ -171,13 +171,14 @@ def test_the_table_serves_sasrecs_rows_for_warm_items_and_g_for_the_others(train
     assert validated["NDCG@10"] >= calibration["valid_ndcg10_after"] - 1e-9 and "HR@10 cold" in validated
 
 
-def test_the_validation_ranks_are_those_of_the_items_served_by_their_content(data: Path,
-                                                                        tiny_engine: TransformersEngine) -> None:
-    torch.manual_seed(0)
+def random_table(data: Path, seed: int, cold_every: int) -> tuple[list, dict[str, int], TableModel, torch.Tensor,
+                                                                  torch.Tensor, torch.Tensor]:
+    """20 validation examples and a random table over the catalog whose every `cold_every`-th item has no residual:
+    (examples, codes, model, content features, fixed rows, the items shown by g(c) alone)."""
+    torch.manual_seed(seed)
     ds = load_dataset("ml-1m-zip", data)
-    split = make_split(ds, "leave-one-out")
     code = {item_id: c for c, item_id in enumerate(ds.catalog.ids(), start=1)}
-    warm = torch.tensor([i % 7 != 0 for i in range(len(code))])
+    warm = torch.tensor([i % cold_every != 0 for i in range(len(code))])
     model = TableModel(TableConfig(n_items=len(code), content_dim=5, dim=8, content_hidden=8, max_len=12, blocks=1,
                                    dropout=0.0), warm).eval()
     with torch.no_grad():
@@ -185,9 +186,14 @@ def test_the_validation_ranks_are_those_of_the_items_served_by_their_content(dat
         model.content_map.net[-1].bias.normal_()
     features = torch.cat([torch.zeros(1, 5), torch.randn(len(code), 5)])
     fixed = torch.randn(len(code) + 1, 9) * model.warm[:, None]
-    examples = split.valid[:20]
     shown = ~model.warm
     shown[0] = False
+    return make_split(ds, "leave-one-out").valid[:20], code, model, features, fixed, shown
+
+
+def test_the_validation_ranks_are_those_of_the_items_served_by_their_content(data: Path,
+                                                                        tiny_engine: TransformersEngine) -> None:
+    examples, code, model, features, fixed, shown = random_table(data, seed=0, cold_every=7)
     ranked = Ranking(model, fixed, features, examples, code, shown)
     with torch.no_grad():
         content = model.content_rows(features)
@@ -213,20 +219,7 @@ def test_the_validation_ranks_are_those_of_the_items_served_by_their_content(dat
 
 
 def test_the_gated_validation_ranks_are_those_of_the_served_gate(data: Path) -> None:
-    torch.manual_seed(1)
-    ds = load_dataset("ml-1m-zip", data)
-    examples = make_split(ds, "leave-one-out").valid[:20]
-    code = {item_id: c for c, item_id in enumerate(ds.catalog.ids(), start=1)}
-    warm = torch.tensor([i % 5 != 0 for i in range(len(code))])
-    model = TableModel(TableConfig(n_items=len(code), content_dim=5, dim=8, content_hidden=8, max_len=12, blocks=1,
-                                   dropout=0.0), warm).eval()
-    with torch.no_grad():
-        model.content_map.net[-1].weight.normal_()
-        model.content_map.net[-1].bias.normal_()
-    features = torch.cat([torch.zeros(1, 5), torch.randn(len(code), 5)])
-    fixed = torch.randn(len(code) + 1, 9) * model.warm[:, None]
-    shown = ~model.warm
-    shown[0] = False
+    examples, code, model, features, fixed, shown = random_table(data, seed=1, cold_every=5)
     ranked = Ranking(model, fixed, features, examples, code, shown)
     lists = TopLists.of(ranked)
     with torch.no_grad():
