@@ -177,7 +177,7 @@ bench-faiss: setup  ## Flat vs IVF vs HNSW at 10k/100k/1M items -> docs/results/
 	$(BIN)/python -m benchmarks.faiss_search
 
 .PHONY: bench-cold
-bench-cold: setup  ## cold vs warm HR@10 along the content offset of a cold-items table -> docs/results/bench_cold_tradeoff_<dataset>.*
+bench-cold: setup  ## cold vs warm HR@10 along the content offset of a cold-items table, and its cold-slot gate -> docs/results/bench_cold_tradeoff_<dataset>.*
 	$(BIN)/python -m benchmarks.cold_tradeoff --dataset $(DATASET)
 
 .PHONY: cold-diagnosis

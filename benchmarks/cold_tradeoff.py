@@ -55,7 +55,7 @@ def curve(dataset: str, table: Path, warm_floor: float) -> dict:
     best = max((r for r in rows if r["warm_hr10"] >= floor), key=lambda r: r["cold_hr10"])
     meta = served.artifact.meta
     if "cold_slots" in meta:
-        chosen, fitted_by = ColdSlots.from_meta(meta), "train-table"
+        chosen, fitted_by = ColdSlots.from_meta(meta), meta["cold_slots"].get("command") or "train-table"
     else:  # a table from before the gate: fitted here as train-table now does
         tolerance = float(meta.get("config", {}).get("warm_tolerance", 0.05))
         chosen, fitted_by = fit_cold_slots(served.ranking(served.split.valid), 1.0, 0.0, tolerance)[0], "this benchmark"
