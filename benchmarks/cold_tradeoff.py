@@ -10,9 +10,10 @@ its cold HR@10 at the warm floor (the best offset that keeps warm HR@10 at `--wa
 later tables' gain there over the first (with `--pairs`: each candidate's over its own reference, e.g. one pair per
 seed) is given with a paired bootstrap interval over the cold-target users (the test users are the same for every
 table). Each table's cold-slot gate (`model.rankers.cold_slots`: the best cold items take up to `max_slots` of the
-last places of the calibrated top 10, each within a margin of the warm item it displaces), as `train-table` chose it
-on validation, is measured on the same test examples beside fixed slots (1-3 places, any margin), with its paired
-change against the calibrated list.
+last places of the calibrated top 10, each within a margin of the warm item it displaces; exclusive: cold items are
+listed through the slots only), as `train-table` chose it on validation, is measured on the same test examples
+beside fixed slots (1-3 places, any margin, with and without exclusive), with its paired change against the
+calibrated list.
 
     python -m benchmarks.cold_tradeoff --dataset ml-100k   # -> docs/results/bench_cold_tradeoff_ml-100k.{md,json}
     python -m benchmarks.cold_tradeoff --dataset ml-100k --table A --table B --name recipe
@@ -73,7 +74,8 @@ def gate_rows(ranking: Ranking, chosen: ColdSlots, spread: float) -> dict:
     hits = {}
     rows = []
     gates = [("calibrated, no gate", ColdSlots()), ("chosen on validation", chosen),
-             *[(f"{m} fixed slot{'s' if m > 1 else ''}", ColdSlots(m, float("inf"))) for m in (1, 2, 3)]]
+             *[(f"{m} fixed slot{'s' if m > 1 else ''}{', exclusive' if only else ''}",
+                ColdSlots(m, float("inf"), only)) for only in (False, True) for m in (1, 2, 3)]]
     for name, slots in gates:
         ranks = lists.ranks(slots)
         hits[name] = (ranks <= 10).astype(float)
@@ -95,10 +97,12 @@ def gate_lines(gate: dict) -> list[str]:
             f"{paired['cold']['mean']:+.4f} [{paired['cold']['ci95'][0]:+.4f}, {paired['cold']['ci95'][1]:+.4f}], "
             f"warm HR@10 {paired['warm']['mean']:+.4f} [{paired['warm']['ci95'][0]:+.4f}, "
             f"{paired['warm']['ci95'][1]:+.4f}] (95% bootstrap, {BOOTSTRAP} resamples).", "",
-            "| gate | max slots | margin (sd) | cold HR@10 | warm HR@10 | all NDCG@10 |", "|---|---|---|---|---|---|",
+            "| gate | max slots | margin (sd) | exclusive | cold HR@10 | warm HR@10 | all NDCG@10 |",
+            "|---|---|---|---|---|---|---|",
             *[f"| {r['gate']} | {r['max_slots']} | "
               + ("any" if r["margin_sd"] is None else f"{r['margin_sd']:.2f}")
-              + f" | {r['cold_hr10']:.4f} | {r['warm_hr10']:.4f} | {r['all_ndcg10']:.4f} |" for r in gate["rows"]],
+              + f" | {'yes' if r['exclusive'] else 'no'} | {r['cold_hr10']:.4f} | {r['warm_hr10']:.4f} "
+              f"| {r['all_ndcg10']:.4f} |" for r in gate["rows"]],
             ""]
 
 

@@ -90,8 +90,10 @@ class LlmRanker:
     def _slot_notes(self) -> tuple[str, ...]:
         if self.slots.is_off:
             return ()
-        return (f"up to {self.slots.max_slots} of the last places go to items placed by their text alone (no "
-                f"interactions yet) that score within {self.slots.margin:.3g} of the item they displace",)
+        only = "only " if self.slots.exclusive else ""
+        return (f"items placed by their text alone (no interactions yet) are listed {only}in up to "
+                f"{self.slots.max_slots} of the last places when they score within {self.slots.margin:.3g} of the item "
+                "they displace",)
 
     def _model_notes(self) -> tuple[str, ...]:
         if self.mode == "direct":
@@ -152,12 +154,11 @@ class LlmRanker:
         max_len = self.table.model.config.max_len
         rows = [history_rows(store, h, max_len, None, self.table) for h in histories]  # titles: the prompt only
         users = queries(user_vectors(self.table, rows, states, self.head))
-        results = store.search(users, k, exclude, terms=terms)
-        if self.slots.is_off:
-            return results
-        cold_ids = self.content_served_ids(store.catalog)
+        cold_ids = [] if self.slots.is_off else self.content_served_ids(store.catalog)
         if not cold_ids:
-            return results
+            return store.search(users, k, exclude, terms=terms)
+        warm_only = [set(row) | set(cold_ids) for row in exclude] if self.slots.exclusive else exclude
+        results = store.search(users, k, warm_only, terms=terms)
         cold_scores = users @ store.vectors_of(cold_ids).T
         gated = []
         for row, top in enumerate(results):

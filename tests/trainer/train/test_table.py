@@ -227,7 +227,8 @@ def test_the_gated_validation_ranks_are_those_of_the_served_gate(data: Path) -> 
     ids = [str(c) for c in range(1, len(code) + 1)]
     cold_mask = shown[1:].numpy()
     spread = ranked.score_sd()
-    for slots in (ColdSlots(), ColdSlots(1, math.inf), ColdSlots(2, 0.5 * spread), ColdSlots(3, math.inf)):
+    for slots in (ColdSlots(), ColdSlots(1, math.inf), ColdSlots(2, 0.5 * spread), ColdSlots(3, math.inf),
+                  ColdSlots(1, math.inf, exclusive=True), ColdSlots(2, 0.5 * spread, exclusive=True)):
         expected = []
         for e in examples:
             history = [code[x.item_id] for x in e.history][-12:]
@@ -243,7 +244,7 @@ def test_the_gated_validation_ranks_are_those_of_the_served_gate(data: Path) -> 
     floor = fit["warm_ndcg10_floor"]
     best = max(fit["grid"], key=lambda r: (r["warm_ndcg10"] >= floor, r["cold_hr10"] if r["warm_ndcg10"] >= floor
                                            else r["warm_ndcg10"], r["ndcg10"]))
-    assert chosen.to_meta() == {"max_slots": best["max_slots"], "margin": best["margin"]}
+    assert chosen.to_meta() == {k: best[k] for k in ("max_slots", "margin", "exclusive")}
 
 
 def test_fit_cold_slots_refits_what_train_table_chose(folder: Path, data: Path, tmp_path: Path) -> None:
@@ -255,7 +256,7 @@ def test_fit_cold_slots_refits_what_train_table_chose(folder: Path, data: Path, 
     slots, manifest = refit_cold_slots(FitColdSlotsConfig(dataset="ml-1m-zip", data_path=data, model="tiny",
                                                           table=copy), "reasonrec fit-cold-slots")
     refit = json.loads(manifest.read_text())
-    assert slots.to_meta() == {k: chosen[k] for k in ("max_slots", "margin")}
+    assert slots.to_meta() == {k: chosen[k] for k in ("max_slots", "margin", "exclusive")}
     assert refit["weights_sha256"] == meta["weights_sha256"] and refit["cold_slots"]["command"]
     np.testing.assert_allclose([r["ndcg10"] for r in refit["cold_slots"]["valid"]["grid"]],
                                [r["ndcg10"] for r in chosen["valid"]["grid"]], atol=1e-6)

@@ -41,6 +41,8 @@ class TopLists:
     local ids (the target is `TARGET`): all the gate reads."""
 
     top: list[list[tuple[int, float]]]
+    warm_top: list[list[tuple[int, float]]]
+    """The k best warm items alone (what an exclusive gate starts from)."""
     cold: list[list[tuple[int, float]]]
     cold_ids: list[set[int]]
     target_cold: np.ndarray
@@ -58,7 +60,7 @@ class TopLists:
         target_cold = torch.from_numpy(ranked.target_shown)
         target = torch.where(target_cold, scale * ranked.target_dot + ranked.target_bias + offset,
                              ranked.target_fixed)
-        tops, colds, cold_ids = [], [], []
+        tops, warm_tops, colds, cold_ids = [], [], [], []
         for row in range(n):
             t = float(target[row])
             warm_items = [(j, float(s)) for j, s in enumerate(warm[row].tolist()) if s > -math.inf]
@@ -69,15 +71,17 @@ class TopLists:
                 warm_items.append((TARGET, t))
             by_score = sorted(warm_items + cold_items, key=_order)  # the target first among ties, as `ranks` counts
             tops.append(by_score[:k])
+            warm_tops.append(sorted(warm_items, key=_order)[:k])
             colds.append(sorted(cold_items, key=_order))
             cold_ids.append({i for i, _ in cold_items})
-        return cls(tops, colds, cold_ids, ranked.target_shown)
+        return cls(tops, warm_tops, colds, cold_ids, ranked.target_shown)
 
     def ranks(self, slots: ColdSlots, k: int = K) -> np.ndarray:
         """1-based ranks of the targets in the gated top k; inf for a target outside it (so only metrics at k or
         less are exact)."""
         out = np.full(len(self.top), np.inf)
-        for row, (top, cold, is_cold) in enumerate(zip(self.top, self.cold, self.cold_ids, strict=True)):
+        tops = self.warm_top if slots.exclusive else self.top
+        for row, (top, cold, is_cold) in enumerate(zip(tops, self.cold, self.cold_ids, strict=True)):
             gated = slots.merge(top, cold, k, is_cold)  # type: ignore[arg-type]  # local int ids for item ids
             for place, (item, _) in enumerate(gated, start=1):
                 if item == TARGET:
@@ -109,7 +113,8 @@ def fit_cold_slots(ranked: Ranking, scale: float, offset: float, warm_tolerance:
     warm = ~ranked.target_shown
     floor = (1 - warm_tolerance) * float(ranking_metrics(ranked.ranks(1.0, -1e9))["NDCG@10"][warm].mean()) \
         if warm.any() else 0.0
-    grid = [ColdSlots()] + [ColdSlots(m, margin * spread) for m in MAX_SLOTS for margin in MARGINS_SD]
+    grid = [ColdSlots()] + [ColdSlots(m, margin * spread, exclusive) for exclusive in (False, True)
+                            for m in MAX_SLOTS for margin in MARGINS_SD]
     rows, best, best_key = [], grid[0], (False, -1.0, -1.0)
     for slots in grid:
         measured = slot_metrics(lists, slots)
