@@ -1,13 +1,13 @@
 """Fitting the cold-slot gate (`model.rankers.cold_slots`) on validation, and measuring it: the targets' places in
 the gated top k of a `Ranking` (the calibrated scores of warm rows and content-served items, history excluded).
 
-The gate's two numbers are chosen on validation for what it is for, new items' exposure at the warm level the
-calibration keeps (`Ranking.best_calibration`): the grid point with the most cold HR@10 among those that keep the
-warm targets' NDCG@10 within `warm_tolerance` of its level with every content-served item last (ties: the better
-NDCG@10 over all targets). The calibration chose the best NDCG@10 over all targets under the same floor; the gate
-spends what is left of the warm budget on the best new items. No gate (`max_slots = 0`, the calibrated list) is on
-the grid, so the gate stays off where every point costs more than the budget. `train-table` fits it after the
-calibration; `reasonrec fit-cold-slots` fits it for a finished table.
+The gate's numbers (slots, margin, exclusive) are chosen on validation for what it is for, new items' exposure at
+the warm level the calibration keeps (`Ranking.best_calibration`): the grid point with the most cold HR@10 among
+those that keep the warm targets' NDCG@10 within `warm_tolerance` of its level with every content-served item last
+(ties: the better NDCG@10 over all targets). The calibration chose the best NDCG@10 over all targets under the same
+floor; the gate spends what is left of the warm budget on the best new items. No gate (`max_slots = 0`, the
+calibrated list) is on the grid, so the gate stays off where every point costs more than the budget. `train-table`
+fits it after the calibration; `reasonrec fit-cold-slots` fits it for a finished table.
 """
 
 from __future__ import annotations
