@@ -30,7 +30,7 @@ from benchmarks.common import Report
 from indexer.core.paths import table_dir
 from model.rankers.cold_slots import ColdSlots
 from trainer.protocol.metrics import bootstrap_ci, ranking_metrics
-from trainer.train.table.cold_slots import TopLists, fit_cold_slots
+from trainer.train.table.cold_slots import TopLists, described, fit_cold_slots
 from trainer.train.table.content import Ranking
 from trainer.train.table.served import load_served_table, settings_apart
 
@@ -79,8 +79,7 @@ def gate_rows(ranking: Ranking, chosen: ColdSlots, spread: float) -> dict:
     for name, slots in gates:
         ranks = lists.ranks(slots)
         hits[name] = (ranks <= 10).astype(float)
-        rows.append({"gate": name, **slots.to_meta(),
-                     "margin_sd": None if slots.margin == float("inf") else slots.margin / spread,
+        rows.append({"gate": name, **described(slots, spread),
                      "cold_hr10": float(hits[name][cold].mean()), "warm_hr10": float(hits[name][~cold].mean()),
                      "all_ndcg10": float(ranking_metrics(ranks)["NDCG@10"].mean())})
     change = hits["chosen on validation"] - hits["calibrated, no gate"]

@@ -71,7 +71,7 @@ class LlmRanker:
         self.engine, self.table, self.head = engine, table, head
         self.term = term if term is not None and mode == "reasoning" else ConclusionTerm()
         self.slots = ColdSlots.from_meta(table.meta) if table is not None else ColdSlots()
-        self._content_served: tuple[Catalog, list[str]] | None = None
+        self._content_served: tuple[Catalog, list[str], frozenset[str]] | None = None
 
     @property
     def state_in_score(self) -> bool:
@@ -154,26 +154,28 @@ class LlmRanker:
         max_len = self.table.model.config.max_len
         rows = [history_rows(store, h, max_len, None, self.table) for h in histories]  # titles: the prompt only
         users = queries(user_vectors(self.table, rows, states, self.head))
-        cold_ids = [] if self.slots.is_off else self.content_served_ids(store.catalog)
+        cold_ids, is_cold = ([], frozenset()) if self.slots.is_off else self._content_served_of(store.catalog)
         if not cold_ids:
             return store.search(users, k, exclude, terms=terms)
-        warm_only = [set(row) | set(cold_ids) for row in exclude] if self.slots.exclusive else exclude
+        warm_only = [set(row) | is_cold for row in exclude] if self.slots.exclusive else exclude
         results = store.search(users, k, warm_only, terms=terms)
         cold_scores = users @ store.vectors_of(cold_ids).T
         gated = []
         for row, top in enumerate(results):
             bonus = terms[row] if terms else {}
             scored = cold_scores[row] + np.array([bonus.get(i, 0.0) for i in cold_ids])
-            cold = top_k_of(scored, cold_ids, k + self.slots.max_slots, exclude[row] if exclude else ())
-            gated.append(self.slots.merge(top, cold, k, set(cold_ids)))
+            cold = top_k_of(scored, cold_ids, k + self.slots.max_slots, exclude[row])
+            gated.append(self.slots.merge(top, cold, k, is_cold))
         return gated
 
-    def content_served_ids(self, catalog: Catalog) -> list[str]:
-        """The catalog's items served by g(c) alone (cold, hot-added), kept per catalog version."""
+    def _content_served_of(self, catalog: Catalog) -> tuple[list[str], frozenset[str]]:
+        """The catalog's items served by g(c) alone (cold, hot-added), as a list and a set, kept per catalog
+        version."""
         assert self.table is not None
         known = self._content_served
         if known is None or known[0] is not catalog:
             ids = catalog.ids()
-            known = (catalog, [i for i, served in zip(ids, self.table.content_served(ids), strict=True) if served])
+            served = [i for i, by_content in zip(ids, self.table.content_served(ids), strict=True) if by_content]
+            known = (catalog, served, frozenset(served))
             self._content_served = known
-        return known[1]
+        return known[1], known[2]

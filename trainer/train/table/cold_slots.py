@@ -94,6 +94,11 @@ def _order(item: tuple[int, float]) -> tuple[float, int]:
     return (-item[1], 0 if item[0] == TARGET else 1)
 
 
+def described(slots: ColdSlots, spread: float) -> dict:
+    """The gate's manifest form with its margin in standard deviations of the warm scores (`margin_sd`; None: any)."""
+    return {**slots.to_meta(), "margin_sd": None if math.isinf(slots.margin) else slots.margin / spread}
+
+
 def slot_metrics(lists: TopLists, slots: ColdSlots) -> dict[str, float]:
     """NDCG@10 (all, warm targets) and HR@10 (cold, warm targets) under the gate."""
     ranks = lists.ranks(slots)
@@ -110,16 +115,13 @@ def fit_cold_slots(ranked: Ranking, scale: float, offset: float, warm_tolerance:
     grid point's metrics and the warm floor. Margins are stored in score units."""
     lists = TopLists.of(ranked, scale, offset)
     spread = ranked.score_sd()
-    warm = ~ranked.target_shown
-    floor = (1 - warm_tolerance) * float(ranking_metrics(ranked.ranks(1.0, -1e9))["NDCG@10"][warm].mean()) \
-        if warm.any() else 0.0
+    floor = ranked.warm_floor(warm_tolerance)
     grid = [ColdSlots()] + [ColdSlots(m, margin * spread, exclusive) for exclusive in (False, True)
                             for m in MAX_SLOTS for margin in MARGINS_SD]
     rows, best, best_key = [], grid[0], (False, -1.0, -1.0)
     for slots in grid:
         measured = slot_metrics(lists, slots)
-        rows.append({**slots.to_meta(), "margin_sd": None if math.isinf(slots.margin) else slots.margin / spread,
-                     **measured})
+        rows.append({**described(slots, spread), **measured})
         feasible = measured["warm_ndcg10"] >= floor
         key = (feasible, measured["cold_hr10"] if feasible else measured["warm_ndcg10"], measured["ndcg10"])
         if key > best_key:

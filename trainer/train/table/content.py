@@ -220,8 +220,7 @@ class Ranking:
         spread = self.score_sd()
         grid = [(scale, float(offset) * spread) for scale in CALIBRATION_SCALES for offset in np.linspace(-6, 2, 81)]
         warm = ~self.target_shown
-        floor = (1 - warm_tolerance) * float(ranking_metrics(self.ranks(1.0, -1e9))["NDCG@10"][warm].mean()) \
-            if warm.any() else 0.0
+        floor = self.warm_floor(warm_tolerance)
         best, best_key = grid[0], (False, -1.0, -1.0)
         for scale, offset in grid:
             ndcg = ranking_metrics(self.ranks(scale, offset))["NDCG@10"]
@@ -230,6 +229,14 @@ class Ranking:
             if key > best_key:
                 best, best_key = (scale, offset), key
         return best[0], best[1], best_key[2]
+
+    def warm_floor(self, warm_tolerance: float) -> float:
+        """The warm targets' NDCG@10 with every content-served item last, less `warm_tolerance` of it: the level the
+        calibration and the cold-slot gate keep (0 without warm targets)."""
+        warm = ~self.target_shown
+        if not warm.any():
+            return 0.0
+        return (1 - warm_tolerance) * float(ranking_metrics(self.ranks(1.0, -1e9))["NDCG@10"][warm].mean())
 
     def score_sd(self) -> float:
         """Standard deviation of the fixed rows' scores: the unit of the calibration's offsets."""
