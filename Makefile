@@ -180,6 +180,12 @@ bench-faiss: setup  ## Flat vs IVF vs HNSW at 10k/100k/1M items -> docs/results/
 bench-cold: setup  ## cold vs warm HR@10 along the content offset of a cold-items table, and its cold-slot gate -> docs/results/bench_cold_tradeoff_<dataset>.*
 	$(BIN)/python -m benchmarks.cold_tradeoff --dataset $(DATASET)
 
+.PHONY: bench-judge-job
+bench-judge-job: setup  ## the simulated-user job on a real gateway: refine time, latency meanwhile -> docs/results/bench_simulated_user_job.*
+	$(BIN)/reasonrec train-judge --dataset ml-100k --protocol cold-items --threads $(THREADS) --out-dir $(JUDGE_ML100K)
+	INDEX=$$($(BIN)/reasonrec serve --build-only | sed -n 's/^ready to serve: index at //p') && \
+		$(BIN)/python -m benchmarks.simulated_user_job --judge $(JUDGE_ML100K) --index "$$INDEX"
+
 .PHONY: cold-diagnosis
 cold-diagnosis: setup  ## cold targets among the cold items only: g, MiniLM, random -> docs/results/<dataset>-cold-diagnosis.*
 	$(BIN)/reasonrec experiment cold-diagnosis --dataset $(DATASET) --threads $(THREADS)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from redis.exceptions import RedisError
 
-from indexer.core.catalog import Catalog, Item
+from indexer.core.catalog import PLACED_BY_TEXT, Catalog, Item
 from indexer.errors import DuplicateItemError, UnknownItemError
 from indexer.manifest import Manifest
 from indexer.store import ItemStore
@@ -57,7 +57,7 @@ def to_item(new: NewItem, existing: Item | None) -> Item:
     return Item(
         item_id=new.item_id, title=new.title, genres=tuple(new.genres), year=new.year,
         avg_rating=existing.avg_rating if existing else None, rating_count=existing.rating_count if existing else 0,
-        description=new.description,
+        description=new.description, placement=PLACED_BY_TEXT,
     )
 
 
@@ -131,6 +131,8 @@ async def add_items(state: AppState, store: ItemStore, new_items: Sequence[NewIt
             raise ApiError(409, str(exc), "items") from exc
 
     manifest = await commit(state, write)
+    if state.items_added is not None:
+        state.items_added()
     return AddItemsResponse(added=len(items), index_version=manifest.version)
 
 

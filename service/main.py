@@ -26,6 +26,7 @@ from service.middleware import RequestContextMiddleware
 from service.rankers import check_ranker_settings
 from service.routes import ROUTERS
 from service.settings import Settings
+from service.simulated_users import start_simulated_users
 from service.startup import Served, resolve
 from service.state import start_state
 
@@ -49,11 +50,15 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await start_state(served or await asyncio.to_thread(resolve, settings, engine), metrics)
+        resolved = served or await asyncio.to_thread(resolve, settings, engine)
+        state = await start_state(resolved, metrics)
         app.state.reasonrec = state
+        job = start_simulated_users(state, resolved)
         try:
             yield
         finally:
+            if job is not None:
+                await job.stop()
             await state.close()
 
     app = FastAPI(title="reasonrec", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)

@@ -197,6 +197,10 @@ class ItemOut(BaseModel):
     avg_rating: float | None = Field(allow_inf_nan=False)
     rating_count: int = Field(ge=0)
     description: str | None
+    placement: str | None = Field(None, description=(
+        'How the item\'s vector was placed: null for an item of the index as built; "text" for an item added '
+        'through /admin/items (placed by its text alone); "text + N simulated-user answers" once the simulated-user '
+        "job (REASONREC_JUDGE) has refined it."))
 
 
 class ItemSearchResponse(BaseModel):

@@ -142,6 +142,13 @@ class Settings(BaseSettings):
         "What answers /rate: `model` (the rating model when one is configured) or `llm` (the guided LLM rating "
         "read from the token probabilities after <rate>, kept as an ablation)."))
 
+    judge: Path | None = Field(None, description=(
+        "Judge folder (`reasonrec train-judge`: a LoRA adapter and pool.json): items added through /admin/items "
+        "are then refined in the background by the model answering as the pool's users (service.simulated_users); "
+        "needs an item table, not with catalog_sync. Unset: hot-added items keep their text placement."))
+    judge_users_per_item: int = Field(8, ge=1, le=1000, description=(
+        "Pool users asked about each hot-added item (one pair each, against another hot-added item)."))
+
     # ---- limits and serving ----------------------------------------------------------------------------------
     max_inflight: int = Field(
         8, ge=1, description="Work requests (recommend, rate, admin) served at once; more are refused with 429."
@@ -196,6 +203,9 @@ class Settings(BaseSettings):
         if self.catalog_sync and not (self.catalog_redis_url or self.redis_url):
             raise ValueError("REASONREC_CATALOG_SYNC=true needs REASONREC_CATALOG_REDIS_URL or REASONREC_REDIS_URL "
                              "(the shared catalog lives there)")
+        if self.catalog_sync and self.judge is not None:
+            raise ValueError("REASONREC_JUDGE runs on a single gateway: with REASONREC_CATALOG_SYNC every replica "
+                             "would ask the judge on its own; unset one of them")
         return self
 
     @model_validator(mode="after")

@@ -30,11 +30,12 @@ from model.engines.base import Engine
 from model.engines.batching import MicroBatchingEngine
 from model.engines.fast_engine import FastEngine, load_fast_engine
 from model.engines.lean import PRECISIONS
-from model.engines.loading import adapter_base, finished_adapter, model_fingerprint
+from model.engines.loading import adapter_base, finished_adapter, load_model, model_fingerprint
 from model.engines.merge import model_folder
 from model.engines.transformers_engine import TransformersEngine
 from model.engines.transformers_engine import load_engine as load_transformers_engine
 from model.engines.vllm_engine import VllmEngine, VllmTimeouts
+from model.judge_pool import POOL_FILE, JudgePool
 from model.networks.item_features import ContentFeaturizer
 from model.networks.sasrec import finished_checkpoint
 from model.networks.table_artifact import TableArtifact, finished_table, stored_fingerprint
@@ -59,6 +60,16 @@ class Served:
     index_dir: Path
     conclusion: ConclusionTerm
     """The reasoning's conclusion term, saved beside the reasoning adapter (zero without one)."""
+    judge: Judge | None = None
+    """The simulated users of hot-added items (`settings.judge`), or None."""
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The model as the user (the served model with the judge's adapter merged) and the users it answers as."""
+
+    engine: Engine
+    pool: JudgePool
 
 
 def resolve(settings: Settings, engine: Engine | None = None) -> Served:
@@ -74,7 +85,8 @@ def resolve(settings: Settings, engine: Engine | None = None) -> Served:
                               table.table_hash if table else None, settings.artifacts)
     adapter = settings.reasoning_adapter()
     conclusion = ConclusionTerm.load(adapter) if adapter is not None and engine.reasoning_adapter else ConclusionTerm()
-    return Served(settings, engine, table, featurizer, load_rating_model(settings), index_dir, conclusion)
+    return Served(settings, engine, table, featurizer, load_rating_model(settings), index_dir, conclusion,
+                  load_judge(settings, table))
 
 
 def default_adapter(settings: Settings) -> Path | Literal["none"] | None:
@@ -174,6 +186,21 @@ def load_table(settings: Settings, engine: Engine) -> tuple[TableArtifact | None
 
         text_encoder = MiniLMEncoder()
     return table, ContentFeaturizer(table.spec, engine, text_encoder, table.center)
+
+
+def load_judge(settings: Settings, table: TableArtifact | None) -> Judge | None:
+    """The judge of `settings.judge` (its adapter merged into the served model, in process, whatever the engine)
+    and its pool; None when unset; an error naming what is missing."""
+    if settings.judge is None:
+        return None
+    if table is None:
+        raise ValueError("REASONREC_JUDGE refines the rows of an item table: it needs REASONREC_TABLE (or the "
+                         "dataset's default table)")
+    if not finished_adapter(settings.judge):
+        raise ValueError(f"REASONREC_JUDGE={settings.judge} holds no finished adapter: train one with "
+                         "`reasonrec train-judge`")
+    pool = JudgePool.load(settings.judge / POOL_FILE)
+    return Judge(FastEngine(load_model(settings.model, settings.judge, settings.artifacts)), pool)
 
 
 def load_rating_model(settings: Settings) -> RatingModel | None:

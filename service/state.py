@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +85,8 @@ class AppState:
     featurizer: ContentFeaturizer | None = None
     rating: RatingModel | None = None
     sync: CatalogSync | None = None
+    items_added: Callable[[], None] | None = None
+    """Called after items were added through the admin API (the simulated-user job's wake-up), or None."""
     _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     admin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Admin writes run one at a time (service.admin: a failed save reloads the store from disk)."""

@@ -8,6 +8,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+PLACED_BY_TEXT = "text"
+"""The placement of an item added through the admin API: its vector is read from its text alone."""
+
 
 @dataclass(frozen=True)
 class Item:
@@ -20,10 +23,16 @@ class Item:
     avg_rating: float | None = None
     rating_count: int = 0
     description: str | None = None
+    placement: str | None = None
+    """How a hot-added item's vector was placed (`PLACED_BY_TEXT`, or by its text and simulated users' answers);
+    None: the vector of the index as built. Written only when set, so built catalogs stay as they were."""
 
     def to_json(self) -> dict:
         # built field by field: dataclasses.asdict deep-copies and was most of the cost of saving a catalog
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"genres": list(self.genres)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)} | {"genres": list(self.genres)}
+        if self.placement is None:
+            del data["placement"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> Item:

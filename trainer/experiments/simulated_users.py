@@ -4,7 +4,7 @@ User Histories to Generate LLM Users for Cold-Start Item Recommendation", arXiv 
 A seeded pool of training users is asked, each through the language model as that user (`model.preference`, its
 whole training history up to 50 lines), which of two cold items they would rather watch, `pairs_per_user` times
 for the validation half of the cold items and as often for the test half. A selection rule picks `budget` users
-of the pool; their answers refine the rows of the cold items they name (`trainer.train.table.simulated`: BPR, rows
+of the pool; their answers refine the rows of the cold items they name (`model.networks.preference_rows`: BPR, rows
 start at g(c), the warm rows and the encoder stay). The rules, as in the paper:
 - `none`: no simulated user (the table as trained);
 - `random`: seeded uniform users;
@@ -12,7 +12,10 @@ start at g(c), the warm rows and the encoder stay). The rules, as in the paper:
   selection gives the best validation reward;
 - `policy`: REINFORCE over the features (a linear layer and a sigmoid per user, Bernoulli draws, the `budget`
   highest logits kept, an EMA baseline), rewarded by validation cold Recall@50;
-- `all`: every user of the pool (the most augmentation the pool gives).
+- `all`: every user of the pool (the most augmentation the pool gives);
+- `per-item` (llm judge): not a selection of users but the gateway's way of asking (`service.simulated_users`):
+  each test cold item asked of `per_item_users` seeded pool users against another item of the half, every answer
+  used, with the l2 chosen on validation (its own answers, cached apart).
 Validation and test are kept apart: the policy and the feature choice only see the validation half's cold items
 and examples, the report's figures are on the test half. The pool's users are not evaluated (their examples are
 left out), and each phase ranks the warm items and its own half of the cold items only (the other half is no
@@ -35,7 +38,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,7 +49,9 @@ from tqdm import tqdm
 from indexer.core.catalog import Catalog
 from indexer.core.paths import artifacts_dir
 from model.engines.base import Engine
+from model.judge_pool import Answer, JudgePool
 from model.networks.minilm import MiniLMEncoder, TextEncoder
+from model.networks.preference_rows import Preferences, refine_rows
 from model.networks.sasrec import PAD, right_padded
 from model.preference import prefer_first
 from model.prompts import PREFERENCE_TEMPLATE_VERSION, HistoryLine, UserHistory
@@ -56,9 +61,9 @@ from trainer.data.protocols import SplitConfig
 from trainer.data.splits import ColdSplit, Example
 from trainer.machine import machine_line, shown_path
 from trainer.protocol.metrics import bootstrap_ci
+from trainer.train.judge import pool_users
 from trainer.train.table.content import rows_as_read
 from trainer.train.table.served import ServedTable, load_served_table
-from trainer.train.table.simulated import Preferences, refine_rows
 
 FEATURES = ("MP", "AP", "RV", "CKLD", "CSD", "EE", "V", "AR")
 """The paper's user features: median and average popularity of the history's items, rating variance, KL
@@ -66,7 +71,7 @@ divergence of the user's genre distribution from the catalog's, genre diversity 
 genre entropy, volume (training interactions), average rating."""
 JUDGES = ("llm", "real")
 HALVES = ("valid", "test")
-RULES = ("none", "random", "feature", "policy", "all")
+RULES = ("none", "random", "feature", "policy", "all", "per-item")
 
 
 @dataclass
@@ -97,6 +102,9 @@ class SimulatedUsersConfig(SplitConfig):
     """Seed of the pool's users and pairs."""
     budget: int = 40
     """Users each selection rule picks from the pool."""
+    per_item_users: int = 8
+    """The gateway's rule, measured as `per-item` (llm judge): each test cold item asked of this many seeded pool
+    users against another item of the half (`JudgePool.questions`; REASONREC_JUDGE_USERS_PER_ITEM); 0: skipped."""
     seeds: int = 5
     """Seeds of the random rule and of the policy's training."""
     policy_iterations: int = 200
@@ -132,6 +140,8 @@ class SimulatedUsersConfig(SplitConfig):
                self.refine_steps, self.bootstrap) < 1:
             raise ValueError("--pool-users, --pairs-per-user, --budget, --seeds, --policy-iterations, "
                              "--refine-steps and --bootstrap must be >= 1")
+        if self.per_item_users < 0:
+            raise ValueError("--per-item-users must be >= 0")
         if self.budget > self.pool_users:
             raise ValueError(f"--budget ({self.budget}) must not exceed --pool-users ({self.pool_users})")
         self.refine_l2 = tuple(float(x) for x in self.refine_l2)
@@ -151,22 +161,14 @@ class SimulatedUsersConfig(SplitConfig):
 
 
 @dataclass
-class Judged:
-    """One answered pair: the user prefers `first` to `second` with probability `p`."""
-
-    user: str
-    first: str
-    second: str
-    p: float
-
-
-@dataclass
 class Pool:
     users: list[str]
-    pairs: dict[str, list[Judged]]
+    pairs: dict[str, list[Answer]]
     """Half ("valid" or "test") -> the pool's answered pairs of that half's cold items."""
-    checks: dict[str, list[Judged]]
+    checks: dict[str, list[Answer]]
     """"warm" / "cold" -> held-out pairs whose `first` is the user's real next item (llm judge only)."""
+    per_item: list[Answer] = field(default_factory=list)
+    """The test half's cold items asked by the gateway's rule (`judge_per_item`; llm judge only)."""
 
 
 def simulated_users(config: SimulatedUsersConfig, command: str = "", engine: Engine | None = None,
@@ -191,6 +193,8 @@ def simulated_users(config: SimulatedUsersConfig, command: str = "", engine: Eng
     users = pool_users(served.split, config.pool_users, config.pool_seed)
     pool = (real_pool(served, users, config.pairs_per_user, config.pool_seed) if config.judge == "real"
             else judge_pool(served, users, judge, config))
+    if config.judge == "llm" and config.per_item_users:
+        pool.per_item = judge_per_item(served, users, judge, config)
     lab = Lab(served, pool, config)
     results = lab.run_rules()
     checks = {} if config.judge == "real" else judge_accuracy(served, pool, encoder or MiniLMEncoder(), config)
@@ -205,12 +209,6 @@ def simulated_users(config: SimulatedUsersConfig, command: str = "", engine: Eng
 
 # ---- the pool ----------------------------------------------------------------------------------------------------
 
-def pool_users(split: ColdSplit, n: int, seed: int) -> list[str]:
-    """`n` seeded training users (all of them when fewer), in a fixed order."""
-    candidates = sorted(u for u, history in split.train.items() if history)
-    return sorted(random.Random(seed).sample(candidates, min(n, len(candidates))))
-
-
 def _half_items(split: ColdSplit, half: str) -> list[str]:
     return sorted(split.valid_items if half == "valid" else split.test_items)
 
@@ -219,18 +217,18 @@ def _lines(history: Sequence[Interaction], catalog: Catalog) -> list[HistoryLine
     return [HistoryLine.of_item(catalog[x.item_id], x.rating, x.timestamp) for x in history]
 
 
-def _pool_path(served: ServedTable, engine: Engine, config: SimulatedUsersConfig) -> Path:
+def _pool_path(served: ServedTable, engine: Engine, config: SimulatedUsersConfig, questions: str) -> Path:
     key = (f"{served.dataset.name}-{config.protocol}-split{config.split_seed}-pool{config.pool_seed}-"
-           f"{config.pairs_per_user}pairs-{PREFERENCE_TEMPLATE_VERSION}-{engine.fingerprint.model_id}-"
+           f"{questions}-{PREFERENCE_TEMPLATE_VERSION}-{engine.fingerprint.model_id}-"
            f"{engine.fingerprint.weights_hash}-{engine.fingerprint.adapter_hash or 'base'}")
     return artifacts_dir() / "simulated-users" / f"{key}.jsonl"
 
 
-def judge_pool(served: ServedTable, users: Sequence[str], engine: Engine, config: SimulatedUsersConfig) -> Pool:
-    """Ask the language model, as each pool user, about `pairs_per_user` seeded pairs per half and the two held-out
-    check pairs; answers are kept per user in a JSON-lines file under `artifacts/simulated-users/` (keyed by the
-    split, the pool seed, the prompt version and the model), so an interrupted run resumes where it stopped."""
-    path = _pool_path(served, engine, config)
+def _ask_cached(path: Path, served: ServedTable, users: Sequence[str], engine: Engine,
+                questions: Callable[[str], dict[str, list[tuple[str, str]]]]) -> list[dict]:
+    """Ask the language model, as each of `users`, the pairs `questions(user)` gives per part; the answers are kept
+    per user in the JSON-lines file `path`, so an interrupted run resumes where it stopped. One record per user:
+    part -> [[first, second, p], ...]."""
     path.parent.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict] = {}
     if path.exists():
@@ -239,11 +237,9 @@ def judge_pool(served: ServedTable, users: Sequence[str], engine: Engine, config
                 record = json.loads(line)
                 done[record["user"]] = record
     split, catalog = served.split, served.dataset.catalog
-    assert isinstance(split, ColdSplit)
-    trained = sorted({x.item_id for history in split.train.values() for x in history})
     with path.open("a", encoding="utf-8") as out:
         for user in tqdm([u for u in users if u not in done], desc="simulated users", unit="user"):
-            asked = _questions(split, user, trained, config.pairs_per_user, config.pool_seed)
+            asked = questions(user)
             flat = [pair for pairs in asked.values() for pair in pairs]
             answers = prefer_first(engine, _lines(split.train[user], catalog),
                                    [(catalog[a], catalog[b]) for a, b in flat])
@@ -254,7 +250,33 @@ def judge_pool(served: ServedTable, users: Sequence[str], engine: Engine, config
             out.write(json.dumps(record) + "\n")
             out.flush()
             done[user] = record
-    return _pool_of([done[u] for u in users])
+    return [done[u] for u in users]
+
+
+def judge_pool(served: ServedTable, users: Sequence[str], engine: Engine, config: SimulatedUsersConfig) -> Pool:
+    """Ask the language model, as each pool user, about `pairs_per_user` seeded pairs per half and the two held-out
+    check pairs (kept under `artifacts/simulated-users/`, keyed by the split, the pool seed, the prompt version and
+    the model)."""
+    split = served.split
+    assert isinstance(split, ColdSplit)
+    trained = sorted({x.item_id for history in split.train.values() for x in history})
+    path = _pool_path(served, engine, config, f"{config.pairs_per_user}pairs")
+    return _pool_of(_ask_cached(path, served, users, engine, lambda user: _questions(
+        split, user, trained, config.pairs_per_user, config.pool_seed)))
+
+
+def judge_per_item(served: ServedTable, users: Sequence[str], engine: Engine, config: SimulatedUsersConfig
+                   ) -> list[Answer]:
+    """The gateway's rule (`JudgePool.questions`, service.simulated_users): each cold item of the test half asked
+    of `per_item_users` seeded pool users, against another item of the half."""
+    split = served.split
+    assert isinstance(split, ColdSplit)
+    pool = JudgePool.of({u: [(x.item_id, x.rating, x.timestamp) for x in split.train[u]] for u in users}, {})
+    items = _half_items(split, "test")
+    asked = pool.questions(items, items, config.per_item_users)
+    path = _pool_path(served, engine, config, f"per-item{config.per_item_users}")
+    records = _ask_cached(path, served, users, engine, lambda user: {"test": asked.get(user, [])})
+    return [Answer(r["user"], a, b, p) for r in records for a, b, p in r["test"]]
 
 
 def _questions(split: ColdSplit, user: str, trained: Sequence[str], pairs_per_user: int, seed: int
@@ -281,8 +303,8 @@ def _questions(split: ColdSplit, user: str, trained: Sequence[str], pairs_per_us
 
 
 def _pool_of(records: Sequence[dict]) -> Pool:
-    def judged(part: str) -> list[Judged]:
-        return [Judged(r["user"], a, b, p) for r in records for a, b, p in r.get(part, [])]
+    def judged(part: str) -> list[Answer]:
+        return [Answer(r["user"], a, b, p) for r in records for a, b, p in r.get(part, [])]
 
     return Pool([r["user"] for r in records], {half: judged(half) for half in HALVES},
                 {kind: judged(kind) for kind in ("warm", "cold")})
@@ -293,7 +315,7 @@ def real_pool(served: ServedTable, users: Sequence[str], pairs_per_user: int, se
     the full data, which the split hides), each against a seeded item of the half the user never rated."""
     split, histories = served.split, served.dataset.histories
     assert isinstance(split, ColdSplit)
-    pairs: dict[str, list[Judged]] = {half: [] for half in HALVES}
+    pairs: dict[str, list[Answer]] = {half: [] for half in HALVES}
     for user in users:
         rng = random.Random(f"{seed}:{user}")
         rated = {x.item_id for x in histories.get(user, [])}
@@ -302,7 +324,7 @@ def real_pool(served: ServedTable, users: Sequence[str], pairs_per_user: int, se
             liked = [i for i in items if i in rated]
             others = [i for i in items if i not in rated]
             for item in rng.sample(liked, min(pairs_per_user, len(liked))) if others else []:
-                pairs[half].append(Judged(user, item, rng.choice(others), 1.0))
+                pairs[half].append(Answer(user, item, rng.choice(others), 1.0))
     return Pool(list(users), pairs, {"warm": [], "cold": []})
 
 
@@ -429,18 +451,16 @@ class Lab:
     def preferences(self, half: str, chosen: Sequence[str]) -> Preferences:
         """The chosen users' answers of `half` as BPR pairs (winner, loser, confidence |2p - 1|)."""
         code, chosen_set = self.served.artifact.code_of, set(chosen)
-        kept = [j for j in self.pool.pairs[half] if j.user in chosen_set]
-        winners = [code[j.first] if j.p >= 0.5 else code[j.second] for j in kept]
-        losers = [code[j.second] if j.p >= 0.5 else code[j.first] for j in kept]
-        return Preferences(torch.tensor([self.user_row[j.user] for j in kept], dtype=torch.long),
-                           torch.tensor(winners, dtype=torch.long), torch.tensor(losers, dtype=torch.long),
-                           torch.tensor([abs(2 * j.p - 1) for j in kept], dtype=torch.float32))
+        return Preferences.of_answers([(self.user_row[j.user], code[j.first], code[j.second], j.p)
+                                       for j in self.pool.pairs[half] if j.user in chosen_set])
 
     def ranks(self, half: str, chosen: Sequence[str]) -> np.ndarray:
         """Ranks of the half's cold then warm targets with the rows refined by the chosen users' answers."""
+        return self.ranks_with(half, self.preferences(half, chosen))
+
+    def ranks_with(self, half: str, pairs: Preferences) -> np.ndarray:
         config = self.config
-        rows = refine_rows(self.rows, self.user_vectors, self.preferences(half, chosen), config.refine_steps,
-                           config.refine_lr, self.l2)
+        rows = refine_rows(self.rows, self.user_vectors, pairs, config.refine_steps, config.refine_lr, self.l2)
         return self.phases[half].ranks(rows)
 
     def reward(self, chosen: Sequence[str]) -> float:
@@ -463,6 +483,12 @@ class Lab:
             logits, curve = train_policy(self.features, self.reward, users, config, seed)
             results["policy"].append(self._result(top_users(users, logits, config.budget),
                                                   {"seed": seed, "reward_curve": curve}))
+        if self.pool.per_item:
+            code = self.served.artifact.code_of
+            pairs = Preferences.of_answers([(self.user_row[j.user], code[j.first], code[j.second], j.p)
+                                            for j in self.pool.per_item])
+            results["per-item"] = [{"chosen": sorted({j.user for j in self.pool.per_item}), "pairs": len(pairs),
+                                    "test_ranks": self.ranks_with("test", pairs).tolist()}]
         return results
 
     def _result(self, chosen: Sequence[str], extra: dict) -> dict:
@@ -589,7 +615,7 @@ def _summary(lab: Lab, results: dict[str, list[dict]], bootstrap: int) -> list[d
     seed-averaged per-user cold Recall@50 with a bootstrap interval over test users."""
     none = _metrics(lab, np.asarray(results["none"][0]["test_ranks"]))
     rows = []
-    for rule in RULES:
+    for rule in (r for r in RULES if r in results):
         runs = [_metrics(lab, np.asarray(r["test_ranks"])) for r in results[rule]]
         means = {m: [float(run[m].mean()) for run in runs] for m in none}
         averaged = np.mean([run["cold Recall@50"] for run in runs], axis=0)

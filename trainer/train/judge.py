@@ -8,7 +8,9 @@ cross-entropy of the right letter against the other at the answer's first token,
 `model.preference.prefer_first` reads; the items are warm, but the model sees only their text, as it would a cold
 item's. LoRA (Hu et al., ICLR 2022) on the top `lora_top_layers` layers, trained by the resumable loop of
 `trainer.train.sft_loop` (rerunning the same command resumes and is a no-op once done). The adapter is merged
-into the judge by `reasonrec experiment simulated-users --judge-adapter`.
+into the judge by `reasonrec experiment simulated-users --judge-adapter`; beside it, `pool.json`
+(`model.judge_pool`) holds the seeded training users the gateway's simulated-user job asks the judge as
+(`service.simulated_users`, with REASONREC_JUDGE set to the folder).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from indexer.core.paths import artifacts_dir
 from model.engines.base import single_token_ids
 from model.engines.loading import load_model
 from model.engines.transformers_engine import left_padded_positions
+from model.judge_pool import POOL_FILE, JudgePool
 from model.prompts import PREFERENCE_CHOICES, PREFERENCE_TEMPLATE_VERSION, HistoryLine, preference_prompt, render_chat
 from trainer.data.protocols import SplitConfig
 from trainer.data.splits import Split
@@ -52,13 +55,15 @@ class JudgeSftConfig(SplitConfig, LoraSettings):
     """Seed of the LoRA initialization and the samples."""
     out_dir: Path | None = None
     """Adapter folder; default `artifacts/adapters/<dataset>-<protocol>-judge-seed<seed>`."""
+    pool_users: int = 120
+    """Training users written to the folder's `pool.json` (seeded by `seed`): whom the served judge answers as."""
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
         super().__post_init__()
         self.check_lora()
-        if self.pairs < 1 or self.min_history < 1:
-            raise ValueError("--pairs and --min-history must be >= 1")
+        if self.pairs < 1 or self.min_history < 1 or self.pool_users < 1:
+            raise ValueError("--pairs, --min-history and --pool-users must be >= 1")
         if self.lr <= 0 or self.checkpoint_minutes <= 0:
             raise ValueError("--lr and --checkpoint-minutes must be positive")
 
@@ -69,7 +74,7 @@ class JudgeSftConfig(SplitConfig, LoraSettings):
     def fingerprint(self) -> dict:
         """Everything that decides the result."""
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-                for k, v in asdict(self).items() if k not in ("out_dir", "checkpoint_minutes")}
+                for k, v in asdict(self).items() if k not in ("out_dir", "checkpoint_minutes", "pool_users")}
 
 
 @dataclass(frozen=True)
@@ -101,13 +106,31 @@ def judge_samples(split: Split, n: int, min_history: int, seed: int) -> list[Jud
     return samples
 
 
+def pool_users(split: Split, n: int, seed: int) -> list[str]:
+    """`n` seeded training users (all of them when fewer), in a fixed order."""
+    candidates = sorted(u for u, history in split.train.items() if history)
+    return sorted(random.Random(seed).sample(candidates, min(n, len(candidates))))
+
+
+def write_pool(config: JudgeSftConfig, split: Split, command: str) -> Path:
+    """The folder's `pool.json`: `config.pool_users` seeded training users and their training histories."""
+    users = pool_users(split, config.pool_users, config.seed)
+    histories = {u: [(x.item_id, x.rating, x.timestamp) for x in split.train[u]] for u in users}
+    source = {"dataset": config.dataset, "split": split.protocol, "seed": config.seed, "command": command}
+    path = config.folder / POOL_FILE
+    JudgePool.of(histories, source).save(path)
+    return path
+
+
 def train_judge(config: JudgeSftConfig, command: str = "") -> Path:
-    """Train (or resume, or find done) the judge adapter; returns its folder."""
+    """Train (or resume, or find done) the judge adapter and write its pool when missing; returns its folder."""
     run = SftRun(config.folder, "judge SFT", config.fingerprint(), config.checkpoint_minutes)
+    ds, split = config.load()
     if sft_done(run):
         log.info("%s is already trained with these settings", run.folder)
+        if not (run.folder / POOL_FILE).is_file():
+            write_pool(config, split, command)
         return run.folder
-    ds, split = config.load()
     loaded = load_model(config.model)
     tokenizer, catalog = loaded.tokenizer, ds.catalog
     torch.manual_seed(config.seed)
@@ -133,4 +156,5 @@ def train_judge(config: JudgeSftConfig, command: str = "") -> Path:
                 "base_model": loaded.fingerprint.to_json(), "template_version": PREFERENCE_TEMPLATE_VERSION,
                 "data": {"dataset": ds.name, "split": split.protocol}}
     run_sft(run, model, config.lr, len(samples), step_loss, manifest, loaded.fingerprint.model_id, unit="pair")
+    write_pool(config, split, command)
     return run.folder

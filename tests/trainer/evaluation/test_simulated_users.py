@@ -13,6 +13,7 @@ import torch
 from trainer_helpers import HashEncoder
 
 from model.engines.transformers_engine import TransformersEngine
+from model.networks.preference_rows import Preferences, refine_rows
 from model.networks.sasrec import right_padded
 from model.preference import prefer_first
 from model.prompts import HistoryLine
@@ -23,14 +24,13 @@ from trainer.experiments.simulated_users import (
     FEATURES,
     SimulatedUsersConfig,
     make_phase,
-    pool_users,
     simulated_users,
     top_users,
     train_policy,
     user_features,
 )
+from trainer.train.judge import pool_users
 from trainer.train.table.served import ServedTable
-from trainer.train.table.simulated import Preferences, refine_rows
 
 
 def test_the_judge_reads_both_orders(served: ServedTable, tiny_engine: TransformersEngine) -> None:
@@ -117,12 +117,12 @@ def test_the_experiment_writes_its_report_and_reuses_the_pool(judge: str, served
         "experiment", "simulated-users", "--dataset", "ml-1m-zip", "--data-path", str(data), "--model", "tiny",
         "--judge", judge, "--pool-users", "12", "--pairs-per-user", "2", "--budget", "4", "--seeds", "2",
         "--policy-iterations", "3", "--refine-steps", "5", "--refine-l2", "0.1,10", "--bootstrap", "50",
-        "--out-dir", str(tmp_path)])
+        "--per-item-users", "3", "--out-dir", str(tmp_path)])
     config = config_from_args(SimulatedUsersConfig, args)
     md, js = simulated_users(config, "reasonrec experiment simulated-users ...", tiny_engine, HashEncoder())
     report = json.loads(js.read_text())
     rules = {row["rule"]: row for row in report["rules"]}
-    assert set(rules) == {"none", "random", "feature", "policy", "all"}
+    assert set(rules) == {"none", "random", "feature", "policy", "all"} | ({"per-item"} if judge == "llm" else set())
     assert rules["none"]["gain_recall50"]["mean"] == 0 and rules["random"]["runs"] == 2
     assert all(len(run["chosen"]) == 4 for rule in ("random", "feature", "policy") for run in report["runs"][rule])
     assert len(report["runs"]["all"][0]["chosen"]) == 12
@@ -137,7 +137,9 @@ def test_the_experiment_writes_its_report_and_reuses_the_pool(judge: str, served
     pools = list((module_artifacts / "simulated-users").glob("*.jsonl"))
     if judge == "llm":
         assert report["pairs_asked"] == {"valid": 24, "test": 24} and report["judge_accuracy"]
-        assert len(pools) == 1 and len(pools[0].read_text().splitlines()) == 12
+        assert len(pools) == 2 and all(len(pool.read_text().splitlines()) == 12 for pool in pools)
+        assert isinstance(served.split, ColdSplit)  # the gateway's rule: each test cold item asked of 3 users
+        assert report["runs"]["per-item"][0]["pairs"] == 3 * len(served.split.test_items)
 
         class Refusing:
             def __getattr__(self, name: str) -> object:

@@ -13,12 +13,13 @@ from trainer_helpers import write_cycle_ml1m
 
 from model.engines.loading import ADAPTER_META, load_model
 from model.engines.transformers_engine import TransformersEngine
+from model.judge_pool import POOL_FILE, JudgePool
 from model.preference import prefer_first
 from model.prompts import HistoryLine
 from trainer.cli import main
 from trainer.data import load_dataset
 from trainer.data.protocols import make_split
-from trainer.train.judge import JudgeSftConfig, judge_samples, train_judge
+from trainer.train.judge import JudgeSftConfig, judge_samples, pool_users, train_judge
 from trainer.train.sft_loop import RESUME_FILE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -84,5 +85,14 @@ def test_the_job_resumes_after_an_interruption_and_the_judge_loads_it(data: Path
 def test_the_command_line_trains_a_judge(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli-judge"
     assert main(["train-judge", "--dataset", "ml-1m-zip", "--data-path", str(data), "--model", "tiny", "--pairs", "2",
-                 "--min-history", "3", "--out-dir", str(out)]) == 0
+                 "--min-history", "3", "--pool-users", "5", "--out-dir", str(out)]) == 0
     assert "--judge-adapter" in capsys.readouterr().out and (out / "adapter_model.safetensors").is_file()
+    pool = JudgePool.load(out / POOL_FILE)  # whom the served judge answers as: training users and their histories
+    split = make_split(load_dataset("ml-1m-zip", data), "cold-items")
+    assert [u.user_id for u in pool.users] == pool_users(split, 5, 0) and pool.source["split"].startswith("cold-items")
+    for user in pool.users:
+        assert list(user.history) == [(x.item_id, x.rating, x.timestamp) for x in split.train[user.user_id]][-50:]
+    (out / POOL_FILE).unlink()
+    assert main(["train-judge", "--dataset", "ml-1m-zip", "--data-path", str(data), "--model", "tiny", "--pairs", "2",
+                 "--min-history", "3", "--pool-users", "5", "--out-dir", str(out)]) == 0
+    assert JudgePool.load(out / POOL_FILE) == pool  # a done judge without its pool gets it written

@@ -6,11 +6,13 @@ moves only the rows of the items in those pairs, starting from the rows they are
 `[v_i, b_i] += d_i`, minimizing the confidence-weighted BPR loss `-log sigmoid(s(u, w) - s(u, l))` with
 `s(u, i) = u . v_i + b_i` plus `l2` times the mean squared norm of the moved items' `d_i`, so that rows stay near
 their text's placement when the pairs say little. User vectors (the frozen encoder on the users' training
-histories) and every other row stay as they are.
+histories) and every other row stay as they are. Used by `reasonrec experiment simulated-users` (which measures
+it) and by the gateway's simulated-user job (`service.simulated_users`), with the same answers-to-pairs rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +33,18 @@ class Preferences:
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
+
+    @classmethod
+    def of_answers(cls, answers: Sequence[tuple[int, int, int, float]]) -> Preferences:
+        """Answers (user row, first code, second code, p = P(first preferred)) as pairs: the preferred item wins,
+        with confidence |2p - 1| (an answer of .5 says nothing)."""
+        first_wins = [p >= 0.5 for _, _, _, p in answers]
+        return cls(torch.tensor([u for u, _, _, _ in answers], dtype=torch.long),
+                   torch.tensor([a if win else b for (_, a, b, _), win in zip(answers, first_wins, strict=True)],
+                                dtype=torch.long),
+                   torch.tensor([b if win else a for (_, a, b, _), win in zip(answers, first_wins, strict=True)],
+                                dtype=torch.long),
+                   torch.tensor([abs(2 * p - 1) for _, _, _, p in answers], dtype=torch.float32))
 
 
 def refine_rows(rows: torch.Tensor, user_vectors: torch.Tensor, pairs: Preferences, steps: int = 100,
