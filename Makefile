@@ -13,7 +13,7 @@ ADAPTER_FLAG := $(if $(ADAPTER),--adapter $(ADAPTER),)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup setup-browser test test-fast test-slow lint index serve clean-venv eval train-cl fuzz faults
+.PHONY: setup setup-browser test test-fast test-slow lint index serve serve-judge clean-venv eval train-cl fuzz faults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ index: setup  ## encode a dataset's catalog into artifacts/indexes/<dataset> (DA
 
 serve: setup  ## prepare the default model, data and index if missing, then serve on 127.0.0.1:8000
 	$(BIN)/reasonrec serve --dataset $(DATASET) $(ADAPTER_FLAG)
+
+serve-judge: setup  ## `make serve` (ML-100k) with the shipped judge refining hot-added items (writes its pool.json first)
+	$(BIN)/reasonrec train-judge --dataset ml-100k --protocol cold-items --out-dir deploy/artifacts/ml-100k/judge
+	REASONREC_JUDGE=deploy/artifacts/ml-100k/judge $(BIN)/reasonrec serve --dataset ml-100k $(ADAPTER_FLAG)
 
 clean-venv:
 	rm -rf $(VENV)

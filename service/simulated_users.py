@@ -98,8 +98,6 @@ class SimulatedUserJob:
         self.memory = Memory.load(self.path)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.idle = asyncio.Event()
-        """Set while nothing is pending or being refined (tests and the admin wait on it)."""
 
     def start(self) -> None:
         self.state.items_added = self.wake
@@ -107,7 +105,6 @@ class SimulatedUserJob:
         self.wake()  # items left with their text placement before a restart
 
     def wake(self) -> None:
-        self.idle.clear()
         self._wake.set()
 
     async def stop(self) -> None:
@@ -125,8 +122,6 @@ class SimulatedUserJob:
                     log.info("simulated users refined %d hot-added item(s)", refined)
             except Exception:  # a failed round is retried on the next change; the served rows stay as they are
                 log.exception("the simulated-user job failed; the items keep their rows until the next change")
-            if not self._wake.is_set():
-                self.idle.set()
 
     async def refine_pending(self) -> int:
         """Ask about the items still placed by their text, refine every hot-added row; how many items changed."""
