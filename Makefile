@@ -188,7 +188,7 @@ bench-cold: setup  ## cold vs warm HR@10 along the content offset of a cold-item
 bench-judge-job: setup  ## the simulated-user job on a real gateway: refine time, latency meanwhile -> docs/results/bench_simulated_user_job.*
 	$(BIN)/reasonrec train-judge --dataset ml-100k --protocol cold-items --threads $(THREADS) --out-dir $(JUDGE_ML100K)
 	INDEX=$$($(BIN)/reasonrec serve --build-only | sed -n 's/^ready to serve: index at //p') && \
-		$(BIN)/python -m benchmarks.simulated_user_job --judge $(JUDGE_ML100K) --index "$$INDEX"
+		$(BIN)/python -m benchmarks.simulated_user_job --judge $(JUDGE_ML100K) --index "$$(realpath --relative-to=. "$$INDEX")"
 
 .PHONY: cold-diagnosis
 cold-diagnosis: setup  ## cold targets among the cold items only: g, MiniLM, random -> docs/results/<dataset>-cold-diagnosis.*

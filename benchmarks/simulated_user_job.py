@@ -26,6 +26,7 @@ from benchmarks.common import Report, percentile, request_bodies
 from indexer.core.paths import artifacts_dir
 from loadtests.gateway import Gateway
 from trainer.data import load_dataset
+from trainer.machine import shown_path
 
 ADMIN_TOKEN = "bench"
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     index = artifacts_dir() / "bench" / "simulated-user-job-index"
     shutil.rmtree(index, ignore_errors=True)
     shutil.copytree(args.index, index)
-    settings = {"model": "smollm2", "dataset": args.dataset, "index_dir": str(index), "judge": str(args.judge),
+    settings = {"model": "smollm2", "dataset": args.dataset, "index_dir": shown_path(index), "judge": str(args.judge),
                 "judge_users_per_item": str(args.users_per_item), "admin_token": ADMIN_TOKEN,
                 "request_timeout_s": "1200"}
     bodies = iter({**b, "ranker": "reasoning", "max_reasoning_tokens": args.tokens}

@@ -148,6 +148,10 @@ class Settings(BaseSettings):
         "needs an item table, not with catalog_sync. Unset: hot-added items keep their text placement."))
     judge_users_per_item: int = Field(8, ge=1, le=1000, description=(
         "Pool users asked about each hot-added item (one pair each, against another hot-added item)."))
+    judge_l2: float = Field(10.0, ge=0, le=1e6, description=(
+        "How strongly a refined row is held to its text row (the refinement's l2). ML-100k cold-items, 8 users per "
+        "item: validation picks .1, which lowers test cold Recall@50 from .117 to .030; 10 leaves validation as it "
+        "is and gives .132 on test (docs/results/ml-100k-cold-items-simulated-users-llm-*-judge-seed0.md)."))
 
     # ---- limits and serving ----------------------------------------------------------------------------------
     max_inflight: int = Field(

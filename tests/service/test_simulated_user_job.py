@@ -24,7 +24,7 @@ from model.networks.preference_rows import Preferences, refine_rows
 from model.prompts import UserHistory, item_prompt
 from model.rankers.table import history_rows, user_vectors
 from service.settings import Settings
-from service.simulated_users import ANSWERS_FILE, REFINE_L2, REFINE_LR, REFINE_STEPS, refined_placement
+from service.simulated_users import ANSWERS_FILE, REFINE_LR, REFINE_STEPS, refined_placement
 from service.startup import resolve
 from trainer.train.lora import LoraSettings, add_lora
 
@@ -44,7 +44,8 @@ def judged(tiny_engine, catalog: Catalog, tmp_path: Path) -> Settings:
     add_lora(load_model("tiny").model, LoraSettings(model="tiny", lora_dropout=0.0)).save_pretrained(judge)
     (judge / ADAPTER_META).write_text(json.dumps({"status": "done"}))
     JudgePool.of({u: [(i, 4.0, None) for i in ids] for u, ids in POOL.items()}, {"test": True}).save(judge / POOL_FILE)
-    return tiny_settings(tmp_path / "index", table=tmp_path / "table", judge=judge, judge_users_per_item=3)
+    return tiny_settings(tmp_path / "index", table=tmp_path / "table", judge=judge, judge_users_per_item=3,
+                         judge_l2=0.1)
 
 
 def _placement(server, item_id: str) -> str | None:
@@ -101,7 +102,7 @@ def test_hot_added_items_are_refined_by_the_judges_answers(serve, tiny_engine, j
                                     for a in answers])
     expected = refine_rows(torch.tensor(np.stack([saved["text_rows"][i] for i in items])),
                            torch.from_numpy(user_vectors(table, histories)), pairs, REFINE_STEPS, REFINE_LR,
-                           REFINE_L2)
+                           judged.judge_l2)
     np.testing.assert_allclose(store.vectors_of(items), expected.numpy(), atol=1e-5)
     assert not np.allclose(store.vectors_of(items), np.stack([saved["text_rows"][i] for i in items]))
     warm = before.catalog.ids()

@@ -14,8 +14,8 @@ start at g(c), the warm rows and the encoder stay). The rules, as in the paper:
   highest logits kept, an EMA baseline), rewarded by validation cold Recall@50;
 - `all`: every user of the pool (the most augmentation the pool gives);
 - `per-item` (llm judge): not a selection of users but the gateway's way of asking (`service.simulated_users`):
-  each test cold item asked of `per_item_users` seeded pool users against another item of the half, every answer
-  used, with the l2 chosen on validation (its own answers, cached apart).
+  each cold item of a half asked of `per_item_users` seeded pool users against another item of the half, every
+  answer used, with its own l2 chosen on its validation answers (cached apart).
 Validation and test are kept apart: the policy and the feature choice only see the validation half's cold items
 and examples, the report's figures are on the test half. The pool's users are not evaluated (their examples are
 left out), and each phase ranks the warm items and its own half of the cold items only (the other half is no
@@ -167,8 +167,8 @@ class Pool:
     """Half ("valid" or "test") -> the pool's answered pairs of that half's cold items."""
     checks: dict[str, list[Answer]]
     """"warm" / "cold" -> held-out pairs whose `first` is the user's real next item (llm judge only)."""
-    per_item: list[Answer] = field(default_factory=list)
-    """The test half's cold items asked by the gateway's rule (`judge_per_item`; llm judge only)."""
+    per_item: dict[str, list[Answer]] = field(default_factory=dict)
+    """Half -> its cold items asked by the gateway's rule (`judge_per_item`; llm judge only)."""
 
 
 def simulated_users(config: SimulatedUsersConfig, command: str = "", engine: Engine | None = None,
@@ -266,17 +266,21 @@ def judge_pool(served: ServedTable, users: Sequence[str], engine: Engine, config
 
 
 def judge_per_item(served: ServedTable, users: Sequence[str], engine: Engine, config: SimulatedUsersConfig
-                   ) -> list[Answer]:
-    """The gateway's rule (`JudgePool.questions`, service.simulated_users): each cold item of the test half asked
-    of `per_item_users` seeded pool users, against another item of the half."""
+                   ) -> dict[str, list[Answer]]:
+    """The gateway's rule (`JudgePool.questions`, service.simulated_users), per half: each cold item of the half
+    asked of `per_item_users` seeded pool users, against another item of the half."""
     split = served.split
     assert isinstance(split, ColdSplit)
     pool = JudgePool.of({u: [(x.item_id, x.rating, x.timestamp) for x in split.train[u]] for u in users}, {})
-    items = _half_items(split, "test")
-    asked = pool.questions(items, items, config.per_item_users)
-    path = _pool_path(served, engine, config, f"per-item{config.per_item_users}")
-    records = _ask_cached(path, served, users, engine, lambda user: {"test": asked.get(user, [])})
-    return [Answer(r["user"], a, b, p) for r in records for a, b, p in r["test"]]
+    answers = {}
+    for half in HALVES:
+        items = _half_items(split, half)
+        asked = pool.questions(items, items, config.per_item_users)
+        path = _pool_path(served, engine, config, f"per-item{config.per_item_users}-{half}")
+        records = _ask_cached(path, served, users, engine,
+                              lambda user, asked=asked, half=half: {half: asked.get(user, [])})
+        answers[half] = [Answer(r["user"], a, b, p) for r in records for a, b, p in r[half]]
+    return answers
 
 
 def _questions(split: ColdSplit, user: str, trained: Sequence[str], pairs_per_user: int, seed: int
@@ -421,46 +425,48 @@ class Lab:
         self.user_vectors = _user_vectors(served, [served.split.train[u] for u in pool.users])
         self.features = user_features(served, pool.users)
         self.phases = {half: make_phase(served, half, set(pool.users)) for half in HALVES}
-        self.l2 = config.refine_l2[-1]
-        self.l2_sweep = self._choose_l2()
+        self.l2, self.l2_sweep = self._choose_l2(self.preferences("valid", pool.users))
+        self.per_item_l2, self.per_item_sweep = (self._choose_l2(self.answered(pool.per_item["valid"]))
+                                                 if pool.per_item else (None, []))
 
-    def _choose_l2(self) -> list[dict]:
-        """Set `l2` (see `SimulatedUsersConfig.refine_l2`) and return the validation figures without answers (l2
-        None) and with every pool answer at each candidate."""
+    def _choose_l2(self, pairs: Preferences) -> tuple[float, list[dict]]:
+        """The l2 for `pairs` of the validation half (see `SimulatedUsersConfig.refine_l2`) and the validation
+        figures without answers (l2 None) and with `pairs` at each candidate."""
         n_cold = len(self.phases["valid"].cold)
 
-        def figures(chosen: Sequence[str]) -> tuple[float, float]:
-            ranks = self.ranks("valid", chosen)
+        def figures(with_pairs: Preferences, l2: float) -> tuple[float, float]:
+            ranks = self.ranks_with("valid", with_pairs, l2)
             cold, warm = ranks[:n_cold], ranks[n_cold:]
             return (float((cold <= 50).mean()) if len(cold) else 0.0,
                     float((warm <= 10).mean()) if len(warm) else 0.0)
 
-        cold_none, warm_none = figures([])
+        cold_none, warm_none = figures(Preferences.of_answers([]), 0.0)
         floor = warm_none * (1 - self.config.warm_tolerance)
         sweep = [{"l2": None, "valid cold Recall@50": cold_none, "valid warm HR@10": warm_none, "kept": True}]
         best = (-1.0, max(self.config.refine_l2))
         for l2 in sorted(self.config.refine_l2):
-            self.l2 = l2
-            cold, warm = figures(self.pool.users)
+            cold, warm = figures(pairs, l2)
             sweep.append({"l2": l2, "valid cold Recall@50": cold, "valid warm HR@10": warm, "kept": warm >= floor})
             if warm >= floor and cold > best[0]:
                 best = (cold, l2)
-        self.l2 = best[1]
-        return sweep
+        return best[1], sweep
+
+    def answered(self, answers: Sequence[Answer]) -> Preferences:
+        code = self.served.artifact.code_of
+        return Preferences.of_answers([(self.user_row[j.user], code[j.first], code[j.second], j.p) for j in answers])
 
     def preferences(self, half: str, chosen: Sequence[str]) -> Preferences:
         """The chosen users' answers of `half` as BPR pairs (winner, loser, confidence |2p - 1|)."""
-        code, chosen_set = self.served.artifact.code_of, set(chosen)
-        return Preferences.of_answers([(self.user_row[j.user], code[j.first], code[j.second], j.p)
-                                       for j in self.pool.pairs[half] if j.user in chosen_set])
+        chosen_set = set(chosen)
+        return self.answered([j for j in self.pool.pairs[half] if j.user in chosen_set])
 
     def ranks(self, half: str, chosen: Sequence[str]) -> np.ndarray:
         """Ranks of the half's cold then warm targets with the rows refined by the chosen users' answers."""
-        return self.ranks_with(half, self.preferences(half, chosen))
+        return self.ranks_with(half, self.preferences(half, chosen), self.l2)
 
-    def ranks_with(self, half: str, pairs: Preferences) -> np.ndarray:
+    def ranks_with(self, half: str, pairs: Preferences, l2: float) -> np.ndarray:
         config = self.config
-        rows = refine_rows(self.rows, self.user_vectors, pairs, config.refine_steps, config.refine_lr, self.l2)
+        rows = refine_rows(self.rows, self.user_vectors, pairs, config.refine_steps, config.refine_lr, l2)
         return self.phases[half].ranks(rows)
 
     def reward(self, chosen: Sequence[str]) -> float:
@@ -484,11 +490,14 @@ class Lab:
             results["policy"].append(self._result(top_users(users, logits, config.budget),
                                                   {"seed": seed, "reward_curve": curve}))
         if self.pool.per_item:
-            code = self.served.artifact.code_of
-            pairs = Preferences.of_answers([(self.user_row[j.user], code[j.first], code[j.second], j.p)
-                                            for j in self.pool.per_item])
-            results["per-item"] = [{"chosen": sorted({j.user for j in self.pool.per_item}), "pairs": len(pairs),
-                                    "test_ranks": self.ranks_with("test", pairs).tolist()}]
+            test = self.pool.per_item["test"]
+            pairs = self.answered(test)
+            n_cold = len(self.phases["test"].cold)
+            across = {l2: float((self.ranks_with("test", pairs, l2)[:n_cold] <= 50).mean())
+                      for l2 in self.config.refine_l2}
+            results["per-item"] = [{"chosen": sorted({j.user for j in test}), "pairs": len(pairs),
+                                    "test_ranks": self.ranks_with("test", pairs, self.per_item_l2).tolist(),
+                                    "test_cold_recall50_by_l2": across}]
         return results
 
     def _result(self, chosen: Sequence[str], extra: dict) -> dict:
@@ -626,7 +635,8 @@ def _summary(lab: Lab, results: dict[str, list[dict]], bootstrap: int) -> list[d
                      "metrics": {m: {"mean": float(np.mean(v)), "min": min(v), "max": max(v)}
                                  for m, v in means.items()},
                      "gain_recall50": {"mean": float(gain.mean()), "ci95": list(ci)},
-                     "detail": {k: v for k, v in results[rule][0].items() if k in ("feature", "validation_rewards")}})
+                     "detail": {k: v for k, v in results[rule][0].items()
+                                if k in ("feature", "validation_rewards", "test_cold_recall50_by_l2")}})
     return rows
 
 
@@ -655,6 +665,7 @@ def _report(config: SimulatedUsersConfig, served: ServedTable, lab: Lab, results
         },
         "pairs_asked": {half: len(pairs) for half, pairs in lab.pool.pairs.items()},
         "refine_l2": {"chosen": lab.l2, "sweep": lab.l2_sweep},
+        "per_item_l2": {"chosen": lab.per_item_l2, "sweep": lab.per_item_sweep},
         "judge_accuracy": checks,
         "rules": _summary(lab, results, config.bootstrap),
         "policy_reward": {"first5": float(np.mean([c[:5] for c in curves])),
@@ -695,6 +706,13 @@ def _markdown(report: dict) -> str:
               f"{row['valid cold Recall@50']:.4f} | {row['valid warm HR@10']:.4f} | {'yes' if row['kept'] else 'no'} |"
               for row in report["refine_l2"]["sweep"]]
     lines += ["", f"Chosen: l2 {report['refine_l2']['chosen']:g}.", ""]
+    if report["per_item_l2"]["sweep"]:
+        lines += ["The same choice for the per-item rule, with its own answers of the validation half:", "",
+                  "| l2 | valid cold Recall@50 | valid warm HR@10 | within the warm floor |", "|---|---|---|---|"]
+        lines += [f"| {'no answers' if row['l2'] is None else format(row['l2'], 'g')} | "
+                  f"{row['valid cold Recall@50']:.4f} | {row['valid warm HR@10']:.4f} | "
+                  f"{'yes' if row['kept'] else 'no'} |" for row in report["per_item_l2"]["sweep"]]
+        lines += ["", f"Chosen: l2 {report['per_item_l2']['chosen']:g}.", ""]
     lines += ["## Selection rules on the test half", "",
               f"Pairs asked per half: {report['pairs_asked']}. Mean over runs (seeds) with [min, max]; gain: the "
               "seed-averaged per-user cold Recall@50 minus `none`'s, 95% bootstrap interval over test users. "
@@ -708,6 +726,12 @@ def _markdown(report: dict) -> str:
         gain = row["gain_recall50"]
         lines.append(f"| {row['rule']} | {row['runs']} | {row['pairs']:.0f} | {' | '.join(cells)} | "
                      f"{gain['mean']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}] |")
+    per_item = next((r for r in report["rules"] if r["rule"] == "per-item"), None)
+    if per_item is not None:
+        by_l2 = per_item["detail"]["test_cold_recall50_by_l2"]
+        lines += ["", "Per-item rule, test cold Recall@50 at every l2 of the grid (a sensitivity read, not a choice: "
+                  "the row above uses validation's): "
+                  + ", ".join(f"{float(l2):g}: {value:.4f}" for l2, value in by_l2.items()) + "."]
     feature = next(r for r in report["rules"] if r["rule"] == "feature")["detail"]
     lines += ["", f"Feature rule: {feature.get('feature')} (validation rewards: "
               + ", ".join(f"{k} {v:.4f}" for k, v in feature.get("validation_rewards", {}).items()) + ").", ""]

@@ -137,9 +137,10 @@ def test_the_experiment_writes_its_report_and_reuses_the_pool(judge: str, served
     pools = list((module_artifacts / "simulated-users").glob("*.jsonl"))
     if judge == "llm":
         assert report["pairs_asked"] == {"valid": 24, "test": 24} and report["judge_accuracy"]
-        assert len(pools) == 2 and all(len(pool.read_text().splitlines()) == 12 for pool in pools)
+        assert len(pools) == 3 and all(len(pool.read_text().splitlines()) == 12 for pool in pools)
         assert isinstance(served.split, ColdSplit)  # the gateway's rule: each test cold item asked of 3 users
         assert report["runs"]["per-item"][0]["pairs"] == 3 * len(served.split.test_items)
+        assert report["per_item_l2"]["chosen"] in (0.1, 10.0) and len(report["per_item_l2"]["sweep"]) == 3
 
         class Refusing:
             def __getattr__(self, name: str) -> object:
