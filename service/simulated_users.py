@@ -72,11 +72,19 @@ class Memory:
 
     @classmethod
     def load(cls, path: Path) -> Memory:
+        """The memory at `path`; empty when there is none, or when it cannot be read (then it is kept aside as
+        `<name>.unreadable`; items it refined keep their served rows: the job must not stop the gateway)."""
         if not path.is_file():
             return cls({}, [])
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls({i: np.asarray(row, dtype=np.float32) for i, row in data["text_rows"].items()},
-                   [Answer(*entry) for entry in data["answers"]])
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls({i: np.asarray(row, dtype=np.float32) for i, row in data["text_rows"].items()},
+                       [Answer(*entry) for entry in data["answers"]])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            aside = path.with_name(path.name + ".unreadable")
+            log.error("cannot read %s (%r): kept as %s; the job starts afresh", path, exc, aside)
+            path.replace(aside)
+            return cls({}, [])
 
     def save(self, path: Path) -> None:
         data = {"text_rows": {i: row.tolist() for i, row in self.text_rows.items()},

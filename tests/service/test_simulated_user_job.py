@@ -2,7 +2,7 @@
 tiny table: a lone hot-added item keeps its text placement; two are asked about, their rows are refined from their
 text rows by the judge's answers exactly as `refine_rows` computes it (warm rows untouched) and their placement
 says how many answers moved them; a restart asks nothing twice; an upserted text is placed by its text again and
-asked about anew; the settings the job cannot run with are refused."""
+asked about anew; an unreadable memory is kept aside; the settings the job cannot run with are refused."""
 
 from __future__ import annotations
 
@@ -124,6 +124,16 @@ def test_hot_added_items_are_refined_by_the_judges_answers(serve, tiny_engine, j
         time.sleep(0.2)
     assert [a for a in answers if "new-0" not in (a[1], a[2])] == renewed[: len(renewed) - 3]
     assert server.client.get("/items/new-0").json()["title"] == "A Film Renamed Today (2026)"
+
+
+def test_an_unreadable_memory_is_kept_aside_and_the_job_goes_on(serve, tiny_engine, judged: Settings) -> None:
+    memory = judged.index_dir / ANSWERS_FILE
+    memory.write_text("{not json")
+    server = serve(judged, tiny_engine)
+    _add(server, NEW[0], NEW[1])
+    _wait_for(server, ["new-0", "new-1"], refined_placement(6))  # 3 users for each, both named in all 6
+    assert (judged.index_dir / (ANSWERS_FILE + ".unreadable")).read_text() == "{not json"
+    assert len(json.loads(memory.read_text())["answers"]) == 6
 
 
 def _pool_history(store: ItemStore, user: str) -> UserHistory:
