@@ -143,10 +143,11 @@ class SimulatedUserJob:
         hot = [item.item_id for item in catalog if item.placement is not None]
         pending = [i for i in hot if catalog[i].placement == PLACED_BY_TEXT]
         self.memory.forget({i for i in self.memory.text_rows if i not in hot or i in pending})
-        if not pending or len(hot) < 2:
-            return 0
         self.memory.text_rows |= dict(zip(pending, store.vectors_of(pending), strict=True))
-        self.memory.answers += await asyncio.to_thread(self._ask, catalog, pending, hot)
+        known = [i for i in hot if i in self.memory.text_rows]  # refined rows need their text rows to be redone
+        if not pending or len(known) < 2:
+            return 0
+        self.memory.answers += await asyncio.to_thread(self._ask, catalog, pending, known)
         await asyncio.to_thread(self.memory.save, self.path)
         items, rows = await asyncio.to_thread(self._refined, store)
         return await self._serve(catalog, items, rows)
