@@ -103,6 +103,7 @@ class SimulatedUserJob:
     def __init__(self, state: AppState, table: TableArtifact, judge: Engine, pool: JudgePool,
                  users_per_item: int, l2: float) -> None:
         self.state, self.table, self.judge, self.pool = state, table, judge, pool
+        self.pool_user = {u.user_id: u for u in pool.users}
         self.users_per_item = min(users_per_item, len(pool.users))
         self.l2 = l2
         self.path = state.index_dir / ANSWERS_FILE
@@ -153,10 +154,9 @@ class SimulatedUserJob:
         return await self._serve(catalog, items, rows)
 
     def _ask(self, catalog: Catalog, pending: Sequence[str], hot: Sequence[str]) -> list[Answer]:
-        users = {u.user_id: u for u in self.pool.users}
         answers = []
         for user_id, pairs in self.pool.questions(pending, hot, self.users_per_item).items():
-            lines = users[user_id].read(catalog).lines
+            lines = self.pool_user[user_id].read(catalog).lines
             probs = prefer_first(self.judge, lines, [(catalog[a], catalog[b]) for a, b in pairs])
             answers += [Answer(user_id, a, b, float(p)) for (a, b), p in zip(pairs, probs, strict=True)]
         return answers
@@ -168,9 +168,9 @@ class SimulatedUserJob:
         code = {i: k for k, i in enumerate(items)}
         users = sorted({a.user for a in answers})
         user_row = {u: k for k, u in enumerate(users)}
-        by_id = {u.user_id: u for u in self.pool.users}
         max_len = self.table.model.config.max_len
-        histories = [history_rows(store, by_id[u].read(store.catalog), max_len, None, self.table) for u in users]
+        histories = [history_rows(store, self.pool_user[u].read(store.catalog), max_len, None, self.table)
+                     for u in users]
         vectors = torch.from_numpy(user_vectors(self.table, histories))
         text = torch.from_numpy(np.stack([self.memory.text_rows[i] for i in items]))
         pairs = Preferences.of_answers([(user_row[a.user], code[a.first], code[a.second], a.p) for a in answers])

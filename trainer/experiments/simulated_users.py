@@ -103,8 +103,8 @@ class SimulatedUsersConfig(SplitConfig):
     budget: int = 40
     """Users each selection rule picks from the pool."""
     per_item_users: int = 8
-    """The gateway's rule, measured as `per-item` (llm judge): each test cold item asked of this many seeded pool
-    users against another item of the half (`JudgePool.questions`; REASONREC_JUDGE_USERS_PER_ITEM); 0: skipped."""
+    """The gateway's rule, measured as `per-item` (llm judge): each cold item of a half asked of this many seeded
+    pool users against another item of the half (`JudgePool.questions`; REASONREC_JUDGE_USERS_PER_ITEM); 0: skipped."""
     seeds: int = 5
     """Seeds of the random rule and of the policy's training."""
     policy_iterations: int = 200
@@ -493,11 +493,11 @@ class Lab:
             test = self.pool.per_item["test"]
             pairs = self.answered(test)
             n_cold = len(self.phases["test"].cold)
-            across = {l2: float((self.ranks_with("test", pairs, l2)[:n_cold] <= 50).mean())
-                      for l2 in self.config.refine_l2}
+            ranks = {l2: self.ranks_with("test", pairs, l2) for l2 in self.config.refine_l2}  # the chosen among them
             results["per-item"] = [{"chosen": sorted({j.user for j in test}), "pairs": len(pairs),
-                                    "test_ranks": self.ranks_with("test", pairs, self.per_item_l2).tolist(),
-                                    "test_cold_recall50_by_l2": across}]
+                                    "test_ranks": ranks[self.per_item_l2].tolist(),
+                                    "test_cold_recall50_by_l2": {l2: float((r[:n_cold] <= 50).mean())
+                                                                 for l2, r in ranks.items()}}]
         return results
 
     def _result(self, chosen: Sequence[str], extra: dict) -> dict:

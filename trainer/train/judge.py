@@ -125,12 +125,12 @@ def write_pool(config: JudgeSftConfig, split: Split, command: str) -> Path:
 def train_judge(config: JudgeSftConfig, command: str = "") -> Path:
     """Train (or resume, or find done) the judge adapter and write its pool when missing; returns its folder."""
     run = SftRun(config.folder, "judge SFT", config.fingerprint(), config.checkpoint_minutes)
-    ds, split = config.load()
     if sft_done(run):
         log.info("%s is already trained with these settings", run.folder)
         if not (run.folder / POOL_FILE).is_file():
-            write_pool(config, split, command)
+            write_pool(config, config.load()[1], command)
         return run.folder
+    ds, split = config.load()
     loaded = load_model(config.model)
     tokenizer, catalog = loaded.tokenizer, ds.catalog
     torch.manual_seed(config.seed)
